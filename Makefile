@@ -1,0 +1,62 @@
+# Hearth build, test and dev entry points. `make dev` and `make test` install what is missing
+# (Debian packages, Go tools, npm packages) before they run, so they work on a fresh Debian 12 box.
+
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+export PATH := $(BIN):$(PATH)
+
+# Pinned generator versions: `make generate` must give the same output on every machine.
+BUF_VERSION := v1.50.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
+
+# Debian packages the tests and the platform need; installed only when a command is missing.
+APT_PACKAGES := iproute2 nftables curl ca-certificates
+
+.PHONY: all build envd hearth generate deps test test-go test-e2e vet fmt bench dev clean
+
+all: build
+
+build: envd hearth
+
+envd:
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/envd ./cmd/envd
+
+hearth:
+	$(GO) build -trimpath -o $(BIN)/hearth ./cmd/hearth
+
+$(BIN)/buf:
+	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+$(BIN)/protoc-gen-go:
+	GOBIN=$(BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+$(BIN)/protoc-gen-connect-go:
+	GOBIN=$(BIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$(PROTOC_GEN_CONNECT_GO_VERSION)
+
+generate: $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-connect-go
+	rm -rf internal/gen
+	$(BIN)/buf generate
+
+deps:
+	@./scripts/deps.sh
+
+vet:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: deps build vet test-go test-e2e
+
+test-go:
+	$(GO) test -race -count=1 ./...
+
+test-e2e: envd
+	@./scripts/e2e.sh
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/envd/...
+
+dev: deps build
+	$(BIN)/hearth dev
+
+clean:
+	rm -rf $(BIN)

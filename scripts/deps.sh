@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what Hearth's build, tests and dev mode need and the machine lacks. Idempotent and
+# quick when everything is present, so `make dev` and `make test` call it every time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+# command -> Debian package providing it
+declare -A cmds=(
+  [ip]=iproute2
+  [nft]=nftables
+  [tc]=iproute2
+  [curl]=curl
+  [node]=nodejs
+  [npm]=npm
+)
+for c in "${!cmds[@]}"; do
+  command -v "$c" >/dev/null 2>&1 || need_apt+=("${cmds[$c]}")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "deps: missing ${need_apt[*]}; run as root or install them with apt-get" >&2
+    exit 1
+  fi
+  echo "deps: installing ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
+fi
+
+# The end-to-end tests drive Hearth with the published e2b SDK, pinned in e2e/package-lock.json.
+if [ ! -d e2e/node_modules/e2b ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then
+  echo "deps: installing npm packages for the end-to-end tests"
+  (cd e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
