@@ -14,7 +14,7 @@ PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 # Debian packages the tests and the platform need; installed only when a command is missing.
 APT_PACKAGES := iproute2 nftables curl ca-certificates
 
-.PHONY: all build envd hearth generate deps test test-go test-e2e vet fmt bench dev clean
+.PHONY: all build envd hearth runsc generate deps test test-go test-e2e vet fmt bench dev clean
 
 all: build
 
@@ -25,6 +25,10 @@ envd:
 
 hearth:
 	$(GO) build -trimpath -o $(BIN)/hearth ./cmd/hearth
+
+# runsc (gVisor) is built from its Go module at a pinned version; see scripts/build-runsc.sh.
+runsc:
+	@./scripts/build-runsc.sh $(BIN)/runsc
 
 $(BIN)/buf:
 	GOBIN=$(BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)

@@ -13,6 +13,8 @@ declare -A cmds=(
   [curl]=curl
   [node]=nodejs
   [npm]=npm
+  [debootstrap]=debootstrap
+  [mkfs.ext4]=e2fsprogs
 )
 for c in "${!cmds[@]}"; do
   command -v "$c" >/dev/null 2>&1 || need_apt+=("${cmds[$c]}")
