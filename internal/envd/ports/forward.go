@@ -84,12 +84,12 @@ func (f *Forwarder) sync() {
 	local, reachable := map[uint16]netip.Addr{}, map[uint16]bool{}
 	for _, l := range ls {
 		switch {
+		case l.addr.IsUnspecified() || isExternal[l.addr]:
+			reachable[l.port] = true
 		case l.addr.IsLoopback():
 			if _, seen := local[l.port]; !seen || l.addr.Is4() {
 				local[l.port] = l.addr
 			}
-		case l.addr.IsUnspecified() || isExternal[l.addr]:
-			reachable[l.port] = true
 		}
 	}
 
