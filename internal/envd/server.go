@@ -1,0 +1,220 @@
+package envd
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hearthsh/hearth/internal/envd/auth"
+	"github.com/hearthsh/hearth/internal/envd/files"
+	"github.com/hearthsh/hearth/internal/envd/filesystem"
+	"github.com/hearthsh/hearth/internal/envd/hoststats"
+	"github.com/hearthsh/hearth/internal/envd/identity"
+	"github.com/hearthsh/hearth/internal/envd/process"
+	"github.com/hearthsh/hearth/internal/envd/sandboxenv"
+	"github.com/hearthsh/hearth/internal/gen/filesystem/filesystemconnect"
+	"github.com/hearthsh/hearth/internal/gen/process/processconnect"
+)
+
+// Config configures an envd server.
+type Config struct {
+	Log *slog.Logger
+	// DefaultUser runs requests that name no user until /init says otherwise.
+	DefaultUser string
+	// Reap makes envd reap orphaned processes, as PID 1 must.
+	Reap bool
+	// SetClock lets /init set the system clock from its timestamp (VM guests, whose clock lags
+	// after a resume). Off for envd on a development host.
+	SetClock bool
+	// StallTimeout bounds how long a process output stream may stay full before it is cut off.
+	StallTimeout time.Duration
+}
+
+// Server is envd's HTTP handler.
+type Server struct {
+	cfg     Config
+	env     *sandboxenv.Env
+	stats   *hoststats.Sampler
+	mux     *http.ServeMux
+	Process *process.Service
+}
+
+// NewServer builds envd's routes.
+func NewServer(cfg Config) *Server {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	s := &Server{
+		cfg:   cfg,
+		env:   sandboxenv.New(cfg.DefaultUser),
+		stats: hoststats.NewSampler("/"),
+		mux:   http.NewServeMux(),
+	}
+	s.Process = process.New(s.env, cfg.Log, process.Options{Reap: cfg.Reap, StallTimeout: cfg.StallTimeout})
+	procPath, procHandler := processconnect.NewProcessHandler(s.Process)
+	fsPath, fsHandler := filesystemconnect.NewFilesystemHandler(filesystem.New(s.env, cfg.Log))
+	s.mux.Handle(procPath, procHandler)
+	s.mux.Handle(fsPath, fsHandler)
+	s.mux.Handle("/files", files.New(s.env, cfg.Log))
+	s.mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) })
+	s.mux.HandleFunc("GET /metrics", s.metrics)
+	s.mux.HandleFunc("GET /envs", s.envs)
+	s.mux.HandleFunc("POST /init", s.init)
+	return s
+}
+
+// Env exposes the state /init configures, for tests and embedding.
+func (s *Server) Env() *sandboxenv.Env { return s.env }
+
+// ServeHTTP applies CORS and access-token checks, then routes.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	cors(w, r)
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if err := s.authorize(r); err != nil {
+		writeError(w, http.StatusUnauthorized, err.Error())
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// authorize enforces the access token set by /init on every route but /health. File
+// transfers may carry a signed URL instead.
+func (s *Server) authorize(r *http.Request) error {
+	token := s.env.AccessToken()
+	if token == "" || r.URL.Path == "/health" {
+		return nil
+	}
+	if presented := r.Header.Get(auth.Header); presented != "" {
+		if auth.TokenMatches(presented, token) {
+			return nil
+		}
+		return errors.New("invalid access token in " + auth.Header)
+	}
+	if r.URL.Path == "/files" && (r.Method == http.MethodGet || r.Method == http.MethodPost) {
+		op := auth.OpRead
+		if r.Method == http.MethodPost {
+			op = auth.OpWrite
+		}
+		q := r.URL.Query()
+		users := []string{q.Get("username")}
+		if users[0] == "" {
+			// A URL signed without a user: the JS SDK renders the missing name as
+			// "undefined" inside the signed string; other clients sign the default user.
+			users = []string{"", "undefined", s.env.DefaultUser()}
+		}
+		var err error
+		for _, u := range users {
+			if err = auth.VerifySignature(q.Get("signature"), q.Get("signature_expiration"), q.Get("path"), op, u, token, time.Now()); err == nil {
+				return nil
+			}
+		}
+		return err
+	}
+	return errors.New("missing access token: send it in the " + auth.Header + " header")
+}
+
+func (s *Server) metrics(w http.ResponseWriter, r *http.Request) {
+	m, err := s.stats.Read()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, m)
+}
+
+func (s *Server) envs(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.env.Vars())
+}
+
+// InitRequest is the body of POST /init, as E2B's control plane sends it.
+type InitRequest struct {
+	EnvVars        map[string]string `json:"envVars,omitempty"`
+	AccessToken    *string           `json:"accessToken,omitempty"`
+	Timestamp      *time.Time        `json:"timestamp,omitempty"`
+	DefaultUser    string            `json:"defaultUser,omitempty"`
+	DefaultWorkdir string            `json:"defaultWorkdir,omitempty"`
+}
+
+func (s *Server) init(w http.ResponseWriter, r *http.Request) {
+	var req InitRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) { // an empty body changes nothing
+		writeError(w, http.StatusBadRequest, "invalid /init body: "+err.Error())
+		return
+	}
+	if req.DefaultUser != "" {
+		if _, err := identity.Lookup(req.DefaultUser); err != nil {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("defaultUser: %v", err))
+			return
+		}
+	}
+	if req.DefaultWorkdir != "" && !filepath.IsAbs(req.DefaultWorkdir) {
+		writeError(w, http.StatusBadRequest, "defaultWorkdir must be an absolute path")
+		return
+	}
+	if req.Timestamp != nil && s.cfg.SetClock {
+		if err := setClock(*req.Timestamp); err != nil {
+			s.cfg.Log.Warn("set clock from /init failed", "err", err)
+		}
+	}
+	s.env.MergeVars(req.EnvVars)
+	if req.AccessToken != nil {
+		s.env.SetAccessToken(*req.AccessToken)
+	}
+	if req.DefaultUser != "" {
+		s.env.SetDefaultUser(req.DefaultUser)
+	}
+	if req.DefaultWorkdir != "" {
+		s.env.SetDefaultWorkdir(req.DefaultWorkdir)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func cors(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+	if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+		h.Set("Access-Control-Allow-Headers", req)
+	}
+	h.Set("Access-Control-Expose-Headers", strings.Join([]string{
+		"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin", "Connect-Protocol-Version",
+		"Content-Disposition", "Content-Encoding",
+	}, ", "))
+	h.Set("Access-Control-Max-Age", "7200")
+}
+
+// writeError writes E2B's error body shape.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, map[string]any{"code": status, "message": msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// NewHTTPServer wraps the handler in an http.Server that speaks HTTP/1.1 and unencrypted
+// HTTP/2 (Connect client streams need HTTP/2), with no read or write timeouts because exec and
+// watch streams last as long as their processes.
+func NewHTTPServer(h http.Handler) *http.Server {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:           h,
+		Protocols:         p,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       640 * time.Second,
+	}
+}
