@@ -579,4 +579,3 @@ func TestKeepalive(t *testing.T) {
 		t.Fatalf("got %d keepalives in 2.5 s with a 1 s interval", keepalives)
 	}
 }
-
