@@ -79,6 +79,7 @@ func run() error {
 	defer stop()
 
 	srv := envd.NewServer(envd.Config{Log: log, DefaultUser: user, Reap: *reap, SetClock: *setClock, StallTimeout: *stall})
+	defer srv.Close()
 	hs := envd.NewHTTPServer(srv)
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {

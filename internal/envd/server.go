@@ -42,8 +42,12 @@ type Server struct {
 	env     *sandboxenv.Env
 	stats   *hoststats.Sampler
 	mux     *http.ServeMux
+	fs      *filesystem.Service
 	Process *process.Service
 }
+
+// Close stops the filesystem watchers clients created and never removed.
+func (s *Server) Close() { s.fs.Close() }
 
 // NewServer builds envd's routes.
 func NewServer(cfg Config) *Server {
@@ -58,7 +62,8 @@ func NewServer(cfg Config) *Server {
 	}
 	s.Process = process.New(s.env, cfg.Log, process.Options{Reap: cfg.Reap, StallTimeout: cfg.StallTimeout})
 	procPath, procHandler := processconnect.NewProcessHandler(s.Process)
-	fsPath, fsHandler := filesystemconnect.NewFilesystemHandler(filesystem.New(s.env, cfg.Log))
+	s.fs = filesystem.New(s.env, cfg.Log)
+	fsPath, fsHandler := filesystemconnect.NewFilesystemHandler(s.fs)
 	s.mux.Handle(procPath, procHandler)
 	s.mux.Handle(fsPath, fsHandler)
 	s.mux.Handle("/files", files.New(s.env, cfg.Log))

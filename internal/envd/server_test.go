@@ -30,6 +30,7 @@ func newTestServer(t testing.TB) (*Server, *httptest.Server) {
 	s := NewServer(Config{Log: slog.New(slog.DiscardHandler), DefaultUser: cur.Name})
 	hs := httptest.NewServer(s)
 	t.Cleanup(hs.Close)
+	t.Cleanup(s.Close)
 	return s, hs
 }
 
