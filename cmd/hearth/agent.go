@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearthsh/hearth/internal/agent"
+	"github.com/hearthsh/hearth/internal/agent/sandbox"
+	"github.com/hearthsh/hearth/internal/conntrack"
+	"github.com/hearthsh/hearth/internal/netslot"
+	"github.com/hearthsh/hearth/internal/proxy"
+	"github.com/hearthsh/hearth/internal/runtime"
+	"github.com/hearthsh/hearth/internal/runtime/gvisor"
+	"github.com/hearthsh/hearth/internal/template"
+)
+
+// agentConfig is what `hearth agent` (and `hearth dev`) needs to run a host agent.
+type agentConfig struct {
+	DataDir     string
+	RPCAddr     string
+	ProxyAddr   string
+	Runtime     string
+	Runsc       string
+	PoolCIDR    string
+	SlotPrefix  string
+	DefaultUser string
+}
+
+func init() {
+	var c agentConfig
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the host agent: sandboxes of this machine, their network and their proxy",
+		Long: "Runs the host agent as root. It serves the hostagent.v1 API (HTTP/2 cleartext) on " +
+			"--listen and the sandbox proxy (HTTP/1.1 and WebSocket) on --proxy-listen. At start it " +
+			"removes everything a previous run left behind (runtime processes, network slots, " +
+			"cgroups) and keeps paused sandboxes.",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return runAgent(ctx, c, slog.New(slog.NewTextHandler(os.Stderr, nil)), nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.DataDir, "data-dir", templateEnvOr("HEARTH_DATA_DIR", templateDefaultDataDir), "data directory: templates, sandboxes, snapshots")
+	f.StringVar(&c.RPCAddr, "listen", "127.0.0.1:5008", "address of the hostagent.v1 API")
+	f.StringVar(&c.ProxyAddr, "proxy-listen", "127.0.0.1:5007", "address of the sandbox proxy")
+	f.StringVar(&c.Runtime, "runtime", "gvisor", "sandbox runtime: gvisor")
+	f.StringVar(&c.Runsc, "runsc", "", "runsc binary (default: bin/runsc next to hearth, else PATH)")
+	f.StringVar(&c.PoolCIDR, "pool", netslot.DefaultCIDR.String(), "IPv4 pool for sandbox network slots, cut into /30s")
+	f.StringVar(&c.SlotPrefix, "slot-prefix", netslot.DefaultPrefix, "name prefix of this agent's netns, interfaces and nftables table")
+	f.StringVar(&c.DefaultUser, "default-user", "user", "user sandbox commands run as unless the caller names one")
+	rootCmd.AddCommand(cmd)
+}
+
+// runAgent runs an agent until ctx ends. ready, if set, is called with the bound addresses.
+func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(rpc, proxy net.Addr)) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the host agent must run as root: it creates network namespaces and sandboxes")
+	}
+	driver, err := newDriver(c, log)
+	if err != nil {
+		return err
+	}
+	cidr, err := netip.ParsePrefix(c.PoolCIDR)
+	if err != nil {
+		return fmt.Errorf("--pool: %w", err)
+	}
+	slots, err := netslot.New(netslot.Config{CIDR: cidr, Prefix: c.SlotPrefix, Logger: log})
+	if err != nil {
+		return err
+	}
+	conns := &conntrack.Tracker{}
+	home := "/home/" + c.DefaultUser
+	if c.DefaultUser == "root" {
+		home = "/root"
+	}
+	mgr := sandbox.New(sandbox.Config{
+		DataDir:        filepath.Join(c.DataDir, "sandboxes"),
+		Driver:         driver,
+		Slots:          slots,
+		Conns:          conns,
+		Templates:      templateResolver(c.DataDir),
+		Log:            log,
+		DefaultUser:    c.DefaultUser,
+		DefaultWorkdir: home,
+	})
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err = mgr.Recover(rctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("recover: %w", err)
+	}
+	a := agent.New(mgr, conns, c.Runtime, log)
+
+	rpcLn, err := net.Listen("tcp", c.RPCAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", c.RPCAddr, err)
+	}
+	proxyLn, err := net.Listen("tcp", c.ProxyAddr)
+	if err != nil {
+		rpcLn.Close()
+		return fmt.Errorf("listen %s: %w", c.ProxyAddr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(a.RPCHandler())
+	rpcSrv := newServer(mux, true)
+	proxySrv := newServer(a.ProxyHandler(), false)
+	proxySrv.ConnContext = proxy.ConnContext
+
+	errc := make(chan error, 2)
+	go func() { errc <- rpcSrv.Serve(rpcLn) }()
+	go func() { errc <- proxySrv.Serve(proxyLn) }()
+	log.Info("agent ready", "rpc", rpcLn.Addr().String(), "proxy", proxyLn.Addr().String(), "runtime", c.Runtime, "data_dir", c.DataDir)
+	if ready != nil {
+		ready(rpcLn.Addr(), proxyLn.Addr())
+	}
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	proxySrv.Shutdown(sctx)
+	rpcSrv.Shutdown(sctx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// newServer returns a server with the timeouts of DESIGN.md; h2c only for RPC.
+func newServer(h http.Handler, h2c bool) *http.Server {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	if h2c {
+		p.SetUnencryptedHTTP2(true)
+	}
+	return &http.Server{Handler: h, Protocols: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 620 * time.Second}
+}
+
+func newDriver(c agentConfig, log *slog.Logger) (runtime.Driver, error) {
+	switch c.Runtime {
+	case "gvisor":
+		bin, err := findRunsc(c.Runsc)
+		if err != nil {
+			return nil, err
+		}
+		return gvisor.New(gvisor.Config{
+			Runsc:       bin,
+			StateDir:    filepath.Join(c.DataDir, "runsc"),
+			SnapshotDir: filepath.Join(c.DataDir, "template-snapshots"),
+			Logger:      log,
+		})
+	default:
+		return nil, fmt.Errorf("--runtime %q is not available: this build supports gvisor", c.Runtime)
+	}
+}
+
+// findRunsc looks for runsc where `make runsc` puts it, then on PATH.
+func findRunsc(flag string) (string, error) {
+	if flag != "" {
+		return flag, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), "runsc")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("runsc"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("runsc not found: build it with `make runsc` (bin/runsc) or pass --runsc")
+}
+
+// templateResolver opens built templates under the data dir.
+func templateResolver(dataDir string) sandbox.TemplateFunc {
+	return func(name string) (runtime.Template, error) {
+		t, err := template.Open(dataDir, name)
+		if err != nil {
+			return runtime.Template{}, err
+		}
+		return runtime.Template{Name: t.Name, RootFS: t.RootFS, Version: t.Version()}, nil
+	}
+}

@@ -1,0 +1,215 @@
+// Package agent is the host agent: it serves the hostagent.v1 API to the control plane and
+// proxies traffic to the ports of its sandboxes.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/hearthsh/hearth/internal/agent/sandbox"
+	"github.com/hearthsh/hearth/internal/conntrack"
+	"github.com/hearthsh/hearth/internal/envd"
+	"github.com/hearthsh/hearth/internal/envd/hoststats"
+	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
+	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
+	"github.com/hearthsh/hearth/internal/proxy"
+)
+
+// Agent ties the sandbox manager to the RPC API and the proxy.
+type Agent struct {
+	mgr     *sandbox.Manager
+	conns   *conntrack.Tracker
+	proxy   *proxy.Handler
+	runtime string
+	log     *slog.Logger
+	stats   *hoststats.Sampler
+}
+
+var _ hostagentv1connect.HostAgentServiceHandler = (*Agent)(nil)
+
+// New returns an Agent for a manager whose proxied connections are tracked by conns.
+func New(mgr *sandbox.Manager, conns *conntrack.Tracker, runtimeName string, log *slog.Logger) *Agent {
+	a := &Agent{mgr: mgr, conns: conns, runtime: runtimeName, log: log, stats: hoststats.NewSampler("/")}
+	a.proxy = proxy.New(a.resolve, proxy.Options{StatusFor: proxyStatus, Log: log})
+	return a
+}
+
+// RPCHandler serves hostagent.v1.
+func (a *Agent) RPCHandler() (string, http.Handler) {
+	return hostagentv1connect.NewHostAgentServiceHandler(a)
+}
+
+// ProxyHandler serves sandbox traffic. Its server must install proxy.ConnContext.
+func (a *Agent) ProxyHandler() http.Handler { return a.proxy }
+
+// resolve admits a proxied request: the sandbox must be running, and the connection is
+// tracked so a pause can drain it.
+func (a *Agent) resolve(r *http.Request, route proxy.Route) (proxy.Upstream, error) {
+	target, err := a.mgr.Target(route.SandboxID, route.Port)
+	if err != nil {
+		return proxy.Upstream{}, err
+	}
+	ctx, done, err := a.conns.Track(route.SandboxID, r.Context(), proxy.ConnFrom(r.Context()))
+	if err != nil {
+		return proxy.Upstream{}, err
+	}
+	return proxy.Upstream{Addr: target.String(), Ctx: ctx, Done: done}, nil
+}
+
+func proxyStatus(err error) int {
+	var busy *sandbox.BusyError
+	switch {
+	case errors.Is(err, sandbox.ErrNotFound):
+		return http.StatusNotFound
+	case errors.As(err, &busy), errors.Is(err, conntrack.ErrDraining):
+		return http.StatusConflict
+	default:
+		return http.StatusBadGateway
+	}
+}
+
+// rpcError maps manager errors to Connect codes.
+func rpcError(err error) error {
+	var busy *sandbox.BusyError
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, sandbox.ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, err)
+	case errors.As(err, &busy):
+		return connect.NewError(connect.CodeFailedPrecondition, err)
+	case errors.Is(err, sandbox.ErrInvalid):
+		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return connect.NewError(connect.CodeDeadlineExceeded, err)
+	case errors.Is(err, context.Canceled):
+		return connect.NewError(connect.CodeCanceled, err)
+	default:
+		return connect.NewError(connect.CodeInternal, err)
+	}
+}
+
+func toProto(i sandbox.Info) *pb.Sandbox {
+	s := &pb.Sandbox{
+		SandboxId:   i.ID,
+		Template:    i.Template,
+		State:       stateProto[i.State],
+		Cpus:        uint32(i.CPUs),
+		MemoryMib:   uint32(i.MemoryMiB),
+		EnvdVersion: envd.Version,
+		CreatedAt:   timestamppb.New(i.CreatedAt),
+		Metadata:    i.Metadata,
+	}
+	if i.EnvdAddr.IsValid() {
+		s.EnvdAddress = i.EnvdAddr.String()
+	}
+	return s
+}
+
+var stateProto = map[sandbox.State]pb.State{
+	sandbox.Starting: pb.State_STATE_STARTING,
+	sandbox.Running:  pb.State_STATE_RUNNING,
+	sandbox.Pausing:  pb.State_STATE_PAUSING,
+	sandbox.Paused:   pb.State_STATE_PAUSED,
+	sandbox.Resuming: pb.State_STATE_RESUMING,
+	sandbox.Stopping: pb.State_STATE_STOPPING,
+	sandbox.Stopped:  pb.State_STATE_STOPPED,
+}
+
+// Create boots a sandbox.
+func (a *Agent) Create(ctx context.Context, req *connect.Request[pb.CreateRequest]) (*connect.Response[pb.CreateResponse], error) {
+	m := req.Msg
+	info, err := a.mgr.Create(ctx, sandbox.CreateRequest{
+		ID: m.GetSandboxId(), Template: m.GetTemplate(), CPUs: int(m.GetCpus()), MemoryMiB: int(m.GetMemoryMib()),
+		EnvVars: m.GetEnvVars(), AccessToken: m.GetEnvdAccessToken(), Metadata: m.GetMetadata(),
+	})
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return connect.NewResponse(&pb.CreateResponse{Sandbox: toProto(info)}), nil
+}
+
+// Get returns one sandbox.
+func (a *Agent) Get(ctx context.Context, req *connect.Request[pb.GetRequest]) (*connect.Response[pb.GetResponse], error) {
+	info, err := a.mgr.Get(req.Msg.GetSandboxId())
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return connect.NewResponse(&pb.GetResponse{Sandbox: toProto(info)}), nil
+}
+
+// List returns every sandbox on this host.
+func (a *Agent) List(ctx context.Context, req *connect.Request[pb.ListRequest]) (*connect.Response[pb.ListResponse], error) {
+	res := &pb.ListResponse{}
+	for _, i := range a.mgr.List() {
+		res.Sandboxes = append(res.Sandboxes, toProto(i))
+	}
+	return connect.NewResponse(res), nil
+}
+
+// Destroy removes a sandbox.
+func (a *Agent) Destroy(ctx context.Context, req *connect.Request[pb.DestroyRequest]) (*connect.Response[pb.DestroyResponse], error) {
+	id := req.Msg.GetSandboxId()
+	err := a.mgr.Destroy(ctx, id)
+	a.proxy.Evict(id)
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	return connect.NewResponse(&pb.DestroyResponse{}), nil
+}
+
+// Pause snapshots a sandbox to disk.
+func (a *Agent) Pause(ctx context.Context, req *connect.Request[pb.PauseRequest]) (*connect.Response[pb.PauseResponse], error) {
+	id := req.Msg.GetSandboxId()
+	start := time.Now()
+	info, err := a.mgr.Pause(ctx, id)
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	a.proxy.Evict(id)
+	a.log.Info("sandbox paused", "sandbox", id, "took", time.Since(start))
+	return connect.NewResponse(&pb.PauseResponse{Sandbox: toProto(info)}), nil
+}
+
+// Resume restores a paused sandbox.
+func (a *Agent) Resume(ctx context.Context, req *connect.Request[pb.ResumeRequest]) (*connect.Response[pb.ResumeResponse], error) {
+	start := time.Now()
+	info, err := a.mgr.Resume(ctx, req.Msg.GetSandboxId())
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	a.log.Info("sandbox resumed", "sandbox", info.ID, "took", time.Since(start))
+	return connect.NewResponse(&pb.ResumeResponse{Sandbox: toProto(info)}), nil
+}
+
+// Stats reports capacity and use for placement.
+func (a *Agent) Stats(ctx context.Context, req *connect.Request[pb.StatsRequest]) (*connect.Response[pb.StatsResponse], error) {
+	m, err := a.stats.Read()
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("read host stats: %w", err))
+	}
+	res := &pb.StatsResponse{
+		Runtime:              a.runtime,
+		Cpus:                 uint32(runtime.NumCPU()),
+		MemoryTotalBytes:     m.MemTotal,
+		MemoryAvailableBytes: m.MemTotal - m.MemUsed,
+	}
+	for _, i := range a.mgr.List() {
+		switch i.State {
+		case sandbox.Running, sandbox.Starting, sandbox.Resuming, sandbox.Pausing:
+			res.SandboxesRunning++
+			res.MemoryCommittedMib += uint64(i.MemoryMiB)
+		case sandbox.Paused:
+			res.SandboxesPaused++
+		}
+	}
+	return connect.NewResponse(res), nil
+}

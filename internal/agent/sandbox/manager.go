@@ -1,0 +1,479 @@
+package sandbox
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hearthsh/hearth/internal/conntrack"
+	"github.com/hearthsh/hearth/internal/envd"
+	"github.com/hearthsh/hearth/internal/netslot"
+	"github.com/hearthsh/hearth/internal/runtime"
+)
+
+// Timing of the pause sequence, from DESIGN.md.
+const (
+	// DrainGrace is how long open proxy connections get to finish before they are closed.
+	DrainGrace = 5 * time.Second
+	// guestReclaimTimeout bounds the sync and page-cache drop inside the guest.
+	guestReclaimTimeout = 30 * time.Second
+	initTimeout         = 10 * time.Second
+)
+
+// TemplateFunc resolves a template name to what the driver boots.
+type TemplateFunc func(name string) (runtime.Template, error)
+
+// Config wires a Manager.
+type Config struct {
+	// DataDir holds one directory per sandbox: <DataDir>/<id>/.
+	DataDir   string
+	Driver    runtime.Driver
+	Slots     *netslot.Pool
+	SlotOpts  []netslot.AcquireOption
+	Conns     *conntrack.Tracker
+	Templates TemplateFunc
+	Log       *slog.Logger
+	// DefaultUser and DefaultWorkdir are sent to envd's /init; the base template's user.
+	DefaultUser    string
+	DefaultWorkdir string
+}
+
+// CreateRequest describes a new sandbox.
+type CreateRequest struct {
+	ID          string
+	Template    string
+	CPUs        int
+	MemoryMiB   int
+	EnvVars     map[string]string
+	AccessToken string
+	Metadata    map[string]string
+}
+
+// Info is a snapshot of a sandbox's public state.
+type Info struct {
+	ID        string            `json:"id"`
+	Template  string            `json:"template"`
+	State     State             `json:"state"`
+	CPUs      int               `json:"cpus"`
+	MemoryMiB int               `json:"memoryMiB"`
+	CreatedAt time.Time         `json:"createdAt"`
+	Metadata  map[string]string `json:"metadata,omitempty"`
+	// EnvdAddr is where the host reaches envd; invalid while the sandbox has no slot.
+	EnvdAddr netip.AddrPort `json:"-"`
+}
+
+// record is what the manager keeps per sandbox; the persisted part survives agent restarts
+// so paused sandboxes can still be resumed.
+type record struct {
+	Info
+	EnvVars     map[string]string `json:"envVars,omitempty"`
+	AccessToken string            `json:"accessToken,omitempty"`
+
+	slot *netslot.Slot
+	envd *envdClient
+}
+
+// Manager owns the sandboxes of one agent. It is safe for concurrent use; each sandbox's
+// lifecycle operations are serialised by its state, and refused while it is transitional.
+type Manager struct {
+	cfg Config
+
+	mu        sync.Mutex
+	sandboxes map[string]*record
+}
+
+var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// New returns a Manager. Call Recover before serving requests.
+func New(cfg Config) *Manager {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Manager{cfg: cfg, sandboxes: map[string]*record{}}
+}
+
+// Recover brings the host to a clean state after a previous run of the agent: leftover
+// runtime processes, slots and connections are removed, sandboxes that were running are
+// gone (their processes died with the reclaim) and are destroyed, and paused sandboxes are
+// loaded back, ready to resume.
+func (m *Manager) Recover(ctx context.Context) error {
+	if err := m.cfg.Driver.Reclaim(ctx); err != nil {
+		return fmt.Errorf("reclaim runtime: %w", err)
+	}
+	if err := m.cfg.Slots.Reclaim(ctx); err != nil {
+		return fmt.Errorf("reclaim network slots: %w", err)
+	}
+	if err := os.MkdirAll(m.cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(m.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		id := e.Name()
+		rec, err := m.load(id)
+		if err == nil && rec.State == Paused {
+			m.mu.Lock()
+			m.sandboxes[id] = rec
+			m.mu.Unlock()
+			m.cfg.Log.Info("recovered paused sandbox", "sandbox", id)
+			continue
+		}
+		m.cfg.Log.Info("removing sandbox that was not paused when the previous agent stopped", "sandbox", id, "load_err", err)
+		if err := m.cfg.Driver.Destroy(ctx, m.spec(rec, id)); err != nil {
+			m.cfg.Log.Warn("destroy leftover sandbox", "sandbox", id, "err", err)
+		}
+		os.RemoveAll(filepath.Join(m.cfg.DataDir, id))
+	}
+	return nil
+}
+
+// Create boots a sandbox and returns once envd is initialised. Creating an ID that exists
+// returns the existing sandbox's info if it matches, so a retried create is harmless.
+func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
+	if !idRE.MatchString(req.ID) {
+		return Info{}, fmt.Errorf("%w: sandbox id %q must be lower-case letters, digits and dashes, at most 63", ErrInvalid, req.ID)
+	}
+	if req.CPUs < 1 || req.MemoryMiB < 64 {
+		return Info{}, fmt.Errorf("%w: a sandbox needs at least 1 CPU and 64 MiB of memory (got %d CPUs, %d MiB)", ErrInvalid, req.CPUs, req.MemoryMiB)
+	}
+	tpl, err := m.cfg.Templates(req.Template)
+	if err != nil {
+		return Info{}, fmt.Errorf("%w: template %q: %v", ErrInvalid, req.Template, err)
+	}
+	rec := &record{
+		Info: Info{
+			ID: req.ID, Template: req.Template, State: Starting, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB,
+			CreatedAt: time.Now().UTC(), Metadata: maps.Clone(req.Metadata),
+		},
+		EnvVars:     maps.Clone(req.EnvVars),
+		AccessToken: req.AccessToken,
+	}
+	m.mu.Lock()
+	if existing, ok := m.sandboxes[req.ID]; ok {
+		info := existing.Info
+		m.mu.Unlock()
+		if existing.State == Starting {
+			return info, &BusyError{ID: req.ID, State: Starting, Op: "create"}
+		}
+		return info, nil
+	}
+	m.sandboxes[req.ID] = rec
+	m.mu.Unlock()
+
+	fail := func(err error) (Info, error) {
+		m.teardown(context.WithoutCancel(ctx), rec, tpl)
+		m.mu.Lock()
+		delete(m.sandboxes, req.ID)
+		m.mu.Unlock()
+		return Info{}, err
+	}
+	if err := os.MkdirAll(m.dir(req.ID), 0o700); err != nil {
+		return fail(fmt.Errorf("create sandbox dir: %w", err))
+	}
+	slot, err := m.cfg.Slots.Acquire(ctx, req.ID, m.cfg.SlotOpts...)
+	if err != nil {
+		return fail(fmt.Errorf("acquire network slot: %w", err))
+	}
+	rec.slot = slot
+	spec := m.specFor(rec, tpl)
+	if err := m.cfg.Driver.Create(ctx, spec); err != nil {
+		return fail(fmt.Errorf("create sandbox %s: %w", req.ID, err))
+	}
+	rec.envd = newEnvdClient(spec.EnvdAddr(), req.AccessToken)
+	if err := m.initEnvd(ctx, rec, ""); err != nil {
+		return fail(err)
+	}
+	return m.settle(rec, Running)
+}
+
+// Pause runs DESIGN.md's pause sequence. On any failure the sandbox is running again, as
+// before the call, with nothing lost.
+func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
+	rec, err := m.begin(id, "pause", Running, Pausing)
+	if err != nil {
+		return Info{}, err
+	}
+	tpl, err := m.cfg.Templates(rec.Template)
+	if err != nil {
+		m.settle(rec, Running)
+		return Info{}, fmt.Errorf("pause %s: template %q: %w", id, rec.Template, err)
+	}
+	spec := m.specFor(rec, tpl)
+	rollback := func(err error) (Info, error) {
+		m.cfg.Conns.Resume(id)
+		m.settle(rec, Running)
+		return Info{}, fmt.Errorf("pause %s: %w", id, err)
+	}
+
+	// 2. drain proxy connections, then force-close the rest.
+	if forced, err := m.cfg.Conns.Drain(ctx, id, DrainGrace); err != nil {
+		return rollback(fmt.Errorf("drain connections: %w", err))
+	} else if forced > 0 {
+		m.cfg.Log.Info("force-closed connections", "sandbox", id, "count", forced)
+	}
+	// 3. guest reclaim: flush writes and drop the page cache so the snapshot holds only
+	// memory the guest really uses.
+	rctx, cancel := context.WithTimeout(ctx, guestReclaimTimeout)
+	code, out, err := rec.envd.run(rctx, "sync && (echo 3 > /proc/sys/vm/drop_caches) 2>/dev/null; sync")
+	cancel()
+	if err != nil || code != 0 {
+		return rollback(fmt.Errorf("sync guest filesystems (exit %d, %q): %v", code, out, err))
+	}
+	// 4–5. freeze and snapshot.
+	rec.envd.close()
+	if err := m.cfg.Driver.Pause(ctx, spec); err != nil {
+		return rollback(err)
+	}
+	// 6. release the slot: the snapshot is restored into whatever slot is free on resume.
+	m.releaseSlot(ctx, rec)
+	m.mu.Lock()
+	rec.State = Paused
+	m.mu.Unlock()
+	if err := m.save(rec); err != nil {
+		m.cfg.Log.Error("persist paused sandbox", "sandbox", id, "err", err)
+	}
+	return rec.Info, nil
+}
+
+// Resume restores a paused sandbox. On failure it stays paused with its snapshot.
+func (m *Manager) Resume(ctx context.Context, id string) (Info, error) {
+	rec, err := m.begin(id, "resume", Paused, Resuming)
+	if err != nil {
+		return Info{}, err
+	}
+	fail := func(err error) (Info, error) {
+		m.releaseSlot(context.WithoutCancel(ctx), rec)
+		m.settle(rec, Paused)
+		return Info{}, fmt.Errorf("resume %s: %w", id, err)
+	}
+	tpl, err := m.cfg.Templates(rec.Template)
+	if err != nil {
+		return fail(fmt.Errorf("template %q: %w", rec.Template, err))
+	}
+	slot, err := m.cfg.Slots.Acquire(ctx, id, m.cfg.SlotOpts...)
+	if err != nil {
+		return fail(fmt.Errorf("acquire network slot: %w", err))
+	}
+	rec.slot = slot
+	if err := slot.RestoreGuestAddr(ctx); err != nil {
+		return fail(fmt.Errorf("restore guest address: %w", err))
+	}
+	spec := m.specFor(rec, tpl)
+	if err := m.cfg.Driver.Resume(ctx, spec); err != nil {
+		return fail(err)
+	}
+	rec.envd = newEnvdClient(spec.EnvdAddr(), rec.AccessToken)
+	if err := m.initEnvd(ctx, rec, rec.AccessToken); err != nil {
+		// The guest is up but unusable: put it back on disk rather than leave it half-resumed.
+		if perr := m.cfg.Driver.Pause(context.WithoutCancel(ctx), spec); perr != nil {
+			m.cfg.Log.Error("re-pause after failed init", "sandbox", id, "err", perr)
+		}
+		return fail(err)
+	}
+	m.cfg.Conns.Resume(id)
+	return m.settle(rec, Running)
+}
+
+// Destroy stops a running or paused sandbox and removes all it had.
+func (m *Manager) Destroy(ctx context.Context, id string) error {
+	m.mu.Lock()
+	rec, ok := m.sandboxes[id]
+	if !ok {
+		m.mu.Unlock()
+		return fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if rec.State != Running && rec.State != Paused {
+		st := rec.State
+		m.mu.Unlock()
+		return &BusyError{ID: id, State: st, Op: "destroy"}
+	}
+	rec.State = Stopping
+	m.mu.Unlock()
+
+	m.cfg.Conns.Drain(ctx, id, 0)
+	tpl, _ := m.cfg.Templates(rec.Template)
+	err := m.teardown(ctx, rec, tpl)
+	m.mu.Lock()
+	rec.State = Stopped
+	delete(m.sandboxes, id)
+	m.mu.Unlock()
+	m.cfg.Conns.Forget(id)
+	if err != nil {
+		return fmt.Errorf("destroy %s: %w", id, err)
+	}
+	return nil
+}
+
+// Get returns a sandbox's info.
+func (m *Manager) Get(id string) (Info, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.sandboxes[id]
+	if !ok {
+		return Info{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	return rec.Info, nil
+}
+
+// List returns every sandbox, oldest first.
+func (m *Manager) List() []Info {
+	m.mu.Lock()
+	out := make([]Info, 0, len(m.sandboxes))
+	for _, rec := range m.sandboxes {
+		out = append(out, rec.Info)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Info) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return out
+}
+
+// Target returns where to reach a port of a running sandbox, for the proxy. It fails with a
+// BusyError while the sandbox is transitional or paused, and ErrNotFound for unknown IDs.
+func (m *Manager) Target(id string, port uint16) (netip.AddrPort, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.sandboxes[id]
+	if !ok {
+		return netip.AddrPort{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if rec.State != Running {
+		return netip.AddrPort{}, &BusyError{ID: id, State: rec.State, Op: "connection"}
+	}
+	return netip.AddrPortFrom(rec.slot.GuestAddr, port), nil
+}
+
+// begin moves a sandbox from state from to state to, or explains why it cannot.
+func (m *Manager) begin(id, op string, from, to State) (*record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	rec, ok := m.sandboxes[id]
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if rec.State != from {
+		return nil, &BusyError{ID: id, State: rec.State, Op: op}
+	}
+	rec.State = to
+	return rec, nil
+}
+
+// settle sets a sandbox's state after an operation and persists it.
+func (m *Manager) settle(rec *record, st State) (Info, error) {
+	m.mu.Lock()
+	rec.State = st
+	if rec.slot != nil {
+		rec.EnvdAddr = netip.AddrPortFrom(rec.slot.GuestAddr, envd.Port)
+	} else {
+		rec.EnvdAddr = netip.AddrPort{}
+	}
+	info := rec.Info
+	m.mu.Unlock()
+	if err := m.save(rec); err != nil {
+		m.cfg.Log.Warn("persist sandbox", "sandbox", rec.ID, "err", err)
+	}
+	return info, nil
+}
+
+func (m *Manager) initEnvd(ctx context.Context, rec *record, presented string) error {
+	ictx, cancel := context.WithTimeout(ctx, initTimeout)
+	defer cancel()
+	now := time.Now().UTC()
+	token := rec.AccessToken
+	req := envd.InitRequest{
+		EnvVars:        rec.EnvVars,
+		AccessToken:    &token,
+		Timestamp:      &now,
+		DefaultUser:    m.cfg.DefaultUser,
+		DefaultWorkdir: m.cfg.DefaultWorkdir,
+	}
+	if err := rec.envd.init(ictx, req, presented); err != nil {
+		return fmt.Errorf("initialise envd: %w", err)
+	}
+	return nil
+}
+
+// teardown destroys the runtime side and the slot of a sandbox; errors are joined.
+func (m *Manager) teardown(ctx context.Context, rec *record, tpl runtime.Template) error {
+	if rec.envd != nil {
+		rec.envd.close()
+	}
+	err := m.cfg.Driver.Destroy(ctx, m.specFor(rec, tpl))
+	m.releaseSlot(ctx, rec)
+	return errors.Join(err, os.RemoveAll(m.dir(rec.ID)))
+}
+
+func (m *Manager) releaseSlot(ctx context.Context, rec *record) {
+	if rec.slot == nil {
+		return
+	}
+	if err := m.cfg.Slots.Release(ctx, rec.slot); err != nil {
+		m.cfg.Log.Warn("release network slot", "sandbox", rec.ID, "err", err)
+	}
+	rec.slot = nil
+}
+
+func (m *Manager) dir(id string) string { return filepath.Join(m.cfg.DataDir, id) }
+
+// specFor builds the driver's view of a sandbox.
+func (m *Manager) specFor(rec *record, tpl runtime.Template) runtime.Spec {
+	s := m.spec(rec, rec.ID)
+	s.Template = tpl
+	return s
+}
+
+func (m *Manager) spec(rec *record, id string) runtime.Spec {
+	s := runtime.Spec{ID: id, Dir: filepath.Join(m.dir(id), "runtime")}
+	if rec != nil {
+		s.CPUs, s.MemoryMiB = rec.CPUs, rec.MemoryMiB
+		if rec.slot != nil {
+			s.Net = runtime.Net{NetNS: rec.slot.NetnsPath, GuestIP: rec.slot.GuestAddr}
+		}
+	}
+	return s
+}
+
+const recordFile = "sandbox.json"
+
+func (m *Manager) save(rec *record) error {
+	m.mu.Lock()
+	data, err := json.MarshalIndent(rec, "", "  ")
+	m.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(m.dir(rec.ID), recordFile+".tmp")
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(m.dir(rec.ID), recordFile))
+}
+
+func (m *Manager) load(id string) (*record, error) {
+	data, err := os.ReadFile(filepath.Join(m.dir(id), recordFile))
+	if err != nil {
+		return nil, err
+	}
+	var rec record
+	if err := json.Unmarshal(data, &rec); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", recordFile, err)
+	}
+	return &rec, nil
+}
+
+// ErrInvalid marks requests that can never succeed as given.
+var ErrInvalid = errors.New("invalid request")

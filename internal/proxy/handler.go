@@ -1,0 +1,285 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// EnvdPort is envd's port; its internal routes are never reachable through a proxy.
+const EnvdPort = 49983
+
+// internalEnvdPaths are envd routes only the agent may call.
+var internalEnvdPaths = map[string]bool{"/init": true}
+
+// Upstream is where a resolved request goes.
+type Upstream struct {
+	// Addr is the host:port to dial.
+	Addr string
+	// Header is added to the upstream request (the next hop's routing headers).
+	Header http.Header
+	// Ctx, when set, replaces the request's context: the agent hands out tracked contexts
+	// that a pause cancels.
+	Ctx context.Context
+	// Done is called when the request, or the WebSocket it upgraded to, has finished.
+	Done func()
+}
+
+// ResolveFunc maps a route to an upstream, or fails with an error that StatusFor maps to an
+// HTTP status.
+type ResolveFunc func(r *http.Request, route Route) (Upstream, error)
+
+// Handler is the reverse proxy. Create it with New.
+type Handler struct {
+	domain    string
+	resolve   ResolveFunc
+	statusFor func(error) int
+	log       *slog.Logger
+	transport *http.Transport
+
+	// proxies caches one ReverseProxy per sandbox, port and upstream host.
+	proxies sync.Map // cacheKey → *httputil.ReverseProxy
+}
+
+type cacheKey struct {
+	sandbox string
+	port    uint16
+	addr    string
+}
+
+// Options configure a Handler.
+type Options struct {
+	// Domain is the suffix of host routes ("PORT-ID.<domain>"); empty accepts any.
+	Domain string
+	// StatusFor maps a resolve error to an HTTP status; nil means 502 for everything.
+	StatusFor func(error) int
+	Log       *slog.Logger
+	// DialRetries is how often a refused dial is retried, with linear backoff: a server that
+	// just started needs up to a second before envd's port forwarder exposes it. Default 3.
+	DialRetries int
+}
+
+// New returns a proxy Handler with its own HTTP/1.1-only transport.
+func New(resolve ResolveFunc, o Options) *Handler {
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	if o.StatusFor == nil {
+		o.StatusFor = func(error) int { return http.StatusBadGateway }
+	}
+	if o.DialRetries <= 0 {
+		o.DialRetries = 3
+	}
+	return &Handler{
+		domain:    o.Domain,
+		resolve:   resolve,
+		statusFor: o.StatusFor,
+		log:       o.Log,
+		transport: NewTransport(o.DialRetries),
+	}
+}
+
+// NewTransport returns an HTTP/1.1-only transport whose dials retry refused connections
+// retries times with linear backoff (100 ms, 200 ms, …).
+func NewTransport(retries int) *http.Transport {
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	return &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var err error
+			for attempt := 0; ; attempt++ {
+				var c net.Conn
+				if c, err = d.DialContext(ctx, network, addr); err == nil {
+					return c, nil
+				}
+				if attempt >= retries || ctx.Err() != nil {
+					return nil, err
+				}
+				select {
+				case <-ctx.Done():
+					return nil, err
+				case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+				}
+			}
+		},
+		ForceAttemptHTTP2:     false,
+		TLSNextProto:          map[string]func(string, *tlsConn) http.RoundTripper{},
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 0, // long polls and streams are legitimate
+		ExpectContinueTimeout: time.Second,
+	}
+}
+
+type routeKey struct{}
+
+type routed struct {
+	route Route
+	up    Upstream
+	host  string // the client-facing host, for Location rewriting
+}
+
+// ServeHTTP routes, resolves and forwards one request.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	route, err := ParseRoute(r, h.domain)
+	if err != nil {
+		h.fail(w, r, http.StatusBadRequest, Route{}, err)
+		return
+	}
+	if route.Port == EnvdPort && internalEnvdPaths[strings.TrimSuffix(route.Path, "/")] {
+		h.fail(w, r, http.StatusNotFound, route, errors.New("this envd route is internal"))
+		return
+	}
+	up, err := h.resolve(r, route)
+	if err != nil {
+		h.fail(w, r, h.statusFor(err), route, err)
+		return
+	}
+	if up.Done != nil {
+		defer up.Done()
+	}
+	ctx := r.Context()
+	if up.Ctx != nil {
+		ctx = up.Ctx
+	}
+	ctx = context.WithValue(ctx, routeKey{}, &routed{route: route, up: up, host: r.Host})
+	h.proxyFor(route, up.Addr).ServeHTTP(w, r.WithContext(ctx))
+}
+
+// Evict drops the cached proxies of a sandbox (on pause and destroy) and closes idle
+// upstream connections, so nothing reaches the old address afterwards.
+func (h *Handler) Evict(sandboxID string) {
+	h.proxies.Range(func(k, _ any) bool {
+		if k.(cacheKey).sandbox == sandboxID {
+			h.proxies.Delete(k)
+		}
+		return true
+	})
+	h.transport.CloseIdleConnections()
+}
+
+func (h *Handler) proxyFor(route Route, addr string) *httputil.ReverseProxy {
+	key := cacheKey{route.SandboxID, route.Port, addr}
+	if p, ok := h.proxies.Load(key); ok {
+		return p.(*httputil.ReverseProxy)
+	}
+	p := &httputil.ReverseProxy{
+		Transport:      h.transport,
+		FlushInterval:  -1, // stream server-sent events and long polls as they come
+		Rewrite:        rewrite,
+		ModifyResponse: modifyResponse,
+		ErrorHandler:   h.upstreamError,
+	}
+	actual, _ := h.proxies.LoadOrStore(key, p)
+	return actual.(*httputil.ReverseProxy)
+}
+
+func rewrite(pr *httputil.ProxyRequest) {
+	rt := pr.In.Context().Value(routeKey{}).(*routed)
+	pr.Out.URL.Scheme = "http"
+	pr.Out.URL.Host = rt.up.Addr
+	// The path is set by concatenation from the escaped original: no cleaning, so trailing
+	// slashes and encoded characters reach the server as the client sent them.
+	if p, err := url.PathUnescape(rt.route.Path); err == nil {
+		pr.Out.URL.Path = p
+	}
+	pr.Out.URL.RawPath = rt.route.Path
+	pr.Out.Host = pr.In.Host
+	pr.SetXForwarded()
+	for k, vs := range rt.up.Header {
+		pr.Out.Header[k] = vs
+	}
+	if rt.route.Prefix != "" {
+		pr.Out.Header.Set("X-Forwarded-Prefix", rt.route.Prefix)
+	}
+}
+
+// modifyResponse keeps redirects inside the /proxy/ID/PORT prefix.
+func modifyResponse(res *http.Response) error {
+	rt := res.Request.Context().Value(routeKey{}).(*routed)
+	if rt.route.Prefix == "" {
+		return nil
+	}
+	loc := res.Header.Get("Location")
+	if loc == "" {
+		return nil
+	}
+	if nl, ok := rewriteLocation(loc, rt.route.Prefix, rt.host, rt.up.Addr); ok {
+		res.Header.Set("Location", nl)
+	}
+	return nil
+}
+
+// rewriteLocation prefixes root-relative redirects, and absolute ones that point back at
+// the proxy or the upstream itself. Relative ("x/y") and foreign redirects are left alone.
+func rewriteLocation(loc, prefix, proxyHost, upstreamAddr string) (string, bool) {
+	if strings.HasPrefix(loc, "//") {
+		return "", false
+	}
+	if strings.HasPrefix(loc, "/") {
+		return prefix + loc, true
+	}
+	u, err := url.Parse(loc)
+	if err != nil || !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", false
+	}
+	if !strings.EqualFold(u.Host, proxyHost) && !strings.EqualFold(u.Host, upstreamAddr) {
+		return "", false
+	}
+	p := u.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	u.Path, u.RawPath = "", ""
+	u.Host = proxyHost
+	out := u.Scheme + "://" + u.Host + prefix + p
+	if u.RawQuery != "" {
+		out += "?" + u.RawQuery
+	}
+	if u.Fragment != "" {
+		out += "#" + u.EscapedFragment()
+	}
+	return out, true
+}
+
+// upstreamError reports a sandbox port that does not answer.
+func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	rt := r.Context().Value(routeKey{}).(*routed)
+	if r.Context().Err() != nil && errors.Is(err, context.Canceled) {
+		// The client left, or a pause closed the connection: nothing to tell.
+		return
+	}
+	h.fail(w, r, http.StatusBadGateway, rt.route, fmt.Errorf("no server answered on port %d of sandbox %s: %v", rt.route.Port, rt.route.SandboxID, err))
+}
+
+// fail writes a JSON error, or a small HTML page for browsers.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, route Route, err error) {
+	h.log.Debug("proxy error", "sandbox", route.SandboxID, "port", route.Port, "status", status, "err", err)
+	w.Header().Set("Cache-Control", "no-store")
+	if strings.Contains(r.Header.Get("Accept"), "text/html") {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(status)
+		fmt.Fprintf(w, "<!doctype html><title>%d %s</title><h1>%s</h1><p>%s</p>\n",
+			status, http.StatusText(status), html.EscapeString(http.StatusText(status)), html.EscapeString(err.Error()))
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	body := map[string]any{"code": status, "message": err.Error()}
+	if route.SandboxID != "" {
+		body["sandboxId"] = route.SandboxID
+		body["port"] = strconv.Itoa(int(route.Port))
+	}
+	_ = json.NewEncoder(w).Encode(body)
+}
