@@ -8,6 +8,8 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
+require github.com/coder/websocket v1.8.15 // indirect
+
 require (
 	github.com/creack/pty v1.1.24 // indirect
 	github.com/fsnotify/fsnotify v1.10.1
