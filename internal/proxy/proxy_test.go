@@ -82,7 +82,9 @@ func TestRewriteLocation(t *testing.T) {
 // upstream serves redirects, echoes the path, and upgrades /ws to a WebSocket echo.
 func upstream(t *testing.T) *httptest.Server {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/dir", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/dir/", http.StatusMovedPermanently) })
+	mux.HandleFunc("/dir", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/dir/", http.StatusMovedPermanently)
+	})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
