@@ -1,0 +1,159 @@
+// Package store is the control plane's state: API keys, templates, sandboxes, snapshots and
+// hosts. Two drivers implement Store with the same migrations: SQLite (embedded, the default)
+// and PostgreSQL (for control plane replicas that share one database).
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Errors every driver returns.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict is a unique-key violation (an ID or alias that exists).
+	ErrConflict = errors.New("already exists")
+)
+
+// APIKey is a team API key. Only its SHA-256 hash is stored.
+type APIKey struct {
+	ID         string
+	Name       string
+	Hash       string // hex SHA-256 of the whole key
+	Mask       string // first and last characters, for display: "e2b_12…cdef"
+	CreatedAt  time.Time
+	LastUsedAt *time.Time
+}
+
+// Template is a sandbox template known to the control plane.
+type Template struct {
+	ID          string
+	Aliases     []string // unique across templates
+	CPUs        int
+	MemoryMiB   int
+	DiskMiB     int
+	EnvdVersion string
+	BuildID     string
+	BuildStatus string // "building", "ready", "error"
+	Public      bool
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+}
+
+// Sandbox states as the control plane records them. Transitional states exist so that an
+// operation in flight is visible to every replica.
+const (
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StatePausing  = "pausing"
+	StatePaused   = "paused"
+	StateResuming = "resuming"
+	StateStopping = "stopping"
+)
+
+// Sandbox is one sandbox's record.
+type Sandbox struct {
+	ID         string
+	TemplateID string
+	Alias      string // the template alias it was created from, if any
+	HostID     string // agent that runs it, or holds its snapshot while paused
+	State      string
+	CPUs       int
+	MemoryMiB  int
+	DiskMiB    int
+	StartedAt  time.Time
+	// EndAt is the deadline: on expiry the sandbox is killed, or paused when AutoPause.
+	EndAt       time.Time
+	Metadata    map[string]string
+	EnvVars     map[string]string
+	EnvdVersion string
+	// EnvdAccessToken and TrafficAccessToken are set for secure sandboxes.
+	EnvdAccessToken    string
+	TrafficAccessToken string
+	Secure             bool
+	AllowInternet      bool
+	AutoPause          bool
+	AutoResume         bool
+	// Version increases on every update (optimistic concurrency between replicas).
+	Version   int64
+	UpdatedAt time.Time
+}
+
+// SandboxFilter selects sandboxes for listing. Zero fields do not filter.
+type SandboxFilter struct {
+	States   []string
+	Metadata map[string]string // every pair must match exactly
+	Template string            // template ID
+	HostID   string
+	// StartedAfter keeps sandboxes started strictly after it.
+	StartedAfter time.Time
+	// Limit caps the page (1..100; 0 means 100). Cursor is the NextCursor of the previous page.
+	Limit  int
+	Cursor string
+	// Ascending orders by start time oldest first; the default is newest first.
+	Ascending bool
+}
+
+// Host is a registered host agent.
+type Host struct {
+	ID        string
+	RPCAddr   string // host:port of hostagent.v1 (HTTP/2 cleartext)
+	ProxyAddr string // host:port of the agent's sandbox proxy (HTTP/1.1)
+	Runtime   string
+	State     string // "ready", "down"
+	CPUs      int
+	// MemoryTotalMiB and MemoryAvailableMiB are the host's; MemoryCommittedMiB the sum of
+	// its running sandboxes' limits, as the agent last reported.
+	MemoryTotalMiB     int64
+	MemoryAvailableMiB int64
+	MemoryCommittedMiB int64
+	SandboxesRunning   int
+	SandboxesPaused    int
+	RegisteredAt       time.Time
+	LastHeartbeat      time.Time
+}
+
+// Host states.
+const (
+	HostReady = "ready"
+	HostDown  = "down"
+)
+
+// Store is implemented by the sqlite and postgres drivers. All methods are safe for
+// concurrent use, honour ctx, and return ErrNotFound / ErrConflict (wrapped) as documented.
+type Store interface {
+	Close() error
+
+	CreateAPIKey(ctx context.Context, k APIKey) error // ErrConflict on a duplicate ID or hash
+	// APIKeyByHash returns the key with this hash and records its use.
+	APIKeyByHash(ctx context.Context, hash string) (APIKey, error)
+	ListAPIKeys(ctx context.Context) ([]APIKey, error)
+	DeleteAPIKey(ctx context.Context, id string) error
+
+	// PutTemplate creates or replaces a template (by ID); ErrConflict if an alias belongs to
+	// another template.
+	PutTemplate(ctx context.Context, t Template) error
+	// Template finds a template by ID or alias.
+	Template(ctx context.Context, idOrAlias string) (Template, error)
+	ListTemplates(ctx context.Context) ([]Template, error)
+	DeleteTemplate(ctx context.Context, id string) error
+
+	CreateSandbox(ctx context.Context, s Sandbox) error // ErrConflict on a duplicate ID
+	Sandbox(ctx context.Context, id string) (Sandbox, error)
+	// UpdateSandbox reads the sandbox, applies fn and writes it back atomically (no other
+	// update interleaves), increasing Version. If fn returns an error nothing is written and
+	// that error is returned.
+	UpdateSandbox(ctx context.Context, id string, fn func(*Sandbox) error) (Sandbox, error)
+	DeleteSandbox(ctx context.Context, id string) error
+	// ListSandboxes returns one page and the cursor of the next ("" when it is the last).
+	ListSandboxes(ctx context.Context, f SandboxFilter) (page []Sandbox, nextCursor string, err error)
+	// ExpiredSandboxes returns running sandboxes whose EndAt is before now.
+	ExpiredSandboxes(ctx context.Context, now time.Time) ([]Sandbox, error)
+
+	// PutHost registers or updates a host (by ID).
+	PutHost(ctx context.Context, h Host) error
+	Host(ctx context.Context, id string) (Host, error)
+	ListHosts(ctx context.Context) ([]Host, error)
+	DeleteHost(ctx context.Context, id string) error
+}
