@@ -1,0 +1,138 @@
+package gvisor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Reclaim removes everything a previous run of this agent left under its runsc root: it
+// kills and deletes every container runsc still knows, SIGKILLs any runsc process (sandbox,
+// gofer, or a runsc call cut off mid-way) started with this root, removes every cgroup below
+// the agent's cgroup parent in every hierarchy, and unmounts the nsfs mounts runsc leaves in
+// its root (null-netns). Sandbox data dirs (and so paused sandboxes' snapshots) are kept.
+func (d *Driver) Reclaim(ctx context.Context) error {
+	var errs []error
+	ids, err := d.runsc.list(ctx)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("reclaim: %w", err))
+	}
+	for _, id := range ids {
+		_, _ = d.runsc.output(ctx, "", "kill", id, "KILL")
+	}
+	for _, id := range ids {
+		if err := d.runsc.stopAndDelete(ctx, id); err != nil {
+			d.log.Warn("reclaim: delete container", "id", id, "err", err)
+			errs = append(errs, fmt.Errorf("reclaim %s: %w", id, err))
+		}
+	}
+	if n := killRootProcesses(d.runsc.root); n > 0 {
+		d.log.Info("reclaim: killed leftover runsc processes", "count", n)
+	}
+	if err := removeCgroup(ctx, "/"+d.cfg.CgroupParent); err != nil {
+		errs = append(errs, fmt.Errorf("reclaim cgroups: %w", err))
+	}
+	if err := unmountUnder(d.runsc.root); err != nil {
+		errs = append(errs, fmt.Errorf("reclaim mounts: %w", err))
+	}
+	// State files of containers whose delete failed would make the next create of the same
+	// ID fail; the processes are dead by now, so they can go.
+	if err := clearStateDir(d.runsc.root); err != nil {
+		errs = append(errs, fmt.Errorf("reclaim state: %w", err))
+	}
+	if len(ids) > 0 {
+		d.log.Info("reclaim: removed leftover sandboxes", "count", len(ids))
+	}
+	return errors.Join(errs...)
+}
+
+// killRootProcesses SIGKILLs every process whose command line passes root as runsc's --root,
+// waits briefly for them to go, and returns how many there were. Matching on this agent's
+// own root dir never touches another agent's or anyone else's runsc.
+func killRootProcesses(root string) int {
+	pids := rootProcesses(root)
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	for len(rootProcesses(root)) > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return len(pids)
+}
+
+// rootProcesses returns the pids of processes run with `--root root` or `--root=root`.
+func rootProcesses(root string) []int {
+	ents, _ := os.ReadDir("/proc")
+	self := os.Getpid()
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+		for i, a := range args {
+			if a == "--root="+root || (a == "--root" && i+1 < len(args) && args[i+1] == root) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// unmountUnder lazily unmounts every mount point below dir, deepest first.
+func unmountUnder(dir string) error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var mps []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
+			mps = append(mps, fields[4])
+		}
+	}
+	var errs []error
+	for i := len(mps) - 1; i >= 0; i-- {
+		if err := unix.Unmount(mps[i], unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", mps[i], err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// clearStateDir removes every entry of runsc's root dir; only called once nothing runs.
+func clearStateDir(root string) error {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(root, e.Name())); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

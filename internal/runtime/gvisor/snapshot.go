@@ -1,0 +1,126 @@
+package gvisor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hearthsh/hearth/internal/runtime"
+)
+
+// templateSnapshot returns the checkpoint image dir that new sandboxes of s.Template are
+// restored from. The first Create of a template version has none yet: it boots s cold, waits
+// for envd, checkpoints it with --leave-running into the cache and keeps s running
+// (booted=true). Later Creates restore from that image; each restore gets its own overlay
+// file and its own memory, so clones share nothing writable.
+//
+// The image is not tied to a network slot: on restore runsc rebuilds the sandbox's
+// interfaces, addresses and routes from the target netns, so a clone restored into another
+// slot takes that slot's addresses.
+func (d *Driver) templateSnapshot(ctx context.Context, s runtime.Spec, bundle string) (img string, booted bool, err error) {
+	if s.Template.Version == "" {
+		return "", false, fmt.Errorf("template %s has no version to key its snapshot on", s.Template.Name)
+	}
+	key, err := d.snapshotKey(s)
+	if err != nil {
+		return "", false, err
+	}
+	base := filepath.Join(d.cfg.SnapshotDir, s.Template.Name)
+	img = filepath.Join(base, key)
+	if snapshotComplete(img) {
+		return img, false, nil
+	}
+	if err := os.MkdirAll(base, 0o700); err != nil {
+		return "", false, err
+	}
+	unlock, err := flock(ctx, base+lockSuffix)
+	if err != nil {
+		return "", false, fmt.Errorf("template snapshot %s: %w", s.Template.Name, err)
+	}
+	defer unlock()
+	if snapshotComplete(img) { // made by a concurrent Create while this one waited
+		return img, false, nil
+	}
+	start := time.Now()
+	if err := d.boot(ctx, s, bundle); err != nil {
+		return "", false, err
+	}
+	if err := d.checkpoint(ctx, s, img, true); err != nil {
+		return "", false, fmt.Errorf("template snapshot %s: %w", s.Template.Name, err)
+	}
+	if err := d.waitEnvd(ctx, s); err != nil {
+		return "", false, fmt.Errorf("after template checkpoint: %w", err)
+	}
+	// Snapshots of older versions of this template can never be restored again.
+	if ents, err := os.ReadDir(base); err == nil {
+		for _, e := range ents {
+			if e.Name() != key {
+				_ = os.RemoveAll(filepath.Join(base, e.Name()))
+			}
+		}
+	}
+	d.log.Info("template snapshot taken", "template", s.Template.Name, "version", s.Template.Version,
+		"took", time.Since(start).Round(time.Millisecond))
+	return img, true, nil
+}
+
+// snapshotKey names the template snapshot that sandbox s can be restored from. runsc refuses
+// to restore a checkpoint whose spec differs in anything but per-sandbox fields (process,
+// capabilities, mounts, ...), and a checkpoint only loads into the runsc that wrote it, so the
+// key covers the template version, the spec with per-sandbox fields blanked, and the runsc
+// binary.
+func (d *Driver) snapshotKey(s runtime.Spec) (string, error) {
+	shape := s
+	shape.ID, shape.Dir, shape.Net, shape.CPUs, shape.MemoryMiB = "", "", runtime.Net{}, 0, 0
+	b, err := json.Marshal(ociSpec(shape, d.cfg.CgroupParent))
+	if err != nil {
+		return "", err
+	}
+	fi, err := os.Stat(d.runsc.bin)
+	if err != nil {
+		return "", err
+	}
+	h := sha256.New()
+	h.Write(b)
+	fmt.Fprintf(h, "\x00%s\x00%d\x00%d", d.runsc.platform, fi.Size(), fi.ModTime().UnixNano())
+	return s.Template.Version + "-" + hex.EncodeToString(h.Sum(nil))[:12], nil
+}
+
+func snapshotComplete(img string) bool {
+	_, err := os.Stat(filepath.Join(img, "checkpoint.img"))
+	return err == nil
+}
+
+// flock takes an exclusive lock on path, polling so that ctx can cancel the wait: agents
+// (and test packages) creating the first sandboxes of a template at once must take its
+// snapshot only once.
+func flock(ctx context.Context, path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { _ = f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			_ = f.Close()
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			_ = f.Close()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,74 @@
+// Package runtime defines the contract between the sandbox manager and the drivers that run
+// sandboxes (gvisor, qemu, firecracker). The manager holds the state machine and never
+// branches on a driver's kind; a driver holds no state the manager depends on beyond what
+// lives under a sandbox's own data directory, so an agent restart only has to Reclaim.
+package runtime
+
+import (
+	"context"
+	"net/netip"
+)
+
+// EnvdPort is the TCP port envd listens on inside every sandbox.
+const EnvdPort = 49983
+
+// Template is what a driver needs to know about a built template.
+type Template struct {
+	// Name is the template's name, e.g. "base".
+	Name string
+	// RootFS is the root filesystem directory (gVisor boots it directly; VM drivers derive
+	// their ext4 image from it). Drivers never write to it.
+	RootFS string
+	// Version changes whenever the rootfs or the injected envd changes. Drivers key any
+	// cached boot snapshot of the template on it, so a stale snapshot is never restored.
+	Version string
+}
+
+// Net is the sandbox's network slot, prepared by the caller (internal/netslot).
+type Net struct {
+	// NetNS is the path of the slot's network namespace, e.g. /run/netns/hearth-7.
+	NetNS string
+	// GuestIP is the address the guest owns inside the slot; the host reaches envd there.
+	GuestIP netip.Addr
+}
+
+// Spec describes one sandbox. The same Spec is passed to every call for that sandbox.
+type Spec struct {
+	// ID names the sandbox; unique on the agent, usable as a file and container name.
+	ID string
+	// Dir is the sandbox's data directory, owned by the driver: bundle, logs and snapshots
+	// live here, and Destroy removes it.
+	Dir      string
+	Template Template
+	Net      Net
+	// CPUs and MemoryMiB are hard limits for the whole sandbox (runtime overhead included).
+	CPUs      int
+	MemoryMiB int
+}
+
+// EnvdAddr is where the host reaches envd of the sandbox described by s.
+func (s Spec) EnvdAddr() netip.AddrPort { return netip.AddrPortFrom(s.Net.GuestIP, EnvdPort) }
+
+// Driver runs sandboxes of one kind. Every method takes a ctx whose deadline bounds the
+// whole operation; methods are safe to call concurrently for different sandboxes.
+type Driver interface {
+	// Create boots a new sandbox from s.Template in s.Net and returns once envd answers
+	// GET /health at s.EnvdAddr(). On error nothing of the sandbox is left running.
+	Create(ctx context.Context, s Spec) error
+	// Pause snapshots the running sandbox into s.Dir (written to a temp dir, then renamed,
+	// so a snapshot is either complete or absent) and releases its processes and cgroups.
+	// On error the sandbox is still running, as before the call.
+	Pause(ctx context.Context, s Spec) error
+	// Resume restores a paused sandbox from its snapshot in s.Dir and returns once envd
+	// answers. The caller has re-added the slot's addresses to s.Net.NetNS beforehand
+	// (gVisor's netstack strips them when it takes the interface over). On error the
+	// snapshot is kept and nothing is left running.
+	Resume(ctx context.Context, s Spec) error
+	// Destroy stops the sandbox in whatever state it is (running, paused, half-created,
+	// already gone) and removes its processes, cgroups and s.Dir. Idempotent.
+	Destroy(ctx context.Context, s Spec) error
+	// Reclaim removes everything a previous run of this agent left behind for this driver:
+	// runtime processes, containers, cgroups and mounts. Call it once at agent start,
+	// before the first Create. Paused sandboxes' snapshots are data and are kept.
+	Reclaim(ctx context.Context) error
+}

@@ -1,0 +1,198 @@
+package template
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// BuildOptions configure Build.
+type BuildOptions struct {
+	// DataDir holds the template cache under DataDir/templates.
+	DataDir string
+	// Name is the template to build; see Names.
+	Name string
+	// EnvdPath is the envd binary to inject at /usr/bin/envd. Required.
+	EnvdPath string
+	// Mirror is the Debian mirror; empty means the machine's own (MachineMirror("/etc/apt")).
+	Mirror string
+	// Rebuild forces a fresh debootstrap even when a cached rootfs exists.
+	Rebuild bool
+	// Progress receives debootstrap's output; nil discards it.
+	Progress io.Writer
+	// Logger receives one line per step; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Build returns template o.Name with o.EnvdPath injected, running debootstrap only when the
+// template is not cached yet (or o.Rebuild). A fresh rootfs is assembled in a temp directory
+// next to the cache and renamed into place, so a crash or cancellation never leaves a
+// half-built template that later looks valid. Concurrent builds of one template serialise on
+// a lock file.
+func Build(ctx context.Context, o BuildOptions) (*Template, error) {
+	rc, ok := recipes[o.Name]
+	if !ok {
+		return nil, fmt.Errorf("build template %q: unknown template (known: %v)", o.Name, Names())
+	}
+	if o.EnvdPath == "" {
+		return nil, fmt.Errorf("build template %s: no envd binary given", o.Name)
+	}
+	if _, err := os.Stat(o.EnvdPath); err != nil {
+		return nil, fmt.Errorf("build template %s: envd: %w", o.Name, err)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("template", o.Name)
+	root := filepath.Join(o.DataDir, "templates")
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+	}
+	unlock, err := lockFile(ctx, filepath.Join(root, "."+o.Name+".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+	}
+	defer unlock()
+	removeStale(root, o.Name, log)
+
+	t, err := Open(o.DataDir, o.Name)
+	switch {
+	case err == nil && !o.Rebuild:
+		log.Info("using cached rootfs", "dir", t.RootFS, "built_at", t.Meta.BuiltAt)
+	case err == nil || errors.Is(err, ErrNotBuilt):
+		if t, err = bootstrap(ctx, o, rc, root, log); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("build template %s: cached copy unusable (use a rebuild): %w", o.Name, err)
+	}
+
+	sum, err := fileSHA256(o.EnvdPath)
+	if err != nil {
+		return nil, fmt.Errorf("build template %s: hash envd: %w", o.Name, err)
+	}
+	cur, _ := fileSHA256(filepath.Join(t.RootFS, EnvdPath))
+	if sum == t.Meta.EnvdSHA256 && cur == sum {
+		log.Info("envd up to date", "sha256", sum[:12])
+		return t, nil
+	}
+	start := time.Now()
+	if sum, err = injectEnvd(t.RootFS, o.EnvdPath); err != nil {
+		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+	}
+	t.Meta.EnvdSHA256, t.Meta.EnvdAt = sum, time.Now().UTC()
+	if err := writeMeta(t.Dir, t.Meta); err != nil {
+		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+	}
+	log.Info("injected envd", "sha256", sum[:12], "took", time.Since(start).Round(time.Millisecond))
+	return t, nil
+}
+
+// bootstrap runs debootstrap and the recipe's configuration into a temp dir, then swaps it in.
+func bootstrap(ctx context.Context, o BuildOptions, rc recipe, root string, log *slog.Logger) (*Template, error) {
+	mirror := o.Mirror
+	if mirror == "" {
+		mirror = MachineMirror("/etc/apt", rc.suite)
+	}
+	tmp := filepath.Join(root, "."+o.Name+".tmp-"+randHex(4))
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = os.RemoveAll(tmp)
+		}
+	}()
+	rootfs := filepath.Join(tmp, rootfsName)
+	start := time.Now()
+	log.Info("debootstrap", "suite", rc.suite, "mirror", mirror, "dir", rootfs)
+	if err := debootstrap(ctx, rc, rootfs, mirror, o.Progress); err != nil {
+		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+	}
+	if err := rc.configure(ctx, rootfs); err != nil {
+		return nil, fmt.Errorf("build template %s: configure: %w", o.Name, err)
+	}
+	took := time.Since(start)
+	size, err := diskUsage(rootfs)
+	if err != nil {
+		return nil, fmt.Errorf("build template %s: size: %w", o.Name, err)
+	}
+	m := Meta{
+		Name: o.Name, BuildID: randHex(8), Suite: rc.suite, Mirror: mirror,
+		BuiltAt: time.Now().UTC(), BuildSeconds: took.Seconds(), SizeBytes: size,
+	}
+	if err := writeMeta(tmp, m); err != nil {
+		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+	}
+	dir := Dir(o.DataDir, o.Name)
+	// Move an old build aside first: rename cannot replace a non-empty directory.
+	old := filepath.Join(root, "."+o.Name+".old-"+randHex(4))
+	if err := os.Rename(dir, old); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+	}
+	ok = true
+	_ = os.RemoveAll(old)
+	log.Info("rootfs built", "took", took.Round(time.Second), "size_mib", size>>20)
+	return Open(o.DataDir, o.Name)
+}
+
+// debootstrap runs debootstrap into rootfs. Cancelling ctx kills its whole process group,
+// dpkg and maintainer scripts included.
+func debootstrap(ctx context.Context, rc recipe, rootfs, mirror string, progress io.Writer) error {
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		return fmt.Errorf("debootstrap not installed (apt-get install debootstrap): %w", err)
+	}
+	if progress == nil {
+		progress = io.Discard
+	}
+	args := []string{"--variant=" + rc.variant}
+	if len(rc.packages) > 0 {
+		args = append(args, "--include="+strings.Join(rc.packages, ","))
+	}
+	args = append(args, rc.suite, rootfs, mirror)
+	cmd := exec.CommandContext(ctx, "debootstrap", args...)
+	cmd.Stdout, cmd.Stderr = progress, progress
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("debootstrap: %w", ctx.Err())
+		}
+		return fmt.Errorf("debootstrap %s from %s: %w (see %s/debootstrap/debootstrap.log)", rc.suite, mirror, err, rootfs)
+	}
+	return nil
+}
+
+// removeStale deletes temp and old directories left by builds that crashed. The caller holds
+// the template's lock, so no live build owns them.
+func removeStale(root, name string, log *slog.Logger) {
+	for _, pat := range []string{"." + name + ".tmp-*", "." + name + ".old-*"} {
+		m, _ := filepath.Glob(filepath.Join(root, pat))
+		for _, p := range m {
+			log.Info("removing leftover build dir", "dir", p)
+			_ = os.RemoveAll(p)
+		}
+	}
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

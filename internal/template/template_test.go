@@ -1,0 +1,176 @@
+package template
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestMachineMirror(t *testing.T) {
+	cases := []struct {
+		name  string
+		files map[string]string
+		want  string
+	}{
+		{"no sources", nil, DefaultMirror},
+		{"one-line", map[string]string{"sources.list": "# comment\ndeb-src http://src.example/debian bookworm main\ndeb [arch=amd64 signed-by=/k.gpg] http://mirror.example/debian/ bookworm main\n"}, "http://mirror.example/debian"},
+		{"one-line other suite only", map[string]string{"sources.list": "deb http://mirror.example/debian trixie main\n"}, DefaultMirror},
+		{"deb822", map[string]string{"sources.list.d/debian.sources": "Types: deb\n# http://snapshot.debian.org/x\nURIs: http://deb822.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\nTypes: deb\nURIs: http://security.example/debian-security\nSuites: bookworm-security\n"}, "http://deb822.example/debian"},
+		{"deb822 disabled stanza skipped", map[string]string{"sources.list.d/a.sources": "Enabled: no\nTypes: deb\nURIs: http://off.example/debian\nSuites: bookworm\n\nTypes: deb deb-src\nURIs: http://on.example/debian\nSuites: bookworm\n"}, "http://on.example/debian"},
+		{"sources.list wins over .d", map[string]string{"sources.list": "deb http://first.example/debian bookworm main\n", "sources.list.d/b.sources": "Types: deb\nURIs: http://second.example/debian\nSuites: bookworm\n"}, "http://first.example/debian"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, text := range c.files {
+				p := filepath.Join(dir, name)
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := MachineMirror(dir, "bookworm"); got != c.want {
+				t.Errorf("MachineMirror = %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// testTemplate builds (or reuses) the base template with envd at envdPath, in a data dir of
+// this package's own: injecting test binaries must never touch the template the runtime
+// tests boot. That dir is seeded with hard links from HEARTH_TEST_DATA's cached template when
+// there is one (injection renames files, so shared inodes stay untouched); otherwise the
+// first run takes about a minute of debootstrap.
+func testTemplate(t *testing.T, envdPath string) *Template {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: building a template needs root")
+	}
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		t.Skip("skipping: debootstrap not installed (scripts/deps.sh installs it)")
+	}
+	shared := os.Getenv("HEARTH_TEST_DATA")
+	if shared == "" {
+		shared = "/var/lib/hearth-test"
+	}
+	data := filepath.Join(shared, "template-pkg-test")
+	if _, err := Open(data, "base"); err != nil {
+		if _, err := Open(shared, "base"); err == nil {
+			if err := os.MkdirAll(filepath.Join(data, "templates"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			tmp := filepath.Join(data, "templates", ".seed")
+			_ = os.RemoveAll(tmp)
+			if out, err := exec.Command("cp", "-al", Dir(shared, "base"), tmp).CombinedOutput(); err != nil {
+				t.Fatalf("seed: %v: %s", err, out)
+			}
+			if err := os.Rename(tmp, Dir(data, "base")); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+	tpl, err := Build(ctx, BuildOptions{DataDir: data, Name: "base", EnvdPath: envdPath, Progress: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tpl
+}
+
+// fakeEnvd writes a distinct executable for injection tests; the template only copies it.
+func fakeEnvd(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "envd")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n# "+content+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestBaseTemplateHasWhatE2BBaseHas(t *testing.T) {
+	tpl := testTemplate(t, fakeEnvd(t, "a"))
+	root := tpl.RootFS
+	for _, bin := range []string{"bin/bash", "usr/bin/python3", "usr/bin/curl", "usr/bin/git", "usr/bin/sudo", "bin/ps", "usr/bin/env"} {
+		if fi, err := os.Stat(filepath.Join(root, bin)); err != nil || fi.Mode()&0o111 == 0 {
+			t.Errorf("%s missing or not executable: %v", bin, err)
+		}
+	}
+	if dst, err := os.Readlink(filepath.Join(root, "usr/bin/python")); err != nil || !strings.HasPrefix(dst, "python3") {
+		t.Errorf("python should point at python3, got %q (%v)", dst, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "etc/ssl/certs/ca-certificates.crt")); err != nil {
+		t.Errorf("CA bundle missing: %v", err)
+	}
+	passwd, err := os.ReadFile(filepath.Join(root, "etc/passwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(passwd), "user:x:1000:1000::/home/user:/bin/bash\n") {
+		t.Errorf("no user 'user' with uid 1000 and home /home/user in /etc/passwd")
+	}
+	if fi, err := os.Stat(filepath.Join(root, "home/user")); err != nil || fi.Sys() == nil {
+		t.Errorf("home missing: %v", err)
+	}
+	sudo, err := os.ReadFile(filepath.Join(root, "etc/sudoers.d/hearth-user"))
+	if err != nil || !strings.Contains(string(sudo), "user ALL=(ALL:ALL) NOPASSWD: ALL") {
+		t.Errorf("passwordless sudo for user missing: %q %v", sudo, err)
+	}
+	if fi, err := os.Lstat(root); err != nil || !fi.IsDir() {
+		t.Errorf("rootfs must be a real directory: %v", err)
+	}
+	if tpl.Meta.SizeBytes <= 0 || tpl.Meta.BuildSeconds <= 0 {
+		t.Errorf("build size/time not recorded: %+v", tpl.Meta)
+	}
+	t.Logf("base template: %d MiB, debootstrap %.0f s", tpl.Meta.SizeBytes>>20, tpl.Meta.BuildSeconds)
+}
+
+func TestRebuildOnlyReinjectsEnvd(t *testing.T) {
+	first := testTemplate(t, fakeEnvd(t, "first"))
+	start := time.Now()
+	second := testTemplate(t, fakeEnvd(t, "second"))
+	took := time.Since(start)
+	if second.Meta.BuildID != first.Meta.BuildID {
+		t.Errorf("debootstrap ran again: build id %s -> %s", first.Meta.BuildID, second.Meta.BuildID)
+	}
+	if took > 10*time.Second {
+		t.Errorf("re-injecting envd took %s; it should only copy a file", took)
+	}
+	got, err := os.ReadFile(filepath.Join(second.RootFS, EnvdPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(got), "second") {
+		t.Errorf("template carries a stale envd: %q", got)
+	}
+	if fi, err := os.Stat(filepath.Join(second.RootFS, EnvdPath)); err != nil || fi.Mode().Perm() != 0o755 {
+		t.Errorf("envd mode: %v %v", fi.Mode(), err)
+	}
+	if second.Version() == first.Version() {
+		t.Errorf("Version did not change with a new envd: %s", second.Version())
+	}
+	reopened, err := Open(filepath.Dir(filepath.Dir(second.Dir)), "base")
+	if err != nil || reopened.Meta.EnvdSHA256 != second.Meta.EnvdSHA256 {
+		t.Errorf("meta.json not updated: %v %+v", err, reopened)
+	}
+	if matches, _ := filepath.Glob(filepath.Join(second.RootFS, "usr/bin/*.hearth-tmp")); len(matches) > 0 {
+		t.Errorf("temp files left: %v", matches)
+	}
+}
+
+func TestBuildRejectsUnknownTemplateAndMissingEnvd(t *testing.T) {
+	ctx := context.Background()
+	if _, err := Build(ctx, BuildOptions{DataDir: t.TempDir(), Name: "nope", EnvdPath: "/bin/sh"}); err == nil {
+		t.Error("unknown template accepted")
+	}
+	if _, err := Build(ctx, BuildOptions{DataDir: t.TempDir(), Name: "base", EnvdPath: "/nonexistent/envd"}); err == nil {
+		t.Error("missing envd accepted")
+	}
+}
