@@ -48,18 +48,21 @@ vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: deps build vet test-go test-e2e
+# The privileged tests (gVisor, netns, PostgreSQL) must run, not skip, under `make test`.
+test: export HEARTH_REQUIRE_RUNTIME := 1
+test: export HEARTH_REQUIRE_POSTGRES := 1
+test: deps build runsc vet test-go test-e2e
 
 test-go:
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
-test-e2e: envd
+test-e2e: build runsc
 	@./scripts/e2e.sh
 
 bench: deps build
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/envd/...
 
-dev: deps build
+dev: deps build runsc
 	$(BIN)/hearth dev
 
 clean:

@@ -19,6 +19,8 @@ declare -A cmds=(
 for c in "${!cmds[@]}"; do
   command -v "$c" >/dev/null 2>&1 || need_apt+=("${cmds[$c]}")
 done
+# PostgreSQL's server binaries, for the store's and the end-to-end tests' throwaway databases.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "deps: missing ${need_apt[*]}; run as root or install them with apt-get" >&2

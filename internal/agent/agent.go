@@ -192,9 +192,18 @@ func (a *Agent) Resume(ctx context.Context, req *connect.Request[pb.ResumeReques
 
 // Stats reports capacity and use for placement.
 func (a *Agent) Stats(ctx context.Context, req *connect.Request[pb.StatsRequest]) (*connect.Response[pb.StatsResponse], error) {
+	res, err := a.Usage()
+	if err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
+	return connect.NewResponse(res), nil
+}
+
+// Usage is the host's capacity and what its sandboxes use, for Stats and heartbeats.
+func (a *Agent) Usage() (*pb.StatsResponse, error) {
 	m, err := a.stats.Read()
 	if err != nil {
-		return nil, connect.NewError(connect.CodeInternal, fmt.Errorf("read host stats: %w", err))
+		return nil, fmt.Errorf("read host stats: %w", err)
 	}
 	res := &pb.StatsResponse{
 		Runtime:              a.runtime,
@@ -211,5 +220,5 @@ func (a *Agent) Stats(ctx context.Context, req *connect.Request[pb.StatsRequest]
 			res.SandboxesPaused++
 		}
 	}
-	return connect.NewResponse(res), nil
+	return res, nil
 }

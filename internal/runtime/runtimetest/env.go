@@ -38,7 +38,18 @@ var ErrUnavailable = errors.New("runtime test environment unavailable")
 
 // Setup prepares the environment: builds bin/runsc (scripts/build-runsc.sh, a no-op when
 // current), bin/envd if missing, and the base template, within ctx.
+//
+// With HEARTH_REQUIRE_RUNTIME set (as `make test` does), an unavailable environment is an
+// ordinary error, so tests fail instead of skipping.
 func Setup(ctx context.Context, progress io.Writer) (*Env, error) {
+	e, err := setup(ctx, progress)
+	if err != nil && os.Getenv("HEARTH_REQUIRE_RUNTIME") != "" && errors.Is(err, ErrUnavailable) {
+		return nil, fmt.Errorf("HEARTH_REQUIRE_RUNTIME is set and the runtime test environment cannot be prepared: %s", err.Error())
+	}
+	return e, err
+}
+
+func setup(ctx context.Context, progress io.Writer) (*Env, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("%w: needs root", ErrUnavailable)
 	}
