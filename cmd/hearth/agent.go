@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -20,6 +21,8 @@ import (
 	"github.com/hearthsh/hearth/internal/agent"
 	"github.com/hearthsh/hearth/internal/agent/sandbox"
 	"github.com/hearthsh/hearth/internal/conntrack"
+	"github.com/hearthsh/hearth/internal/envd"
+	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/netslot"
 	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/runtime"
@@ -37,6 +40,17 @@ type agentConfig struct {
 	PoolCIDR    string
 	SlotPrefix  string
 	DefaultUser string
+	// ControlPlane is the control plane's URL for heartbeats; empty runs the agent alone.
+	ControlPlane string
+	AgentToken   string
+	HostID       string
+	// AdvertiseRPC and AdvertiseProxy are the addresses the control plane dials; default the
+	// bound listen addresses.
+	AdvertiseRPC   string
+	AdvertiseProxy string
+	// StopOnExit destroys running sandboxes when the agent exits (hearth dev); otherwise they
+	// keep running until the next start reclaims them.
+	StopOnExit bool
 }
 
 func init() {
@@ -63,6 +77,11 @@ func init() {
 	f.StringVar(&c.PoolCIDR, "pool", netslot.DefaultCIDR.String(), "IPv4 pool for sandbox network slots, cut into /30s")
 	f.StringVar(&c.SlotPrefix, "slot-prefix", netslot.DefaultPrefix, "name prefix of this agent's netns, interfaces and nftables table")
 	f.StringVar(&c.DefaultUser, "default-user", "user", "user sandbox commands run as unless the caller names one")
+	f.StringVar(&c.ControlPlane, "control-plane", "", "control plane URL to register with and send heartbeats to, e.g. http://10.0.0.1:3000")
+	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "token the control plane expects from agents ($HEARTH_AGENT_TOKEN)")
+	f.StringVar(&c.HostID, "host-id", "", "this host's ID in the control plane (default: the hostname)")
+	f.StringVar(&c.AdvertiseRPC, "advertise-rpc", "", "address the control plane dials for the API (default: the --listen address)")
+	f.StringVar(&c.AdvertiseProxy, "advertise-proxy", "", "address the control plane dials for sandbox traffic (default: the --proxy-listen address)")
 	rootCmd.AddCommand(cmd)
 }
 
@@ -125,6 +144,10 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	go func() { errc <- rpcSrv.Serve(rpcLn) }()
 	go func() { errc <- proxySrv.Serve(proxyLn) }()
 	log.Info("agent ready", "rpc", rpcLn.Addr().String(), "proxy", proxyLn.Addr().String(), "runtime", c.Runtime, "data_dir", c.DataDir)
+	if c.ControlPlane != "" {
+		hb := heartbeatSender(c, a, rpcLn.Addr().String(), proxyLn.Addr().String(), log)
+		go hb.Run(ctx)
+	}
 	if ready != nil {
 		ready(rpcLn.Addr(), proxyLn.Addr())
 	}
@@ -136,6 +159,14 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	defer cancel()
 	proxySrv.Shutdown(sctx)
 	rpcSrv.Shutdown(sctx)
+	if c.StopOnExit {
+		log.Info("stopping running sandboxes")
+		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if serr := mgr.Shutdown(dctx); serr != nil {
+			log.Warn("stop sandboxes", "err", serr)
+		}
+		cancel()
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
@@ -163,7 +194,10 @@ func newDriver(c agentConfig, log *slog.Logger) (runtime.Driver, error) {
 			Runsc:       bin,
 			StateDir:    filepath.Join(c.DataDir, "runsc"),
 			SnapshotDir: filepath.Join(c.DataDir, "template-snapshots"),
-			Logger:      log,
+			// Per agent, since Reclaim removes everything under it: two agents on one
+			// machine must not reclaim each other's sandboxes.
+			CgroupParent: "hearth-" + c.SlotPrefix,
+			Logger:       log,
 		})
 	default:
 		return nil, fmt.Errorf("--runtime %q is not available: this build supports gvisor", c.Runtime)
@@ -196,4 +230,54 @@ func templateResolver(dataDir string) sandbox.TemplateFunc {
 		}
 		return runtime.Template{Name: t.Name, RootFS: t.RootFS, Version: t.Version()}, nil
 	}
+}
+
+// heartbeatSender registers the agent with the control plane and keeps it fresh.
+func heartbeatSender(c agentConfig, a *agent.Agent, rpcAddr, proxyAddr string, log *slog.Logger) *hostreg.Sender {
+	if c.AdvertiseRPC != "" {
+		rpcAddr = c.AdvertiseRPC
+	}
+	if c.AdvertiseProxy != "" {
+		proxyAddr = c.AdvertiseProxy
+	}
+	hostID := c.HostID
+	if hostID == "" {
+		hostID, _ = os.Hostname()
+	}
+	return &hostreg.Sender{
+		ControlPlane: strings.TrimSuffix(c.ControlPlane, "/"),
+		Token:        c.AgentToken,
+		HostID:       hostID,
+		Log:          log,
+		Build: func(ctx context.Context) (hostreg.Heartbeat, error) {
+			u, err := a.Usage()
+			if err != nil {
+				return hostreg.Heartbeat{}, err
+			}
+			return hostreg.Heartbeat{
+				RPCAddr: rpcAddr, ProxyAddr: proxyAddr, Runtime: u.GetRuntime(), CPUs: int(u.GetCpus()),
+				MemoryTotalMiB: int64(u.GetMemoryTotalBytes() >> 20), MemoryAvailableMiB: int64(u.GetMemoryAvailableBytes() >> 20),
+				MemoryCommittedMiB: int64(u.GetMemoryCommittedMib()),
+				SandboxesRunning:   int(u.GetSandboxesRunning()), SandboxesPaused: int(u.GetSandboxesPaused()),
+				Templates: builtTemplates(c.DataDir),
+			}, nil
+		},
+	}
+}
+
+// builtTemplates lists the templates built under the data dir.
+func builtTemplates(dataDir string) []hostreg.Template {
+	entries, _ := os.ReadDir(filepath.Join(dataDir, "templates"))
+	var out []hostreg.Template
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		t, err := template.Open(dataDir, e.Name())
+		if err != nil {
+			continue
+		}
+		out = append(out, hostreg.Template{Name: t.Name, Version: t.Version(), EnvdVersion: envd.Version})
+	}
+	return out
 }

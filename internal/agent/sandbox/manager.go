@@ -477,3 +477,18 @@ func (m *Manager) load(id string) (*record, error) {
 
 // ErrInvalid marks requests that can never succeed as given.
 var ErrInvalid = errors.New("invalid request")
+
+// Shutdown destroys every running sandbox and keeps paused ones (their snapshots are on
+// disk), for an agent that should leave nothing running when it exits (`hearth dev`).
+func (m *Manager) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, info := range m.List() {
+		if info.State != Running {
+			continue
+		}
+		if err := m.Destroy(ctx, info.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

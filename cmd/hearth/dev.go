@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearthsh/hearth/internal/cp"
+	"github.com/hearthsh/hearth/internal/netslot"
+	"github.com/hearthsh/hearth/internal/template"
+)
+
+func init() {
+	var (
+		c        serverConfig
+		a        agentConfig
+		envdPath string
+		verbose  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "dev",
+		Short: "Run the control plane and one host agent in one process, for a laptop or one Linux box",
+		Long: "Runs everything on this machine: SQLite in --data-dir, one agent with the default " +
+			"runtime, the REST API and the sandbox proxy on loopback. Builds the base template on " +
+			"first start (debootstrap, about a minute) and prints the API key and the variables " +
+			"that point the E2B SDKs here. The key is saved in DATA-DIR/api-key and reused; " +
+			"--api-key fixes it for scripts.",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			level := slog.LevelInfo
+			if verbose {
+				level = slog.LevelDebug
+			}
+			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			return runDev(ctx, c, a, envdPath, log)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.DataDir, "data-dir", templateEnvOr("HEARTH_DATA_DIR", templateDefaultDataDir), "data directory: database, templates, sandboxes, API key")
+	f.StringVar(&c.APIAddr, "listen", "127.0.0.1:3000", "address of the REST API")
+	f.StringVar(&c.ProxyAddr, "proxy-listen", "127.0.0.1:3002", "address of the sandbox proxy")
+	f.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "API key to use instead of the saved or generated one (e2b_ followed by hex)")
+	f.StringVar(&c.Domain, "domain", "", "sandbox domain for host routing (PORT-ID.<domain>); empty accepts any")
+	f.StringVar(&c.DatabaseURL, "database-url", os.Getenv("HEARTH_DATABASE_URL"), "PostgreSQL URL instead of SQLite")
+	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none")
+	f.StringVar(&a.RPCAddr, "agent-listen", "127.0.0.1:5008", "address of the agent's API")
+	f.StringVar(&a.ProxyAddr, "agent-proxy-listen", "127.0.0.1:5007", "address of the agent's sandbox proxy")
+	f.StringVar(&a.Runtime, "runtime", "gvisor", "sandbox runtime")
+	f.StringVar(&a.Runsc, "runsc", "", "runsc binary (default: bin/runsc next to hearth, else PATH)")
+	f.StringVar(&a.PoolCIDR, "pool", netslot.DefaultCIDR.String(), "IPv4 pool for sandbox network slots")
+	f.StringVar(&a.SlotPrefix, "slot-prefix", netslot.DefaultPrefix, "name prefix of the agent's network objects")
+	f.StringVar(&envdPath, "envd", "", "envd binary to inject into templates (default: envd next to hearth)")
+	f.BoolVar(&verbose, "verbose", false, "log debug messages")
+	rootCmd.AddCommand(cmd)
+}
+
+func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string, log *slog.Logger) error {
+	if os.Geteuid() != 0 {
+		return errors.New("hearth dev must run as root: it creates network namespaces and sandboxes")
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return err
+	}
+	if envdPath == "" {
+		envdPath = templateDefaultEnvdPath()
+	}
+	// Build (first time) or refresh envd in the base template before anything listens.
+	bctx, cancel := context.WithTimeout(ctx, 20*time.Minute)
+	if _, err := template.Open(c.DataDir, "base"); errors.Is(err, template.ErrNotBuilt) {
+		log.Info("building the base template (debootstrap, about a minute, once)")
+	}
+	_, err := template.Build(bctx, template.BuildOptions{DataDir: c.DataDir, Name: "base", EnvdPath: envdPath, Logger: log})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("base template: %w", err)
+	}
+
+	key, err := devAPIKey(c)
+	if err != nil {
+		return err
+	}
+	st, err := openStore(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := cp.RegisterKey(ctx, st, key, "hearth dev"); err != nil {
+		return err
+	}
+
+	ctx, cancelAll := context.WithCancel(ctx)
+	defer cancelAll()
+	errc := make(chan error, 2)
+	apiReady := make(chan string, 1)
+	go func() {
+		errc <- runControlPlane(ctx, c, st, log, func(api, proxy net.Addr) {
+			apiReady <- api.String()
+			printDevBanner(key, api, proxy)
+		})
+	}()
+	var apiAddr string
+	select {
+	case apiAddr = <-apiReady:
+	case err := <-errc:
+		return err
+	}
+	a.DataDir = c.DataDir
+	a.DefaultUser = "user"
+	a.ControlPlane = "http://" + apiAddr
+	a.HostID = "local"
+	a.StopOnExit = true
+	go func() { errc <- runAgent(ctx, a, log, nil) }()
+	// Either part ending ends both; wait for the other so the agent can stop its sandboxes.
+	err = <-errc
+	cancelAll()
+	return errors.Join(err, <-errc)
+}
+
+// devAPIKey returns --api-key, else the key saved in the data dir, else a new saved one.
+func devAPIKey(c serverConfig) (string, error) {
+	if c.APIKey != "" {
+		if !cp.ValidKey(c.APIKey) {
+			return "", errors.New("--api-key must be \"e2b_\" followed by hex digits (the E2B SDKs reject other shapes)")
+		}
+		return c.APIKey, nil
+	}
+	path := filepath.Join(c.DataDir, "api-key")
+	if b, err := os.ReadFile(path); err == nil {
+		if k := strings.TrimSpace(string(b)); cp.ValidKey(k) {
+			return k, nil
+		}
+	}
+	k := cp.NewAPIKey()
+	if err := os.WriteFile(path, []byte(k+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("save API key: %w", err)
+	}
+	return k, nil
+}
+
+func printDevBanner(key string, api, proxy net.Addr) {
+	fmt.Printf(`
+Hearth is running. Point the E2B SDKs at it:
+
+  export E2B_API_URL=http://%s
+  export E2B_SANDBOX_URL=http://%s
+  export E2B_API_KEY=%s
+
+`, localhostAddr(api), localhostAddr(proxy), key)
+}
+
+// localhostAddr shows loopback addresses as localhost, as users type them.
+func localhostAddr(a net.Addr) string {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && (ip.IsLoopback() || ip.IsUnspecified()) {
+		return "localhost:" + port
+	}
+	return a.String()
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/hearthsh/hearth/internal/cp"
+	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/internal/store/postgres"
+	"github.com/hearthsh/hearth/internal/store/sqlite"
+)
+
+// serverConfig is what `hearth server` (and `hearth dev`) needs to run a control plane.
+type serverConfig struct {
+	DataDir        string
+	DatabaseURL    string
+	APIAddr        string
+	ProxyAddr      string
+	Domain         string
+	AgentToken     string
+	APIKey         string
+	DefaultTimeout time.Duration
+}
+
+func init() {
+	var c serverConfig
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control plane: the E2B-compatible REST API and the sandbox proxy",
+		Long: "Runs the control plane. Agents (`hearth agent --control-plane URL`) register with it. " +
+			"State lives in SQLite under --data-dir, or in PostgreSQL with --database-url (replicas " +
+			"may share one database).",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			st, err := openStore(ctx, c)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			if c.APIKey != "" {
+				if err := cp.RegisterKey(ctx, st, c.APIKey, "--api-key"); err != nil {
+					return err
+				}
+			}
+			return runControlPlane(ctx, c, st, log, nil)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&c.DataDir, "data-dir", templateEnvOr("HEARTH_DATA_DIR", templateDefaultDataDir), "data directory (SQLite database)")
+	f.StringVar(&c.DatabaseURL, "database-url", os.Getenv("HEARTH_DATABASE_URL"), "PostgreSQL URL; default SQLite in the data dir ($HEARTH_DATABASE_URL)")
+	f.StringVar(&c.APIAddr, "listen", ":3000", "address of the REST API")
+	f.StringVar(&c.ProxyAddr, "proxy-listen", ":3002", "address of the sandbox proxy")
+	f.StringVar(&c.Domain, "domain", "", "sandbox domain: host routing PORT-ID.<domain> and the domain SDKs are told")
+	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "token agents must present; empty accepts agents on loopback only ($HEARTH_AGENT_TOKEN)")
+	f.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "an API key to accept (e2b_ followed by hex), added to the store")
+	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none (E2B's API default)")
+	rootCmd.AddCommand(cmd)
+}
+
+func openStore(ctx context.Context, c serverConfig) (store.Store, error) {
+	if c.DatabaseURL != "" {
+		return postgres.Open(ctx, c.DatabaseURL)
+	}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	return sqlite.Open(ctx, filepath.Join(c.DataDir, "hearth.db"))
+}
+
+// runControlPlane serves the API and the proxy until ctx ends.
+func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *slog.Logger, ready func(api, proxy net.Addr)) error {
+	srv := cp.New(cp.Config{Store: st, Log: log, Domain: c.Domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout})
+	apiLn, err := net.Listen("tcp", c.APIAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", c.APIAddr, err)
+	}
+	proxyLn, err := net.Listen("tcp", c.ProxyAddr)
+	if err != nil {
+		apiLn.Close()
+		return fmt.Errorf("listen %s: %w", c.ProxyAddr, err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	srv.Reconcile(rctx)
+	cancel()
+	go srv.Run(ctx)
+
+	apiSrv := newServer(srv.APIHandler(), false)
+	proxySrv := newServer(srv.ProxyHandler(), false)
+	errc := make(chan error, 2)
+	go func() { errc <- apiSrv.Serve(apiLn) }()
+	go func() { errc <- proxySrv.Serve(proxyLn) }()
+	log.Info("control plane ready", "api", apiLn.Addr().String(), "proxy", proxyLn.Addr().String())
+	if ready != nil {
+		ready(apiLn.Addr(), proxyLn.Addr())
+	}
+	select {
+	case err = <-errc:
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	proxySrv.Shutdown(sctx)
+	apiSrv.Shutdown(sctx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}

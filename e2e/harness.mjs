@@ -1,0 +1,103 @@
+// Starts and stops Hearth processes for the end-to-end tests. Every server binds to loopback
+// on free ports, and every run uses its own network-slot prefix and pool, so tests never
+// collide with a `hearth dev` the developer is running.
+import { spawn } from 'node:child_process'
+import { mkdirSync, rmSync, existsSync } from 'node:fs'
+import { join } from 'node:path'
+import net from 'node:net'
+import http from 'node:http'
+
+export const hearthBin = process.env.HEARTH_BIN
+export const stateRoot = process.env.HEARTH_E2E_DATA || '/var/lib/hearth-e2e'
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer()
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address()
+      s.close(() => resolve(port))
+    })
+    s.on('error', reject)
+  })
+}
+
+export async function waitFor(what, fn, timeoutMs = 60_000, everyMs = 100) {
+  const deadline = Date.now() + timeoutMs
+  let last
+  for (;;) {
+    try {
+      const v = await fn()
+      if (v) return v
+    } catch (e) {
+      last = e
+    }
+    if (Date.now() > deadline) throw new Error(`${what}: not ready within ${timeoutMs} ms${last ? `: ${last.message}` : ''}`)
+    await new Promise((r) => setTimeout(r, everyMs))
+  }
+}
+
+// A running hearth process with its output kept for failure reports.
+export class Proc {
+  constructor(name, args, env = {}) {
+    this.name = name
+    this.args = args
+    this.output = ''
+    this.child = spawn(hearthBin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const keep = (d) => {
+      this.output += d.toString()
+      if (this.output.length > 200_000) this.output = this.output.slice(-100_000)
+      if (process.env.HEARTH_E2E_VERBOSE) process.stderr.write(`[${name}] ${d}`)
+    }
+    this.child.stdout.on('data', keep)
+    this.child.stderr.on('data', keep)
+    this.exited = new Promise((resolve) => this.child.on('exit', (code, sig) => resolve({ code, sig })))
+  }
+
+  async stop(signal = 'SIGTERM') {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return
+    this.child.kill(signal)
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 20_000)
+    await this.exited
+    clearTimeout(t)
+  }
+
+  tail(n = 4000) {
+    return `--- ${this.name} output ---\n${this.output.slice(-n)}`
+  }
+}
+
+// dataDir returns a fresh data dir under the state root that keeps the cached base template.
+export function dataDir(name) {
+  const dir = join(stateRoot, name)
+  for (const sub of ['hearth.db', 'hearth.db-wal', 'hearth.db-shm', 'sandboxes', 'runsc', 'api-key']) {
+    rmSync(join(dir, sub), { recursive: true, force: true })
+  }
+  mkdirSync(dir, { recursive: true })
+  return dir
+}
+
+export async function apiReady(apiUrl, key) {
+  await waitFor('control plane answers', async () => (await fetch(`${apiUrl}/health`)).ok)
+  // The agent has registered once the base template is listed.
+  await waitFor('agent registered with the base template', async () => {
+    const r = await fetch(`${apiUrl}/templates`, { headers: { 'X-API-Key': key } })
+    if (!r.ok) return false
+    return (await r.json()).some((t) => t.templateID === 'base')
+  }, 180_000, 250)
+}
+
+// rawGet does a GET to 127.0.0.1:port with an arbitrary Host header (fetch forbids setting it).
+export function rawGet(port, path, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path, headers, method: 'GET' }, (res) => {
+      let body = ''
+      res.on('data', (d) => { body += d })
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body }))
+    })
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+export const testKey = 'e2b_' + 'ab12'.repeat(10)
+export { existsSync }

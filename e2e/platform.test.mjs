@@ -1,0 +1,233 @@
+// End-to-end tests of the whole platform with the published e2b SDK: `hearth dev` with
+// SQLite, then `hearth server` on PostgreSQL with two `hearth agent` processes, a control
+// plane restart in the middle, and sandboxes spread across both agents.
+import { describe, test, before, after } from 'node:test'
+import assert from 'node:assert/strict'
+import { Sandbox, SandboxNotFoundError } from 'e2b'
+import { Proc, freePort, dataDir, apiReady, rawGet, testKey, waitFor, hearthBin } from './harness.mjs'
+
+if (!hearthBin) throw new Error('HEARTH_BIN must point at the hearth binary')
+
+function useEnv(apiPort, proxyPort) {
+  process.env.E2B_API_URL = `http://127.0.0.1:${apiPort}`
+  process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxyPort}`
+  process.env.E2B_API_KEY = testKey
+}
+
+const procs = []
+function track(p) { procs.push(p); return p }
+async function dumpOnFailure(t) {
+  if (t?.passed === false) for (const p of procs) console.error(p.tail())
+}
+
+// The suite every topology must pass.
+function platformSuite(getEnv) {
+  test('create, list with metadata filter, getInfo', async () => {
+    const tag = `run-${Date.now()}`
+    const a = await Sandbox.create('base', { metadata: { suite: tag, role: 'a' }, timeoutMs: 120_000 })
+    const b = await Sandbox.create('base', { metadata: { suite: tag, role: 'b' }, timeoutMs: 120_000 })
+    try {
+      const page = await Sandbox.list({ query: { metadata: { suite: tag, role: 'a' } } }).nextItems()
+      assert.deepEqual(page.map((s) => s.sandboxId), [a.sandboxId])
+      const info = await Sandbox.getInfo(b.sandboxId)
+      assert.equal(info.state, 'running')
+      assert.equal(info.metadata.role, 'b')
+      assert.ok(info.envdVersion >= '0.6.4')
+    } finally {
+      await a.kill()
+      await b.kill()
+    }
+  })
+
+  test('commands, files and PTY through the proxy', async () => {
+    const sbx = await Sandbox.create('base', { timeoutMs: 120_000, envs: { FROM_CREATE: 'yes' } })
+    try {
+      const r = await sbx.commands.run('echo $FROM_CREATE $(whoami) $(pwd)')
+      assert.equal(r.stdout, 'yes user /home/user\n')
+      const py = await sbx.commands.run('python --version && git --version && curl --version | head -1')
+      assert.match(py.stdout, /Python 3/)
+      await sbx.files.write('/home/user/hello.txt', 'hi from the SDK')
+      assert.equal(await sbx.files.read('/home/user/hello.txt'), 'hi from the SDK')
+      const ls = await sbx.files.list('/home/user')
+      assert.ok(ls.some((e) => e.name === 'hello.txt'))
+      // gVisor ignores setuid bits, so sudo cannot work there; root is one option away.
+      const root = await sbx.commands.run('id -u', { user: 'root' })
+      assert.equal(root.stdout.trim(), '0')
+
+      let out = ''
+      const term = await sbx.pty.create({ cols: 100, rows: 30, onData: (d) => { out += new TextDecoder().decode(d) } })
+      await sbx.pty.sendInput(term.pid, new TextEncoder().encode('stty size; exit\n'))
+      await term.wait()
+      assert.match(out, /30 100/)
+    } finally {
+      await sbx.kill()
+    }
+  })
+
+  test('http server reached through all three routing forms', async () => {
+    const { proxyPort } = getEnv()
+    const sbx = await Sandbox.create('base', { timeoutMs: 120_000 })
+    try {
+      await sbx.commands.run('mkdir -p /home/user/site/dir && echo root-page > /home/user/site/index.html && echo in-dir > /home/user/site/dir/index.html')
+      await sbx.commands.run('cd /home/user/site && python3 -m http.server 8000 --bind 127.0.0.1', { background: true })
+      const id = sbx.sandboxId
+      // Header form (what the SDKs send); the server is bound to 127.0.0.1 only, so this also
+      // proves envd's port forwarder.
+      const viaHeaders = await waitFor('server up', async () => {
+        const r = await rawGet(proxyPort, '/', { 'E2b-Sandbox-Id': id, 'E2b-Sandbox-Port': '8000' })
+        return r.status === 200 && r
+      }, 20_000, 250)
+      assert.equal(viaHeaders.body, 'root-page\n')
+      // Host form.
+      const viaHost = await rawGet(proxyPort, '/dir/', { Host: `8000-${id}.localhost:${proxyPort}` })
+      assert.equal(viaHost.status, 200)
+      assert.equal(viaHost.body, 'in-dir\n')
+      // Path form: a directory redirect keeps the prefix.
+      const redirect = await rawGet(proxyPort, `/proxy/${id}/8000/dir`)
+      assert.equal(redirect.status, 301)
+      assert.equal(new URL(redirect.headers.location, 'http://x').pathname, `/proxy/${id}/8000/dir/`)
+      const viaPath = await rawGet(proxyPort, `/proxy/${id}/8000/dir/`)
+      assert.equal(viaPath.body, 'in-dir\n')
+      // Errors name what is wrong.
+      const closed = await rawGet(proxyPort, `/proxy/${id}/9999/`)
+      assert.equal(closed.status, 502)
+      const unknown = await rawGet(proxyPort, '/proxy/nosuchsandbox00000000/8000/')
+      assert.equal(unknown.status, 404)
+    } finally {
+      await sbx.kill()
+    }
+  })
+
+  test('pause and resume keep files and a running process', async () => {
+    const sbx = await Sandbox.create('base', { timeoutMs: 120_000 })
+    const id = sbx.sandboxId
+    try {
+      await sbx.files.write('/home/user/keep.txt', 'still here')
+      await sbx.commands.run('i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done', { background: true })
+      await new Promise((r) => setTimeout(r, 500))
+      assert.equal(await Sandbox.pause(id), true)
+      assert.equal(await Sandbox.pause(id), false, 'pausing a paused sandbox reports false')
+      assert.equal((await Sandbox.getInfo(id)).state, 'paused')
+      const before = Number((await (await Sandbox.connect(id)).commands.run('cat /tmp/count')).stdout)
+      const again = await Sandbox.connect(id)
+      assert.equal((await Sandbox.getInfo(id)).state, 'running')
+      assert.equal(await again.files.read('/home/user/keep.txt'), 'still here')
+      await new Promise((r) => setTimeout(r, 400))
+      const after = Number((await again.commands.run('cat /tmp/count')).stdout)
+      assert.ok(after > before, `counter advanced after resume (${before} -> ${after})`)
+    } finally {
+      await Sandbox.kill(id)
+    }
+  })
+
+  test('timeout kills, or pauses with onTimeout pause; traffic auto-resumes', async () => {
+    const { proxyPort } = getEnv()
+    const short = await Sandbox.create('base', { timeoutMs: 2_000 })
+    const pausing = await Sandbox.create('base', { timeoutMs: 2_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
+    await pausing.commands.run('cd /tmp && echo awake > index.html && python3 -m http.server 8001', { background: true })
+    await waitFor('short-lived sandbox killed', async () => {
+      try {
+        await Sandbox.getInfo(short.sandboxId)
+        return false
+      } catch (e) {
+        return e instanceof SandboxNotFoundError
+      }
+    }, 20_000, 250)
+    await waitFor('sandbox paused on timeout', async () => (await Sandbox.getInfo(pausing.sandboxId)).state === 'paused', 20_000, 250)
+    // Traffic to a paused sandbox with autoResume wakes it up.
+    const r = await rawGet(proxyPort, '/', { 'E2b-Sandbox-Id': pausing.sandboxId, 'E2b-Sandbox-Port': '8001' })
+    assert.equal(r.status, 200)
+    assert.equal(r.body, 'awake\n')
+    assert.equal((await Sandbox.getInfo(pausing.sandboxId)).state, 'running')
+    await Sandbox.kill(pausing.sandboxId)
+  })
+
+  test('kill', async () => {
+    const sbx = await Sandbox.create('base', { timeoutMs: 60_000 })
+    assert.equal(await Sandbox.kill(sbx.sandboxId), true)
+    assert.equal(await Sandbox.kill(sbx.sandboxId), false)
+    await assert.rejects(Sandbox.getInfo(sbx.sandboxId), SandboxNotFoundError)
+  })
+}
+
+describe('hearth dev (SQLite)', () => {
+  let dev, env
+  before(async () => {
+    const [api, proxy, arpc, aproxy] = [await freePort(), await freePort(), await freePort(), await freePort()]
+    const dir = dataDir('dev')
+    dev = track(new Proc('hearth dev', ['dev', '--data-dir', dir, '--api-key', testKey,
+      '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
+      '--slot-prefix', 'he2ed', '--pool', '10.233.0.0/16']))
+    env = { apiPort: api, proxyPort: proxy }
+    useEnv(api, proxy)
+    await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
+  })
+  after(async (t) => {
+    await dumpOnFailure(t)
+    await dev?.stop()
+  })
+  platformSuite(() => env)
+
+  test('wrong API key is refused', async () => {
+    await assert.rejects(Sandbox.create('base', { apiKey: 'e2b_' + '0'.repeat(40) }), /401|invalid|unauthori/i)
+  })
+})
+
+const pgURL = process.env.HEARTH_E2E_DATABASE_URL
+describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH_E2E_DATABASE_URL not set' }, () => {
+  let server, agents = [], env, serverArgs
+  const token = 'e2e-agent-token'
+  before(async () => {
+    const [api, proxy] = [await freePort(), await freePort()]
+    serverArgs = ['server', '--database-url', pgURL, '--api-key', testKey, '--agent-token', token,
+      '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`]
+    server = track(new Proc('hearth server', serverArgs))
+    env = { apiPort: api, proxyPort: proxy }
+    useEnv(api, proxy)
+    await waitFor('server answers', async () => (await fetch(`http://127.0.0.1:${api}/health`)).ok)
+    for (const [i, prefix, pool] of [[1, 'he2ea', '10.234.0.0/16'], [2, 'he2eb', '10.235.0.0/16']]) {
+      const [rpc, ap] = [await freePort(), await freePort()]
+      agents.push(track(new Proc(`agent ${i}`, ['agent', '--data-dir', dataDir(`agent${i}`),
+        '--listen', `127.0.0.1:${rpc}`, '--proxy-listen', `127.0.0.1:${ap}`, '--host-id', `agent-${i}`,
+        '--slot-prefix', prefix, '--pool', pool, '--control-plane', `http://127.0.0.1:${api}`, '--agent-token', token])))
+    }
+    await apiReady(`http://127.0.0.1:${api}`, testKey)
+    await waitFor('both agents registered', async () => {
+      const r = await fetch(`http://127.0.0.1:${api}/hearth/v1/hosts`, { headers: { 'X-API-Key': testKey } })
+      return r.ok && (await r.json()).filter((h) => h.state === 'ready').length === 2
+    }, 120_000, 250)
+  })
+  after(async (t) => {
+    await dumpOnFailure(t)
+    await server?.stop()
+    for (const a of agents) await a.stop()
+  })
+  platformSuite(() => env)
+
+  test('sandboxes spread across both agents and survive a control plane restart', async () => {
+    const sbxs = []
+    for (let i = 0; i < 4; i++) sbxs.push(await Sandbox.create('base', { timeoutMs: 300_000 }))
+    try {
+      const hosts = new Set()
+      for (const s of sbxs) {
+        const r = await fetch(`${process.env.E2B_API_URL}/sandboxes/${s.sandboxId}`, { headers: { 'X-API-Key': testKey } })
+        hosts.add((await r.json()).clientID)
+      }
+      assert.equal(hosts.size, 2, `sandboxes placed on ${[...hosts]}`)
+      await sbxs[0].files.write('/home/user/before-restart.txt', 'persisted')
+
+      await server.stop()
+      server = track(new Proc('hearth server (restarted)', serverArgs))
+      await waitFor('server answers again', async () => (await fetch(`${process.env.E2B_API_URL}/health`)).ok)
+      for (const s of sbxs) {
+        const again = await Sandbox.connect(s.sandboxId)
+        const r = await again.commands.run('echo alive')
+        assert.equal(r.stdout, 'alive\n')
+      }
+      assert.equal(await (await Sandbox.connect(sbxs[0].sandboxId)).files.read('/home/user/before-restart.txt'), 'persisted')
+    } finally {
+      for (const s of sbxs) await Sandbox.kill(s.sandboxId).catch(() => {})
+    }
+  })
+})

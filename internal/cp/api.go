@@ -1,0 +1,134 @@
+package cp
+
+import "time"
+
+// The REST API's JSON shapes, named and typed as in E2B's OpenAPI spec so the E2B SDKs
+// decode them unchanged. api/openapi.yaml documents them, Hearth additions marked.
+
+// NewSandbox is the body of POST /sandboxes.
+type NewSandbox struct {
+	TemplateID string `json:"templateID"`
+	Timeout    *int   `json:"timeout,omitempty"` // seconds
+	AutoPause  *bool  `json:"autoPause,omitempty"`
+	AutoResume *struct {
+		Enabled bool `json:"enabled"`
+	} `json:"autoResume,omitempty"`
+	Secure              *bool             `json:"secure,omitempty"`
+	AllowInternetAccess *bool             `json:"allow_internet_access,omitempty"`
+	Metadata            map[string]string `json:"metadata,omitempty"`
+	EnvVars             map[string]string `json:"envVars,omitempty"`
+	// Accepted and ignored: E2B options Hearth does not implement yet. Unknown fields are
+	// ignored too, as the E2B API does.
+	AutoPauseMemory *bool `json:"autoPauseMemory,omitempty"`
+}
+
+// Sandbox is the response of create, resume and connect.
+type Sandbox struct {
+	TemplateID         string  `json:"templateID"`
+	SandboxID          string  `json:"sandboxID"`
+	Alias              *string `json:"alias,omitempty"`
+	ClientID           string  `json:"clientID"`
+	EnvdVersion        string  `json:"envdVersion"`
+	EnvdAccessToken    *string `json:"envdAccessToken,omitempty"`
+	TrafficAccessToken *string `json:"trafficAccessToken,omitempty"`
+	Domain             *string `json:"domain,omitempty"`
+}
+
+// ListedSandbox is one element of GET /v2/sandboxes.
+type ListedSandbox struct {
+	TemplateID  string            `json:"templateID"`
+	Alias       *string           `json:"alias,omitempty"`
+	SandboxID   string            `json:"sandboxID"`
+	ClientID    string            `json:"clientID"`
+	StartedAt   time.Time         `json:"startedAt"`
+	EndAt       time.Time         `json:"endAt"`
+	CPUCount    int               `json:"cpuCount"`
+	MemoryMB    int               `json:"memoryMB"`
+	DiskSizeMB  int               `json:"diskSizeMB"`
+	Metadata    map[string]string `json:"metadata,omitempty"`
+	State       string            `json:"state"`
+	EnvdVersion string            `json:"envdVersion"`
+}
+
+// SandboxDetail is GET /sandboxes/{id}.
+type SandboxDetail struct {
+	ListedSandbox
+	EnvdAccessToken *string   `json:"envdAccessToken,omitempty"`
+	Domain          *string   `json:"domain,omitempty"`
+	Lifecycle       Lifecycle `json:"lifecycle"`
+	AllowInternet   bool      `json:"allowInternetAccess"`
+}
+
+// Lifecycle says what happens on timeout.
+type Lifecycle struct {
+	OnTimeout  string `json:"onTimeout"` // "kill" or "pause"
+	AutoResume bool   `json:"autoResume"`
+}
+
+// TimeoutBody is POST /sandboxes/{id}/timeout and /connect.
+type TimeoutBody struct {
+	Timeout *int `json:"timeout,omitempty"`
+}
+
+// RefreshBody is POST /sandboxes/{id}/refreshes.
+type RefreshBody struct {
+	Duration *int `json:"duration,omitempty"`
+}
+
+// ResumeBody is the deprecated POST /sandboxes/{id}/resume.
+type ResumeBody struct {
+	Timeout   *int  `json:"timeout,omitempty"`
+	AutoPause *bool `json:"autoPause,omitempty"`
+}
+
+// SandboxMetric is one sample of GET /sandboxes/{id}/metrics.
+type SandboxMetric struct {
+	Timestamp     time.Time `json:"timestamp"`
+	TimestampUnix int64     `json:"timestampUnix"`
+	CPUCount      int       `json:"cpuCount"`
+	CPUUsedPct    float64   `json:"cpuUsedPct"`
+	MemUsed       uint64    `json:"memUsed"`
+	MemTotal      uint64    `json:"memTotal"`
+	MemCache      uint64    `json:"memCache"`
+	DiskUsed      uint64    `json:"diskUsed"`
+	DiskTotal     uint64    `json:"diskTotal"`
+}
+
+// SandboxLog is one entry of GET /sandboxes/{id}/logs.
+type SandboxLog struct {
+	Timestamp time.Time         `json:"timestamp"`
+	Line      string            `json:"line"`
+	Level     string            `json:"level,omitempty"`
+	Message   string            `json:"message,omitempty"`
+	Fields    map[string]string `json:"fields,omitempty"`
+}
+
+// SandboxLogs is the body of GET /sandboxes/{id}/logs.
+type SandboxLogs struct {
+	Logs       []SandboxLog `json:"logs"`
+	LogEntries []SandboxLog `json:"logEntries"`
+}
+
+// Template is one element of GET /templates.
+type Template struct {
+	TemplateID  string    `json:"templateID"`
+	BuildID     string    `json:"buildID"`
+	CPUCount    int       `json:"cpuCount"`
+	MemoryMB    int       `json:"memoryMB"`
+	DiskSizeMB  int       `json:"diskSizeMB"`
+	Public      bool      `json:"public"`
+	Aliases     []string  `json:"aliases"`
+	Names       []string  `json:"names"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	EnvdVersion string    `json:"envdVersion"`
+	BuildStatus string    `json:"buildStatus"`
+	BuildCount  int       `json:"buildCount"`
+	SpawnCount  int       `json:"spawnCount"`
+}
+
+// Error is E2B's error body.
+type Error struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,77 @@
+package cp
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// eventLog keeps the recent lifecycle events of each sandbox (created, paused, resumed,
+// killed and why) for GET /sandboxes/{id}/logs. It is in memory: a control plane restart
+// starts it afresh.
+type eventLog struct {
+	mu     sync.Mutex
+	events map[string][]SandboxLog
+}
+
+const maxEventsPerSandbox = 200
+
+func newEventLog() *eventLog { return &eventLog{events: map[string][]SandboxLog{}} }
+
+func (l *eventLog) add(id, level, msg string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ev := SandboxLog{Timestamp: time.Now().UTC(), Line: msg, Level: level, Message: msg}
+	evs := append(l.events[id], ev)
+	if len(evs) > maxEventsPerSandbox {
+		evs = evs[len(evs)-maxEventsPerSandbox:]
+	}
+	l.events[id] = evs
+}
+
+func (l *eventLog) since(id string, from time.Time, limit int) []SandboxLog {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := []SandboxLog{}
+	for _, ev := range l.events[id] {
+		if !ev.Timestamp.Before(from) && len(out) < limit {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+func (s *Server) sandboxLogs(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	q := r.URL.Query()
+	var from time.Time
+	for _, k := range []string{"start", "cursor"} {
+		if v := q.Get(k); v != "" {
+			ms, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, k+" must be a Unix time in milliseconds")
+				return
+			}
+			from = time.UnixMilli(ms)
+		}
+	}
+	limit := 1000
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "limit must be 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	if _, err := s.store.Sandbox(r.Context(), id); err != nil {
+		// A killed sandbox's events stay readable until they age out.
+		if len(s.events.since(id, time.Time{}, 1)) == 0 {
+			fail(w, sandboxErr(id, err))
+			return
+		}
+	}
+	evs := s.events.since(id, from, limit)
+	writeJSON(w, http.StatusOK, SandboxLogs{Logs: evs, LogEntries: evs})
+}

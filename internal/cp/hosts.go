@@ -1,0 +1,237 @@
+package cp
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"github.com/hearthsh/hearth/internal/hostreg"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
+	"github.com/hearthsh/hearth/internal/store"
+)
+
+// agentPool holds one RPC client per agent over a single HTTP/2 cleartext transport: RPC
+// streams are multiplexed on one connection per agent, apart from proxy traffic.
+type agentPool struct {
+	http *http.Client
+	mu   sync.Mutex
+	rpc  map[string]hostagentv1connect.HostAgentServiceClient // by RPC address
+}
+
+func newAgentPool() *agentPool {
+	tr := &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext(ctx, network, addr)
+		},
+		ReadIdleTimeout: 30 * time.Second,
+		PingTimeout:     10 * time.Second,
+	}
+	return &agentPool{http: &http.Client{Transport: tr}, rpc: map[string]hostagentv1connect.HostAgentServiceClient{}}
+}
+
+func (p *agentPool) client(h store.Host) hostagentv1connect.HostAgentServiceClient {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c, ok := p.rpc[h.RPCAddr]
+	if !ok {
+		c = hostagentv1connect.NewHostAgentServiceClient(p.http, "http://"+h.RPCAddr)
+		p.rpc[h.RPCAddr] = c
+	}
+	return c
+}
+
+// errNoCapacity means no ready agent has room.
+var errNoCapacity = errors.New("no host agent has room for this sandbox")
+
+// place picks the ready agent with the smallest share of committed memory that still has
+// room for memMiB under the overcommit factor.
+func (s *Server) place(ctx context.Context, memMiB int) (store.Host, error) {
+	hosts, err := s.store.ListHosts(ctx)
+	if err != nil {
+		return store.Host{}, err
+	}
+	type cand struct {
+		h     store.Host
+		score float64
+	}
+	var cands []cand
+	for _, h := range hosts {
+		if h.State != store.HostReady || time.Since(h.LastHeartbeat) > s.cfg.HostDeadAfter || h.MemoryTotalMiB <= 0 {
+			continue
+		}
+		limit := float64(h.MemoryTotalMiB) * s.cfg.MemoryOvercommit
+		committed := float64(h.MemoryCommittedMiB + s.pending(h.ID))
+		if committed+float64(memMiB) > limit {
+			continue
+		}
+		cands = append(cands, cand{h, (committed + float64(memMiB)) / limit})
+	}
+	if len(cands) == 0 {
+		if len(hosts) == 0 {
+			return store.Host{}, fmt.Errorf("%w: no agent has registered", errNoCapacity)
+		}
+		return store.Host{}, errNoCapacity
+	}
+	sort.Slice(cands, func(i, j int) bool {
+		if cands[i].score != cands[j].score {
+			return cands[i].score < cands[j].score
+		}
+		return cands[i].h.ID < cands[j].h.ID
+	})
+	return cands[0].h, nil
+}
+
+// pending is the memory of sandboxes being created on a host since its last heartbeat, so a
+// burst of creates spreads out instead of piling onto the host that looked emptiest.
+func (s *Server) pending(hostID string) int64 {
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	return s.inflight[hostID]
+}
+
+func (s *Server) addPending(hostID string, mem int64) {
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	s.inflight[hostID] += mem
+}
+
+// heartbeat registers an agent or refreshes it.
+func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
+	if !s.agentAuthorized(r) {
+		writeError(w, http.StatusUnauthorized, "agent token required: start the agent with the control plane's --agent-token")
+		return
+	}
+	id := r.PathValue("id")
+	var hb hostreg.Heartbeat
+	if err := decode(r, &hb); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if hb.RPCAddr == "" || hb.ProxyAddr == "" {
+		writeError(w, http.StatusBadRequest, "heartbeat needs rpcAddr and proxyAddr")
+		return
+	}
+	now := time.Now().UTC()
+	h, err := s.store.Host(r.Context(), id)
+	isNew := errors.Is(err, store.ErrNotFound)
+	if err != nil && !isNew {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	if isNew {
+		h = store.Host{ID: id, RegisteredAt: now}
+	}
+	wasDown := h.State != store.HostReady
+	h.RPCAddr, h.ProxyAddr, h.Runtime, h.State = hb.RPCAddr, hb.ProxyAddr, hb.Runtime, store.HostReady
+	h.CPUs, h.MemoryTotalMiB, h.MemoryAvailableMiB, h.MemoryCommittedMiB = hb.CPUs, hb.MemoryTotalMiB, hb.MemoryAvailableMiB, hb.MemoryCommittedMiB
+	h.SandboxesRunning, h.SandboxesPaused, h.LastHeartbeat = hb.SandboxesRunning, hb.SandboxesPaused, now
+	if err := s.store.PutHost(r.Context(), h); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.pendMu.Lock()
+	delete(s.inflight, id) // the agent's own figures now include what was in flight
+	s.pendMu.Unlock()
+	for _, t := range hb.Templates {
+		s.registerTemplate(r.Context(), t)
+	}
+	if wasDown {
+		s.log.Info("agent ready", "host", id, "rpc", h.RPCAddr, "proxy", h.ProxyAddr, "runtime", h.Runtime)
+		go s.reconcileHost(context.WithoutCancel(r.Context()), h)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) agentAuthorized(r *http.Request) bool {
+	if s.cfg.AgentToken == "" {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		ip := net.ParseIP(host)
+		return ip != nil && ip.IsLoopback()
+	}
+	got := r.Header.Get("Authorization")
+	want := "Bearer " + s.cfg.AgentToken
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+}
+
+// checkHosts marks agents without a recent heartbeat down and their sandboxes lost.
+func (s *Server) checkHosts(ctx context.Context) {
+	hosts, err := s.store.ListHosts(ctx)
+	if err != nil {
+		s.log.Warn("list hosts", "err", err)
+		return
+	}
+	for _, h := range hosts {
+		if h.State != store.HostReady || time.Since(h.LastHeartbeat) <= s.cfg.HostDeadAfter {
+			continue
+		}
+		h.State = store.HostDown
+		if err := s.store.PutHost(ctx, h); err != nil {
+			s.log.Warn("mark host down", "host", h.ID, "err", err)
+			continue
+		}
+		s.log.Warn("agent stopped sending heartbeats: marked down, its sandboxes are lost", "host", h.ID, "last", h.LastHeartbeat)
+		s.dropHostSandboxes(ctx, h.ID)
+	}
+}
+
+// dropHostSandboxes forgets every sandbox of a host that went away.
+func (s *Server) dropHostSandboxes(ctx context.Context, hostID string) {
+	cursor := ""
+	for {
+		page, next, err := s.store.ListSandboxes(ctx, store.SandboxFilter{HostID: hostID, Cursor: cursor})
+		if err != nil {
+			s.log.Warn("list sandboxes of lost host", "host", hostID, "err", err)
+			return
+		}
+		for _, sb := range page {
+			if err := s.store.DeleteSandbox(ctx, sb.ID); err == nil {
+				s.events.add(sb.ID, "error", "sandbox lost: its host agent "+hostID+" stopped responding")
+				s.proxy.Evict(sb.ID)
+			}
+		}
+		if next == "" {
+			return
+		}
+		cursor = next
+	}
+}
+
+// HostInfo is one element of GET /hearth/v1/hosts (Hearth-only).
+type HostInfo struct {
+	ID                 string    `json:"id"`
+	State              string    `json:"state"`
+	Runtime            string    `json:"runtime"`
+	RPCAddr            string    `json:"rpcAddr"`
+	ProxyAddr          string    `json:"proxyAddr"`
+	CPUs               int       `json:"cpus"`
+	MemoryTotalMiB     int64     `json:"memoryTotalMiB"`
+	MemoryCommittedMiB int64     `json:"memoryCommittedMiB"`
+	SandboxesRunning   int       `json:"sandboxesRunning"`
+	SandboxesPaused    int       `json:"sandboxesPaused"`
+	LastHeartbeat      time.Time `json:"lastHeartbeat"`
+}
+
+func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
+	hosts, err := s.store.ListHosts(r.Context())
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	out := make([]HostInfo, 0, len(hosts))
+	for _, h := range hosts {
+		out = append(out, HostInfo{ID: h.ID, State: h.State, Runtime: h.Runtime, RPCAddr: h.RPCAddr, ProxyAddr: h.ProxyAddr,
+			CPUs: h.CPUs, MemoryTotalMiB: h.MemoryTotalMiB, MemoryCommittedMiB: h.MemoryCommittedMiB,
+			SandboxesRunning: h.SandboxesRunning, SandboxesPaused: h.SandboxesPaused, LastHeartbeat: h.LastHeartbeat})
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,69 @@
+package cp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/hearthsh/hearth/internal/envd/auth"
+	"github.com/hearthsh/hearth/internal/envd/hoststats"
+	"github.com/hearthsh/hearth/internal/proxy"
+	"github.com/hearthsh/hearth/internal/store"
+)
+
+// sandboxMetrics answers GET /sandboxes/{id}/metrics with a sample read from envd now.
+// Hearth keeps no metrics history, so the list has one element for a running sandbox and
+// none for a paused one.
+func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	sb, err := s.store.Sandbox(r.Context(), id)
+	if err != nil {
+		fail(w, sandboxErr(id, err))
+		return
+	}
+	if sb.State != store.StateRunning {
+		writeJSON(w, http.StatusOK, []SandboxMetric{})
+		return
+	}
+	m, err := s.readEnvdMetrics(r.Context(), sb)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	ts := time.Unix(m.Timestamp, 0).UTC()
+	writeJSON(w, http.StatusOK, []SandboxMetric{{
+		Timestamp: ts, TimestampUnix: m.Timestamp, CPUCount: m.CPUCount, CPUUsedPct: m.CPUUsedPct,
+		MemUsed: m.MemUsed, MemTotal: m.MemTotal, MemCache: m.MemCache, DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal,
+	}})
+}
+
+// readEnvdMetrics asks envd through the sandbox's agent proxy.
+func (s *Server) readEnvdMetrics(ctx context.Context, sb store.Sandbox) (hoststats.Metrics, error) {
+	var m hoststats.Metrics
+	host, err := s.store.Host(ctx, sb.HostID)
+	if err != nil {
+		return m, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host.ProxyAddr+"/metrics", nil)
+	if err != nil {
+		return m, err
+	}
+	req.Header.Set(proxy.HeaderSandboxID, sb.ID)
+	req.Header.Set(proxy.HeaderSandboxPort, itoa(proxy.EnvdPort))
+	if sb.EnvdAccessToken != "" {
+		req.Header.Set(auth.Header, sb.EnvdAccessToken)
+	}
+	res, err := s.metricsClient.Do(req)
+	if err != nil {
+		return m, fmt.Errorf("read metrics of %s: %w", sb.ID, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return m, fmt.Errorf("read metrics of %s: envd answered %s", sb.ID, res.Status)
+	}
+	return m, json.NewDecoder(res.Body).Decode(&m)
+}

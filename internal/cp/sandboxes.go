@@ -1,0 +1,541 @@
+package cp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/hearthsh/hearth/internal/envd"
+	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
+	"github.com/hearthsh/hearth/internal/store"
+)
+
+// timeoutFor turns a requested timeout in seconds into a duration within bounds.
+func (s *Server) timeoutFor(sec *int) (time.Duration, error) {
+	if sec == nil {
+		return s.cfg.DefaultTimeout, nil
+	}
+	if *sec < 0 {
+		return 0, errorf(http.StatusBadRequest, "timeout must be a positive number of seconds, got %d", *sec)
+	}
+	d := time.Duration(*sec) * time.Second
+	if d > s.cfg.MaxTimeout {
+		return 0, errorf(http.StatusBadRequest, "timeout %v is longer than the maximum %v", d, s.cfg.MaxTimeout)
+	}
+	if d == 0 {
+		d = s.cfg.DefaultTimeout
+	}
+	return d, nil
+}
+
+func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
+	var req NewSandbox
+	if err := decode(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	sb, err := s.create(r.Context(), req)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, s.sandboxResponse(sb))
+}
+
+// create places and boots a sandbox; the record exists in state starting meanwhile.
+func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, error) {
+	if req.TemplateID == "" {
+		return store.Sandbox{}, errorf(http.StatusBadRequest, "templateID is required (for example \"base\")")
+	}
+	ttl, err := s.timeoutFor(req.Timeout)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	tpl, err := s.store.Template(ctx, req.TemplateID)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Sandbox{}, errorf(http.StatusNotFound, "template %q not found: build it on an agent with `hearth template build %s`", req.TemplateID, req.TemplateID)
+	} else if err != nil {
+		return store.Sandbox{}, err
+	}
+	cpus, mem := tpl.CPUs, tpl.MemoryMiB
+	if cpus <= 0 {
+		cpus = s.cfg.DefaultCPUs
+	}
+	if mem <= 0 {
+		mem = s.cfg.DefaultMemoryMiB
+	}
+	host, err := s.place(ctx, mem)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	s.addPending(host.ID, int64(mem))
+
+	now := time.Now().UTC()
+	sb := store.Sandbox{
+		ID: newSandboxID(), TemplateID: tpl.ID, HostID: host.ID, State: store.StateStarting,
+		CPUs: cpus, MemoryMiB: mem, DiskMiB: tpl.DiskMiB, StartedAt: now, EndAt: now.Add(ttl),
+		Metadata: req.Metadata, EnvVars: req.EnvVars, EnvdVersion: envd.Version,
+		AllowInternet: req.AllowInternetAccess == nil || *req.AllowInternetAccess,
+		AutoPause:     req.AutoPause != nil && *req.AutoPause,
+		AutoResume:    req.AutoResume != nil && req.AutoResume.Enabled,
+	}
+	if req.TemplateID != tpl.ID {
+		sb.Alias = req.TemplateID
+	}
+	if req.Secure != nil && *req.Secure {
+		sb.Secure = true
+		sb.EnvdAccessToken = randomToken()
+		sb.TrafficAccessToken = randomToken()
+	}
+	if err := s.store.CreateSandbox(ctx, sb); err != nil {
+		return store.Sandbox{}, err
+	}
+	s.events.add(sb.ID, "info", fmt.Sprintf("creating from template %s on host %s", tpl.ID, host.ID))
+
+	actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
+	defer cancel()
+	res, err := s.agents.client(host).Create(actx, connect.NewRequest(&pb.CreateRequest{
+		SandboxId: sb.ID, Template: tpl.ID, Cpus: uint32(cpus), MemoryMib: uint32(mem),
+		EnvVars: withSandboxEnv(sb), EnvdAccessToken: sb.EnvdAccessToken, Metadata: sb.Metadata,
+	}))
+	if err != nil {
+		cctx := context.WithoutCancel(ctx)
+		_, _ = s.agents.client(host).Destroy(cctx, connect.NewRequest(&pb.DestroyRequest{SandboxId: sb.ID}))
+		_ = s.store.DeleteSandbox(cctx, sb.ID)
+		return store.Sandbox{}, fmt.Errorf("create sandbox on host %s: %w", host.ID, err)
+	}
+	sb, err = s.store.UpdateSandbox(ctx, sb.ID, func(x *store.Sandbox) error {
+		x.State = store.StateRunning
+		x.EnvdVersion = res.Msg.GetSandbox().GetEnvdVersion()
+		// The deadline counts from when the sandbox is usable.
+		x.EndAt = time.Now().UTC().Add(ttl)
+		return nil
+	})
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	s.events.add(sb.ID, "info", "sandbox running")
+	return sb, nil
+}
+
+// withSandboxEnv adds the variables E2B sets in every sandbox.
+func withSandboxEnv(sb store.Sandbox) map[string]string {
+	env := map[string]string{"E2B_SANDBOX": "true", "E2B_SANDBOX_ID": sb.ID, "HEARTH_SANDBOX_ID": sb.ID}
+	for k, v := range sb.EnvVars {
+		env[k] = v
+	}
+	return env
+}
+
+func (s *Server) sandboxResponse(sb store.Sandbox) Sandbox {
+	res := Sandbox{TemplateID: sb.TemplateID, SandboxID: sb.ID, ClientID: sb.HostID, EnvdVersion: sb.EnvdVersion}
+	if sb.Alias != "" {
+		res.Alias = &sb.Alias
+	}
+	if sb.EnvdAccessToken != "" {
+		res.EnvdAccessToken = &sb.EnvdAccessToken
+	}
+	if sb.TrafficAccessToken != "" {
+		res.TrafficAccessToken = &sb.TrafficAccessToken
+	}
+	if s.cfg.Domain != "" {
+		res.Domain = &s.cfg.Domain
+	}
+	return res
+}
+
+func listed(sb store.Sandbox) ListedSandbox {
+	l := ListedSandbox{
+		TemplateID: sb.TemplateID, SandboxID: sb.ID, ClientID: sb.HostID, StartedAt: sb.StartedAt, EndAt: sb.EndAt,
+		CPUCount: sb.CPUs, MemoryMB: sb.MemoryMiB, DiskSizeMB: sb.DiskMiB, Metadata: sb.Metadata,
+		State: publicState(sb.State), EnvdVersion: sb.EnvdVersion,
+	}
+	if sb.Alias != "" {
+		l.Alias = &sb.Alias
+	}
+	return l
+}
+
+// publicState maps internal states to E2B's two public ones; transitional states show the
+// state the sandbox is leaving.
+func publicState(st string) string {
+	switch st {
+	case store.StatePaused, store.StateResuming:
+		return "paused"
+	default:
+		return "running"
+	}
+}
+
+func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
+	sb, err := s.store.Sandbox(r.Context(), r.PathValue("id"))
+	if err != nil {
+		fail(w, sandboxErr(r.PathValue("id"), err))
+		return
+	}
+	d := SandboxDetail{ListedSandbox: listed(sb), AllowInternet: sb.AllowInternet,
+		Lifecycle: Lifecycle{OnTimeout: "kill", AutoResume: sb.AutoResume}}
+	if sb.AutoPause {
+		d.Lifecycle.OnTimeout = "pause"
+	}
+	if sb.EnvdAccessToken != "" {
+		d.EnvdAccessToken = &sb.EnvdAccessToken
+	}
+	if s.cfg.Domain != "" {
+		d.Domain = &s.cfg.Domain
+	}
+	writeJSON(w, http.StatusOK, d)
+}
+
+// sandboxErr says which sandbox was not found.
+func sandboxErr(id string, err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return errorf(http.StatusNotFound, "sandbox %s not found", id)
+	}
+	return err
+}
+
+// listFilter parses the query of GET /v2/sandboxes.
+func listFilter(q url.Values) (store.SandboxFilter, error) {
+	f := store.SandboxFilter{Cursor: q.Get("nextToken"), Template: q.Get("template")}
+	if m := q.Get("metadata"); m != "" {
+		pairs, err := url.ParseQuery(m)
+		if err != nil {
+			return f, errorf(http.StatusBadRequest, "metadata must be URL-encoded key=value pairs joined by &: %v", err)
+		}
+		f.Metadata = map[string]string{}
+		for k, vs := range pairs {
+			f.Metadata[k] = vs[len(vs)-1]
+		}
+	}
+	for _, v := range q["state"] {
+		for _, st := range strings.Split(v, ",") {
+			switch st {
+			case "running":
+				f.States = append(f.States, store.StateRunning, store.StateStarting, store.StatePausing, store.StateStopping)
+			case "paused":
+				f.States = append(f.States, store.StatePaused, store.StateResuming)
+			case "":
+			default:
+				return f, errorf(http.StatusBadRequest, "state %q is not running or paused", st)
+			}
+		}
+	}
+	if l := q.Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil || n < 1 || n > 100 {
+			return f, errorf(http.StatusBadRequest, "limit must be 1 to 100, got %q", l)
+		}
+		f.Limit = n
+	}
+	if sa := q.Get("startedAfter"); sa != "" {
+		t, err := time.Parse(time.RFC3339, sa)
+		if err != nil {
+			return f, errorf(http.StatusBadRequest, "startedAfter must be an RFC 3339 time: %v", err)
+		}
+		f.StartedAfter = t
+	}
+	switch q.Get("order") {
+	case "", "desc":
+	case "asc":
+		f.Ascending = true
+	default:
+		return f, errorf(http.StatusBadRequest, "order must be asc or desc")
+	}
+	return f, nil
+}
+
+func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
+	f, err := listFilter(r.URL.Query())
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	page, next, err := s.store.ListSandboxes(r.Context(), f)
+	if err != nil {
+		if errors.Is(err, store.ErrInvalidCursor) {
+			err = errorf(http.StatusBadRequest, "nextToken is not one this API returned")
+		}
+		fail(w, err)
+		return
+	}
+	out := make([]ListedSandbox, 0, len(page))
+	for _, sb := range page {
+		out = append(out, listed(sb))
+	}
+	if next != "" {
+		w.Header().Set("X-Next-Token", next)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// listRunning is the deprecated GET /sandboxes: running sandboxes, all pages.
+func (s *Server) listRunning(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	q.Del("state")
+	q.Set("state", "running")
+	f, err := listFilter(q)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	out := []ListedSandbox{}
+	for {
+		page, next, err := s.store.ListSandboxes(r.Context(), f)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		for _, sb := range page {
+			out = append(out, listed(sb))
+		}
+		if next == "" {
+			break
+		}
+		f.Cursor = next
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) {
+	var body TimeoutBody
+	if err := decode(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if body.Timeout == nil {
+		writeError(w, http.StatusBadRequest, "timeout (seconds) is required")
+		return
+	}
+	ttl, err := s.timeoutFor(body.Timeout)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	id := r.PathValue("id")
+	_, err = s.store.UpdateSandbox(r.Context(), id, func(x *store.Sandbox) error {
+		x.EndAt = time.Now().UTC().Add(ttl)
+		return nil
+	})
+	if err != nil {
+		fail(w, sandboxErr(id, err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
+	var body RefreshBody
+	if err := decode(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	d := 60
+	if body.Duration != nil {
+		d = *body.Duration
+	}
+	if d < 0 || d > 3600 {
+		writeError(w, http.StatusBadRequest, "duration must be 0 to 3600 seconds")
+		return
+	}
+	id := r.PathValue("id")
+	_, err := s.store.UpdateSandbox(r.Context(), id, func(x *store.Sandbox) error {
+		if end := time.Now().UTC().Add(time.Duration(d) * time.Second); end.After(x.EndAt) {
+			x.EndAt = end
+		}
+		return nil
+	})
+	if err != nil {
+		fail(w, sandboxErr(id, err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
+	if err := s.kill(r.Context(), r.PathValue("id"), "killed by request"); err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// kill destroys a running or paused sandbox and forgets it.
+func (s *Server) kill(ctx context.Context, id, reason string) error {
+	sb, err := s.transition(ctx, id, "kill", []string{store.StateRunning, store.StatePaused}, store.StateStopping)
+	if err != nil {
+		return err
+	}
+	s.proxy.Evict(id)
+	host, err := s.store.Host(ctx, sb.HostID)
+	if err == nil && host.State == store.HostReady {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
+		_, err = s.agents.client(host).Destroy(actx, connect.NewRequest(&pb.DestroyRequest{SandboxId: id}))
+		cancel()
+		if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
+			// Leave it stopping: reconciliation with the agent finishes the job.
+			return fmt.Errorf("destroy sandbox %s on host %s: %w", id, host.ID, err)
+		}
+	}
+	if err := s.store.DeleteSandbox(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	s.events.add(id, "info", reason)
+	return nil
+}
+
+// transition moves a sandbox from one of the states in from to state to, or says why not.
+func (s *Server) transition(ctx context.Context, id, op string, from []string, to string) (store.Sandbox, error) {
+	sb, err := s.store.UpdateSandbox(ctx, id, func(x *store.Sandbox) error {
+		for _, f := range from {
+			if x.State == f {
+				x.State = to
+				return nil
+			}
+		}
+		return busy(id, x.State, op)
+	})
+	return sb, sandboxErr(id, err)
+}
+
+// setState records the outcome of an operation; failures are logged, since the operation
+// itself already happened on the agent.
+func (s *Server) setState(ctx context.Context, id, state string, also func(*store.Sandbox)) (store.Sandbox, error) {
+	return s.store.UpdateSandbox(context.WithoutCancel(ctx), id, func(x *store.Sandbox) error {
+		x.State = state
+		if also != nil {
+			also(x)
+		}
+		return nil
+	})
+}
+
+func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
+	if err := s.pause(r.Context(), r.PathValue("id")); err != nil {
+		fail(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// pause snapshots a running sandbox on its agent.
+func (s *Server) pause(ctx context.Context, id string) error {
+	sb, err := s.transition(ctx, id, "pause", []string{store.StateRunning}, store.StatePausing)
+	if err != nil {
+		return err
+	}
+	host, err := s.store.Host(ctx, sb.HostID)
+	if err != nil {
+		s.setState(ctx, id, store.StateRunning, nil)
+		return fmt.Errorf("pause %s: host %s: %w", id, sb.HostID, err)
+	}
+	actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
+	defer cancel()
+	if _, err := s.agents.client(host).Pause(actx, connect.NewRequest(&pb.PauseRequest{SandboxId: id})); err != nil {
+		s.setState(ctx, id, store.StateRunning, nil)
+		return fmt.Errorf("pause %s: %w", id, err)
+	}
+	s.proxy.Evict(id)
+	if _, err := s.setState(ctx, id, store.StatePaused, nil); err != nil {
+		return err
+	}
+	s.events.add(id, "info", "sandbox paused")
+	return nil
+}
+
+// resume restores a paused sandbox on the agent holding its snapshot and sets its deadline.
+func (s *Server) resume(ctx context.Context, id string, ttl time.Duration, autoPause *bool) (store.Sandbox, error) {
+	sb, err := s.transition(ctx, id, "resume", []string{store.StatePaused}, store.StateResuming)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	host, err := s.store.Host(ctx, sb.HostID)
+	if err != nil || host.State != store.HostReady {
+		s.setState(ctx, id, store.StatePaused, nil)
+		return store.Sandbox{}, errorf(http.StatusServiceUnavailable, "sandbox %s is paused on host %s, which is not available", id, sb.HostID)
+	}
+	actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
+	defer cancel()
+	if _, err := s.agents.client(host).Resume(actx, connect.NewRequest(&pb.ResumeRequest{SandboxId: id})); err != nil {
+		s.setState(ctx, id, store.StatePaused, nil)
+		return store.Sandbox{}, fmt.Errorf("resume %s: %w", id, err)
+	}
+	sb, err = s.setState(ctx, id, store.StateRunning, func(x *store.Sandbox) {
+		x.EndAt = time.Now().UTC().Add(ttl)
+		if autoPause != nil {
+			x.AutoPause = *autoPause
+		}
+	})
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	s.events.add(id, "info", "sandbox resumed")
+	return sb, nil
+}
+
+func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
+	var body ResumeBody
+	if err := decode(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ttl, err := s.timeoutFor(body.Timeout)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	sb, err := s.resume(r.Context(), r.PathValue("id"), ttl, body.AutoPause)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, s.sandboxResponse(sb))
+}
+
+// connectSandbox returns a running sandbox (extending its deadline, never shortening it) or
+// resumes a paused one.
+func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request) {
+	var body TimeoutBody
+	if err := decode(r, &body); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	ttl, err := s.timeoutFor(body.Timeout)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	id := r.PathValue("id")
+	sb, err := s.store.UpdateSandbox(r.Context(), id, func(x *store.Sandbox) error {
+		if x.State == store.StateRunning {
+			if end := time.Now().UTC().Add(ttl); end.After(x.EndAt) {
+				x.EndAt = end
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		fail(w, sandboxErr(id, err))
+		return
+	}
+	switch sb.State {
+	case store.StateRunning:
+		writeJSON(w, http.StatusOK, s.sandboxResponse(sb))
+	case store.StatePaused:
+		sb, err := s.resumeOnce(r.Context(), id, ttl)
+		if err != nil {
+			fail(w, err)
+			return
+		}
+		writeJSON(w, http.StatusCreated, s.sandboxResponse(sb))
+	default:
+		fail(w, busy(id, sb.State, "connect to"))
+	}
+}

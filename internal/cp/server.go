@@ -1,0 +1,201 @@
+// Package cp is Hearth's control plane: the E2B-compatible REST API, API key auth,
+// placement of sandboxes on host agents, lifecycle timers (timeouts, auto-pause), and the
+// public sandbox proxy with auto-resume.
+package cp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hearthsh/hearth/internal/proxy"
+	"github.com/hearthsh/hearth/internal/store"
+)
+
+// Config configures a control plane.
+type Config struct {
+	Store store.Store
+	Log   *slog.Logger
+	// Domain is the sandbox domain for host routing ("PORT-ID.<Domain>"), returned to SDKs as
+	// the sandbox domain; empty means host routing accepts any domain and none is returned.
+	Domain string
+	// AgentToken authenticates agents' heartbeats; empty allows only loopback agents.
+	AgentToken string
+	// DefaultTimeout and MaxTimeout bound sandbox lifetimes.
+	DefaultTimeout time.Duration
+	MaxTimeout     time.Duration
+	// HostDeadAfter marks an agent down when it has not sent a heartbeat for this long.
+	HostDeadAfter time.Duration
+	// MemoryOvercommit lets the sum of running sandboxes' memory limits on a host reach this
+	// multiple of its memory.
+	MemoryOvercommit float64
+	// DefaultCPUs and DefaultMemoryMiB size sandboxes whose template says nothing.
+	DefaultCPUs      int
+	DefaultMemoryMiB int
+	// CreateTimeout bounds one create, pause or resume on an agent.
+	CreateTimeout time.Duration
+}
+
+func (c *Config) defaults() {
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.DefaultTimeout == 0 {
+		c.DefaultTimeout = 15 * time.Second
+	}
+	if c.MaxTimeout == 0 {
+		c.MaxTimeout = 24 * time.Hour
+	}
+	if c.HostDeadAfter == 0 {
+		c.HostDeadAfter = 30 * time.Second
+	}
+	if c.MemoryOvercommit == 0 {
+		c.MemoryOvercommit = 2
+	}
+	if c.DefaultCPUs == 0 {
+		c.DefaultCPUs = 2
+	}
+	if c.DefaultMemoryMiB == 0 {
+		c.DefaultMemoryMiB = 512
+	}
+	if c.CreateTimeout == 0 {
+		c.CreateTimeout = 2 * time.Minute
+	}
+}
+
+// Server is the control plane.
+type Server struct {
+	cfg    Config
+	store  store.Store
+	log    *slog.Logger
+	agents *agentPool
+	proxy  *proxy.Handler
+	keys   *keyCache
+	events *eventLog
+	// metricsClient reads envd metrics through agent proxies (HTTP/1.1, like all proxy traffic).
+	metricsClient *http.Client
+
+	// resuming deduplicates concurrent auto-resumes of one sandbox.
+	resumeMu sync.Mutex
+	resuming map[string]*resumeCall
+
+	// inflight is memory being placed on each host since its last heartbeat.
+	pendMu   sync.Mutex
+	inflight map[string]int64
+}
+
+// New returns a control plane over a store.
+func New(cfg Config) *Server {
+	cfg.defaults()
+	s := &Server{
+		cfg:           cfg,
+		store:         cfg.Store,
+		log:           cfg.Log,
+		agents:        newAgentPool(),
+		keys:          newKeyCache(cfg.Store),
+		events:        newEventLog(),
+		metricsClient: &http.Client{Transport: proxy.NewTransport(0)},
+		resuming:      map[string]*resumeCall{},
+		inflight:      map[string]int64{},
+	}
+	s.proxy = proxy.New(s.resolveProxy, proxy.Options{Domain: cfg.Domain, StatusFor: proxyStatus, Log: cfg.Log})
+	return s
+}
+
+// APIHandler serves the REST API.
+func (s *Server) APIHandler() http.Handler {
+	mux := http.NewServeMux()
+	auth := s.requireKey
+	for _, p := range []string{"POST /sandboxes", "POST /v2/sandboxes"} {
+		mux.Handle(p, auth(s.createSandbox))
+	}
+	mux.Handle("GET /sandboxes", auth(s.listRunning))
+	mux.Handle("GET /v2/sandboxes", auth(s.listSandboxes))
+	mux.Handle("GET /sandboxes/{id}", auth(s.getSandbox))
+	mux.Handle("DELETE /sandboxes/{id}", auth(s.killSandbox))
+	mux.Handle("POST /sandboxes/{id}/timeout", auth(s.setTimeout))
+	mux.Handle("POST /sandboxes/{id}/refreshes", auth(s.refresh))
+	mux.Handle("POST /sandboxes/{id}/pause", auth(s.pauseSandbox))
+	mux.Handle("POST /sandboxes/{id}/resume", auth(s.resumeSandbox))
+	for _, p := range []string{"POST /sandboxes/{id}/connect", "POST /v2/sandboxes/{id}/connect"} {
+		mux.Handle(p, auth(s.connectSandbox))
+	}
+	mux.Handle("GET /sandboxes/{id}/metrics", auth(s.sandboxMetrics))
+	for _, p := range []string{"GET /sandboxes/{id}/logs", "GET /v2/sandboxes/{id}/logs"} {
+		mux.Handle(p, auth(s.sandboxLogs))
+	}
+	mux.Handle("GET /templates", auth(s.listTemplates))
+	mux.Handle("GET /templates/{id}", auth(s.getTemplate))
+	mux.HandleFunc("POST /hearth/v1/hosts/{id}/heartbeat", s.heartbeat)
+	mux.Handle("GET /hearth/v1/hosts", auth(s.listHosts))
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	})
+	return cors(mux)
+}
+
+// ProxyHandler serves sandbox traffic.
+func (s *Server) ProxyHandler() http.Handler { return s.proxy }
+
+// Run drives the lifecycle loops (timeouts, host liveness) until ctx ends. Call Reconcile
+// first.
+func (s *Server) Run(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.expire(ctx)
+			s.checkHosts(ctx)
+		}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, Error{Code: status, Message: msg})
+}
+
+// decode reads a JSON body; an empty body leaves v as it is.
+func decode(r *http.Request, v any) error {
+	if r.Body == nil {
+		return nil
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	if err := dec.Decode(v); err != nil && !errors.Is(err, errEOF) {
+		return fmt.Errorf("invalid JSON body: %v", err)
+	}
+	return nil
+}
+
+func cors(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Access-Control-Allow-Origin", "*")
+		if r.Method == http.MethodOptions {
+			w.Header().Set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")
+			if req := r.Header.Get("Access-Control-Request-Headers"); req != "" {
+				w.Header().Set("Access-Control-Allow-Headers", req)
+			}
+			w.Header().Set("Access-Control-Expose-Headers", strings.Join([]string{"X-Next-Token", "X-Total-Running"}, ", "))
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}

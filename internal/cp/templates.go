@@ -1,0 +1,67 @@
+package cp
+
+import (
+	"context"
+	"errors"
+	"github.com/hearthsh/hearth/internal/hostreg"
+	"net/http"
+	"time"
+
+	"github.com/hearthsh/hearth/internal/store"
+)
+
+// registerTemplate records a template an agent has built. Templates are built on hosts
+// (`hearth template build`), and agents report them in their heartbeats.
+func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) {
+	now := time.Now().UTC()
+	t, err := s.store.Template(ctx, ht.Name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		t = store.Template{ID: ht.Name, Aliases: []string{ht.Name}, CreatedAt: now, Public: true}
+	case err != nil:
+		s.log.Warn("look up template", "template", ht.Name, "err", err)
+		return
+	case t.BuildID == ht.Version && t.BuildStatus == "ready":
+		return
+	}
+	t.BuildID, t.BuildStatus, t.EnvdVersion, t.UpdatedAt = ht.Version, "ready", ht.EnvdVersion, now
+	if t.CPUs == 0 {
+		t.CPUs, t.MemoryMiB = s.cfg.DefaultCPUs, s.cfg.DefaultMemoryMiB
+	}
+	if err := s.store.PutTemplate(ctx, t); err != nil {
+		s.log.Warn("register template", "template", ht.Name, "err", err)
+	}
+}
+
+func templateJSON(t store.Template) Template {
+	return Template{
+		TemplateID: t.ID, BuildID: t.BuildID, CPUCount: t.CPUs, MemoryMB: t.MemoryMiB, DiskSizeMB: t.DiskMiB,
+		Public: t.Public, Aliases: append([]string{}, t.Aliases...), Names: append([]string{}, t.Aliases...),
+		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, EnvdVersion: t.EnvdVersion, BuildStatus: t.BuildStatus, BuildCount: 1,
+	}
+}
+
+func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
+	ts, err := s.store.ListTemplates(r.Context())
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	out := make([]Template, 0, len(ts))
+	for _, t := range ts {
+		out = append(out, templateJSON(t))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) {
+	t, err := s.store.Template(r.Context(), r.PathValue("id"))
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			err = errorf(http.StatusNotFound, "template %s not found", r.PathValue("id"))
+		}
+		fail(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, templateJSON(t))
+}
