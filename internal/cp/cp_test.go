@@ -1,0 +1,244 @@
+package cp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hearthsh/hearth/internal/hostreg"
+	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/internal/store/sqlite"
+)
+
+// These tests run the control plane on a real SQLite store without agents; the paths that
+// need a running sandbox are covered by the end-to-end suite (e2e/platform.test.mjs).
+
+var testKey = "e2b_" + strings.Repeat("0f", 20)
+
+func newTestCP(t *testing.T) (*Server, *httptest.Server, store.Store) {
+	t.Helper()
+	st, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "cp.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := RegisterKey(context.Background(), st, testKey, "test"); err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Store: st, Log: slog.New(slog.DiscardHandler), HostDeadAfter: time.Minute})
+	hs := httptest.NewServer(s.APIHandler())
+	t.Cleanup(hs.Close)
+	return s, hs, st
+}
+
+func call(t *testing.T, method, url, body string, hdr map[string]string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b), res.Header
+}
+
+func TestAuthAndErrors(t *testing.T) {
+	_, hs, _ := newTestCP(t)
+	key := map[string]string{"X-API-Key": testKey}
+	tests := []struct {
+		name, method, path, body string
+		hdr                      map[string]string
+		status                   int
+		msg                      string
+	}{
+		{"no key", "GET", "/v2/sandboxes", "", nil, 401, "missing API key"},
+		{"wrong key", "GET", "/v2/sandboxes", "", map[string]string{"X-API-Key": "e2b_" + strings.Repeat("1", 40)}, 401, "invalid API key"},
+		{"list empty", "GET", "/v2/sandboxes", "", key, 200, "[]"},
+		{"unknown sandbox", "GET", "/sandboxes/nosuch", "", key, 404, "sandbox nosuch not found"},
+		{"kill unknown", "DELETE", "/sandboxes/nosuch", "", key, 404, "not found"},
+		{"pause unknown", "POST", "/sandboxes/nosuch/pause", "", key, 404, "not found"},
+		{"bad json", "POST", "/sandboxes", `{"templateID":`, key, 400, "invalid JSON"},
+		{"no template", "POST", "/sandboxes", `{}`, key, 400, "templateID is required"},
+		{"unknown template", "POST", "/v2/sandboxes", `{"templateID":"nope"}`, key, 404, "not found: build it on an agent"},
+		{"negative timeout", "POST", "/sandboxes", `{"templateID":"base","timeout":-1}`, key, 400, "timeout"},
+		{"bad state filter", "GET", "/v2/sandboxes?state=sleeping", "", key, 400, "state"},
+		{"bad limit", "GET", "/v2/sandboxes?limit=1000", "", key, 400, "limit"},
+		{"bad cursor", "GET", "/v2/sandboxes?nextToken=garbage", "", key, 400, "nextToken"},
+		{"unknown route", "GET", "/nope", "", key, 404, "no route"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, body, _ := call(t, tt.method, hs.URL+tt.path, tt.body, tt.hdr)
+			if status != tt.status || !strings.Contains(body, tt.msg) {
+				t.Fatalf("%s %s = %d %s, want %d containing %q", tt.method, tt.path, status, body, tt.status, tt.msg)
+			}
+			if status >= 400 {
+				var e Error
+				if err := json.Unmarshal([]byte(body), &e); err != nil || e.Code != status || e.Message == "" {
+					t.Fatalf("error body %q is not E2B's {code, message}", body)
+				}
+			}
+		})
+	}
+}
+
+func heartbeat(t *testing.T, url, id string, mem, committed int64, hdr map[string]string) int {
+	hb := hostreg.Heartbeat{RPCAddr: "127.0.0.1:1", ProxyAddr: "127.0.0.1:2", Runtime: "gvisor", CPUs: 2,
+		MemoryTotalMiB: mem, MemoryCommittedMiB: committed, Templates: []hostreg.Template{{Name: "base", Version: "v1", EnvdVersion: "0.6.4"}}}
+	b, _ := json.Marshal(hb)
+	status, _, _ := call(t, "POST", url+hostreg.Path(id), string(b), hdr)
+	return status
+}
+
+func TestHeartbeatRegistersHostsAndTemplates(t *testing.T) {
+	s, hs, st := newTestCP(t)
+	if got := heartbeat(t, hs.URL, "h1", 4096, 0, nil); got != http.StatusNoContent {
+		t.Fatalf("loopback heartbeat without a token configured: %d", got)
+	}
+	h, err := st.Host(context.Background(), "h1")
+	if err != nil || h.State != store.HostReady || h.ProxyAddr != "127.0.0.1:2" {
+		t.Fatalf("host after heartbeat: %+v, %v", h, err)
+	}
+	status, body, _ := call(t, "GET", hs.URL+"/templates", "", map[string]string{"X-API-Key": testKey})
+	if status != 200 || !strings.Contains(body, `"templateID":"base"`) || !strings.Contains(body, `"buildStatus":"ready"`) {
+		t.Fatalf("templates after heartbeat: %d %s", status, body)
+	}
+
+	// With a token configured, agents must present it.
+	s.cfg.AgentToken = "sekrit"
+	if got := heartbeat(t, hs.URL, "h2", 4096, 0, nil); got != http.StatusUnauthorized {
+		t.Fatalf("heartbeat without token: %d, want 401", got)
+	}
+	if got := heartbeat(t, hs.URL, "h2", 4096, 0, map[string]string{"Authorization": "Bearer sekrit"}); got != http.StatusNoContent {
+		t.Fatalf("heartbeat with token: %d", got)
+	}
+}
+
+func TestPlacement(t *testing.T) {
+	s, hs, st := newTestCP(t)
+	ctx := context.Background()
+	if _, err := s.place(ctx, 512); err == nil {
+		t.Fatal("placed a sandbox with no agents registered")
+	}
+	heartbeat(t, hs.URL, "busy", 4096, 6000, nil) // 6000 of 8192 (2x overcommit)
+	heartbeat(t, hs.URL, "idle", 4096, 1000, nil)
+	heartbeat(t, hs.URL, "full", 1024, 2048, nil)
+	h, err := s.place(ctx, 512)
+	if err != nil || h.ID != "idle" {
+		t.Fatalf("place = %v, %v; want the least loaded host", h.ID, err)
+	}
+	// Pending creates count until the next heartbeat, so a burst spreads out.
+	s.addPending("idle", 5500)
+	if h, err := s.place(ctx, 512); err != nil || h.ID != "busy" {
+		t.Fatalf("place after pending = %v, %v; want busy", h.ID, err)
+	}
+	// A host that stops sending heartbeats is marked down and not used.
+	for _, id := range []string{"busy", "idle"} {
+		hh, _ := st.Host(ctx, id)
+		hh.LastHeartbeat = time.Now().Add(-2 * time.Minute)
+		st.PutHost(ctx, hh)
+	}
+	s.checkHosts(ctx)
+	if hh, _ := st.Host(ctx, "idle"); hh.State != store.HostDown {
+		t.Fatalf("stale host state = %q, want down", hh.State)
+	}
+	if _, err := s.place(ctx, 512); err == nil {
+		t.Fatal("placed on a down or full host")
+	}
+}
+
+func TestListFilterAndPaging(t *testing.T) {
+	_, hs, st := newTestCP(t)
+	ctx := context.Background()
+	base := time.Now().Add(-time.Hour).UTC()
+	for i := range 5 {
+		state := store.StateRunning
+		if i%2 == 1 {
+			state = store.StatePaused
+		}
+		err := st.CreateSandbox(ctx, store.Sandbox{
+			ID: fmt.Sprintf("sbx%02d", i), TemplateID: "base", HostID: "h", State: state, CPUs: 1, MemoryMiB: 256,
+			StartedAt: base.Add(time.Duration(i) * time.Minute), EndAt: base.Add(2 * time.Hour),
+			Metadata: map[string]string{"team": map[bool]string{true: "a", false: "b"}[i < 3], "odd&key": "v=1"},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	key := map[string]string{"X-API-Key": testKey}
+	list := func(q string) ([]ListedSandbox, string) {
+		status, body, hdr := call(t, "GET", hs.URL+"/v2/sandboxes?"+q, "", key)
+		if status != 200 {
+			t.Fatalf("list %s: %d %s", q, status, body)
+		}
+		var out []ListedSandbox
+		json.Unmarshal([]byte(body), &out)
+		return out, hdr.Get("X-Next-Token")
+	}
+	ids := func(l []ListedSandbox) string {
+		var s []string
+		for _, x := range l {
+			s = append(s, x.SandboxID)
+		}
+		return strings.Join(s, ",")
+	}
+	md := url.QueryEscape(url.Values{"team": {"a"}, "odd&key": {"v=1"}}.Encode())
+	if got, _ := list("metadata=" + md); ids(got) != "sbx02,sbx01,sbx00" {
+		t.Errorf("metadata filter: %s", ids(got))
+	}
+	if got, _ := list("state=paused"); ids(got) != "sbx03,sbx01" || got[0].State != "paused" {
+		t.Errorf("state filter: %s", ids(got))
+	}
+	page1, next := list("limit=2&order=asc")
+	page2, next2 := list("limit=2&order=asc&nextToken=" + url.QueryEscape(next))
+	page3, next3 := list("limit=2&order=asc&nextToken=" + url.QueryEscape(next2))
+	if ids(page1)+"|"+ids(page2)+"|"+ids(page3) != "sbx00,sbx01|sbx02,sbx03|sbx04" || next3 != "" {
+		t.Errorf("paging: %s | %s | %s (last token %q)", ids(page1), ids(page2), ids(page3), next3)
+	}
+	// The deprecated list returns running sandboxes only.
+	status, body, _ := call(t, "GET", hs.URL+"/sandboxes", "", key)
+	var running []ListedSandbox
+	json.Unmarshal([]byte(body), &running)
+	if status != 200 || ids(running) != "sbx04,sbx02,sbx00" {
+		t.Errorf("GET /sandboxes: %d %s", status, ids(running))
+	}
+}
+
+func TestTimeoutAndRefresh(t *testing.T) {
+	_, hs, st := newTestCP(t)
+	ctx := context.Background()
+	end := time.Now().Add(time.Minute).UTC()
+	st.CreateSandbox(ctx, store.Sandbox{ID: "t1", TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: time.Now().UTC(), EndAt: end})
+	key := map[string]string{"X-API-Key": testKey}
+	if status, body, _ := call(t, "POST", hs.URL+"/sandboxes/t1/timeout", `{"timeout":3600}`, key); status != 204 {
+		t.Fatalf("timeout: %d %s", status, body)
+	}
+	sb, _ := st.Sandbox(ctx, "t1")
+	if d := time.Until(sb.EndAt); d < 59*time.Minute || d > 61*time.Minute {
+		t.Fatalf("deadline after timeout=3600: in %v", d)
+	}
+	// A refresh never shortens the deadline.
+	call(t, "POST", hs.URL+"/sandboxes/t1/refreshes", `{"duration":10}`, key)
+	if sb2, _ := st.Sandbox(ctx, "t1"); !sb2.EndAt.Equal(sb.EndAt) {
+		t.Fatalf("refresh shortened the deadline: %v -> %v", sb.EndAt, sb2.EndAt)
+	}
+	if status, _, _ := call(t, "POST", hs.URL+"/sandboxes/t1/timeout", `{}`, key); status != 400 {
+		t.Fatalf("timeout without a value: %d, want 400", status)
+	}
+	if status, _, _ := call(t, "POST", hs.URL+"/sandboxes/t1/refreshes", `{"duration":7200}`, key); status != 400 {
+		t.Fatalf("refresh beyond an hour: %d, want 400", status)
+	}
+}
