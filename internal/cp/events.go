@@ -15,7 +15,10 @@ type eventLog struct {
 	events map[string][]SandboxLog
 }
 
-const maxEventsPerSandbox = 200
+const (
+	maxEventsPerSandbox = 200
+	maxSandboxesLogged  = 10000
+)
 
 func newEventLog() *eventLog { return &eventLog{events: map[string][]SandboxLog{}} }
 
@@ -28,6 +31,14 @@ func (l *eventLog) add(id, level, msg string) {
 		evs = evs[len(evs)-maxEventsPerSandbox:]
 	}
 	l.events[id] = evs
+	if len(l.events) > maxSandboxesLogged {
+		// Forget sandboxes that have been quiet for an hour (killed long ago, mostly).
+		for k, v := range l.events {
+			if time.Since(v[len(v)-1].Timestamp) > time.Hour {
+				delete(l.events, k)
+			}
+		}
+	}
 }
 
 func (l *eventLog) since(id string, from time.Time, limit int) []SandboxLog {

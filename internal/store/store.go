@@ -14,6 +14,8 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrConflict is a unique-key violation (an ID or alias that exists).
 	ErrConflict = errors.New("already exists")
+	// ErrInvalidCursor is a ListSandboxes cursor this store did not hand out.
+	ErrInvalidCursor = errors.New("invalid cursor")
 )
 
 // APIKey is a team API key. Only its SHA-256 hash is stored.
