@@ -45,7 +45,7 @@ var testPool = netip.MustParsePrefix("10.231.0.0/16")
 
 // harness is a real agent: gVisor driver, network slots, RPC and proxy servers on loopback.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	env      *runtimetest.Env
 	dataDir  string
 	rpc      hostagentv1connect.HostAgentServiceClient
@@ -59,7 +59,7 @@ var (
 	envErr  error
 )
 
-func setupEnv(t *testing.T) *runtimetest.Env {
+func setupEnv(t testing.TB) *runtimetest.Env {
 	t.Helper()
 	envOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
@@ -77,7 +77,7 @@ func setupEnv(t *testing.T) *runtimetest.Env {
 
 // startAgent runs an agent over dataDir; stop simulates the process going away without
 // cleaning up (as a crash would), so tests can restart over the same data dir.
-func startAgent(t *testing.T, env *runtimetest.Env, dataDir string) *harness {
+func startAgent(t testing.TB, env *runtimetest.Env, dataDir string) *harness {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -237,7 +237,7 @@ var (
 )
 
 // wsecho builds the static test server that runs inside sandboxes.
-func wsecho(t *testing.T) []byte {
+func wsecho(t testing.TB) []byte {
 	t.Helper()
 	wsechoOnce.Do(func() {
 		out := filepath.Join(os.TempDir(), "hearth-wsecho-"+strconv.Itoa(os.Getpid()))
