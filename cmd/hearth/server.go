@@ -71,13 +71,22 @@ func init() {
 }
 
 func openStore(ctx context.Context, c serverConfig) (store.Store, error) {
+	// Return a nil interface on error, not an interface holding a nil *Store.
 	if c.DatabaseURL != "" {
-		return postgres.Open(ctx, c.DatabaseURL)
+		st, err := postgres.Open(ctx, c.DatabaseURL)
+		if err != nil {
+			return nil, err
+		}
+		return st, nil
 	}
 	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	return sqlite.Open(ctx, filepath.Join(c.DataDir, "hearth.db"))
+	st, err := sqlite.Open(ctx, filepath.Join(c.DataDir, "hearth.db"))
+	if err != nil {
+		return nil, err
+	}
+	return st, nil
 }
 
 // runControlPlane serves the API and the proxy until ctx ends.

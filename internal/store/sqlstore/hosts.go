@@ -1,0 +1,80 @@
+package sqlstore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hearthsh/hearth/internal/store"
+)
+
+const hostCols = `id, rpc_addr, proxy_addr, runtime, state, cpus, memory_total_mib,
+    memory_available_mib, memory_committed_mib, sandboxes_running, sandboxes_paused,
+    registered_at, last_heartbeat`
+
+func scanHost(r Row) (store.Host, error) {
+	var (
+		h                  store.Host
+		registered, lastHB int64
+	)
+	if err := r.Scan(&h.ID, &h.RPCAddr, &h.ProxyAddr, &h.Runtime, &h.State, &h.CPUs,
+		&h.MemoryTotalMiB, &h.MemoryAvailableMiB, &h.MemoryCommittedMiB, &h.SandboxesRunning,
+		&h.SandboxesPaused, &registered, &lastHB); err != nil {
+		return store.Host{}, err
+	}
+	h.RegisteredAt, h.LastHeartbeat = fromMillis(registered), fromMillis(lastHB)
+	return h, nil
+}
+
+// PutHost registers h or updates it. An update keeps the first RegisteredAt; a zero
+// RegisteredAt becomes now.
+func (s *Store) PutHost(ctx context.Context, h store.Host) error {
+	if h.RegisteredAt.IsZero() {
+		h.RegisteredAt = now()
+	}
+	_, err := s.db.Exec(ctx, `INSERT INTO hosts (`+hostCols+`)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+ON CONFLICT (id) DO UPDATE SET rpc_addr = excluded.rpc_addr, proxy_addr = excluded.proxy_addr,
+    runtime = excluded.runtime, state = excluded.state, cpus = excluded.cpus,
+    memory_total_mib = excluded.memory_total_mib,
+    memory_available_mib = excluded.memory_available_mib,
+    memory_committed_mib = excluded.memory_committed_mib,
+    sandboxes_running = excluded.sandboxes_running,
+    sandboxes_paused = excluded.sandboxes_paused, last_heartbeat = excluded.last_heartbeat`,
+		h.ID, h.RPCAddr, h.ProxyAddr, h.Runtime, h.State, h.CPUs, h.MemoryTotalMiB,
+		h.MemoryAvailableMiB, h.MemoryCommittedMiB, h.SandboxesRunning, h.SandboxesPaused,
+		millis(h.RegisteredAt), millis(h.LastHeartbeat))
+	if err != nil {
+		return fmt.Errorf("put host %s: %w", h.ID, err)
+	}
+	return nil
+}
+
+// Host reads one host.
+func (s *Store) Host(ctx context.Context, id string) (store.Host, error) {
+	h, err := scanHost(s.db.QueryRow(ctx, `SELECT `+hostCols+` FROM hosts WHERE id = $1`, id))
+	if err != nil {
+		if s.d.IsNoRows(err) {
+			return store.Host{}, fmt.Errorf("host %s: %w", id, store.ErrNotFound)
+		}
+		return store.Host{}, fmt.Errorf("host %s: %w", id, err)
+	}
+	return h, nil
+}
+
+// ListHosts returns every host ordered by ID.
+func (s *Store) ListHosts(ctx context.Context) ([]store.Host, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+hostCols+` FROM hosts ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	hs, err := collect(rows, scanHost)
+	if err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	return hs, nil
+}
+
+// DeleteHost removes the host's record.
+func (s *Store) DeleteHost(ctx context.Context, id string) error {
+	return s.deleteByID(ctx, "hosts", "host", id)
+}
