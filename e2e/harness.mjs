@@ -1,14 +1,17 @@
 // Starts and stops Hearth processes for the end-to-end tests. Every server binds to loopback
 // on free ports, and every run uses its own network-slot prefix and pool, so tests never
 // collide with a `hearth dev` the developer is running.
-import { spawn } from 'node:child_process'
-import { mkdirSync, rmSync, existsSync } from 'node:fs'
+import { spawn, execFileSync } from 'node:child_process'
+import { mkdirSync, rmSync, existsSync, createWriteStream } from 'node:fs'
 import { join } from 'node:path'
 import net from 'node:net'
 import http from 'node:http'
 
 export const hearthBin = process.env.HEARTH_BIN
 export const stateRoot = process.env.HEARTH_E2E_DATA || '/var/lib/hearth-e2e'
+// Every process's full output goes to a file here, for post-mortems.
+export const logDir = process.env.HEARTH_E2E_LOGS || '/tmp/hearth-e2e-logs'
+mkdirSync(logDir, { recursive: true })
 
 export async function freePort() {
   return new Promise((resolve, reject) => {
@@ -42,8 +45,11 @@ export class Proc {
     this.name = name
     this.args = args
     this.output = ''
+    this.logFile = join(logDir, name.replace(/[^a-z0-9]+/gi, '-') + '.log')
+    const log = createWriteStream(this.logFile, { flags: 'a' })
     this.child = spawn(hearthBin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     const keep = (d) => {
+      log.write(d)
       this.output += d.toString()
       if (this.output.length > 200_000) this.output = this.output.slice(-100_000)
       if (process.env.HEARTH_E2E_VERBOSE) process.stderr.write(`[${name}] ${d}`)
@@ -66,13 +72,16 @@ export class Proc {
   }
 }
 
-// dataDir returns a fresh data dir under the state root that keeps the cached base template.
+// dataDir returns a data dir under the state root with no state from earlier runs but the
+// cached base template (built here when missing: debootstrap, about a minute, once). The
+// runtime's own leftovers are the agent's to reclaim at start.
 export function dataDir(name) {
   const dir = join(stateRoot, name)
-  for (const sub of ['hearth.db', 'hearth.db-wal', 'hearth.db-shm', 'sandboxes', 'runsc', 'api-key']) {
+  for (const sub of ['hearth.db', 'hearth.db-wal', 'hearth.db-shm', 'sandboxes', 'api-key']) {
     rmSync(join(dir, sub), { recursive: true, force: true })
   }
   mkdirSync(dir, { recursive: true })
+  execFileSync(hearthBin, ['template', 'build', 'base', '--data-dir', dir, '--envd', process.env.ENVD_BIN], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 900_000 })
   return dir
 }
 

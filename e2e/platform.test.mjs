@@ -16,18 +16,18 @@ function useEnv(apiPort, proxyPort) {
 
 const procs = []
 function track(p) { procs.push(p); return p }
-async function dumpOnFailure(t) {
-  if (t?.passed === false) for (const p of procs) console.error(p.tail())
+function logsNote() {
+  console.error(`hearth process logs: ${procs.map((p) => p.logFile).join(' ')}`)
 }
 
 // The suite every topology must pass.
 function platformSuite(getEnv) {
   test('create, list with metadata filter, getInfo', async () => {
     const tag = `run-${Date.now()}`
-    const a = await Sandbox.create('base', { metadata: { suite: tag, role: 'a' }, timeoutMs: 120_000 })
+    const a = await Sandbox.create('base', { metadata: { suite: tag, role: 'a', 'odd key&x': 'v=1 %' }, timeoutMs: 120_000 })
     const b = await Sandbox.create('base', { metadata: { suite: tag, role: 'b' }, timeoutMs: 120_000 })
     try {
-      const page = await Sandbox.list({ query: { metadata: { suite: tag, role: 'a' } } }).nextItems()
+      const page = await Sandbox.list({ query: { metadata: { suite: tag, 'odd key&x': 'v=1 %' } } }).nextItems()
       assert.deepEqual(page.map((s) => s.sandboxId), [a.sandboxId])
       const info = await Sandbox.getInfo(b.sandboxId)
       assert.equal(info.state, 'running')
@@ -163,8 +163,8 @@ describe('hearth dev (SQLite)', () => {
     useEnv(api, proxy)
     await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
   })
-  after(async (t) => {
-    await dumpOnFailure(t)
+  after(async () => {
+    logsNote()
     await dev?.stop()
   })
   platformSuite(() => env)
@@ -198,8 +198,8 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
       return r.ok && (await r.json()).filter((h) => h.state === 'ready').length === 2
     }, 120_000, 250)
   })
-  after(async (t) => {
-    await dumpOnFailure(t)
+  after(async () => {
+    logsNote()
     await server?.stop()
     for (const a of agents) await a.stop()
   })

@@ -165,6 +165,13 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		if serr := mgr.Shutdown(dctx); serr != nil {
 			log.Warn("stop sandboxes", "err", serr)
 		}
+		// Nothing runs any more: remove the runtime's mounts and the network table too.
+		if rerr := driver.Reclaim(dctx); rerr != nil {
+			log.Warn("clean up runtime", "err", rerr)
+		}
+		if terr := slots.Teardown(dctx); terr != nil {
+			log.Warn("remove network slots", "err", terr)
+		}
 		cancel()
 	}
 	if errors.Is(err, http.ErrServerClosed) {

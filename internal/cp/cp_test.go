@@ -195,7 +195,9 @@ func TestListFilterAndPaging(t *testing.T) {
 		}
 		return strings.Join(s, ",")
 	}
-	md := url.QueryEscape(url.Values{"team": {"a"}, "odd&key": {"v=1"}}.Encode())
+	// Encoded as the JS SDK does: each key and value percent-encoded, then form-encoded.
+	encodeURIComponent := func(s string) string { return strings.ReplaceAll(url.QueryEscape(s), "+", "%20") }
+	md := url.QueryEscape(url.Values{"team": {"a"}, encodeURIComponent("odd&key"): {encodeURIComponent("v=1")}}.Encode())
 	if got, _ := list("metadata=" + md); ids(got) != "sbx02,sbx01,sbx00" {
 		t.Errorf("metadata filter: %s", ids(got))
 	}

@@ -210,9 +210,16 @@ func listFilter(q url.Values) (store.SandboxFilter, error) {
 		if err != nil {
 			return f, errorf(http.StatusBadRequest, "metadata must be URL-encoded key=value pairs joined by &: %v", err)
 		}
+		// The SDKs percent-encode each key and value before form-encoding the pairs, so
+		// each needs one more decoding; plain keys are unchanged by it.
 		f.Metadata = map[string]string{}
 		for k, vs := range pairs {
-			f.Metadata[k] = vs[len(vs)-1]
+			key, err1 := url.PathUnescape(k)
+			val, err2 := url.PathUnescape(vs[len(vs)-1])
+			if err1 != nil || err2 != nil {
+				return f, errorf(http.StatusBadRequest, "metadata key or value %q is not percent-encoded correctly", k)
+			}
+			f.Metadata[key] = val
 		}
 	}
 	for _, v := range q["state"] {

@@ -1,0 +1,248 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	hearth "github.com/hearthsh/hearth/sdk/go"
+)
+
+func init() {
+	rootCmd.AddCommand(newSandboxCmd())
+}
+
+// newSandboxCmd builds `hearth sandbox` and its subcommands. It is a constructor, not a
+// package variable, so tests get fresh flag state for every run.
+func newSandboxCmd() *cobra.Command {
+	var f cliClientFlags
+	cmd := &cobra.Command{
+		Use:     "sandbox",
+		Aliases: []string{"sbx"},
+		Short:   "Create, inspect and use sandboxes through Hearth's API",
+		Long: "Talks to Hearth's REST API (--api-url) and, for exec, shell and cp, to the sandbox " +
+			"proxy (--sandbox-url).\n" + exitCodesHelp,
+		Args: cliArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, args []string) error { return cmd.Help() },
+	}
+	f.register(cmd.PersistentFlags())
+	cmd.SetFlagErrorFunc(cliFlagError)
+	cmd.AddCommand(
+		newSandboxCreateCmd(&f), newSandboxLsCmd(&f), newSandboxExecCmd(&f), newSandboxShellCmd(&f),
+		newSandboxCpCmd(&f), newSandboxPauseCmd(&f), newSandboxResumeCmd(&f), newSandboxKillCmd(&f),
+	)
+	return cmd
+}
+
+func newSandboxCreateCmd(f *cliClientFlags) *cobra.Command {
+	var (
+		template       string
+		timeout        time.Duration
+		metadata, envs []string
+		autoPause      bool
+	)
+	cmd := &cobra.Command{
+		Use:   "create",
+		Short: "Create a sandbox and print its ID",
+		Long:  "Creates a sandbox and prints its ID (or, with --json, the API's answer) on stdout.\n" + exitCodesHelp,
+		Args:  cliArgs(cobra.NoArgs),
+		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
+			md, err := parsePairs("metadata", metadata)
+			if err != nil {
+				return err
+			}
+			ev, err := parsePairs("env", envs)
+			if err != nil {
+				return err
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := f.requestContext(cmd.Context())
+			defer cancel()
+			done := progress(cmd.ErrOrStderr(), "Creating a sandbox from template "+template)
+			sb, err := c.Create(ctx, hearth.CreateOptions{Template: template, Timeout: timeout, Metadata: md, Envs: ev, AutoPause: autoPause})
+			err = ctxErr(ctx, err)
+			done(err)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return writeJSON(cmd.OutOrStdout(), sb.Info())
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), sb.ID)
+			return nil
+		}),
+	}
+	cmd.Flags().StringVar(&template, "template", hearth.DefaultTemplate, "template ID or alias")
+	cmd.Flags().DurationVar(&timeout, "timeout", hearth.DefaultSandboxTimeout, "kill the sandbox (or pause it, with --auto-pause) after this long")
+	cmd.Flags().StringArrayVar(&metadata, "metadata", nil, "metadata KEY=VALUE to store with the sandbox (repeatable)")
+	cmd.Flags().StringArrayVar(&envs, "env", nil, "environment variable KEY=VALUE for every process in the sandbox (repeatable)")
+	cmd.Flags().BoolVar(&autoPause, "auto-pause", false, "pause the sandbox at its timeout instead of killing it")
+	return cmd
+}
+
+func newSandboxLsCmd(f *cliClientFlags) *cobra.Command {
+	var (
+		state    string
+		metadata []string
+	)
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List sandboxes",
+		Long:    "Lists running and paused sandboxes as a table (or a JSON array with --json).\n" + exitCodesHelp,
+		Args:    cliArgs(cobra.NoArgs),
+		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
+			opts := hearth.ListOptions{}
+			switch state {
+			case "":
+			case string(hearth.StateRunning), string(hearth.StatePaused):
+				opts.States = []hearth.SandboxState{hearth.SandboxState(state)}
+			default:
+				return usagef("--state %q: want running or paused", state)
+			}
+			md, err := parsePairs("metadata", metadata)
+			if err != nil {
+				return err
+			}
+			opts.Metadata = md
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := f.requestContext(cmd.Context())
+			defer cancel()
+			all := []hearth.SandboxInfo{}
+			for s, err := range c.ListSandboxes(opts).All(ctx) {
+				if err != nil {
+					return ctxErr(ctx, err)
+				}
+				all = append(all, s)
+			}
+			if f.json {
+				return writeJSON(cmd.OutOrStdout(), all)
+			}
+			return writeSandboxTable(cmd.OutOrStdout(), all)
+		}),
+	}
+	cmd.Flags().StringVar(&state, "state", "", "only sandboxes in this state: running or paused")
+	cmd.Flags().StringArrayVar(&metadata, "metadata", nil, "only sandboxes with metadata KEY=VALUE (repeatable; all must match)")
+	return cmd
+}
+
+func writeSandboxTable(w io.Writer, all []hearth.SandboxInfo) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTEMPLATE\tSTATE\tSTARTED\tEXPIRES\tCPU\tMEMORY\tMETADATA")
+	for _, s := range all {
+		tmpl := s.TemplateID
+		if s.Alias != "" {
+			tmpl = s.Alias
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d MiB\t%s\n", s.SandboxID, tmpl, s.State,
+			s.StartedAt.Local().Format(time.DateTime), s.EndAt.Local().Format(time.DateTime), s.CPUCount, s.MemoryMB, formatPairs(s.Metadata))
+	}
+	return tw.Flush()
+}
+
+// formatPairs renders metadata as sorted k=v,k2=v2.
+func formatPairs(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + m[k]
+	}
+	return strings.Join(parts, ",")
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newSandboxPauseCmd(f *cliClientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "pause ID",
+		Short: "Pause a running sandbox to disk",
+		Long: "Snapshots a running sandbox to disk and stops it; `hearth sandbox resume` brings it back " +
+			"where it left off. Exits 4 when the sandbox is not running.\n" + exitCodesHelp,
+		Args: cliArgs(cobra.ExactArgs(1)),
+		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := f.requestContext(cmd.Context())
+			defer cancel()
+			done := progress(cmd.ErrOrStderr(), "Pausing "+args[0])
+			err = ctxErr(ctx, c.Pause(ctx, args[0]))
+			done(err)
+			return err
+		}),
+	}
+}
+
+func newSandboxResumeCmd(f *cliClientFlags) *cobra.Command {
+	var (
+		timeout   time.Duration
+		autoPause bool
+	)
+	cmd := &cobra.Command{
+		Use:   "resume ID",
+		Short: "Resume a paused sandbox",
+		Long:  "Resumes a paused sandbox with a new timeout. Exits 4 when the sandbox is not paused.\n" + exitCodesHelp,
+		Args:  cliArgs(cobra.ExactArgs(1)),
+		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := f.requestContext(cmd.Context())
+			defer cancel()
+			done := progress(cmd.ErrOrStderr(), "Resuming "+args[0])
+			sb, err := c.Resume(ctx, args[0], hearth.ResumeOptions{Timeout: timeout, AutoPause: autoPause})
+			err = ctxErr(ctx, err)
+			done(err)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return writeJSON(cmd.OutOrStdout(), sb.Info())
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", hearth.DefaultSandboxTimeout, "kill (or, with --auto-pause, pause) the resumed sandbox after this long")
+	cmd.Flags().BoolVar(&autoPause, "auto-pause", false, "pause the sandbox again at its timeout instead of killing it")
+	return cmd
+}
+
+func newSandboxKillCmd(f *cliClientFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "kill ID",
+		Short: "Destroy a sandbox, running or paused",
+		Long:  "Destroys a sandbox and everything in it. Exits 3 when there is no such sandbox.\n" + exitCodesHelp,
+		Args:  cliArgs(cobra.ExactArgs(1)),
+		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := f.requestContext(cmd.Context())
+			defer cancel()
+			return ctxErr(ctx, c.Kill(ctx, args[0]))
+		}),
+	}
+}

@@ -1,0 +1,62 @@
+package hearth
+
+import "time"
+
+// SandboxState is a sandbox's state as the API reports it.
+type SandboxState string
+
+// The states the API reports and list filters accept.
+const (
+	StateRunning SandboxState = "running"
+	StatePaused  SandboxState = "paused"
+)
+
+// CreatedSandbox is the API's answer to create, connect and resume (E2B's Sandbox schema).
+type CreatedSandbox struct {
+	SandboxID  string `json:"sandboxID"`
+	TemplateID string `json:"templateID"`
+	Alias      string `json:"alias,omitempty"`
+	// ClientID is deprecated in E2B's API and kept for compatibility.
+	ClientID    string `json:"clientID"`
+	EnvdVersion string `json:"envdVersion"`
+	// EnvdAccessToken, when set, must accompany every request to the sandbox's envd; the
+	// Sandbox handle sends it.
+	EnvdAccessToken string `json:"envdAccessToken,omitempty"`
+	// TrafficAccessToken guards the sandbox's other ports when it is not public.
+	TrafficAccessToken string `json:"trafficAccessToken,omitempty"`
+	Domain             string `json:"domain,omitempty"`
+}
+
+// SandboxInfo describes a sandbox, as GET /sandboxes/{id} and the list return it (E2B's
+// SandboxDetail and ListedSandbox; the list leaves EnvdAccessToken and Domain empty).
+type SandboxInfo struct {
+	SandboxID       string            `json:"sandboxID"`
+	TemplateID      string            `json:"templateID"`
+	Alias           string            `json:"alias,omitempty"`
+	ClientID        string            `json:"clientID"`
+	StartedAt       time.Time         `json:"startedAt"`
+	EndAt           time.Time         `json:"endAt"`
+	CPUCount        int               `json:"cpuCount"`
+	MemoryMB        int               `json:"memoryMB"`
+	DiskSizeMB      int               `json:"diskSizeMB"`
+	Metadata        map[string]string `json:"metadata"`
+	State           SandboxState      `json:"state"`
+	EnvdVersion     string            `json:"envdVersion"`
+	EnvdAccessToken string            `json:"envdAccessToken,omitempty"`
+	Domain          string            `json:"domain,omitempty"`
+}
+
+// Template describes a template sandboxes can be created from.
+type Template struct {
+	TemplateID  string    `json:"templateID"`
+	BuildID     string    `json:"buildID"`
+	CPUCount    int       `json:"cpuCount"`
+	MemoryMB    int       `json:"memoryMB"`
+	DiskSizeMB  int       `json:"diskSizeMB"`
+	Public      bool      `json:"public"`
+	Aliases     []string  `json:"aliases"`
+	CreatedAt   time.Time `json:"createdAt"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+	EnvdVersion string    `json:"envdVersion"`
+	BuildStatus string    `json:"buildStatus"`
+}
