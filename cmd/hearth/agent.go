@@ -125,14 +125,9 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	}
 	a := agent.New(mgr, conns, c.Runtime, log)
 
-	rpcLn, err := net.Listen("tcp", c.RPCAddr)
+	rpcLn, proxyLn, err := listenBoth(c.RPCAddr, c.ProxyAddr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", c.RPCAddr, err)
-	}
-	proxyLn, err := net.Listen("tcp", c.ProxyAddr)
-	if err != nil {
-		rpcLn.Close()
-		return fmt.Errorf("listen %s: %w", c.ProxyAddr, err)
+		return err
 	}
 	mux := http.NewServeMux()
 	mux.Handle(a.RPCHandler())
@@ -140,9 +135,6 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	proxySrv := newServer(a.ProxyHandler(), false)
 	proxySrv.ConnContext = proxy.ConnContext
 
-	errc := make(chan error, 2)
-	go func() { errc <- rpcSrv.Serve(rpcLn) }()
-	go func() { errc <- proxySrv.Serve(proxyLn) }()
 	log.Info("agent ready", "rpc", rpcLn.Addr().String(), "proxy", proxyLn.Addr().String(), "runtime", c.Runtime, "data_dir", c.DataDir)
 	if c.ControlPlane != "" {
 		hb := heartbeatSender(c, a, rpcLn.Addr().String(), proxyLn.Addr().String(), log)
@@ -151,14 +143,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	if ready != nil {
 		ready(rpcLn.Addr(), proxyLn.Addr())
 	}
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	proxySrv.Shutdown(sctx)
-	rpcSrv.Shutdown(sctx)
+	err = serveUntil(ctx, []*http.Server{rpcSrv, proxySrv}, []net.Listener{rpcLn, proxyLn})
 	if c.StopOnExit {
 		log.Info("stopping running sandboxes")
 		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -174,20 +159,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		}
 		cancel()
 	}
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
 	return err
-}
-
-// newServer returns a server with the timeouts of DESIGN.md; h2c only for RPC.
-func newServer(h http.Handler, h2c bool) *http.Server {
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	if h2c {
-		p.SetUnencryptedHTTP2(true)
-	}
-	return &http.Server{Handler: h, Protocols: p, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 620 * time.Second}
 }
 
 func newDriver(c agentConfig, log *slog.Logger) (runtime.Driver, error) {

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -92,14 +90,9 @@ func openStore(ctx context.Context, c serverConfig) (store.Store, error) {
 // runControlPlane serves the API and the proxy until ctx ends.
 func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *slog.Logger, ready func(api, proxy net.Addr)) error {
 	srv := cp.New(cp.Config{Store: st, Log: log, Domain: c.Domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout})
-	apiLn, err := net.Listen("tcp", c.APIAddr)
+	apiLn, proxyLn, err := listenBoth(c.APIAddr, c.ProxyAddr)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", c.APIAddr, err)
-	}
-	proxyLn, err := net.Listen("tcp", c.ProxyAddr)
-	if err != nil {
-		apiLn.Close()
-		return fmt.Errorf("listen %s: %w", c.ProxyAddr, err)
+		return err
 	}
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	srv.Reconcile(rctx)
@@ -108,23 +101,9 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 
 	apiSrv := newServer(srv.APIHandler(), false)
 	proxySrv := newServer(srv.ProxyHandler(), false)
-	errc := make(chan error, 2)
-	go func() { errc <- apiSrv.Serve(apiLn) }()
-	go func() { errc <- proxySrv.Serve(proxyLn) }()
 	log.Info("control plane ready", "api", apiLn.Addr().String(), "proxy", proxyLn.Addr().String())
 	if ready != nil {
 		ready(apiLn.Addr(), proxyLn.Addr())
 	}
-	select {
-	case err = <-errc:
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	proxySrv.Shutdown(sctx)
-	apiSrv.Shutdown(sctx)
-	if errors.Is(err, http.ErrServerClosed) {
-		err = nil
-	}
-	return err
+	return serveUntil(ctx, []*http.Server{apiSrv, proxySrv}, []net.Listener{apiLn, proxyLn})
 }
