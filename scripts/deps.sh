@@ -15,10 +15,16 @@ declare -A cmds=(
   [npm]=npm
   [debootstrap]=debootstrap
   [mkfs.ext4]=e2fsprogs
+  [nsenter]=util-linux
+  [qemu-system-x86_64]=qemu-system-x86
+  [qemu-img]=qemu-utils
 )
 for c in "${!cmds[@]}"; do
   command -v "$c" >/dev/null 2>&1 || need_apt+=("${cmds[$c]}")
 done
+# The QEMU runtime's initramfs needs a static busybox (the dynamic one from busybox is no use).
+# (ldd succeeds only on dynamically linked executables.)
+if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then need_apt+=(busybox-static); fi
 # PostgreSQL's server binaries, for the store's and the end-to-end tests' throwaway databases.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then

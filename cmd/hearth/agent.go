@@ -26,7 +26,9 @@ import (
 	"github.com/hearthsh/hearth/internal/netslot"
 	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/runtime"
+	"github.com/hearthsh/hearth/internal/runtime/firecracker"
 	"github.com/hearthsh/hearth/internal/runtime/gvisor"
+	"github.com/hearthsh/hearth/internal/runtime/qemu"
 	"github.com/hearthsh/hearth/internal/template"
 )
 
@@ -51,6 +53,10 @@ type agentConfig struct {
 	// StopOnExit destroys running sandboxes when the agent exits (hearth dev); otherwise they
 	// keep running until the next start reclaims them.
 	StopOnExit bool
+	// QEMUAccel is the qemu runtime's accelerator: auto, tcg or kvm.
+	QEMUAccel string
+	// FC configures the firecracker runtime: binaries and guest kernel.
+	FC fcFlags
 }
 
 func init() {
@@ -72,7 +78,11 @@ func init() {
 	f.StringVar(&c.DataDir, "data-dir", templateEnvOr("HEARTH_DATA_DIR", templateDefaultDataDir), "data directory: templates, sandboxes, snapshots")
 	f.StringVar(&c.RPCAddr, "listen", "127.0.0.1:5008", "address of the hostagent.v1 API")
 	f.StringVar(&c.ProxyAddr, "proxy-listen", "127.0.0.1:5007", "address of the sandbox proxy")
-	f.StringVar(&c.Runtime, "runtime", "gvisor", "sandbox runtime: gvisor")
+	f.StringVar(&c.Runtime, "runtime", "gvisor", "sandbox runtime: gvisor, qemu or firecracker")
+	f.StringVar(&c.QEMUAccel, "qemu-accel", qemu.AccelAuto, "qemu runtime accelerator: auto (KVM if a probe boot works, else TCG), tcg or kvm")
+	f.StringVar(&c.FC.Firecracker, "firecracker", "", "firecracker runtime: firecracker binary (default: bin/firecracker next to hearth, else PATH)")
+	f.StringVar(&c.FC.Jailer, "jailer", "", "firecracker runtime: jailer binary; empty runs firecracker without a jail (development only)")
+	f.StringVar(&c.FC.Kernel, "fc-kernel", "", "firecracker runtime: guest kernel, an uncompressed vmlinux (default <data-dir>/vm/vmlinux)")
 	f.StringVar(&c.Runsc, "runsc", "", "runsc binary (default: bin/runsc next to hearth, else PATH)")
 	f.StringVar(&c.PoolCIDR, "pool", netslot.DefaultCIDR.String(), "IPv4 pool for sandbox network slots, cut into /30s")
 	f.StringVar(&c.SlotPrefix, "slot-prefix", netslot.DefaultPrefix, "name prefix of this agent's netns, interfaces and nftables table")
@@ -102,6 +112,10 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	if err != nil {
 		return err
 	}
+	var slotOpts []netslot.AcquireOption
+	if t, ok := driver.(runtime.TAPDriver); ok && t.NeedsTAP() {
+		slotOpts = append(slotOpts, netslot.WithTAP())
+	}
 	conns := &conntrack.Tracker{}
 	home := "/home/" + c.DefaultUser
 	if c.DefaultUser == "root" {
@@ -111,6 +125,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		DataDir:        filepath.Join(c.DataDir, "sandboxes"),
 		Driver:         driver,
 		Slots:          slots,
+		SlotOpts:       slotOpts,
 		Conns:          conns,
 		Templates:      templateResolver(c.DataDir),
 		Log:            log,
@@ -178,9 +193,56 @@ func newDriver(c agentConfig, log *slog.Logger) (runtime.Driver, error) {
 			CgroupParent: "hearth-" + c.SlotPrefix,
 			Logger:       log,
 		})
+	case "qemu":
+		return qemu.New(qemu.Config{
+			DataDir: filepath.Join(c.DataDir, "vm"),
+			Accel:   c.QEMUAccel,
+			Logger:  log,
+		})
+	case "firecracker":
+		return newFirecracker(c, log)
 	default:
-		return nil, fmt.Errorf("--runtime %q is not available: this build supports gvisor", c.Runtime)
+		return nil, fmt.Errorf("--runtime %q is not available: this build supports gvisor, qemu and firecracker", c.Runtime)
 	}
+}
+
+// fcFlags are the firecracker runtime's flags.
+type fcFlags struct{ Firecracker, Jailer, Kernel string }
+
+// newFirecracker builds the firecracker driver. The jailer runs Firecracker as nobody, in a
+// chroot under the data dir (hard links need the sandbox dirs' filesystem), in a cgroup per
+// agent.
+func newFirecracker(c agentConfig, log *slog.Logger) (runtime.Driver, error) {
+	bin := c.FC.Firecracker
+	if bin == "" {
+		bin = findBinary("firecracker")
+	}
+	kernel := c.FC.Kernel
+	if kernel == "" {
+		kernel = filepath.Join(c.DataDir, "vm", "vmlinux")
+	}
+	return firecracker.New(firecracker.Config{
+		Firecracker: bin, Jailer: c.FC.Jailer, UID: 65534, GID: 65534,
+		Kernel: kernel, RunDir: filepath.Join(c.DataDir, "fc"), ImageDir: filepath.Join(c.DataDir, "fc-images"),
+		// Per agent, since Reclaim removes everything under them.
+		IDPrefix: "hearth-" + c.SlotPrefix, CgroupParent: "hearth-fc-" + c.SlotPrefix,
+		Logger: log,
+	})
+}
+
+// findBinary looks for name next to the hearth executable, then on PATH; it returns name
+// itself if neither has it, for the driver to report.
+func findBinary(name string) string {
+	if exe, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(exe), name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	return name
 }
 
 // findRunsc looks for runsc where `make runsc` puts it, then on PATH.

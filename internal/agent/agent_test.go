@@ -45,7 +45,6 @@ var testPool = netip.MustParsePrefix("10.231.0.0/16")
 
 // harness is a real agent: gVisor driver, network slots, RPC and proxy servers on loopback.
 type harness struct {
-	t        testing.TB
 	env      *runtimetest.Env
 	dataDir  string
 	rpc      hostagentv1connect.HostAgentServiceClient
@@ -134,7 +133,7 @@ func startAgent(t testing.TB, env *runtimetest.Env, dataDir string) *harness {
 		return (&net.Dialer{}).DialContext(ctx, n, a)
 	}}}
 	h := &harness{
-		t: t, env: env, dataDir: dataDir,
+		env: env, dataDir: dataDir,
 		rpc:      hostagentv1connect.NewHostAgentServiceClient(h2c, "http://"+rpcLn.Addr().String()),
 		proxyURL: "http://" + proxyLn.Addr().String(),
 	}
@@ -142,15 +141,15 @@ func startAgent(t testing.TB, env *runtimetest.Env, dataDir string) *harness {
 	return h
 }
 
-func (h *harness) create(id string) *pb.Sandbox {
-	h.t.Helper()
+func (h *harness) create(t testing.TB, id string) *pb.Sandbox {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	res, err := h.rpc.Create(ctx, connect.NewRequest(&pb.CreateRequest{SandboxId: id, Template: "base", Cpus: 1, MemoryMib: 512, EnvVars: map[string]string{"HEARTH_TEST": "1"}}))
 	if err != nil {
-		h.t.Fatalf("create %s: %v", id, err)
+		t.Fatalf("create %s: %v", id, err)
 	}
-	h.t.Cleanup(func() { h.rpc.Destroy(context.Background(), connect.NewRequest(&pb.DestroyRequest{SandboxId: id})) })
+	t.Cleanup(func() { h.rpc.Destroy(context.Background(), connect.NewRequest(&pb.DestroyRequest{SandboxId: id})) })
 	return res.Msg.GetSandbox()
 }
 
@@ -172,13 +171,13 @@ func (t headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // run executes a shell command in the sandbox through the proxy and returns stdout.
-func (h *harness) run(id, script string) (string, int32) {
-	h.t.Helper()
+func (h *harness) run(t testing.TB, id, script string) (string, int32) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stream, err := h.envd(id).Start(ctx, connect.NewRequest(&procpb.StartRequest{Process: &procpb.ProcessConfig{Cmd: "/bin/bash", Args: []string{"-c", script}}}))
 	if err != nil {
-		h.t.Fatalf("run %q in %s: %v", script, id, err)
+		t.Fatalf("run %q in %s: %v", script, id, err)
 	}
 	var out bytes.Buffer
 	var code int32 = -100
@@ -191,24 +190,24 @@ func (h *harness) run(id, script string) (string, int32) {
 		}
 	}
 	if err := stream.Err(); err != nil {
-		h.t.Fatalf("run %q in %s: %v", script, id, err)
+		t.Fatalf("run %q in %s: %v", script, id, err)
 	}
 	return out.String(), code
 }
 
 // upload writes a file into the sandbox through envd's /files route on the proxy.
-func (h *harness) upload(id, path string, data []byte) {
-	h.t.Helper()
+func (h *harness) upload(t testing.TB, id, path string, data []byte) {
+	t.Helper()
 	req, _ := http.NewRequest("POST", h.proxyURL+"/files?path="+path, bytes.NewReader(data))
 	req.Header.Set("Content-Type", "application/octet-stream")
 	res, err := headerTransport{id: id}.RoundTrip(req)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer res.Body.Close()
 	if res.StatusCode != 200 {
 		b, _ := io.ReadAll(res.Body)
-		h.t.Fatalf("upload %s: %d %s", path, res.StatusCode, b)
+		t.Fatalf("upload %s: %d %s", path, res.StatusCode, b)
 	}
 }
 
@@ -257,15 +256,15 @@ func wsecho(t testing.TB) []byte {
 }
 
 // startServers uploads wsecho and starts it on 0.0.0.0:8080 and on 127.0.0.1:8081.
-func (h *harness) startServers(id string) {
-	h.t.Helper()
-	h.upload(id, "/usr/local/bin/wsecho", wsecho(h.t))
-	h.run(id, "chmod +x /usr/local/bin/wsecho")
+func (h *harness) startServers(t testing.TB, id string) {
+	t.Helper()
+	h.upload(t, id, "/usr/local/bin/wsecho", wsecho(t))
+	h.run(t, id, "chmod +x /usr/local/bin/wsecho")
 	for _, addr := range []string{"0.0.0.0:8080", "127.0.0.1:8081"} {
 		ctx, cancel := context.WithCancel(context.Background())
 		stream, err := h.envd(id).Start(ctx, connect.NewRequest(&procpb.StartRequest{Process: &procpb.ProcessConfig{Cmd: "/usr/local/bin/wsecho", Args: []string{"-addr", addr}}}))
 		if err != nil {
-			h.t.Fatal(err)
+			t.Fatal(err)
 		}
 		stream.Receive()
 		cancel() // the server keeps running without the stream
@@ -288,19 +287,19 @@ func TestSandboxLifecycle(t *testing.T) {
 	h := startAgent(t, env, t.TempDir())
 	defer h.stop()
 
-	a := h.create("lifecycle-a")
+	a := h.create(t, "lifecycle-a")
 	if a.GetState() != pb.State_STATE_RUNNING || a.GetEnvdVersion() == "" {
 		t.Fatalf("created sandbox: %v", a)
 	}
 
 	t.Run("exec through envd", func(t *testing.T) {
-		out, code := h.run("lifecycle-a", "echo $HEARTH_TEST; id -un; cat /etc/debian_version")
+		out, code := h.run(t, "lifecycle-a", "echo $HEARTH_TEST; id -un; cat /etc/debian_version")
 		if code != 0 || !strings.HasPrefix(out, "1\nroot\n12.") {
 			t.Fatalf("exec: code %d output %q", code, out)
 		}
 	})
 
-	h.startServers("lifecycle-a")
+	h.startServers(t, "lifecycle-a")
 	t.Run("http through the proxy", func(t *testing.T) {
 		eventually(t, 10*time.Second, "server on 0.0.0.0:8080 reachable", func() bool {
 			code, body := h.get("/proxy/lifecycle-a/8080/")
@@ -339,15 +338,15 @@ func TestSandboxLifecycle(t *testing.T) {
 	})
 
 	t.Run("isolation between sandboxes", func(t *testing.T) {
-		b := h.create("lifecycle-b")
-		h.run("lifecycle-b", "echo secret-b > /tmp/only-in-b; (python3 -m http.server 8080 --bind 0.0.0.0 >/dev/null 2>&1 &)")
+		b := h.create(t, "lifecycle-b")
+		h.run(t, "lifecycle-b", "echo secret-b > /tmp/only-in-b; (python3 -m http.server 8080 --bind 0.0.0.0 >/dev/null 2>&1 &)")
 		bIP, _, _ := net.SplitHostPort(b.GetEnvdAddress())
 		eventually(t, 10*time.Second, "b serves", func() bool { c, _ := h.get("/proxy/lifecycle-b/8080/"); return c == 200 })
-		out, code := h.run("lifecycle-a", "curl -sS -m 3 http://"+bIP+":8080/ 2>&1; echo rc=$?")
+		out, code := h.run(t, "lifecycle-a", "curl -sS -m 3 http://"+bIP+":8080/ 2>&1; echo rc=$?")
 		if !strings.Contains(out, "rc=") || strings.Contains(out, "rc=0") || code != 0 {
 			t.Fatalf("sandbox a reached sandbox b: %q", out)
 		}
-		out, _ = h.run("lifecycle-a", "cat /tmp/only-in-b 2>&1 || true")
+		out, _ = h.run(t, "lifecycle-a", "cat /tmp/only-in-b 2>&1 || true")
 		if strings.Contains(out, "secret-b") {
 			t.Fatal("sandbox a sees sandbox b's files")
 		}
@@ -410,9 +409,9 @@ func TestSandboxLifecycle(t *testing.T) {
 	})
 
 	t.Run("ten pause and resume cycles keep files and processes", func(t *testing.T) {
-		h.run("lifecycle-a", "head -c 1048576 /dev/urandom > /home/user/data.bin; sha256sum /home/user/data.bin > /tmp/data.sum")
-		h.run("lifecycle-a", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done) >/dev/null 2>&1 &")
-		sum, _ := h.run("lifecycle-a", "cat /tmp/data.sum")
+		h.run(t, "lifecycle-a", "head -c 1048576 /dev/urandom > /home/user/data.bin; sha256sum /home/user/data.bin > /tmp/data.sum")
+		h.run(t, "lifecycle-a", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done) >/dev/null 2>&1 &")
+		sum, _ := h.run(t, "lifecycle-a", "cat /tmp/data.sum")
 		last := 0
 		for cycle := range 10 {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -423,12 +422,12 @@ func TestSandboxLifecycle(t *testing.T) {
 				t.Fatalf("cycle %d resume: %v", cycle, err)
 			}
 			cancel()
-			if got, _ := h.run("lifecycle-a", "sha256sum /home/user/data.bin"); got != sum {
+			if got, _ := h.run(t, "lifecycle-a", "sha256sum /home/user/data.bin"); got != sum {
 				t.Fatalf("cycle %d: file changed: %q vs %q", cycle, got, sum)
 			}
 			var now int
 			eventually(t, 5*time.Second, "counter advances", func() bool {
-				out, _ := h.run("lifecycle-a", "cat /tmp/counter")
+				out, _ := h.run(t, "lifecycle-a", "cat /tmp/counter")
 				now, _ = strconv.Atoi(strings.TrimSpace(out))
 				return now > last
 			})
@@ -437,10 +436,9 @@ func TestSandboxLifecycle(t *testing.T) {
 	})
 
 	t.Run("destroy leaves nothing", func(t *testing.T) {
-		for _, id := range []string{"lifecycle-a", "lifecycle-b"} {
-			if _, err := h.rpc.Destroy(context.Background(), connect.NewRequest(&pb.DestroyRequest{SandboxId: id})); err != nil {
-				t.Fatalf("destroy %s: %v", id, err)
-			}
+		// lifecycle-b went with the cleanup of the subtest that created it.
+		if _, err := h.rpc.Destroy(context.Background(), connect.NewRequest(&pb.DestroyRequest{SandboxId: "lifecycle-a"})); err != nil {
+			t.Fatalf("destroy lifecycle-a: %v", err)
 		}
 		if _, err := h.rpc.Get(context.Background(), connect.NewRequest(&pb.GetRequest{SandboxId: "lifecycle-a"})); connect.CodeOf(err) != connect.CodeNotFound {
 			t.Fatalf("get after destroy: %v, want not_found", err)
@@ -455,9 +453,9 @@ func TestAgentRestart(t *testing.T) {
 	env := setupEnv(t)
 	dataDir := t.TempDir()
 	h := startAgent(t, env, dataDir)
-	h.create("restart-run")
-	h.create("restart-paused")
-	h.run("restart-paused", "echo kept > /tmp/kept")
+	h.create(t, "restart-run")
+	h.create(t, "restart-paused")
+	h.run(t, "restart-paused", "echo kept > /tmp/kept")
 	if _, err := h.rpc.Pause(context.Background(), connect.NewRequest(&pb.PauseRequest{SandboxId: "restart-paused"})); err != nil {
 		t.Fatal(err)
 	}
@@ -479,7 +477,7 @@ func TestAgentRestart(t *testing.T) {
 	if _, err := h2.rpc.Resume(context.Background(), connect.NewRequest(&pb.ResumeRequest{SandboxId: "restart-paused"})); err != nil {
 		t.Fatal(err)
 	}
-	if out, _ := h2.run("restart-paused", "cat /tmp/kept"); out != "kept\n" {
+	if out, _ := h2.run(t, "restart-paused", "cat /tmp/kept"); out != "kept\n" {
 		t.Fatalf("file after restart and resume: %q", out)
 	}
 	if _, err := h2.rpc.Destroy(context.Background(), connect.NewRequest(&pb.DestroyRequest{SandboxId: "restart-paused"})); err != nil {

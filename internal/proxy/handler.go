@@ -154,6 +154,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		ctx = up.Ctx
 	}
 	ctx = context.WithValue(ctx, routeKey{}, &routed{route: route, up: up, host: r.Host})
+	// Streaming RPCs (envd's Start, WatchDir) answer before the client has finished sending
+	// its request body. Without full duplex, Go's HTTP/1.1 server closes the request body
+	// once the response headers are flushed, the copy of the body upstream fails, and the
+	// transport tears down the upstream connection in the middle of the response.
+	_ = http.NewResponseController(w).EnableFullDuplex()
 	h.proxyFor(route, up.Addr).ServeHTTP(w, r.WithContext(ctx))
 }
 

@@ -72,3 +72,10 @@ type Driver interface {
 	// before the first Create. Paused sandboxes' snapshots are data and are kept.
 	Reclaim(ctx context.Context) error
 }
+
+// TAPDriver is implemented by drivers whose sandboxes attach to a TAP device in the slot's
+// network namespace (microVMs). The agent acquires slots with netslot.WithTAP when
+// NeedsTAP reports true; it never asks which kind of driver it has.
+type TAPDriver interface {
+	NeedsTAP() bool
+}

@@ -1,0 +1,112 @@
+package firecracker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hearthsh/hearth/internal/runtime"
+)
+
+// Destroy implements runtime.Driver. A VM this process started is killed and reaped; one
+// left by an earlier run of the agent is found by its --id and killed.
+func (d *Driver) Destroy(ctx context.Context, s runtime.Spec) error {
+	var errs []error
+	if v := d.take(s.ID); v != nil {
+		errs = append(errs, d.stop(ctx, v))
+	} else if s.ID != "" {
+		l, err := d.newLayout(s.ID)
+		if err == nil {
+			d.killVMs(func(id string) bool { return id == l.vmID })
+			errs = append(errs, d.stop(ctx, &vm{id: s.ID, lay: l}))
+		}
+	}
+	if s.Dir != "" {
+		errs = append(errs, os.RemoveAll(s.Dir))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("destroy %s: %w", s.ID, err)
+	}
+	return nil
+}
+
+// Reclaim implements runtime.Driver: it kills every Firecracker (and jailer or nsenter on
+// its way to becoming one) whose --id carries this agent's prefix, removes every VM root
+// under RunDir and every cgroup under the jailer's parent. Sandbox dirs, and so paused
+// sandboxes' snapshots and disks, are kept.
+func (d *Driver) Reclaim(ctx context.Context) error {
+	prefix := d.cfg.IDPrefix + "-"
+	if n := d.killVMs(func(id string) bool { return strings.HasPrefix(id, prefix) }); n > 0 {
+		d.log.Info("reclaim: killed leftover VMs", "count", n)
+	}
+	var errs []error
+	if err := removeCgroup(ctx, d.cfg.CgroupParent); err != nil {
+		errs = append(errs, fmt.Errorf("reclaim cgroups: %w", err))
+	}
+	ents, err := os.ReadDir(d.cfg.RunDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(d.cfg.RunDir, e.Name())); err != nil {
+			errs = append(errs, fmt.Errorf("reclaim: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// killVMs SIGKILLs the VM processes whose --id match, waits briefly for them to go, and
+// returns how many there were. Only the firecracker, jailer and nsenter binaries are
+// considered, so no other program that happens to take an --id flag is touched.
+func (d *Driver) killVMs(match func(vmID string) bool) int {
+	names := map[string]bool{"nsenter": true, filepath.Base(d.cfg.Firecracker): true}
+	if d.cfg.Jailer != "" {
+		names[filepath.Base(d.cfg.Jailer)] = true
+	}
+	find := func() []int {
+		var pids []int
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+			if err != nil || len(b) == 0 {
+				continue
+			}
+			args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+			if id, ok := flagValue(args, "--id"); ok && names[filepath.Base(args[0])] && match(id) {
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	pids := find()
+	for _, pid := range pids {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	for deadline := time.Now().Add(3 * time.Second); len(find()) > 0 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return len(pids)
+}
+
+// flagValue returns the value of flag in args ("--id x" or "--id=x").
+func flagValue(args []string, flag string) (string, bool) {
+	for i, a := range args {
+		if a == flag && i+1 < len(args) {
+			return args[i+1], true
+		}
+		if v, ok := strings.CutPrefix(a, flag+"="); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
