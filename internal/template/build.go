@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/filelock"
 )
 
 // BuildOptions configure Build.
@@ -59,7 +61,7 @@ func Build(ctx context.Context, o BuildOptions) (*Template, error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
 	}
-	unlock, err := lockFile(ctx, filepath.Join(root, "."+o.Name+".lock"))
+	unlock, err := filelock.Lock(ctx, filepath.Join(root, "."+o.Name+".lock"))
 	if err != nil {
 		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
 	}

@@ -2,8 +2,6 @@ package firecracker
 
 import (
 	"net/netip"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -112,43 +110,5 @@ func TestBootArgs(t *testing.T) {
 	want := base + " root=/dev/vda rw rootfstype=ext4 init=/usr/bin/envd"
 	if got := bootArgs(s, false, "/usr/bin/envd"); got != want {
 		t.Errorf("without initrd:\n got %q\nwant %q", got, want)
-	}
-}
-
-// TestCowCopyIsPrivateAndSparse: a sandbox's disk has the image's content, writes to it
-// never reach the image, and free space in the image costs no disk in the copy.
-func TestCowCopyIsPrivateAndSparse(t *testing.T) {
-	dir := t.TempDir()
-	src, dst := filepath.Join(dir, "img"), filepath.Join(dir, "copy")
-	f, err := os.Create(src)
-	must(t, err)
-	must(t, f.Truncate(64<<20))
-	_, err = f.WriteAt([]byte("superblock"), 1024)
-	must(t, err)
-	_, err = f.WriteAt([]byte("inode table"), 40<<20)
-	must(t, err)
-	must(t, f.Close())
-
-	reflinked, err := cowCopy(src, dst)
-	must(t, err)
-	a, _ := os.ReadFile(src)
-	b, _ := os.ReadFile(dst)
-	if !slices.Equal(a, b) {
-		t.Fatal("copy differs from the image")
-	}
-	g, err := os.OpenFile(dst, os.O_WRONLY, 0)
-	must(t, err)
-	_, err = g.WriteAt([]byte("sandbox write"), 1024)
-	must(t, err)
-	must(t, g.Close())
-	if a2, _ := os.ReadFile(src); !slices.Equal(a, a2) {
-		t.Error("a write to the copy reached the image")
-	}
-	if !reflinked {
-		var st blocksStat
-		must(t, st.of(dst))
-		if st.allocated > 1<<20 {
-			t.Errorf("sparse copy allocates %d bytes for 2 small extents of a 64 MiB image", st.allocated)
-		}
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/runtime/microvm"
+
 	"github.com/hearthsh/hearth/internal/netslot"
 	"github.com/hearthsh/hearth/internal/runtime"
 	"github.com/hearthsh/hearth/internal/runtime/firecracker/api"
@@ -36,13 +38,12 @@ func (d *Driver) Create(ctx context.Context, s runtime.Spec) (err error) {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", s.ID, err)
 	}
-	img, err := d.image(ctx, s)
+	img, err := microvm.EnsureImage(ctx, microvm.ImageOptions{Dir: d.cfg.ImageDir, Log: d.log}, s.Template)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", s.ID, err)
 	}
 	disk := filepath.Join(s.Dir, rootfsFile)
-	reflinked, err := cowCopy(img, disk)
-	if err != nil {
+	if err := microvm.CloneFile(ctx, img, disk); err != nil {
 		return fmt.Errorf("create %s: copy root disk: %w", s.ID, err)
 	}
 	if err := d.ownForVM(disk); err != nil {
@@ -80,11 +81,11 @@ func (d *Driver) Create(ctx context.Context, s runtime.Spec) (err error) {
 	if err := d.boot(ctx, v, s); err != nil {
 		return fmt.Errorf("create %s: %w", s.ID, err)
 	}
-	if err := waitEnvd(ctx, s.EnvdAddr(), v.proc); err != nil {
+	if err := v.proc.waitEnvd(ctx, s.EnvdAddr()); err != nil {
 		return fmt.Errorf("create %s: %w; log: %s", s.ID, err, tail(filepath.Join(s.Dir, logFile)))
 	}
 	d.put(v)
-	d.log.Debug("created", "id", s.ID, "vm", l.vmID, "pid", v.proc.pid(), "reflink", reflinked, "took", time.Since(start))
+	d.log.Debug("created", "id", s.ID, "vm", l.vmID, "pid", v.proc.pid(), "took", time.Since(start))
 	return nil
 }
 

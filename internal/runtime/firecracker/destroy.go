@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/cgroups"
+
 	"github.com/hearthsh/hearth/internal/runtime"
 )
 
@@ -46,7 +48,7 @@ func (d *Driver) Reclaim(ctx context.Context) error {
 		d.log.Info("reclaim: killed leftover VMs", "count", n)
 	}
 	var errs []error
-	if err := removeCgroup(ctx, d.cfg.CgroupParent); err != nil {
+	if err := cgroups.Remove(ctx, d.cfg.CgroupParent); err != nil {
 		errs = append(errs, fmt.Errorf("reclaim cgroups: %w", err))
 	}
 	ents, err := os.ReadDir(d.cfg.RunDir)

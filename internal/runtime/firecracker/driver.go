@@ -27,6 +27,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/cgroups"
+
 	"github.com/hearthsh/hearth/internal/runtime"
 	"github.com/hearthsh/hearth/internal/runtime/firecracker/api"
 )
@@ -61,9 +63,6 @@ type Config struct {
 	// IDPrefix names this agent's VMs (Firecracker --id <prefix>-<sandbox>); Reclaim kills
 	// only processes with that prefix. Default "hearth".
 	IDPrefix string
-	// DiskFreeMiB is the free space in each sandbox's root disk beyond the template's
-	// content. Default 2048.
-	DiskFreeMiB int
 	// BalloonTimeout bounds how long Pause waits for the guest to inflate the balloon
 	// before it snapshots anyway. Default 2 s.
 	BalloonTimeout time.Duration
@@ -95,9 +94,6 @@ func New(cfg Config) (*Driver, error) {
 	}
 	if cfg.Init == "" {
 		cfg.Init = "/usr/bin/envd"
-	}
-	if cfg.DiskFreeMiB == 0 {
-		cfg.DiskFreeMiB = 2048
 	}
 	if cfg.BalloonTimeout == 0 {
 		cfg.BalloonTimeout = 2 * time.Second
@@ -181,7 +177,7 @@ func (d *Driver) stop(ctx context.Context, v *vm) error {
 		v.memServer.stop()
 	}
 	if d.cfg.Jailer != "" {
-		if err := removeCgroup(ctx, filepath.Join(d.cfg.CgroupParent, v.lay.vmID)); err != nil {
+		if err := cgroups.Remove(ctx, filepath.Join(d.cfg.CgroupParent, v.lay.vmID)); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -57,7 +57,7 @@ func TestEndToEnd(t *testing.T) {
 		Firecracker: bin, Jailer: os.Getenv("FIRECRACKER_JAILER"), UID: 65534, GID: 65534,
 		Kernel: kernel, Initrd: os.Getenv("HEARTH_FC_INITRD"),
 		RunDir: filepath.Join(base, "run"), ImageDir: filepath.Join(base, "img"),
-		IDPrefix: "hfce2e", CgroupParent: "hearth-fc-e2e", DiskFreeMiB: 256,
+		IDPrefix: "hfce2e", CgroupParent: "hearth-fc-e2e",
 	})
 	must(t, err)
 	must(t, d.Reclaim(ctx))

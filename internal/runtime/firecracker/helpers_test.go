@@ -62,7 +62,6 @@ func newRig(t *testing.T) *rig {
 		RunDir:         filepath.Join(base, "run"),
 		ImageDir:       filepath.Join(base, "img"),
 		IDPrefix:       "hfctest" + strconv.Itoa(os.Getpid()),
-		DiskFreeMiB:    8,
 		BalloonTimeout: 200 * time.Millisecond,
 		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	})

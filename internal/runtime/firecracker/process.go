@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -108,4 +109,13 @@ func tail(path string) string {
 		b = b[len(b)-max:]
 	}
 	return string(b)
+}
+
+// waitEnvd waits for envd in the VM, and says why Firecracker died if it did first.
+func (p *process) waitEnvd(ctx context.Context, addr netip.AddrPort) error {
+	err := runtime.WaitEnvd(ctx, addr, p.done)
+	if errors.Is(err, runtime.ErrExited) {
+		return fmt.Errorf("firecracker exited while waiting for envd at %s: %v", addr, p.err)
+	}
+	return err
 }

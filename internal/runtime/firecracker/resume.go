@@ -62,7 +62,7 @@ func (d *Driver) Resume(ctx context.Context, s runtime.Spec) (err error) {
 	if err := d.load(ctx, v, s); err != nil {
 		return fmt.Errorf("resume %s: %w", s.ID, err)
 	}
-	if err := waitEnvd(ctx, s.EnvdAddr(), v.proc); err != nil {
+	if err := v.proc.waitEnvd(ctx, s.EnvdAddr()); err != nil {
 		return fmt.Errorf("resume %s: %w; log: %s", s.ID, err, tail(filepath.Join(s.Dir, logFile)))
 	}
 	d.put(v)

@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/cgroups"
+
 	"github.com/hearthsh/hearth/internal/runtime"
 )
 
@@ -165,7 +167,7 @@ func (d *Driver) restore(ctx context.Context, s runtime.Spec, bundle, img string
 
 // waitEnvd waits for envd's /health; on failure the error carries runsc's and envd's logs.
 func (d *Driver) waitEnvd(ctx context.Context, s runtime.Spec) error {
-	if err := waitHealthy(ctx, s.EnvdAddr()); err != nil {
+	if err := runtime.WaitEnvd(ctx, s.EnvdAddr(), nil); err != nil {
 		return fmt.Errorf("%w; runsc.log: %s; stdio.log: %s", err,
 			tailFrom(filepath.Join(s.Dir, runscLog), -1), tailFrom(filepath.Join(s.Dir, stdioLog), -1))
 	}
@@ -180,7 +182,7 @@ func (d *Driver) cleanupFailed(s runtime.Spec) {
 	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {
 		d.log.Warn("cleanup after failure", "id", s.ID, "err", err)
 	}
-	if err := removeCgroup(ctx, cgroupPath(d.cfg.CgroupParent, s.ID)); err != nil {
+	if err := cgroups.Remove(ctx, cgroupPath(d.cfg.CgroupParent, s.ID)); err != nil {
 		d.log.Warn("cleanup after failure", "id", s.ID, "err", err)
 	}
 }
@@ -195,7 +197,7 @@ func (d *Driver) Pause(ctx context.Context, s runtime.Spec) error {
 	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {
 		return fmt.Errorf("pause %s: release: %w", s.ID, err)
 	}
-	if err := removeCgroup(ctx, cgroupPath(d.cfg.CgroupParent, s.ID)); err != nil {
+	if err := cgroups.Remove(ctx, cgroupPath(d.cfg.CgroupParent, s.ID)); err != nil {
 		return fmt.Errorf("pause %s: release: %w", s.ID, err)
 	}
 	return nil
@@ -266,7 +268,7 @@ func (d *Driver) Destroy(ctx context.Context, s runtime.Spec) error {
 	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {
 		return fmt.Errorf("destroy %s: %w", s.ID, err)
 	}
-	if err := removeCgroup(ctx, cgroupPath(d.cfg.CgroupParent, s.ID)); err != nil {
+	if err := cgroups.Remove(ctx, cgroupPath(d.cfg.CgroupParent, s.ID)); err != nil {
 		return fmt.Errorf("destroy %s: %w", s.ID, err)
 	}
 	if s.Dir != "" {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/cgroups"
 )
 
 var modes = []struct {
@@ -102,7 +104,7 @@ func TestResourceLimitsApplied(t *testing.T) {
 				t.Errorf("cpu.cfs_quota_us = %d, want %d", got, want)
 			}
 			// The sandbox's processes are really in that cgroup, not just the directory made.
-			if n := len(cgroupPIDs(cgroupDirs(cgroupPath(testCgroup, sb.spec.ID))[0])); n == 0 {
+			if n := len(cgroups.PIDs(cgroups.Dirs(cgroupPath(testCgroup, sb.spec.ID))[0])); n == 0 {
 				t.Errorf("no process in the sandbox's cgroup")
 			}
 		})
@@ -178,7 +180,7 @@ func leftovers(t *testing.T, d *Driver, id string) []string {
 	if _, err := d.runsc.state(ctx, id); !isNotExist(err) {
 		out = append(out, fmt.Sprintf("runsc container (state err %v)", err))
 	}
-	if dirs := cgroupDirs(cgroupPath(d.cfg.CgroupParent, id)); len(dirs) > 0 {
+	if dirs := cgroups.Dirs(cgroupPath(d.cfg.CgroupParent, id)); len(dirs) > 0 {
 		out = append(out, fmt.Sprintf("cgroups %v", dirs))
 	}
 	for _, pid := range rootProcesses(d.runsc.root) {
@@ -261,7 +263,7 @@ func TestReclaimAfterCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if len(cgroupDirs("/"+d.cfg.CgroupParent)) == 0 {
+	if len(cgroups.Dirs("/"+d.cfg.CgroupParent)) == 0 {
 		t.Fatal("expected the crash to leave cgroups behind")
 	}
 	if err := d.Reclaim(ctx); err != nil {
@@ -270,7 +272,7 @@ func TestReclaimAfterCrash(t *testing.T) {
 	if l := leftovers(t, d, a.spec.ID); len(l) > 0 {
 		t.Errorf("left after reclaim: %v", l)
 	}
-	if dirs := cgroupDirs("/" + d.cfg.CgroupParent); len(dirs) > 0 {
+	if dirs := cgroups.Dirs("/" + d.cfg.CgroupParent); len(dirs) > 0 {
 		t.Errorf("cgroup parent left: %v", dirs)
 	}
 	if ids, err := d.runsc.list(ctx); err != nil || len(ids) > 0 {

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/cgroups"
 	"github.com/hearthsh/hearth/internal/runtime"
 	"github.com/hearthsh/hearth/internal/runtime/runtimetest"
 )
@@ -203,7 +204,7 @@ func diffFingerprints(a, b map[string]string) []string {
 
 func readCgroupInt(tb testing.TB, controller, id, file string) int64 {
 	tb.Helper()
-	p := filepath.Join(cgroupV1Root, controller, cgroupPath(testCgroup, id), file)
+	p := filepath.Join(cgroups.V1Root, controller, cgroupPath(testCgroup, id), file)
 	b, err := os.ReadFile(p)
 	if err != nil {
 		tb.Fatalf("read %s: %v", p, err)

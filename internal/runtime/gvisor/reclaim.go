@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/cgroups"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -38,7 +40,7 @@ func (d *Driver) Reclaim(ctx context.Context) error {
 	if n := killRootProcesses(d.runsc.root); n > 0 {
 		d.log.Info("reclaim: killed leftover runsc processes", "count", n)
 	}
-	if err := removeCgroup(ctx, "/"+d.cfg.CgroupParent); err != nil {
+	if err := cgroups.Remove(ctx, "/"+d.cfg.CgroupParent); err != nil {
 		errs = append(errs, fmt.Errorf("reclaim cgroups: %w", err))
 	}
 	if err := unmountUnder(d.runsc.root); err != nil {

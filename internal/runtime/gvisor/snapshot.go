@@ -5,13 +5,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/hearthsh/hearth/internal/filelock"
 
 	"github.com/hearthsh/hearth/internal/runtime"
 )
@@ -41,7 +40,7 @@ func (d *Driver) templateSnapshot(ctx context.Context, s runtime.Spec, bundle st
 	if err := os.MkdirAll(base, 0o700); err != nil {
 		return "", false, err
 	}
-	unlock, err := flock(ctx, base+lockSuffix)
+	unlock, err := filelock.Lock(ctx, base+lockSuffix)
 	if err != nil {
 		return "", false, fmt.Errorf("template snapshot %s: %w", s.Template.Name, err)
 	}
@@ -97,30 +96,4 @@ func (d *Driver) snapshotKey(s runtime.Spec) (string, error) {
 func snapshotComplete(img string) bool {
 	_, err := os.Stat(filepath.Join(img, "checkpoint.img"))
 	return err == nil
-}
-
-// flock takes an exclusive lock on path, polling so that ctx can cancel the wait: agents
-// (and test packages) creating the first sandboxes of a template at once must take its
-// snapshot only once.
-func flock(ctx context.Context, path string) (func(), error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { _ = f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			_ = f.Close()
-			return nil, err
-		}
-		select {
-		case <-ctx.Done():
-			_ = f.Close()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
 }

@@ -17,6 +17,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/filelock"
 )
 
 // DefaultKernelPackage is the Debian meta-package whose dependency names the cloud kernel
@@ -82,7 +84,7 @@ func EnsureKernel(ctx context.Context, o KernelOptions) (Kernel, error) {
 	if k, err := readKernel(final); err == nil {
 		return k, nil
 	}
-	unlock, err := lockFile(ctx, filepath.Join(o.Dir, ".lock"))
+	unlock, err := filelock.Lock(ctx, filepath.Join(o.Dir, ".lock"))
 	if err != nil {
 		return Kernel{}, err
 	}

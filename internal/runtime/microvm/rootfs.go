@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/filelock"
+
 	"github.com/hearthsh/hearth/internal/runtime"
 )
 
@@ -56,7 +58,7 @@ func EnsureImage(ctx context.Context, o ImageOptions, t runtime.Template) (strin
 	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
 		return "", fmt.Errorf("image cache: %w", err)
 	}
-	unlock, err := lockFile(ctx, final+".lock")
+	unlock, err := filelock.Lock(ctx, final+".lock")
 	if err != nil {
 		return "", err
 	}

@@ -240,7 +240,7 @@ func (d *Driver) cmdline(s runtime.Spec) (string, error) {
 
 // waitEnvd waits for envd's /health; on failure the error carries the console's tail.
 func (d *Driver) waitEnvd(ctx context.Context, s runtime.Spec, p *vmProc) error {
-	if err := microvm.WaitEnvd(ctx, s.EnvdAddr(), p.done); err != nil {
+	if err := runtime.WaitEnvd(ctx, s.EnvdAddr(), p.done); err != nil {
 		return fmt.Errorf("%w; %s", err, vmLogs(s.Dir))
 	}
 	return nil

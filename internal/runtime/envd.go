@@ -1,22 +1,29 @@
-package gvisor
+package runtime
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
 	"time"
 )
 
+// ErrExited is returned by WaitEnvd when the sandbox's process (a VMM) ends before envd
+// answers.
+var ErrExited = errors.New("sandbox process exited")
+
 // healthClient has no keep-alives: each probe must see envd answer anew, and a pooled
 // connection to a sandbox that is gone would only delay the next probe.
 var healthClient = &http.Client{
-	Timeout:   500 * time.Millisecond,
+	Timeout:   time.Second,
 	Transport: &http.Transport{DisableKeepAlives: true},
 }
 
-// waitHealthy polls envd's GET /health until it answers 204 (or 200), or ctx ends.
-func waitHealthy(ctx context.Context, addr netip.AddrPort) error {
+// WaitEnvd polls envd's GET /health at addr until it answers 204 (or 200), ctx ends, or
+// exited (closed when the sandbox's process ends; may be nil) is closed. Every driver
+// returns from Create and Resume through it.
+func WaitEnvd(ctx context.Context, addr netip.AddrPort, exited <-chan struct{}) error {
 	url := fmt.Sprintf("http://%s/health", addr)
 	var last error
 	for {
@@ -36,7 +43,9 @@ func waitHealthy(ctx context.Context, addr netip.AddrPort) error {
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("envd at %s not healthy: %w (last: %v)", addr, ctx.Err(), last)
-		case <-time.After(10 * time.Millisecond):
+		case <-exited:
+			return fmt.Errorf("envd at %s: %w before envd answered", addr, ErrExited)
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }

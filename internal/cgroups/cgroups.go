@@ -1,4 +1,8 @@
-package gvisor
+// Package cgroups finds this host's cgroup hierarchies and removes the cgroup trees that
+// runtimes create per sandbox, killing whatever is left in them. Runtimes leave empty
+// per-sandbox directories in every hierarchy after crashes and failed boots; agents reclaim
+// them at start.
+package cgroups
 
 import (
 	"bufio"
@@ -15,13 +19,13 @@ import (
 	"time"
 )
 
-// cgroupV1Root is where the v1 hierarchies are mounted.
-const cgroupV1Root = "/sys/fs/cgroup"
+// V1Root is where the v1 hierarchies are mounted.
+const V1Root = "/sys/fs/cgroup"
 
-// cgroupHierarchies returns the mount points of every cgroup hierarchy: the v1 ones (cpu,
+// Hierarchies returns the mount points of every cgroup hierarchy: the v1 ones (cpu,
 // memory, freezer, name=systemd, ...) and a hybrid v2 mount. runsc creates the container's
 // cgroup in each of them, and a crashed or killed run leaves an empty directory in each.
-func cgroupHierarchies() ([]string, error) {
+func Hierarchies() ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -41,9 +45,9 @@ func cgroupHierarchies() ([]string, error) {
 	return out, sc.Err()
 }
 
-// cgroupDirs returns the directories of cgroup path rel (e.g. "/hearth/sbx1") that exist.
-func cgroupDirs(rel string) []string {
-	hs, _ := cgroupHierarchies()
+// Dirs returns the directories of cgroup path rel (e.g. "/hearth/sbx1") that exist.
+func Dirs(rel string) []string {
+	hs, _ := Hierarchies()
 	var out []string
 	for _, h := range hs {
 		d := filepath.Join(h, rel)
@@ -54,11 +58,11 @@ func cgroupDirs(rel string) []string {
 	return out
 }
 
-// removeCgroup kills every process left in cgroup rel and its children, in every hierarchy,
+// Remove kills every process left in cgroup rel and its children, in every hierarchy,
 // then removes the directories, deepest first. Missing directories are fine.
-func removeCgroup(ctx context.Context, rel string) error {
+func Remove(ctx context.Context, rel string) error {
 	var errs []error
-	for _, top := range cgroupDirs(rel) {
+	for _, top := range Dirs(rel) {
 		var dirs []string
 		_ = filepath.WalkDir(top, func(p string, d fs.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
@@ -68,7 +72,7 @@ func removeCgroup(ctx context.Context, rel string) error {
 		})
 		sort.Sort(sort.Reverse(sort.StringSlice(dirs)))
 		for _, d := range dirs {
-			if err := rmdirCgroup(ctx, d); err != nil {
+			if err := rmdir(ctx, d); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -76,11 +80,11 @@ func removeCgroup(ctx context.Context, rel string) error {
 	return errors.Join(errs...)
 }
 
-// rmdirCgroup empties cgroup dir d with SIGKILL and removes it; rmdir fails with EBUSY while
+// rmdir empties cgroup dir d with SIGKILL and removes it; rmdir fails with EBUSY while
 // a dying task is still attached, so it retries until ctx ends.
-func rmdirCgroup(ctx context.Context, d string) error {
+func rmdir(ctx context.Context, d string) error {
 	for {
-		for _, pid := range cgroupPIDs(d) {
+		for _, pid := range PIDs(d) {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
 		err := syscall.Rmdir(d)
@@ -98,8 +102,8 @@ func rmdirCgroup(ctx context.Context, d string) error {
 	}
 }
 
-// cgroupPIDs lists the processes in cgroup dir d.
-func cgroupPIDs(d string) []int {
+// PIDs lists the processes in cgroup dir d.
+func PIDs(d string) []int {
 	b, err := os.ReadFile(filepath.Join(d, "cgroup.procs"))
 	if err != nil {
 		return nil
