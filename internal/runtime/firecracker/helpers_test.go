@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -177,16 +176,4 @@ func must(t *testing.T, err error) {
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
-}
-
-// blocksStat reads a file's allocated bytes.
-type blocksStat struct{ allocated int64 }
-
-func (b *blocksStat) of(path string) error {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return err
-	}
-	b.allocated = st.Blocks * 512
-	return nil
 }
