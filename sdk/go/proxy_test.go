@@ -4,12 +4,13 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	hproxy "github.com/hearthsh/hearth/internal/proxy"
 
 	hearth "github.com/hearthsh/hearth/sdk/go"
 )
@@ -18,20 +19,20 @@ import (
 // user, over HTTP/1.1, with Connect's binary codec for RPCs; streams work through a proxy
 // that forwards them as they are written.
 func TestEnvdRequestsThroughProxy(t *testing.T) {
+	// Hearth's own proxy, recording what reaches it.
 	target, _ := url.Parse(envd.URL)
-	rp := httputil.NewSingleHostReverseProxy(target)
-	rp.FlushInterval = -1
 	type seen struct{ method, path, proto, id, port, token, auth, ctype string }
 	var mu sync.Mutex
 	var reqs []seen
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := hproxy.New(func(r *http.Request, route hproxy.Route) (hproxy.Upstream, error) {
 		mu.Lock()
 		reqs = append(reqs, seen{r.Method, r.URL.Path, r.Proto, r.Header.Get("E2b-Sandbox-Id"), r.Header.Get("E2b-Sandbox-Port"),
 			r.Header.Get("X-Access-Token"), r.Header.Get("Authorization"), r.Header.Get("Content-Type")})
 		mu.Unlock()
-		r.Header.Del("X-Access-Token") // the shared envd has no token
-		rp.ServeHTTP(w, r)
-	}))
+		// The shared test envd has no access token, so it ignores the one the SDK sends.
+		return hproxy.Upstream{Addr: target.Host}, nil
+	}, hproxy.Options{})
+	proxy := httptest.NewServer(h)
 	defer proxy.Close()
 
 	sb := hearth.NewClient(hearth.WithSandboxURL(proxy.URL+"/")).Attach("abcdefghij0123456789", "tok")
