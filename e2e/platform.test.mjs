@@ -115,6 +115,10 @@ function platformSuite(getEnv) {
       await new Promise((r) => setTimeout(r, 400))
       const after = Number((await again.commands.run('cat /tmp/count')).stdout)
       assert.ok(after > before, `counter advanced after resume (${before} -> ${after})`)
+      // The guest's wall clock is the host's again after resume (VMs lag by the paused time
+      // until envd's /init resets it).
+      const guestNow = Number((await again.commands.run('date +%s')).stdout)
+      assert.ok(Math.abs(guestNow - Date.now() / 1000) < 3, `guest clock ${guestNow} vs host ${Date.now() / 1000}`)
     } finally {
       await Sandbox.kill(id)
     }
@@ -172,6 +176,27 @@ describe('hearth dev (SQLite)', () => {
   test('wrong API key is refused', async () => {
     await assert.rejects(Sandbox.create('base', { apiKey: 'e2b_' + '0'.repeat(40) }), /401|invalid|unauthori/i)
   })
+})
+
+// The same suite on QEMU microVMs (software emulation here: each boot takes seconds).
+describe('hearth dev --runtime qemu', { skip: process.env.HEARTH_E2E_QEMU === '0' && 'HEARTH_E2E_QEMU=0' }, () => {
+  let dev, env
+  before(async () => {
+    const [api, proxy, arpc, aproxy] = [await freePort(), await freePort(), await freePort(), await freePort()]
+    const dir = dataDir('devqemu')
+    dev = track(new Proc('hearth dev qemu', ['dev', '--runtime', 'qemu', '--data-dir', dir, '--api-key', testKey,
+      '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
+      '--slot-prefix', 'he2eq', '--pool', '10.237.0.0/16']))
+    env = { apiPort: api, proxyPort: proxy }
+    useEnv(api, proxy)
+    await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
+  })
+  after(async () => {
+    logsNote()
+    await dev?.stop()
+  })
+  platformSuite(() => env)
 })
 
 const pgURL = process.env.HEARTH_E2E_DATABASE_URL

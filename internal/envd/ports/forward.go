@@ -226,7 +226,9 @@ func externalAddrs() ([]netip.Addr, error) {
 			continue
 		}
 		ip := pfx.Addr()
-		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsMulticast() {
+		// IPv4 link-local stays: microVM guests live on 169.254.0.2 behind their slot's NAT.
+		// IPv6 link-local addresses need a zone to bind and are never how the host dials in.
+		if ip.IsLoopback() || ip.IsMulticast() || (ip.Is6() && !ip.Is4In6() && ip.IsLinkLocalUnicast()) {
 			continue
 		}
 		out = append(out, ip.Unmap())
