@@ -38,6 +38,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
 fi
 
+# The QEMU runtime fetches Debian's cloud kernel with `apt-get download`, which needs package
+# lists; a fresh machine may have none.
+if [ "$(id -u)" -eq 0 ] && ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+  echo "deps: apt-get update (package lists for the guest kernel)"
+  apt-get update -qq
+fi
+
 # The end-to-end tests drive Hearth with the published e2b SDK, pinned in e2e/package-lock.json.
 if [ ! -d e2e/node_modules/e2b ] || [ e2e/package-lock.json -nt e2e/node_modules/.package-lock.json ]; then
   echo "deps: installing npm packages for the end-to-end tests"
