@@ -14,7 +14,7 @@ PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 # Debian packages the tests and the platform need; installed only when a command is missing.
 APT_PACKAGES := iproute2 nftables curl ca-certificates
 
-.PHONY: all build envd hearth runsc generate deps test test-go test-e2e vet fmt bench dev clean
+.PHONY: all build envd hearth runsc generate deps test test-go test-e2e vet fmt bench bench-go dev clean
 
 all: build
 
@@ -59,8 +59,13 @@ test-go:
 test-e2e: build runsc
 	@./scripts/e2e.sh
 
-bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 2s ./internal/envd/...
+# The platform benchmarks against a real hearth dev (docs/benchmarks.md); bench-go runs the
+# package micro-benchmarks.
+bench: deps build runsc
+	./scripts/bench.sh
+
+bench-go: deps build runsc
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/envd/ ./internal/agent/ ./internal/uffd/
 
 dev: deps build runsc
 	$(BIN)/hearth dev

@@ -1,0 +1,189 @@
+// Command bench measures what a Hearth user feels, against a running `hearth dev`: sandbox
+// creation, command round trips, terminal keystroke latency idle and under heavy proxy
+// traffic, proxy overhead per routing form, file transfers, pause and resume, memory per
+// idle sandbox, and the uffd server's restore speed. It prints one table and writes the same
+// figures as JSON. scripts/bench.sh (`make bench`) starts hearth dev and runs it; every
+// phase is bounded in count and time, and load goes only to loopback and the sandboxes.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// config is the command line.
+type config struct {
+	APIURL, ProxyURL, AgentAddr, APIKey string
+	LoadServer                          string
+	Out                                 string
+	Repo                                string
+	Only                                map[string]bool
+	HogMB                               []int
+	PTY                                 ptyConfig
+}
+
+func main() {
+	// The load generator runs as a child of this same binary.
+	if len(os.Args) == 3 && os.Args[1] == "-loadgen" {
+		if err := loadgenMain(os.Args[2]); err != nil {
+			fmt.Fprintln(os.Stderr, "loadgen:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	var (
+		c    config
+		only string
+	)
+	flag.StringVar(&c.APIURL, "api", "http://127.0.0.1:3000", "hearth REST API URL")
+	flag.StringVar(&c.ProxyURL, "proxy", "http://127.0.0.1:3002", "hearth public sandbox proxy URL (hearth dev --proxy-listen)")
+	flag.StringVar(&c.AgentAddr, "agent", "127.0.0.1:5008", "hearth agent API address (hearth dev --agent-listen), for sandbox addresses")
+	flag.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "API key")
+	flag.StringVar(&c.LoadServer, "loadserver", "bin/hearth-bench-loadserver", "static loadserver binary to upload into sandboxes")
+	flag.StringVar(&c.Out, "out", envOr("BENCH_OUT", "/tmp/hearth-bench.json"), "JSON report path")
+	flag.StringVar(&c.Repo, "repo", ".", "repository root, for the uffd benchmark")
+	flag.StringVar(&only, "only", "", "comma-separated sections to run (create,exec,pty,proxy,files,pause,density,uffd); empty runs all")
+	hog := flag.String("hog-mb", "500,250", "comma-separated MB of touched memory for the pause section (sandboxes have 512 MiB)")
+	flag.IntVar(&c.PTY.Samples, "pty-samples", 300, "keystrokes per PTY phase")
+	flag.DurationVar(&c.PTY.Gap, "pty-gap", 20*time.Millisecond, "pause between keystrokes")
+	flag.IntVar(&c.PTY.Load.WS, "load-ws", 8, "WebSocket clients in the PTY load")
+	flag.IntVar(&c.PTY.Load.WSBytes, "load-ws-bytes", 200, "bytes per WebSocket message")
+	flag.IntVar(&c.PTY.Load.Pollers, "load-pollers", 4, "REST pollers of /api in the PTY load")
+	flag.DurationVar(&c.PTY.Load.PollEvery, "load-poll-every", 10*time.Millisecond, "pause between one poller's requests")
+	flag.IntVar(&c.PTY.Load.Blobs, "load-blobs", 4, "concurrent /blob downloads in the PTY load")
+	flag.StringVar(&c.PTY.Wrap, "load-wrap", "", "command prefix for the load generator process, e.g. \"taskset -c 1\"")
+	flag.BoolVar(&c.PTY.Direct, "pty-direct", false, "investigation: the terminal talks to envd directly, not through the proxy")
+	flag.BoolVar(&c.PTY.OtherSandbox, "load-other-sandbox", false, "investigation: the load goes to a second sandbox, not the terminal's")
+	flag.IntVar(&c.PTY.GuestCPU, "load-guest-cpu", 0, "investigation: busy loops inside the terminal's sandbox during the loaded phase")
+	flag.BoolVar(&c.PTY.Probe, "probe", false, "investigation: also time direct GETs of the terminal sandbox's /api in both phases")
+	loadDirect := flag.Bool("load-direct", false, "investigation: the load goes to the sandbox directly, not through the proxy")
+	flag.Parse()
+	c.PTY.Load.Form = formHeaders
+	if *loadDirect {
+		c.PTY.Load.Form = formDirect
+	}
+	c.PTY.Load.BlobBytes = 256 << 20
+	c.PTY.Load.Max = 3 * time.Minute
+	if only != "" {
+		c.Only = map[string]bool{}
+		for _, s := range strings.Split(only, ",") {
+			c.Only[strings.TrimSpace(s)] = true
+		}
+	}
+	for _, f := range strings.Split(*hog, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			c.HogMB = append(c.HogMB, n)
+		}
+	}
+	if c.APIKey == "" {
+		fmt.Fprintln(os.Stderr, "bench: -api-key or HEARTH_API_KEY is required")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := run(ctx, c)
+	if rep != nil {
+		rep.WriteTable(os.Stdout)
+		if werr := rep.WriteJSON(c.Out); werr != nil {
+			fmt.Fprintln(os.Stderr, "bench:", werr)
+			err = werr
+		} else {
+			fmt.Printf("\nJSON: %s\n", c.Out)
+		}
+		if err == nil && rep.Failed() {
+			err = fmt.Errorf("some sections failed")
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// run measures every selected section in an order where the heavy ones (many sandboxes, the
+// uffd benchmark's CPU) cannot disturb the latency figures.
+func run(ctx context.Context, c config) (*Report, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Minute)
+	defer cancel()
+	proxyBase = c.ProxyURL
+	e, err := newEnv(c)
+	if err != nil {
+		return nil, err
+	}
+	memTotal, _ := meminfo("MemTotal")
+	rep := &Report{Started: time.Now(), Machine: Machine{CPUs: runtime.NumCPU(), LoadAvgBefore: loadAvg(), MemTotalMiB: memTotal >> 20}}
+	meter := startCPUMeter()
+	defer func() {
+		rep.Machine.LoadAvgAfter = loadAvg()
+		rep.Machine.BusyPercent = meter.percent()
+		rep.Duration = time.Since(rep.Started).Round(time.Second).String()
+	}()
+	defer func() {
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Minute)
+		defer cancel()
+		if err := e.killAll(kctx); err != nil {
+			fmt.Fprintln(os.Stderr, "bench: cleanup:", err)
+		}
+	}()
+	want := func(name string) bool { return c.Only == nil || c.Only[name] }
+	section := func(name, def string, fn func(s *Section) error) {
+		if !want(name) {
+			return
+		}
+		s := &Section{Name: name, Definition: def}
+		rep.Sections = append(rep.Sections, s)
+		fmt.Fprintf(os.Stderr, "bench: %s…\n", name)
+		start := time.Now()
+		if err := fn(s); err != nil {
+			s.Error = err.Error()
+			fmt.Fprintf(os.Stderr, "bench: %s failed: %v\n", name, err)
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", name, time.Since(start).Round(100*time.Millisecond))
+	}
+
+	section("create", createDefinition, func(s *Section) error { return runCreate(ctx, e, 20, []int{10, 20}, s) })
+
+	// One work sandbox with the load server serves exec, pty, proxy and files.
+	var work *target
+	if want("exec") || want("pty") || want("proxy") || want("files") {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		sb, err := e.create(wctx, 20*time.Minute)
+		if err == nil {
+			work, err = e.startLoadServer(wctx, sb)
+		}
+		cancel()
+		if err != nil {
+			return rep, fmt.Errorf("work sandbox: %w", err)
+		}
+	}
+	section("exec", execDefinition, func(s *Section) error { return runExec(ctx, work, 200, s) })
+	section("pty", ptyDefinition, func(s *Section) error { return runPTY(ctx, e, work, c.PTY, s) })
+	section("proxy", proxyDefinition, func(s *Section) error {
+		return runProxy(ctx, work, proxyConfig{BlobBytes: 100e6, Rounds: 5, RPSClients: 8, RPSDuration: 5 * time.Second, LatencyN: 200}, s)
+	})
+	section("files", filesDefinition, func(s *Section) error { return runFiles(ctx, work, 100e6, s) })
+	if work != nil {
+		if err := e.kill(ctx, work.sb.ID); err != nil {
+			return rep, fmt.Errorf("kill work sandbox: %w", err)
+		}
+	}
+	section("pause", pauseDefinition, func(s *Section) error { return runPause(ctx, e, 5, c.HogMB, s) })
+	section("density", densityDefinition, func(s *Section) error { return runDensity(ctx, e, 50, 5*time.Second, s) })
+	section("uffd", uffdDefinition, func(s *Section) error { return runUffd(ctx, c.Repo, s) })
+	return rep, nil
+}

@@ -1,0 +1,265 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	hearth "github.com/hearthsh/hearth/sdk/go"
+)
+
+const ptyDefinition = "keystroke-to-echo: time from calling PTY.SendInput with one byte until that byte " +
+	"appears in the PTY's output stream (the tty's echo: the PTY runs `cat >/dev/null`), one byte " +
+	"at a time with a pause between, like typing; first idle, then in the same sandbox while " +
+	"the load generator (a separate process) drives Jupyter-like traffic through the public " +
+	"proxy's header form: WebSocket clients echoing small messages back to back, REST polling of " +
+	"/api, and concurrent bulk /blob downloads. ratio = loaded / idle. timeouts = keystrokes not " +
+	"echoed within 5 s (excluded from the percentiles, counted here)."
+
+// echoWaiter collects a terminal's output and waits for bytes to appear in it.
+type echoWaiter struct {
+	mu     sync.Mutex
+	buf    []byte
+	notify chan struct{}
+}
+
+func newEchoWaiter() *echoWaiter { return &echoWaiter{notify: make(chan struct{}, 1)} }
+
+// onData is the PTY's output callback; it never blocks.
+func (w *echoWaiter) onData(p []byte) {
+	w.mu.Lock()
+	w.buf = append(w.buf, p...)
+	w.mu.Unlock()
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor waits until b appears, consuming output up to and including it.
+func (w *echoWaiter) waitFor(ctx context.Context, b []byte, timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		w.mu.Lock()
+		if i := bytes.Index(w.buf, b); i >= 0 {
+			w.buf = w.buf[i+len(b):]
+			w.mu.Unlock()
+			return true
+		}
+		w.mu.Unlock()
+		select {
+		case <-w.notify:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// reset drops output collected so far.
+func (w *echoWaiter) reset() {
+	w.mu.Lock()
+	w.buf = nil
+	w.mu.Unlock()
+}
+
+// terminal is a PTY in the sandbox running `cat >/dev/null`, ready for keystrokes.
+type terminal struct {
+	h *hearth.PTYHandle
+	w *echoWaiter
+}
+
+func openTerminal(ctx context.Context, sb *hearth.Sandbox) (*terminal, error) {
+	w := newEchoWaiter()
+	h, err := sb.PTY.Create(ctx, hearth.PTYSize{Cols: 120, Rows: 40}, w.onData, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open terminal: %w", err)
+	}
+	t := &terminal{h: h, w: w}
+	fail := func(err error) (*terminal, error) {
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_ = h.Kill(kctx)
+		cancel()
+		return nil, err
+	}
+	// Wait for the shell, then replace it with cat; the marker is echoed, then printed.
+	if err := h.SendInput(ctx, []byte("echo pty-ready-$((6*7)); exec cat >/dev/null\n")); err != nil {
+		return fail(fmt.Errorf("start cat in the terminal: %w", err))
+	}
+	if !w.waitFor(ctx, []byte("pty-ready-42"), 20*time.Second) {
+		return fail(fmt.Errorf("terminal did not run the shell command within 20 s"))
+	}
+	time.Sleep(300 * time.Millisecond)
+	w.reset()
+	return t, nil
+}
+
+// sample types n keystrokes gap apart and returns their echo latencies and the number lost.
+func (t *terminal) sample(ctx context.Context, n int, gap time.Duration) (samples, int, error) {
+	var out samples
+	lost := 0
+	const alphabet = "abcdefghijklmnopqrstuvwxyz"
+	for i := range n {
+		if ctx.Err() != nil {
+			return out, lost, ctx.Err()
+		}
+		if i > 0 && i%60 == 0 {
+			// Keep cat's line short: end it, let the echo of the newline pass, start afresh.
+			if err := t.h.SendInput(ctx, []byte("\n")); err != nil {
+				return out, lost, fmt.Errorf("send newline: %w", err)
+			}
+			t.w.waitFor(ctx, []byte("\n"), 5*time.Second)
+			time.Sleep(20 * time.Millisecond)
+			t.w.reset()
+		}
+		key := []byte{alphabet[i%len(alphabet)]}
+		start := time.Now()
+		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := t.h.SendInput(sctx, key)
+		cancel()
+		if err != nil {
+			return out, lost, fmt.Errorf("keystroke %d: %w", i, err)
+		}
+		if t.w.waitFor(ctx, key, 5*time.Second) {
+			out = append(out, time.Since(start))
+		} else {
+			lost++
+			t.w.reset()
+		}
+		sleepCtx(ctx, gap)
+	}
+	return out, lost, nil
+}
+
+// ptyConfig is how the PTY section samples and loads.
+type ptyConfig struct {
+	Samples int
+	Gap     time.Duration
+	Load    loadParams
+	// Wrap prefixes the load generator's command, e.g. "taskset -c 1".
+	Wrap string
+	// Direct makes the terminal talk to envd at the sandbox's address, bypassing the proxy
+	// (an investigation: which hop adds the latency).
+	Direct bool
+	// OtherSandbox sends the load to a second sandbox (an investigation: is the contention
+	// inside the terminal's sandbox or on the shared path).
+	OtherSandbox bool
+	// GuestCPU runs that many busy loops inside the terminal's sandbox during the loaded
+	// phase (an investigation: CPU contention inside the sandbox, without network load).
+	GuestCPU int
+	// Probe also times small direct GETs of the terminal sandbox's /api during both phases
+	// (an investigation: is the sandbox's network path slow, or the terminal's?).
+	Probe bool
+}
+
+// runPTY measures keystroke-to-echo idle, then under load, in the work sandbox.
+func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	sb := t.sb
+	if pc.Direct {
+		c := *e.client
+		c.SandboxURL = fmt.Sprintf("http://%s:%d", t.guest, hearth.EnvdPort)
+		sb = c.Attach(t.sb.ID, t.sb.Info().EnvdAccessToken)
+	}
+	term, err := openTerminal(ctx, sb)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_ = term.h.Kill(kctx)
+		cancel()
+	}()
+	if _, _, err := term.sample(ctx, 20, pc.Gap); err != nil { // warm up connections
+		return err
+	}
+	stopProbe := probe(ctx, t, pc.Probe, s, "idle")
+	idle, idleLost, err := term.sample(ctx, pc.Samples, pc.Gap)
+	stopProbe()
+	if err != nil {
+		return fmt.Errorf("idle: %w", err)
+	}
+
+	lt := t
+	if pc.OtherSandbox {
+		other, err := e.create(ctx, 10*time.Minute)
+		if err != nil {
+			return fmt.Errorf("second sandbox: %w", err)
+		}
+		defer e.kill(context.WithoutCancel(ctx), other.ID)
+		if lt, err = e.startLoadServer(ctx, other); err != nil {
+			return fmt.Errorf("second sandbox: %w", err)
+		}
+		s.note("load target", "a second sandbox")
+	}
+	for range pc.GuestCPU {
+		// Bounded by timeout(1) whatever happens to this process; killed below.
+		if err := startBackground(ctx, t.sb, "exec timeout 120 sh -c ': benchbusy; while :; do :; done'", nil); err != nil {
+			return fmt.Errorf("guest busy loop: %w", err)
+		}
+	}
+	if pc.GuestCPU > 0 {
+		s.note("in-sandbox busy loops", fmt.Sprint(pc.GuestCPU))
+		defer func() {
+			kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_, _ = t.sb.Commands.Run(kctx, "pkill -f benchbusy || true", nil)
+			cancel()
+		}()
+	}
+	lp, err := startLoadProc(ctx, lt, pc.Load, strings.Fields(pc.Wrap))
+	if err != nil {
+		return err
+	}
+	sleepCtx(ctx, 2*time.Second) // let the downloads reach speed
+	snap := takeCPUSnapshot()
+	stopProbe = probe(ctx, t, pc.Probe, s, "loaded")
+	loaded, loadedLost, serr := term.sample(ctx, pc.Samples, pc.Gap)
+	stopProbe()
+	cpu := snap.coresSince(os.Getpid(), lp.pid())
+	st, lerr := lp.stop()
+	if serr != nil {
+		return fmt.Errorf("loaded: %w", serr)
+	}
+	if lerr != nil {
+		return lerr
+	}
+
+	s.add("idle p50", idle.pct(50), "ms")
+	s.add("idle p99", idle.pct(99), "ms")
+	s.add("loaded p50", loaded.pct(50), "ms")
+	s.add("loaded p99", loaded.pct(99), "ms")
+	s.add("ratio p50 loaded/idle", ratio(loaded.pct(50), idle.pct(50)), "×")
+	s.add("ratio p99 loaded/idle", ratio(loaded.pct(99), idle.pct(99)), "×")
+	s.add("samples idle / loaded", float64(len(idle)), fmt.Sprintf("/ %d", len(loaded)))
+	s.add("timeouts idle / loaded", float64(idleLost), fmt.Sprintf("/ %d", loadedLost))
+	s.add("load: WebSocket echoes", float64(st.WSMsgs)/st.Seconds, fmt.Sprintf("msg/s (%d clients)", pc.Load.WS))
+	s.add("load: /api polls", float64(st.APIReqs)/st.Seconds, fmt.Sprintf("req/s (%d pollers)", pc.Load.Pollers))
+	s.add("load: /blob downloads", float64(st.BlobBytes)/1e6/st.Seconds, fmt.Sprintf("MB/s (%d streams)", pc.Load.Blobs))
+	s.add("load: errors", float64(st.Errors), "")
+	if st.FirstErr != "" {
+		s.note("load: first error", oneLine(st.FirstErr, 80))
+	}
+	for i, c := range cpu {
+		if i == 6 {
+			break
+		}
+		s.add("cpu while loaded: "+c.Group, c.Cores, "cores")
+	}
+	if pc.Direct {
+		s.note("terminal path", "direct to envd (proxy bypassed)")
+	}
+	if pc.Load.Form != formHeaders {
+		s.note("load path", string(pc.Load.Form))
+	}
+	if pc.Wrap != "" {
+		s.note("load generator wrapper", pc.Wrap)
+	}
+	return nil
+}
