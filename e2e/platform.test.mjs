@@ -50,6 +50,10 @@ function platformSuite(getEnv) {
       assert.equal(await sbx.files.read('/home/user/hello.txt'), 'hi from the SDK')
       const ls = await sbx.files.list('/home/user')
       assert.ok(ls.some((e) => e.name === 'hello.txt'))
+      // Uploads and the directories they create belong to the user, who can chmod them.
+      await sbx.files.write('/home/user/new/dir/run.sh', 'echo ran')
+      const own = await sbx.commands.run('stat -c %U /home/user/new /home/user/new/dir /home/user/new/dir/run.sh && chmod +x /home/user/new/dir/run.sh && /home/user/new/dir/run.sh')
+      assert.equal(own.stdout, 'user\nuser\nuser\nran\n')
       // gVisor ignores setuid bits, so sudo cannot work there; root is one option away.
       const root = await sbx.commands.run('id -u', { user: 'root' })
       assert.equal(root.stdout.trim(), '0')

@@ -38,7 +38,7 @@ func stage(u identity.User, dest string, body io.Reader, md map[string]string) (
 		if resolved, err := filepath.EvalSymlinks(dest); err == nil {
 			dest = resolved
 		}
-		if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
+		if err := identity.MkdirAll(u, filepath.Dir(dest), 0o755); err != nil {
 			return err
 		}
 		if fi, err := os.Stat(dest); err == nil {
@@ -57,8 +57,15 @@ func stage(u identity.User, dest string, body io.Reader, md map[string]string) (
 			return err
 		}
 		var err error
-		tmp, err = os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".upload-*")
-		return err
+		if tmp, err = os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".upload-*"); err != nil {
+			return err
+		}
+		if err := identity.Own(u, tmp); err != nil {
+			tmp.Close()
+			os.Remove(tmp.Name())
+			return err
+		}
+		return nil
 	})
 	if err != nil {
 		var he *httpError

@@ -8,6 +8,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hearthsh/hearth/internal/envd/identity"
 	rpc "github.com/hearthsh/hearth/internal/gen/filesystem"
 )
 
@@ -37,7 +38,7 @@ func (s *Service) MakeDir(_ context.Context, req *connect.Request[rpc.MakeDirReq
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return err
 		}
-		if err := os.MkdirAll(path, dirMode); err != nil {
+		if err := identity.MkdirAll(u, path, dirMode); err != nil {
 			return err
 		}
 		var err error

@@ -7,6 +7,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hearthsh/hearth/internal/envd/identity"
 	rpc "github.com/hearthsh/hearth/internal/gen/filesystem"
 )
 
@@ -32,7 +33,7 @@ func (s *Service) Move(_ context.Context, req *connect.Request[rpc.MoveRequest])
 		if _, err := os.Lstat(src); err != nil {
 			return err
 		}
-		if err := os.MkdirAll(filepath.Dir(dst), dirMode); err != nil {
+		if err := identity.MkdirAll(u, filepath.Dir(dst), dirMode); err != nil {
 			op, at = "create parent directories of", dst
 			return err
 		}
