@@ -244,3 +244,21 @@ func TestTimeoutAndRefresh(t *testing.T) {
 		t.Fatalf("refresh beyond an hour: %d, want 400", status)
 	}
 }
+
+// A route is reused without the store, and dropped when the sandbox changes state here.
+func TestRouteCache(t *testing.T) {
+	s, _, _ := newTestCP(t)
+	sb := store.Sandbox{ID: "r1", State: store.StateRunning}
+	s.routes.put(cachedRoute{sb: sb, addr: "127.0.0.1:1", at: time.Now()})
+	if c, ok := s.routes.get("r1"); !ok || c.addr != "127.0.0.1:1" {
+		t.Fatalf("fresh route not cached: %+v %v", c, ok)
+	}
+	s.forgetRoute("r1")
+	if _, ok := s.routes.get("r1"); ok {
+		t.Fatal("route still cached after forgetRoute")
+	}
+	s.routes.put(cachedRoute{sb: sb, addr: "127.0.0.1:1", at: time.Now().Add(-2 * routeTTL)})
+	if _, ok := s.routes.get("r1"); ok {
+		t.Fatal("expired route served from the cache")
+	}
+}

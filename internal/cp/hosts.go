@@ -6,12 +6,13 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/hearthsh/hearth/internal/hostreg"
 	"net"
 	"net/http"
 	"sort"
 	"sync"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/hostreg"
 
 	"golang.org/x/net/http2"
 
@@ -196,7 +197,7 @@ func (s *Server) dropHostSandboxes(ctx context.Context, hostID string) {
 		for _, sb := range page {
 			if err := s.store.DeleteSandbox(ctx, sb.ID); err == nil {
 				s.events.add(sb.ID, "error", "sandbox lost: its host agent "+hostID+" stopped responding")
-				s.proxy.Evict(sb.ID)
+				s.forgetRoute(sb.ID)
 			}
 		}
 		if next == "" {

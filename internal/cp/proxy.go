@@ -5,6 +5,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/proxy"
@@ -47,19 +48,70 @@ func (s *Server) resumeOnce(ctx context.Context, id string, ttl time.Duration) (
 	return c.sb, c.err
 }
 
+// routeTTL is how long a running sandbox's route is reused without asking the store. Every
+// request would otherwise cost two queries; a pause or kill on this replica drops the entry
+// at once, and one on another replica is refused by the agent (409) until the entry expires.
+const routeTTL = 2 * time.Second
+
+type cachedRoute struct {
+	sb   store.Sandbox
+	addr string
+	at   time.Time
+}
+
+// routes caches recent routes by sandbox ID.
+type routes struct {
+	mu sync.Mutex
+	m  map[string]cachedRoute
+}
+
+func (c *routes) get(id string) (cachedRoute, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.m[id]
+	if !ok || time.Since(r.at) > routeTTL {
+		return cachedRoute{}, false
+	}
+	return r, true
+}
+
+func (c *routes) put(r cachedRoute) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) > 100000 {
+		clear(c.m)
+	}
+	c.m[r.sb.ID] = r
+}
+
+func (c *routes) drop(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, id)
+}
+
+// forgetRoute drops everything the proxies keep for a sandbox whose state changed.
+func (s *Server) forgetRoute(id string) {
+	s.routes.drop(id)
+	s.proxy.Evict(id)
+}
+
 // resolveProxy finds the agent proxy for a sandbox port, resuming the sandbox first when it
 // is paused and allows auto-resume.
 func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstream, error) {
+	if c, ok := s.routes.get(route.SandboxID); ok {
+		if err := checkTraffic(r, c.sb, route); err != nil {
+			return proxy.Upstream{}, err
+		}
+		return upstream(c.sb, c.addr, route), nil
+	}
 	ctx := r.Context()
 	sb, err := s.store.Sandbox(ctx, route.SandboxID)
 	if err != nil {
 		return proxy.Upstream{}, sandboxErr(route.SandboxID, err)
 	}
-	if sb.Secure && route.Port != proxy.EnvdPort {
-		got := r.Header.Get(trafficTokenHeader)
-		if subtle.ConstantTimeCompare([]byte(got), []byte(sb.TrafficAccessToken)) != 1 {
-			return proxy.Upstream{}, errorf(http.StatusForbidden, "sandbox %s is secure: send its traffic access token in the %s header", sb.ID, trafficTokenHeader)
-		}
+	if err := checkTraffic(r, sb, route); err != nil {
+		return proxy.Upstream{}, err
 	}
 	switch sb.State {
 	case store.StateRunning:
@@ -80,10 +132,28 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 	if host.State != store.HostReady {
 		return proxy.Upstream{}, errorf(http.StatusServiceUnavailable, "host %s of sandbox %s is down", host.ID, sb.ID)
 	}
+	s.routes.put(cachedRoute{sb: sb, addr: host.ProxyAddr, at: time.Now()})
+	return upstream(sb, host.ProxyAddr, route), nil
+}
+
+// checkTraffic enforces a secure sandbox's traffic token on its non-envd ports.
+func checkTraffic(r *http.Request, sb store.Sandbox, route proxy.Route) error {
+	if !sb.Secure || route.Port == proxy.EnvdPort {
+		return nil
+	}
+	got := r.Header.Get(trafficTokenHeader)
+	if subtle.ConstantTimeCompare([]byte(got), []byte(sb.TrafficAccessToken)) != 1 {
+		return errorf(http.StatusForbidden, "sandbox %s is secure: send its traffic access token in the %s header", sb.ID, trafficTokenHeader)
+	}
+	return nil
+}
+
+// upstream sends a request to the sandbox's agent proxy, routed by headers.
+func upstream(sb store.Sandbox, agentProxy string, route proxy.Route) proxy.Upstream {
 	h := http.Header{}
 	h.Set(proxy.HeaderSandboxID, sb.ID)
 	h.Set(proxy.HeaderSandboxPort, itoa(route.Port))
-	return proxy.Upstream{Addr: host.ProxyAddr, Header: h}, nil
+	return proxy.Upstream{Addr: agentProxy, Header: h}
 }
 
 func itoa(p uint16) string {

@@ -380,7 +380,7 @@ func (s *Server) kill(ctx context.Context, id, reason string) error {
 	if err != nil {
 		return err
 	}
-	s.proxy.Evict(id)
+	s.forgetRoute(id)
 	host, err := s.store.Host(ctx, sb.HostID)
 	if err == nil && host.State == store.HostReady {
 		actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
@@ -449,7 +449,7 @@ func (s *Server) pause(ctx context.Context, id string) error {
 		s.setState(ctx, id, store.StateRunning, nil)
 		return fmt.Errorf("pause %s: %w", id, err)
 	}
-	s.proxy.Evict(id)
+	s.forgetRoute(id)
 	if _, err := s.setState(ctx, id, store.StatePaused, nil); err != nil {
 		return err
 	}

@@ -78,6 +78,7 @@ type Server struct {
 	proxy  *proxy.Handler
 	keys   *keyCache
 	events *eventLog
+	routes *routes
 	// metricsClient reads envd metrics through agent proxies (HTTP/1.1, like all proxy traffic).
 	metricsClient *http.Client
 
@@ -100,6 +101,7 @@ func New(cfg Config) *Server {
 		agents:        newAgentPool(),
 		keys:          newKeyCache(cfg.Store),
 		events:        newEventLog(),
+		routes:        &routes{m: map[string]cachedRoute{}},
 		metricsClient: &http.Client{Transport: proxy.NewTransport(0)},
 		resuming:      map[string]*resumeCall{},
 		inflight:      map[string]int64{},

@@ -3,9 +3,10 @@ package cp
 import (
 	"context"
 	"errors"
-	"github.com/hearthsh/hearth/internal/hostreg"
 	"net/http"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/hostreg"
 
 	"github.com/hearthsh/hearth/internal/store"
 )
