@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/cgroups"
@@ -159,7 +160,7 @@ func (d *Driver) boot(ctx context.Context, s runtime.Spec, bundle string) error 
 
 // restore starts the sandbox from checkpoint image dir img and waits for envd.
 func (d *Driver) restore(ctx context.Context, s runtime.Spec, bundle, img string) error {
-	if err := d.runsc.spawn(ctx, s.Dir, "restore", "--image-path", img, "--bundle", bundle, "--detach", s.ID); err != nil {
+	if err := d.runsc.spawn(ctx, s.Dir, "restore", "--image-path", img, "--direct", "--bundle", bundle, "--detach", s.ID); err != nil {
 		return err
 	}
 	return d.waitEnvd(ctx, s)
@@ -191,7 +192,15 @@ func (d *Driver) cleanupFailed(s runtime.Spec) {
 // <dir>/snapshot once complete, then the stopped container is deleted.
 func (d *Driver) Pause(ctx context.Context, s runtime.Spec) error {
 	final := filepath.Join(s.Dir, snapshotDir)
+	// Checkpointing needs memory beyond what the sandbox uses; under its own limit a sandbox
+	// near that limit would be killed by the checkpoint meant to save it.
+	if s.MemoryMiB > 0 {
+		if err := d.writeMemoryLimit(s, transientMemoryMiB(s)); err != nil {
+			return fmt.Errorf("pause %s: raise memory limit for the checkpoint: %w", s.ID, err)
+		}
+	}
 	if err := d.checkpoint(ctx, s, final, false); err != nil {
+		d.restoreMemoryLimit(s)
 		return fmt.Errorf("pause %s: %w", s.ID, err)
 	}
 	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {
@@ -243,7 +252,14 @@ func (d *Driver) Resume(ctx context.Context, s runtime.Spec) (err error) {
 	if _, err := os.Stat(filepath.Join(img, "checkpoint.img")); err != nil {
 		return fmt.Errorf("resume %s: no snapshot: %w", s.ID, err)
 	}
-	bundle, err := d.prepareDir(s)
+	// runsc restore holds the image's pages twice for a moment while it loads them, so a
+	// sandbox using most of its memory would be killed by its own limit on the way back. It
+	// restores under a raised limit, and the sandbox's own limit is put back right after.
+	rs := s
+	if s.MemoryMiB > 0 {
+		rs.MemoryMiB = transientMemoryMiB(s)
+	}
+	bundle, err := d.prepareDir(rs)
 	if err != nil {
 		return fmt.Errorf("resume %s: %w", s.ID, err)
 	}
@@ -255,6 +271,7 @@ func (d *Driver) Resume(ctx context.Context, s runtime.Spec) (err error) {
 		d.cleanupFailed(s)
 		return fmt.Errorf("resume %s: %w", s.ID, err)
 	}
+	d.restoreMemoryLimit(s)
 	// The restored sandbox has loaded every page; the snapshot is stale from now on and the
 	// next Pause writes a new one.
 	if err := os.RemoveAll(img); err != nil {
@@ -277,4 +294,46 @@ func (d *Driver) Destroy(ctx context.Context, s runtime.Spec) error {
 		}
 	}
 	return nil
+}
+
+// transientMemoryMiB is the memory limit while runsc checkpoints or restores a sandbox:
+// twice its own limit plus headroom for runsc itself.
+func transientMemoryMiB(s runtime.Spec) int { return 2*s.MemoryMiB + 256 }
+
+// limitRestoreWindow is how long the sandbox's own memory limit is retried after a checkpoint
+// or restore.
+const limitRestoreWindow = time.Minute
+
+// restoreMemoryLimit puts the sandbox's own memory limit back in the background: the extra
+// memory of a checkpoint or restore drains over the next seconds, and the caller should not
+// wait for it. If the sandbox keeps using more than its limit, the raised limit stays and a
+// warning says so.
+func (d *Driver) restoreMemoryLimit(s runtime.Spec) {
+	if s.MemoryMiB <= 0 {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), limitRestoreWindow)
+		defer cancel()
+		for {
+			err := d.writeMemoryLimit(s, s.MemoryMiB)
+			if err == nil || errors.Is(err, os.ErrNotExist) { // gone: destroyed or paused again
+				return
+			}
+			select {
+			case <-ctx.Done():
+				d.log.Warn("memory limit stays raised: the sandbox uses more than its limit", "id", s.ID, "limit_mib", s.MemoryMiB, "err", err)
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
+}
+
+// writeMemoryLimit sets the sandbox's memory cgroup limit. Lowering it below what the
+// sandbox uses makes the kernel reclaim cache first, and fails with EBUSY if that is not
+// enough.
+func (d *Driver) writeMemoryLimit(s runtime.Spec, mib int) error {
+	path := filepath.Join(cgroups.V1Root, "memory", cgroupPath(d.cfg.CgroupParent, s.ID), "memory.limit_in_bytes")
+	return os.WriteFile(path, []byte(strconv.FormatInt(int64(mib)<<20, 10)), 0)
 }

@@ -288,3 +288,38 @@ func TestReclaimAfterCrash(t *testing.T) {
 		t.Errorf("reclaim removed a paused sandbox's snapshot: %v", err)
 	}
 }
+
+// A sandbox that uses most of its memory can be paused and resumed: runsc needs more than
+// the sandbox's limit to checkpoint and restore it, and under that limit it would be killed.
+func TestResumeNearMemoryLimit(t *testing.T) {
+	d := testDriver(t, CreateCold)
+	sb := create(t, d, 1, 256)
+	envdRun(t, sb, "python3 -c 'import os,time; b=os.urandom(230<<20); open(\"/tmp/sum\",\"w\").write(str(hash(b))); time.sleep(1e6)' >/dev/null 2>&1 &")
+	deadline := time.Now().Add(30 * time.Second)
+	for execIn(t, d, sb.spec.ID, "/bin/sh", "-c", "cat /tmp/sum 2>/dev/null || true") == "" {
+		if time.Now().After(deadline) {
+			t.Fatal("memory hog did not start")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := d.Pause(ctx, sb.spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.slot.ReAdd(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Resume(ctx, sb.spec); err != nil {
+		t.Fatalf("resume of a sandbox near its memory limit: %v", err)
+	}
+	envdHealthy(t, sb)
+	if out := execIn(t, d, sb.spec.ID, "/bin/sh", "-c", "pgrep -f os.urandom >/dev/null && echo alive"); out != "alive" {
+		t.Fatalf("memory hog after resume: %q", out)
+	}
+	// The limit is put back in the background once the restore's extra memory drains; it never
+	// exceeds the transient one.
+	if got := readCgroupInt(t, "memory", sb.spec.ID, "memory.limit_in_bytes"); got > int64(transientMemoryMiB(sb.spec))<<20 {
+		t.Fatalf("memory limit after resume is %d", got)
+	}
+}
