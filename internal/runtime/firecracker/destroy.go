@@ -6,10 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/procs"
 
 	"github.com/hearthsh/hearth/internal/cgroups"
 
@@ -71,32 +71,11 @@ func (d *Driver) killVMs(match func(vmID string) bool) int {
 	if d.cfg.Jailer != "" {
 		names[filepath.Base(d.cfg.Jailer)] = true
 	}
-	find := func() []int {
-		var pids []int
-		ents, _ := os.ReadDir("/proc")
-		for _, e := range ents {
-			pid, err := strconv.Atoi(e.Name())
-			if err != nil || pid == os.Getpid() {
-				continue
-			}
-			b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-			if err != nil || len(b) == 0 {
-				continue
-			}
-			args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
-			if id, ok := flagValue(args, "--id"); ok && names[filepath.Base(args[0])] && match(id) {
-				pids = append(pids, pid)
-			}
-		}
-		return pids
-	}
-	pids := find()
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	for deadline := time.Now().Add(3 * time.Second); len(find()) > 0 && time.Now().Before(deadline); {
-		time.Sleep(20 * time.Millisecond)
-	}
+	pids := procs.Find(func(args []string) bool {
+		id, ok := flagValue(args, "--id")
+		return ok && names[filepath.Base(args[0])] && match(id)
+	})
+	procs.KillAndWait(pids, 3*time.Second)
 	return len(pids)
 }
 

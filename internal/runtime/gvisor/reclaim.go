@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/procs"
 
 	"github.com/hearthsh/hearth/internal/cgroups"
 
@@ -62,39 +62,20 @@ func (d *Driver) Reclaim(ctx context.Context) error {
 // own root dir never touches another agent's or anyone else's runsc.
 func killRootProcesses(root string) int {
 	pids := rootProcesses(root)
-	for _, pid := range pids {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
-	deadline := time.Now().Add(3 * time.Second)
-	for len(rootProcesses(root)) > 0 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	procs.KillAndWait(pids, 3*time.Second)
 	return len(pids)
 }
 
 // rootProcesses returns the pids of processes run with `--root root` or `--root=root`.
 func rootProcesses(root string) []int {
-	ents, _ := os.ReadDir("/proc")
-	self := os.Getpid()
-	var pids []int
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || len(b) == 0 {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	return procs.Find(func(args []string) bool {
 		for i, a := range args {
 			if a == "--root="+root || (a == "--root" && i+1 < len(args) && args[i+1] == root) {
-				pids = append(pids, pid)
-				break
+				return true
 			}
 		}
-	}
-	return pids
+		return false
+	})
 }
 
 // unmountUnder lazily unmounts every mount point below dir, deepest first.

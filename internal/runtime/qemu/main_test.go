@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/procs"
+
 	"github.com/hearthsh/hearth/internal/netslot"
 	"github.com/hearthsh/hearth/internal/runtime"
 	"github.com/hearthsh/hearth/internal/runtime/microvm"
@@ -195,7 +197,7 @@ func resume(tb testing.TB, d *Driver, sb *sandbox) {
 // qemuProcesses lists the QEMU processes of sandbox id, found by the driver's marker.
 func qemuProcesses(d *Driver, id string) []int {
 	pf := d.pidFile(id)
-	return microvm.FindProcesses(func(a []string) bool { return microvm.HasArg(a, "-pidfile", pf) })
+	return procs.Find(func(a []string) bool { return procs.HasArg(a, "-pidfile", pf) })
 }
 
 // readSnapConf reads the paused sandbox's snapshot record.

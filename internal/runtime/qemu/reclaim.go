@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/hearthsh/hearth/internal/runtime/microvm"
+	"github.com/hearthsh/hearth/internal/procs"
 )
 
 // Reclaim implements runtime.Driver: it SIGKILLs every QEMU whose -pidfile lies in this
@@ -16,7 +16,7 @@ import (
 // removes the pid files. Sandbox dirs, and so paused sandboxes' snapshots, are kept.
 func (d *Driver) Reclaim(ctx context.Context) error {
 	dir := runDir(d.cfg.DataDir) + "/"
-	pids := microvm.FindProcesses(func(a []string) bool { return microvm.HasArg(a, "-pidfile", dir) })
+	pids := procs.Find(func(a []string) bool { return procs.HasArg(a, "-pidfile", dir) })
 	d.mu.Lock()
 	for id, p := range d.procs {
 		_ = p.cmd.Process.Kill()
@@ -29,7 +29,7 @@ func (d *Driver) Reclaim(ctx context.Context) error {
 		if dl, ok := ctx.Deadline(); ok {
 			wait = min(wait, time.Until(dl))
 		}
-		if !microvm.KillAndWait(pids, wait) {
+		if !procs.KillAndWait(pids, wait) {
 			errs = append(errs, fmt.Errorf("reclaim: qemu processes %v still alive after SIGKILL", pids))
 		}
 		d.log.Info("reclaim: killed leftover VMs", "count", len(pids))

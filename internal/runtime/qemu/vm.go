@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/procs"
+
 	"github.com/hearthsh/hearth/internal/runtime"
 	"github.com/hearthsh/hearth/internal/runtime/microvm"
 )
@@ -165,8 +167,8 @@ func (d *Driver) stopVM(s runtime.Spec) error {
 		}
 	}
 	pf := d.pidFile(s.ID)
-	if pids := microvm.FindProcesses(func(a []string) bool { return microvm.HasArg(a, "-pidfile", pf) }); len(pids) > 0 {
-		if !microvm.KillAndWait(pids, 10*time.Second) {
+	if pids := procs.Find(func(a []string) bool { return procs.HasArg(a, "-pidfile", pf) }); len(pids) > 0 {
+		if !procs.KillAndWait(pids, 10*time.Second) {
 			return fmt.Errorf("qemu processes %v did not exit after SIGKILL", pids)
 		}
 	}

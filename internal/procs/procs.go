@@ -1,4 +1,7 @@
-package microvm
+// Package procs finds processes by their command line and kills them. Drivers put a marker
+// private to their agent (a path under its data dir) in the command lines of the processes
+// they start, and reclaim by it, so they never touch another agent's sandboxes.
+package procs
 
 import (
 	"os"
@@ -9,10 +12,9 @@ import (
 	"time"
 )
 
-// FindProcesses returns the pids of processes whose argument list satisfies match. Drivers
-// put a marker private to the agent in their VMM's command line (a path under the agent's
-// data dir) and reclaim by it, so they never touch another agent's VMs.
-func FindProcesses(match func(args []string) bool) []int {
+// Find returns the pids of processes (other than this one) whose argument list satisfies
+// match.
+func Find(match func(args []string) bool) []int {
 	ents, _ := os.ReadDir("/proc")
 	self := os.Getpid()
 	var pids []int
@@ -79,34 +81,4 @@ func processAlive(pid int) bool {
 		return s[i+2] != 'Z'
 	}
 	return true
-}
-
-// Tail returns the last lines of the file at path (at most 4 KiB), joined by " | ", for
-// error messages: a VM's console log says why it did not come up.
-func Tail(path string, lines int) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	const max = 4096
-	start := max64(fi.Size()-max, 0)
-	buf := make([]byte, fi.Size()-start)
-	n, _ := f.ReadAt(buf, start)
-	ls := strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n")
-	if len(ls) > lines {
-		ls = ls[len(ls)-lines:]
-	}
-	return strings.Join(ls, " | ")
-}
-
-func max64(a, b int64) int64 {
-	if a > b {
-		return a
-	}
-	return b
 }
