@@ -326,9 +326,15 @@ func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
+	s.updateDeadline(w, r, func(time.Time) time.Time { return time.Now().UTC().Add(ttl) })
+}
+
+// updateDeadline sets a sandbox's deadline to what end makes of the current one and answers
+// 204.
+func (s *Server) updateDeadline(w http.ResponseWriter, r *http.Request, end func(current time.Time) time.Time) {
 	id := r.PathValue("id")
-	_, err = s.store.UpdateSandbox(r.Context(), id, func(x *store.Sandbox) error {
-		x.EndAt = time.Now().UTC().Add(ttl)
+	_, err := s.store.UpdateSandbox(r.Context(), id, func(x *store.Sandbox) error {
+		x.EndAt = end(x.EndAt)
 		return nil
 	})
 	if err != nil {
@@ -352,18 +358,17 @@ func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "duration must be 0 to 3600 seconds")
 		return
 	}
-	id := r.PathValue("id")
-	_, err := s.store.UpdateSandbox(r.Context(), id, func(x *store.Sandbox) error {
-		if end := time.Now().UTC().Add(time.Duration(d) * time.Second); end.After(x.EndAt) {
-			x.EndAt = end
-		}
-		return nil
+	// A refresh extends the deadline and never shortens it.
+	s.updateDeadline(w, r, func(current time.Time) time.Time {
+		return laterOf(current, time.Now().UTC().Add(time.Duration(d)*time.Second))
 	})
-	if err != nil {
-		fail(w, sandboxErr(id, err))
-		return
+}
+
+func laterOf(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
 	}
-	w.WriteHeader(http.StatusNoContent)
+	return a
 }
 
 func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
@@ -522,9 +527,7 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	sb, err := s.store.UpdateSandbox(r.Context(), id, func(x *store.Sandbox) error {
 		if x.State == store.StateRunning {
-			if end := time.Now().UTC().Add(ttl); end.After(x.EndAt) {
-				x.EndAt = end
-			}
+			x.EndAt = laterOf(x.EndAt, time.Now().UTC().Add(ttl))
 		}
 		return nil
 	})

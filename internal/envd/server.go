@@ -38,12 +38,11 @@ type Config struct {
 
 // Server is envd's HTTP handler.
 type Server struct {
-	cfg     Config
-	env     *sandboxenv.Env
-	stats   *hoststats.Sampler
-	mux     *http.ServeMux
-	fs      *filesystem.Service
-	Process *process.Service
+	cfg   Config
+	env   *sandboxenv.Env
+	stats *hoststats.Sampler
+	mux   *http.ServeMux
+	fs    *filesystem.Service
 }
 
 // Close stops the filesystem watchers clients created and never removed.
@@ -60,8 +59,7 @@ func NewServer(cfg Config) *Server {
 		stats: hoststats.NewSampler("/"),
 		mux:   http.NewServeMux(),
 	}
-	s.Process = process.New(s.env, cfg.Log, process.Options{Reap: cfg.Reap, StallTimeout: cfg.StallTimeout})
-	procPath, procHandler := processconnect.NewProcessHandler(s.Process)
+	procPath, procHandler := processconnect.NewProcessHandler(process.New(s.env, cfg.Log, process.Options{Reap: cfg.Reap, StallTimeout: cfg.StallTimeout}))
 	s.fs = filesystem.New(s.env, cfg.Log)
 	fsPath, fsHandler := filesystemconnect.NewFilesystemHandler(s.fs)
 	s.mux.Handle(procPath, procHandler)

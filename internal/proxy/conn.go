@@ -2,12 +2,8 @@ package proxy
 
 import (
 	"context"
-	"crypto/tls"
 	"net"
 )
-
-// tlsConn names the type in Transport.TLSNextProto; an empty map there turns HTTP/2 off.
-type tlsConn = tls.Conn
 
 type connKey struct{}
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,8 +113,9 @@ func NewTransport(retries int) *http.Transport {
 				}
 			}
 		},
-		ForceAttemptHTTP2:     false,
-		TLSNextProto:          map[string]func(string, *tlsConn) http.RoundTripper{},
+		ForceAttemptHTTP2: false,
+		// An empty, non-nil TLSNextProto turns HTTP/2 off: proxy traffic stays on HTTP/1.1.
+		TLSNextProto:          map[string]func(string, *tls.Conn) http.RoundTripper{},
 		MaxIdleConns:          1024,
 		MaxIdleConnsPerHost:   64,
 		IdleConnTimeout:       90 * time.Second,

@@ -82,7 +82,7 @@ func (d *Driver) Create(ctx context.Context, s runtime.Spec) (err error) {
 		return fmt.Errorf("create %s: %w", s.ID, err)
 	}
 	if err := v.proc.waitEnvd(ctx, s.EnvdAddr()); err != nil {
-		return fmt.Errorf("create %s: %w; log: %s", s.ID, err, tail(filepath.Join(s.Dir, logFile)))
+		return fmt.Errorf("create %s: %w; log: %s", s.ID, err, runtime.LogTail(filepath.Join(s.Dir, logFile), -1, 12))
 	}
 	d.put(v)
 	d.log.Debug("created", "id", s.ID, "vm", l.vmID, "pid", v.proc.pid(), "took", time.Since(start))

@@ -52,7 +52,7 @@ func (d *Driver) start(ctx context.Context, s runtime.Spec, l layout) (*process,
 	}()
 	if err := p.waitSocket(ctx, l.host(apiSock)); err != nil {
 		_ = p.kill(context.WithoutCancel(ctx))
-		return nil, nil, fmt.Errorf("%w; log: %s", err, tail(filepath.Join(s.Dir, logFile)))
+		return nil, nil, fmt.Errorf("%w; log: %s", err, runtime.LogTail(filepath.Join(s.Dir, logFile), -1, 12))
 	}
 	return p, api.New(l.host(apiSock)), nil
 }
@@ -96,19 +96,6 @@ func (p *process) kill(ctx context.Context) error {
 	case <-ctx.Done():
 		return fmt.Errorf("firecracker %d did not exit after SIGKILL: %w", p.pid(), ctx.Err())
 	}
-}
-
-// tail returns the last lines of a log file for error messages.
-func tail(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return ""
-	}
-	const max = 2048
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	return string(b)
 }
 
 // waitEnvd waits for envd in the VM, and says why Firecracker died if it did first.

@@ -63,7 +63,7 @@ func (d *Driver) Resume(ctx context.Context, s runtime.Spec) (err error) {
 		return fmt.Errorf("resume %s: %w", s.ID, err)
 	}
 	if err := v.proc.waitEnvd(ctx, s.EnvdAddr()); err != nil {
-		return fmt.Errorf("resume %s: %w; log: %s", s.ID, err, tail(filepath.Join(s.Dir, logFile)))
+		return fmt.Errorf("resume %s: %w; log: %s", s.ID, err, runtime.LogTail(filepath.Join(s.Dir, logFile), -1, 12))
 	}
 	d.put(v)
 	d.log.Debug("resumed", "id", s.ID, "vm", l.vmID, "pid", v.proc.pid(), "took", time.Since(start))

@@ -170,7 +170,7 @@ func (d *Driver) restore(ctx context.Context, s runtime.Spec, bundle, img string
 func (d *Driver) waitEnvd(ctx context.Context, s runtime.Spec) error {
 	if err := runtime.WaitEnvd(ctx, s.EnvdAddr(), nil); err != nil {
 		return fmt.Errorf("%w; runsc.log: %s; stdio.log: %s", err,
-			tailFrom(filepath.Join(s.Dir, runscLog), -1), tailFrom(filepath.Join(s.Dir, stdioLog), -1))
+			runtime.LogTail(filepath.Join(s.Dir, runscLog), -1, 8), runtime.LogTail(filepath.Join(s.Dir, stdioLog), -1, 8))
 	}
 	return nil
 }

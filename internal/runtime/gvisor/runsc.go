@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/runtime"
 )
 
 // runsc invokes the runsc binary for one sandbox directory (or none, for root-wide calls).
@@ -82,7 +84,7 @@ func (r *runsc) spawn(ctx context.Context, dir string, args ...string) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
-		return r.fail(dir, args, err, tailFrom(logPath, mark))
+		return r.fail(dir, args, err, runtime.LogTail(logPath, mark, 8))
 	}
 	return nil
 }
@@ -97,7 +99,7 @@ func (r *runsc) fail(dir string, args []string, err error, stderr string) error 
 	}
 	if dir != "" {
 		// runsc often logs the same message it prints; only add the log when it says more.
-		t := strings.TrimSpace(tailFrom(filepath.Join(dir, runscLog), -1))
+		t := strings.TrimSpace(runtime.LogTail(filepath.Join(dir, runscLog), -1, 8))
 		if t != "" && (se == "" || !strings.Contains(t, clip(firstLine(se))[:min(len(firstLine(se)), 60)])) {
 			fmt.Fprintf(&b, "; runsc.log: %s", clip(t))
 		}
@@ -120,31 +122,6 @@ func isNotExist(err error) bool {
 		strings.Contains(re.msg, "no such file or directory"))
 }
 
-// tailFrom returns the last lines of the file at path written after offset mark (-1: the
-// last few KiB regardless).
-func tailFrom(path string, mark int64) string {
-	f, err := os.Open(path)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	const max = 4096
-	start := fi.Size() - max
-	if mark >= 0 && mark > start {
-		start = mark
-	}
-	if start < 0 {
-		start = 0
-	}
-	buf := make([]byte, fi.Size()-start)
-	n, _ := f.ReadAt(buf, start)
-	return lastLines(string(buf[:n]), 8)
-}
-
 // clip bounds one part of an error message: runsc can print whole specs.
 func clip(s string) string {
 	const max = 1200
@@ -159,6 +136,7 @@ func firstLine(s string) string {
 	return l
 }
 
+// lastLines keeps the last n lines of s, joined by " | ", for one-line error messages.
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	if len(lines) > n {

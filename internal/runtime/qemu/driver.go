@@ -249,7 +249,7 @@ func (d *Driver) waitEnvd(ctx context.Context, s runtime.Spec, p *vmProc) error 
 // vmLogs is the tail of the guest console and QEMU's own log, for error messages.
 func vmLogs(dir string) string {
 	return fmt.Sprintf("console: %s; qemu.log: %s",
-		microvm.Tail(filepath.Join(dir, consoleLog), 12), microvm.Tail(filepath.Join(dir, qemuLog), 6))
+		runtime.LogTail(filepath.Join(dir, consoleLog), -1, 12), runtime.LogTail(filepath.Join(dir, qemuLog), -1, 6))
 }
 
 // Destroy implements runtime.Driver.

@@ -1,13 +1,14 @@
-package microvm
+package runtime
 
 import (
 	"os"
 	"strings"
 )
 
-// Tail returns the last lines of the file at path (at most 4 KiB), joined by " | ", for
-// error messages: a VM's console log says why it did not come up.
-func Tail(path string, lines int) string {
+// LogTail returns the last lines (at most 4 KiB) of the log file at path that were written at
+// or after offset from (-1 for wherever the last 4 KiB start), joined by " | ". Drivers put it
+// in their errors: a VMM's console or runsc's log says why a sandbox did not come up.
+func LogTail(path string, from int64, lines int) string {
 	f, err := os.Open(path)
 	if err != nil {
 		return ""
@@ -18,7 +19,7 @@ func Tail(path string, lines int) string {
 		return ""
 	}
 	const limit = 4096
-	start := max(fi.Size()-limit, 0)
+	start := max(fi.Size()-limit, from, 0)
 	buf := make([]byte, fi.Size()-start)
 	n, _ := f.ReadAt(buf, start)
 	ls := strings.Split(strings.TrimRight(string(buf[:n]), "\n"), "\n")
@@ -26,11 +27,4 @@ func Tail(path string, lines int) string {
 		ls = ls[len(ls)-lines:]
 	}
 	return strings.Join(ls, " | ")
-}
-
-func max64(a, b int64) int64 {
-	if a > b {
-		return a
-	}
-	return b
 }
