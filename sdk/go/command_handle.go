@@ -67,7 +67,7 @@ func startProcess(ctx context.Context, conn *envdConn, req *connect.Request[pb.S
 		cancel()
 		return nil, fmt.Errorf("start %s: %w", req.Msg.GetProcess().GetCmd(), err)
 	}
-	return follow(conn, startStream{stream}, cancel, sink, describeCmd(req.Msg.GetProcess()))
+	return follow(sctx, conn, startStream{stream}, cancel, sink, describeCmd(req.Msg.GetProcess()))
 }
 
 func describeCmd(cfg *pb.ProcessConfig) string {
@@ -78,7 +78,7 @@ func describeCmd(cfg *pb.ProcessConfig) string {
 }
 
 // follow waits for the stream's start event, then consumes the rest in a goroutine.
-func follow(conn *envdConn, stream processStream, cancel context.CancelFunc, sink *outputSink, what string) (*CommandHandle, error) {
+func follow(ctx context.Context, conn *envdConn, stream processStream, cancel context.CancelFunc, sink *outputSink, what string) (*CommandHandle, error) {
 	h := &CommandHandle{conn: conn, cancel: cancel, done: make(chan struct{})}
 	for {
 		if !stream.Receive() {
@@ -95,12 +95,12 @@ func follow(conn *envdConn, stream processStream, cancel context.CancelFunc, sin
 			break
 		}
 	}
-	go h.consume(stream, sink, what)
+	go h.consume(ctx, stream, sink, what)
 	return h, nil
 }
 
 // consume dispatches output until the end event or the end of the stream.
-func (h *CommandHandle) consume(stream processStream, sink *outputSink, what string) {
+func (h *CommandHandle) consume(ctx context.Context, stream processStream, sink *outputSink, what string) {
 	defer close(h.done)
 	defer h.cancel()
 	defer stream.Close()
@@ -129,7 +129,7 @@ func (h *CommandHandle) consume(stream processStream, sink *outputSink, what str
 	}
 	err := stream.Err()
 	if err == nil {
-		err = errors.New("output stream ended before the command did")
+		err = streamEndCause(ctx)
 	}
 	h.err = fmt.Errorf("%s (pid %d): %w", what, h.PID, err)
 }
@@ -219,4 +219,17 @@ func (s *outputSink) write(d *pb.ProcessEvent_DataEvent) error {
 		return err
 	}
 	return nil
+}
+
+// streamEndCause explains a stream that ended without the command's end event. At the
+// deadline envd kills the command and ends the stream itself, which can reach the client as a
+// clean end of stream a moment before the client's own timer fires: that is the deadline.
+func streamEndCause(ctx context.Context) error {
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	return errors.New("output stream ended before the command did")
 }

@@ -133,7 +133,7 @@ func (c *Commands) Connect(ctx context.Context, pid uint32, stdout, stderr io.Wr
 		cancel()
 		return nil, fmt.Errorf("connect to process %d: %w", pid, err)
 	}
-	return follow(c.conn, connectStream{stream}, cancel, &outputSink{stdout: stdout, stderr: stderr, capture: true}, fmt.Sprintf("process %d", pid))
+	return follow(sctx, c.conn, connectStream{stream}, cancel, &outputSink{stdout: stdout, stderr: stderr, capture: true}, fmt.Sprintf("process %d", pid))
 }
 
 func signalProcess(ctx context.Context, conn *envdConn, pid uint32, sig pb.Signal) error {
