@@ -181,7 +181,9 @@ func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) er
 		return err
 	}
 	stopProbe := probe(ctx, t, pc.Probe, s, "idle")
+	idleCPU := startCPUMeter()
 	idle, idleLost, err := term.sample(ctx, pc.Samples, pc.Gap)
+	idleBusy := idleCPU.percent()
 	stopProbe()
 	if err != nil {
 		return fmt.Errorf("idle: %w", err)
@@ -220,7 +222,9 @@ func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) er
 	sleepCtx(ctx, 2*time.Second) // let the downloads reach speed
 	snap := takeCPUSnapshot()
 	stopProbe = probe(ctx, t, pc.Probe, s, "loaded")
+	loadedCPU := startCPUMeter()
 	loaded, loadedLost, serr := term.sample(ctx, pc.Samples, pc.Gap)
+	loadedBusy := loadedCPU.percent()
 	stopProbe()
 	cpu := snap.coresSince(os.Getpid(), lp.pid())
 	st, lerr := lp.stop()
@@ -239,6 +243,7 @@ func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) er
 	s.add("ratio p99 loaded/idle", ratio(loaded.pct(99), idle.pct(99)), "×")
 	s.add("samples idle / loaded", float64(len(idle)), fmt.Sprintf("/ %d", len(loaded)))
 	s.add("timeouts idle / loaded", float64(idleLost), fmt.Sprintf("/ %d", loadedLost))
+	s.add("host CPU busy idle / loaded", idleBusy, fmt.Sprintf("/ %.0f %%", loadedBusy))
 	s.add("load: WebSocket echoes", float64(st.WSMsgs)/st.Seconds, fmt.Sprintf("msg/s (%d clients)", pc.Load.WS))
 	s.add("load: /api polls", float64(st.APIReqs)/st.Seconds, fmt.Sprintf("req/s (%d pollers)", pc.Load.Pollers))
 	s.add("load: /blob downloads", float64(st.BlobBytes)/1e6/st.Seconds, fmt.Sprintf("MB/s (%d streams)", pc.Load.Blobs))

@@ -36,6 +36,7 @@ func run() error {
 	defaultUser := fs.String("default-user", "", `user for requests that name none (default "user" when it exists, else the user envd runs as)`)
 	reap := fs.Bool("reap", pid1, "reap orphaned processes (default on when envd is PID 1)")
 	forward := fs.Bool("port-forward", pid1, "forward servers listening on localhost to the sandbox's external addresses (default on when envd is PID 1; never turn it on on a shared host)")
+	hostSocket := fs.String("host-socket", "", "also serve on this Unix socket path (in a directory the host shares with the sandbox; POST /freeze closes it for a snapshot, POST /thaw reopens it)")
 	setClock := fs.Bool("set-clock", false, "let POST /init set the system clock (VM guests)")
 	stall := fs.Duration("stall-timeout", 10*time.Second, "cut off an output stream whose client has not read for this long")
 	verbose := fs.Bool("verbose", false, "log debug messages")
@@ -78,12 +79,15 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	srv := envd.NewServer(envd.Config{Log: log, DefaultUser: user, Reap: *reap, SetClock: *setClock, StallTimeout: *stall})
+	srv := envd.NewServer(envd.Config{Log: log, DefaultUser: user, Reap: *reap, SetClock: *setClock, StallTimeout: *stall, HostSocket: *hostSocket})
 	defer srv.Close()
 	hs := envd.NewHTTPServer(srv)
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *addr, err)
+	}
+	if err := srv.OpenHostSocket(); err != nil {
+		return err
 	}
 	if *forward {
 		go ports.New(log).Run(ctx)

@@ -61,7 +61,7 @@ func (a *Agent) resolve(r *http.Request, route proxy.Route) (proxy.Upstream, err
 	if err != nil {
 		return proxy.Upstream{}, err
 	}
-	return proxy.Upstream{Addr: target.String(), Ctx: ctx, Done: done}, nil
+	return proxy.Upstream{Addr: target.Addr.String(), Socket: target.Socket, Ctx: ctx, Done: done}, nil
 }
 
 func proxyStatus(err error) int {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -34,6 +35,9 @@ type Config struct {
 	SetClock bool
 	// StallTimeout bounds how long a process output stream may stay full before it is cut off.
 	StallTimeout time.Duration
+	// HostSocket, when set, is a Unix socket path in a directory the host shares with the
+	// sandbox, served alongside the TCP port once OpenHostSocket is called (see hostSocket).
+	HostSocket string
 }
 
 // Server is envd's HTTP handler.
@@ -43,6 +47,7 @@ type Server struct {
 	stats *hoststats.Sampler
 	mux   *http.ServeMux
 	fs    *filesystem.Service
+	sock  *hostSocket // nil without Config.HostSocket
 }
 
 // Close stops the filesystem watchers clients created and never removed.
@@ -69,7 +74,50 @@ func NewServer(cfg Config) *Server {
 	s.mux.HandleFunc("GET /metrics", s.metrics)
 	s.mux.HandleFunc("GET /envs", s.envs)
 	s.mux.HandleFunc("POST /init", s.init)
+	s.mux.HandleFunc("POST /freeze", s.freeze)
+	s.mux.HandleFunc("POST /thaw", s.thaw)
+	if cfg.HostSocket != "" {
+		s.sock = &hostSocket{path: cfg.HostSocket, h: s, log: cfg.Log}
+	}
 	return s
+}
+
+// OpenHostSocket starts serving on Config.HostSocket; it does nothing without one.
+func (s *Server) OpenHostSocket() error {
+	if s.sock == nil {
+		return nil
+	}
+	return s.sock.open()
+}
+
+// freeze prepares envd for a snapshot of its sandbox: it closes the host socket, which gVisor
+// cannot checkpoint, and /thaw opens it again. Both come from the runtime driver, which holds
+// no access token, so they need none: at worst a caller sends envd's traffic back to the
+// slower TCP path, and the proxies never forward them (internal routes). /freeze must come
+// over TCP: over the host socket it would cut its own connection.
+func (s *Server) freeze(w http.ResponseWriter, r *http.Request) {
+	if s.sock == nil {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if a, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok && a.Network() == "unix" {
+		writeError(w, http.StatusConflict, "POST /freeze closes the host socket it came over: send it to envd's TCP port")
+		return
+	}
+	if err := s.sock.close(); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// thaw serves the host socket again after a restore, or after a snapshot that failed.
+func (s *Server) thaw(w http.ResponseWriter, r *http.Request) {
+	if err := s.OpenHostSocket(); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
 }
 
 // Env exposes the state /init configures, for tests and embedding.
@@ -89,11 +137,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// authorize enforces the access token set by /init on every route but /health. File
+// tokenFree are the routes that need no access token (see freeze for the last two).
+var tokenFree = map[string]bool{"/health": true, "/freeze": true, "/thaw": true}
+
+// authorize enforces the access token set by /init on every route but tokenFree. File
 // transfers may carry a signed URL instead.
 func (s *Server) authorize(r *http.Request) error {
 	token := s.env.AccessToken()
-	if token == "" || r.URL.Path == "/health" {
+	if token == "" || tokenFree[r.URL.Path] {
 		return nil
 	}
 	if presented := r.Header.Get(auth.Header); presented != "" {

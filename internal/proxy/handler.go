@@ -22,12 +22,15 @@ import (
 const EnvdPort = 49983
 
 // internalEnvdPaths are envd routes only the agent may call.
-var internalEnvdPaths = map[string]bool{"/init": true}
+var internalEnvdPaths = map[string]bool{"/init": true, "/freeze": true, "/thaw": true}
 
 // Upstream is where a resolved request goes.
 type Upstream struct {
 	// Addr is the host:port to dial.
 	Addr string
+	// Socket, when set, is a Unix socket that reaches the same server as Addr by a quicker
+	// path (envd's host socket under gVisor); dials fall back to Addr when it is absent.
+	Socket string
 	// Header is added to the upstream request (the next hop's routing headers).
 	Header http.Header
 	// Ctx, when set, replaces the request's context: the agent hands out tracked contexts
@@ -97,6 +100,13 @@ func NewTransport(retries int) *http.Transport {
 	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			// Pooled connections are keyed by Addr, so one that reached Addr over the
+			// socket serves any later request for Addr just as well.
+			if rt, ok := ctx.Value(routeKey{}).(*routed); ok && rt.up.Socket != "" && rt.up.Addr == addr {
+				if c, err := d.DialContext(ctx, "unix", rt.up.Socket); err == nil {
+					return c, nil
+				}
+			}
 			var err error
 			for attempt := 0; ; attempt++ {
 				var c net.Conn

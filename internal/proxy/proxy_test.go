@@ -238,3 +238,49 @@ func TestProxyDialRetry(t *testing.T) {
 		t.Fatalf("closed port: %d %s", res.StatusCode, body)
 	}
 }
+
+// TestProxySocket: an upstream with a Socket is reached through it, and through Addr when
+// the socket is absent (envd's host socket around a pause).
+func TestProxySocket(t *testing.T) {
+	serve := func(ln net.Listener, name string) {
+		s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprint(w, name)
+		})}
+		go s.Serve(ln)
+		t.Cleanup(func() { s.Close() })
+	}
+	tcpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(tcpLn, "tcp")
+	dir := t.TempDir()
+	sock := dir + "/envd.sock"
+	unixLn, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(unixLn, "unix")
+
+	for _, c := range []struct {
+		name, socket, want string
+	}{
+		{"socket", sock, "unix"},
+		{"socket absent", dir + "/missing.sock", "tcp"},
+		{"no socket", "", "tcp"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := New(func(r *http.Request, route Route) (Upstream, error) {
+				return Upstream{Addr: tcpLn.Addr().String(), Socket: c.socket}, nil
+			}, Options{})
+			ps := httptest.NewServer(h)
+			defer ps.Close()
+			for i := 0; i < 3; i++ { // pooled connections keep the same path
+				_, body := get(t, http.DefaultClient, ps.URL+"/x", map[string]string{"E2b-Sandbox-Id": "sbx1", "E2b-Sandbox-Port": "49983"})
+				if body != c.want {
+					t.Fatalf("request %d answered by %q, want %q", i, body, c.want)
+				}
+			}
+		})
+	}
+}

@@ -73,6 +73,15 @@ type Driver interface {
 	Reclaim(ctx context.Context) error
 }
 
+// EnvdSocketDriver is implemented by drivers whose sandboxes also serve envd on a host Unix
+// socket. The agent sends envd's traffic (port EnvdPort) there instead of to the sandbox's
+// address, so terminals and commands do not queue behind the sandbox's own network traffic.
+type EnvdSocketDriver interface {
+	// EnvdSocket is the host path of the socket of sandbox s while it runs. It may be
+	// briefly absent (around a pause): callers fall back to s.EnvdAddr().
+	EnvdSocket(s Spec) string
+}
+
 // TAPDriver is implemented by drivers whose sandboxes attach to a TAP device in the slot's
 // network namespace (microVMs). The agent acquires slots with netslot.WithTAP when
 // NeedsTAP reports true; it never asks which kind of driver it has.

@@ -342,19 +342,31 @@ func (m *Manager) List() []Info {
 	return out
 }
 
+// Target is where the proxy reaches a port of a running sandbox.
+type Target struct {
+	Addr netip.AddrPort
+	// Socket is envd's host Unix socket, for envd's port on drivers that have one: the
+	// same server as Addr, off the sandbox's network stack. Empty otherwise.
+	Socket string
+}
+
 // Target returns where to reach a port of a running sandbox, for the proxy. It fails with a
 // BusyError while the sandbox is transitional or paused, and ErrNotFound for unknown IDs.
-func (m *Manager) Target(id string, port uint16) (netip.AddrPort, error) {
+func (m *Manager) Target(id string, port uint16) (Target, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	rec, ok := m.sandboxes[id]
 	if !ok {
-		return netip.AddrPort{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+		return Target{}, fmt.Errorf("%w: %s", ErrNotFound, id)
 	}
 	if rec.State != Running {
-		return netip.AddrPort{}, &BusyError{ID: id, State: rec.State, Op: "connection"}
+		return Target{}, &BusyError{ID: id, State: rec.State, Op: "connection"}
 	}
-	return netip.AddrPortFrom(rec.slot.GuestAddr, port), nil
+	t := Target{Addr: netip.AddrPortFrom(rec.slot.GuestAddr, port)}
+	if sd, ok := m.cfg.Driver.(runtime.EnvdSocketDriver); ok && port == runtime.EnvdPort {
+		t.Socket = sd.EnvdSocket(m.spec(rec, id))
+	}
+	return t, nil
 }
 
 // begin moves a sandbox from state from to state to, or explains why it cannot.

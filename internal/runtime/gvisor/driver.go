@@ -24,17 +24,19 @@ import (
 
 // Files and directories the driver keeps under a sandbox's data dir.
 const (
-	bundleDir   = "bundle"    // OCI bundle: config.json
-	overlayDir  = "overlay"   // holds the (unlinked) rootfs overlay file
-	snapshotDir = "snapshot"  // the pause checkpoint; complete or absent
-	runscLog    = "runsc.log" // runsc's own log (--log), appended by every call
-	stdioLog    = "stdio.log" // stdout+stderr of create/restore calls and of envd
-	debugLogDir = "debug"     // --debug-log output when Config.Debug
-	tmpSuffix   = ".tmp"      // work dirs renamed into place when complete
-	oldSuffix   = ".old"      // a replaced snapshot, removed right after
-	lockSuffix  = ".lock"     // per-template snapshot build lock
-	platform    = "systrap"   // the KVM platform hangs on PVM hosts; ptrace is slower
-	defaultCgrp = "hearth-gvisor"
+	bundleDir     = "bundle"    // OCI bundle: config.json
+	overlayDir    = "overlay"   // holds the (unlinked) rootfs overlay file
+	snapshotDir   = "snapshot"  // the pause checkpoint; complete or absent
+	runscLog      = "runsc.log" // runsc's own log (--log), appended by every call
+	stdioLog      = "stdio.log" // stdout+stderr of create/restore calls and of envd
+	debugLogDir   = "debug"     // --debug-log output when Config.Debug
+	hostSocketDir = "envd"      // shared with the sandbox at guestSocketDir; holds envdSocket
+	envdSocket    = "envd.sock" // envd's host Unix socket (see runtime.EnvdSocketDriver)
+	tmpSuffix     = ".tmp"      // work dirs renamed into place when complete
+	oldSuffix     = ".old"      // a replaced snapshot, removed right after
+	lockSuffix    = ".lock"     // per-template snapshot build lock
+	platform      = "systrap"   // the KVM platform hangs on PVM hosts; ptrace is slower
+	defaultCgrp   = "hearth-gvisor"
 )
 
 // CreateMode chooses how Create starts a sandbox.
@@ -77,7 +79,17 @@ type Driver struct {
 	log   *slog.Logger
 }
 
-var _ runtime.Driver = (*Driver)(nil)
+var (
+	_ runtime.Driver           = (*Driver)(nil)
+	_ runtime.EnvdSocketDriver = (*Driver)(nil)
+)
+
+// EnvdSocket implements runtime.EnvdSocketDriver. runsc runs with --host-uds=create, which
+// lets the sandbox create sockets in its host-backed mounts (only the socket dir is one) but
+// never connect to host sockets.
+func (d *Driver) EnvdSocket(s runtime.Spec) string {
+	return filepath.Join(s.Dir, hostSocketDir, envdSocket)
+}
 
 // New checks the configuration and returns a driver.
 func New(cfg Config) (*Driver, error) {
@@ -110,8 +122,10 @@ func (d *Driver) prepareDir(s runtime.Spec) (string, error) {
 	if s.ID == "" || s.Dir == "" || s.Template.RootFS == "" || s.Net.NetNS == "" || !s.Net.GuestIP.IsValid() {
 		return "", fmt.Errorf("sandbox %q: incomplete spec (need ID, Dir, Template.RootFS, Net)", s.ID)
 	}
-	if err := os.MkdirAll(filepath.Join(s.Dir, overlayDir), 0o700); err != nil {
-		return "", fmt.Errorf("sandbox %s: %w", s.ID, err)
+	for _, sub := range []string{overlayDir, hostSocketDir} {
+		if err := os.MkdirAll(filepath.Join(s.Dir, sub), 0o700); err != nil {
+			return "", fmt.Errorf("sandbox %s: %w", s.ID, err)
+		}
 	}
 	return writeBundle(s, d.cfg.CgroupParent)
 }
@@ -163,7 +177,11 @@ func (d *Driver) restore(ctx context.Context, s runtime.Spec, bundle, img string
 	if err := d.runsc.spawn(ctx, s.Dir, "restore", "--image-path", img, "--direct", "--bundle", bundle, "--detach", s.ID); err != nil {
 		return err
 	}
-	return d.waitEnvd(ctx, s)
+	if err := d.waitEnvd(ctx, s); err != nil {
+		return err
+	}
+	d.thawEnvd(ctx, s)
+	return nil
 }
 
 // waitEnvd waits for envd's /health; on failure the error carries runsc's and envd's logs.
@@ -199,8 +217,14 @@ func (d *Driver) Pause(ctx context.Context, s runtime.Spec) error {
 			return fmt.Errorf("pause %s: raise memory limit for the checkpoint: %w", s.ID, err)
 		}
 	}
+	if err := d.freezeEnvd(ctx, s); err != nil {
+		d.restoreMemoryLimit(s)
+		d.thawEnvd(context.WithoutCancel(ctx), s)
+		return fmt.Errorf("pause %s: %w", s.ID, err)
+	}
 	if err := d.checkpoint(ctx, s, final, false); err != nil {
 		d.restoreMemoryLimit(s)
+		d.thawEnvd(context.WithoutCancel(ctx), s)
 		return fmt.Errorf("pause %s: %w", s.ID, err)
 	}
 	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {

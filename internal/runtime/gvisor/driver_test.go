@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -36,6 +39,26 @@ func envdHealthy(t *testing.T, sb *sandbox) {
 	}
 }
 
+// envdSocketHealthy checks that envd answers on its host socket, the agent's path to it.
+func envdSocketHealthy(t *testing.T, d *Driver, sb *sandbox) {
+	t.Helper()
+	sock := d.EnvdSocket(sb.spec)
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}
+	resp, err := c.Get("http://envd/health")
+	if err != nil {
+		t.Fatalf("envd /health on %s: %v", sock, err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("envd /health on %s: status %d, want 204", sock, resp.StatusCode)
+	}
+}
+
 func TestCreateAnswersHealthOnGuestIP(t *testing.T) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
@@ -45,6 +68,7 @@ func TestCreateAnswersHealthOnGuestIP(t *testing.T) {
 			for i := 0; i < 2; i++ {
 				sb := create(t, d, 1, 512)
 				envdHealthy(t, sb)
+				envdSocketHealthy(t, d, sb)
 				if got := execIn(t, d, sb.spec.ID, "/bin/sh", "-c", "id -u user; python --version"); got == "" {
 					t.Fatalf("exec in sandbox printed nothing")
 				}
@@ -157,6 +181,7 @@ func testPauseResume(t *testing.T, mode CreateMode) {
 		}
 		cancel()
 		envdHealthy(t, sb)
+		envdSocketHealthy(t, d, sb)
 		if got := execIn(t, d, sb.spec.ID, "cat", "/home/user/note"); got != "keep-me" {
 			t.Errorf("cycle %d: file after resume = %q", cycle, got)
 		}
@@ -321,5 +346,39 @@ func TestResumeNearMemoryLimit(t *testing.T) {
 	// exceeds the transient one.
 	if got := readCgroupInt(t, "memory", sb.spec.ID, "memory.limit_in_bytes"); got > int64(transientMemoryMiB(sb.spec))<<20 {
 		t.Fatalf("memory limit after resume is %d", got)
+	}
+}
+
+// TestPauseRefusedWhileSandboxListensOnHostSocket: root in the sandbox can bind a socket in
+// the directory shared with the host, and gVisor cannot checkpoint it (the checkpoint would
+// kill the sandbox); Pause must fail with a message that says what to do and leave the
+// sandbox running with envd's socket served.
+func TestPauseRefusedWhileSandboxListensOnHostSocket(t *testing.T) {
+	d := testDriver(t, CreateCold)
+	sb := create(t, d, 1, 512)
+	// As root (runsc exec): the directory is root's only.
+	execIn(t, d, sb.spec.ID, "/bin/sh", "-c", "python3 -c 'import socket,time; s=socket.socket(socket.AF_UNIX); s.bind(\""+guestSocketDir+"/mine.sock\"); s.listen(); time.sleep(120)' >/dev/null 2>&1 &")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(filepath.Join(sb.spec.Dir, hostSocketDir, "mine.sock")); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the sandbox's listener never appeared in the shared directory")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	err := d.Pause(ctx, sb.spec)
+	if err == nil || !strings.Contains(err.Error(), "mine.sock") {
+		t.Fatalf("Pause = %v, want an error naming mine.sock", err)
+	}
+	envdHealthy(t, sb)
+	envdSocketHealthy(t, d, sb)
+	// Under gVisor a bound host socket lives as long as its file, even after its process ends.
+	execIn(t, d, sb.spec.ID, "/bin/sh", "-c", "pkill -f 'mine[.]sock'; rm "+guestSocketDir+"/mine?sock")
+	if err := d.Pause(ctx, sb.spec); err != nil {
+		t.Fatalf("Pause after the socket was removed: %v", err)
 	}
 }

@@ -33,7 +33,7 @@ type runsc struct {
 // globalArgs are the flags every call for sandbox dir needs. Flags that shape a sandbox must
 // be identical for create, checkpoint and restore.
 func (r *runsc) globalArgs(dir string) []string {
-	args := []string{"--root", r.root, "--platform=" + r.platform, "--network=sandbox"}
+	args := []string{"--root", r.root, "--platform=" + r.platform, "--network=sandbox", "--host-uds=create"}
 	if dir != "" {
 		args = append(args,
 			// Rootfs writes go to a host file in the sandbox's own dir (unlinked at once, so

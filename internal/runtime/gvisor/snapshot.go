@@ -52,12 +52,17 @@ func (d *Driver) templateSnapshot(ctx context.Context, s runtime.Spec, bundle st
 	if err := d.boot(ctx, s, bundle); err != nil {
 		return "", false, err
 	}
+	if err := d.freezeEnvd(ctx, s); err != nil {
+		d.thawEnvd(context.WithoutCancel(ctx), s)
+		return "", false, fmt.Errorf("template snapshot %s: %w", s.Template.Name, err)
+	}
 	if err := d.checkpoint(ctx, s, img, true); err != nil {
 		return "", false, fmt.Errorf("template snapshot %s: %w", s.Template.Name, err)
 	}
 	if err := d.waitEnvd(ctx, s); err != nil {
 		return "", false, fmt.Errorf("after template checkpoint: %w", err)
 	}
+	d.thawEnvd(ctx, s)
 	// Snapshots of older versions of this template can never be restored again.
 	if ents, err := os.ReadDir(base); err == nil {
 		for _, e := range ents {

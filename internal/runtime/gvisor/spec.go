@@ -14,8 +14,13 @@ import (
 // cpuPeriod is the CFS period the CPU quota is expressed in (100 ms, the kernel default).
 const cpuPeriod = 100000
 
-// envdArgs is the sandbox's only process: envd, which starts everything else on request.
-var envdArgs = []string{"/usr/bin/envd", "--addr", fmt.Sprintf("0.0.0.0:%d", runtime.EnvdPort)}
+// guestSocketDir is where the sandbox sees its host socket dir (hostSocketDir).
+const guestSocketDir = "/run/hearth"
+
+// envdArgs is the sandbox's only process: envd, which starts everything else on request. It
+// serves on its TCP port and on a Unix socket in the directory shared with the host.
+var envdArgs = []string{"/usr/bin/envd", "--addr", fmt.Sprintf("0.0.0.0:%d", runtime.EnvdPort),
+	"--host-socket", guestSocketDir + "/" + envdSocket}
 
 // caps are root's capabilities inside the sandbox: Docker's default set, which envd needs to
 // run commands as `user` (SETUID, SETGID) and as a root that can read any file
@@ -64,6 +69,9 @@ func ociSpec(s runtime.Spec, cgroupParent string) *specs.Spec {
 			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
 			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
+			// runsc ignores a bind mount's source when it validates a restore, so this
+			// per-sandbox path keeps checkpoints restorable as other sandboxes.
+			{Destination: guestSocketDir, Type: "bind", Source: filepath.Join(s.Dir, hostSocketDir), Options: []string{"rbind", "rw", "nosuid", "nodev", "noexec"}},
 		},
 		Linux: &specs.Linux{
 			Namespaces: []specs.LinuxNamespace{
