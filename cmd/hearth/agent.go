@@ -37,6 +37,9 @@ type agentConfig struct {
 	DataDir     string
 	RPCAddr     string
 	ProxyAddr   string
+	// ProxySocket, when set, is a Unix socket the sandbox proxy also serves on, for a
+	// control plane on the same machine (hearth dev).
+	ProxySocket string
 	Runtime     string
 	Runsc       string
 	PoolCIDR    string
@@ -149,6 +152,18 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	rpcSrv := newServer(mux, true)
 	proxySrv := newServer(a.ProxyHandler(), false)
 	proxySrv.ConnContext = proxy.ConnContext
+	srvs, lns := []*http.Server{rpcSrv, proxySrv}, []net.Listener{rpcLn, proxyLn}
+	if c.ProxySocket != "" {
+		ln, err := listenUnix(c.ProxySocket)
+		if err != nil {
+			rpcLn.Close()
+			proxyLn.Close()
+			return err
+		}
+		sockSrv := newServer(a.ProxyHandler(), false)
+		sockSrv.ConnContext = proxy.ConnContext
+		srvs, lns = append(srvs, sockSrv), append(lns, ln)
+	}
 
 	log.Info("agent ready", "rpc", rpcLn.Addr().String(), "proxy", proxyLn.Addr().String(), "runtime", c.Runtime, "data_dir", c.DataDir)
 	if c.ControlPlane != "" {
@@ -158,7 +173,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	if ready != nil {
 		ready(rpcLn.Addr(), proxyLn.Addr())
 	}
-	err = serveUntil(ctx, []*http.Server{rpcSrv, proxySrv}, []net.Listener{rpcLn, proxyLn})
+	err = serveUntil(ctx, srvs, lns)
 	if c.StopOnExit {
 		log.Info("stopping running sandboxes")
 		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)

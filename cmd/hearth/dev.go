@@ -99,6 +99,13 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 		return err
 	}
 
+	// The control plane reaches the agent's proxy over a Unix socket: one loopback TCP hop
+	// fewer for every proxied byte.
+	// (A Unix socket path must fit in 108 bytes; a longer data dir keeps the TCP hop.)
+	if sock := filepath.Join(c.DataDir, "agent-proxy.sock"); len(sock) < 100 {
+		a.ProxySocket = sock
+		c.LocalProxySockets = map[string]string{devHostID: sock}
+	}
 	ctx, cancelAll := context.WithCancel(ctx)
 	defer cancelAll()
 	errc := make(chan error, 2)
@@ -118,7 +125,7 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 	a.DataDir = c.DataDir
 	a.DefaultUser = "user"
 	a.ControlPlane = "http://" + apiAddr
-	a.HostID = "local"
+	a.HostID = devHostID
 	a.StopOnExit = true
 	go func() { errc <- runAgent(ctx, a, log, nil) }()
 	// Either part ending ends both; wait for the other so the agent can stop its sandboxes.
@@ -126,6 +133,9 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 	cancelAll()
 	return errors.Join(err, <-errc)
 }
+
+// devHostID is the agent's host ID in hearth dev.
+const devHostID = "local"
 
 // devAPIKey returns --api-key, else the key saved in the data dir, else a new saved one.
 func devAPIKey(c serverConfig) (string, error) {

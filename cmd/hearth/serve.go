@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"time"
 )
 
@@ -21,6 +22,22 @@ func listenBoth(apiAddr, proxyAddr string) (net.Listener, net.Listener, error) {
 		return nil, nil, fmt.Errorf("listen %s: %w", proxyAddr, err)
 	}
 	return api, px, nil
+}
+
+// listenUnix listens on a Unix socket only root can connect to, replacing a stale one.
+func listenUnix(path string) (net.Listener, error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen %s: %w", path, err)
+	}
+	return ln, nil
 }
 
 // serveUntil serves each server on its listener until ctx ends or one of them fails, then

@@ -29,6 +29,8 @@ type serverConfig struct {
 	AgentToken     string
 	APIKey         string
 	DefaultTimeout time.Duration
+	// LocalProxySockets: see cp.Config (hearth dev).
+	LocalProxySockets map[string]string
 }
 
 func init() {
@@ -89,7 +91,8 @@ func openStore(ctx context.Context, c serverConfig) (store.Store, error) {
 
 // runControlPlane serves the API and the proxy until ctx ends.
 func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *slog.Logger, ready func(api, proxy net.Addr)) error {
-	srv := cp.New(cp.Config{Store: st, Log: log, Domain: c.Domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout})
+	srv := cp.New(cp.Config{Store: st, Log: log, Domain: c.Domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout,
+		LocalProxySockets: c.LocalProxySockets})
 	apiLn, proxyLn, err := listenBoth(c.APIAddr, c.ProxyAddr)
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -260,5 +261,40 @@ func TestRouteCache(t *testing.T) {
 	s.routes.put(cachedRoute{sb: sb, addr: "127.0.0.1:1", at: time.Now().Add(-2 * routeTTL)})
 	if _, ok := s.routes.get("r1"); ok {
 		t.Fatal("expired route served from the cache")
+	}
+}
+
+// TestProxyUsesLocalAgentSocket: sandboxes on a host whose agent proxy also listens on a
+// local Unix socket (hearth dev) are proxied through the socket; others through the agent's
+// address.
+func TestProxyUsesLocalAgentSocket(t *testing.T) {
+	agentOn := func(network, addr, name string) string {
+		ln, err := net.Listen(network, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s %s:%s", name, r.Header.Get("E2b-Sandbox-Id"), r.Header.Get("E2b-Sandbox-Port"))
+		})}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		return ln.Addr().String()
+	}
+	sock := agentOn("unix", filepath.Join(t.TempDir(), "agent-proxy.sock"), "socket")
+	remote := agentOn("tcp", "127.0.0.1:0", "tcp")
+
+	s, _, _ := newTestCP(t)
+	s.cfg.LocalProxySockets = map[string]string{"local": sock}
+	// The local agent's TCP address answers nothing: only the socket can serve it.
+	s.routes.put(cachedRoute{sb: store.Sandbox{ID: "near", State: store.StateRunning, HostID: "local"}, addr: "127.0.0.1:1", at: time.Now()})
+	s.routes.put(cachedRoute{sb: store.Sandbox{ID: "far", State: store.StateRunning, HostID: "other"}, addr: remote, at: time.Now()})
+	ps := httptest.NewServer(s.ProxyHandler())
+	t.Cleanup(ps.Close)
+
+	for _, c := range []struct{ id, want string }{{"near", "socket near:8080"}, {"far", "tcp far:8080"}} {
+		_, body, _ := call(t, "GET", ps.URL+"/", "", map[string]string{"E2b-Sandbox-Id": c.id, "E2b-Sandbox-Port": "8080"})
+		if body != c.want {
+			t.Errorf("sandbox %s: answered %q, want %q", c.id, body, c.want)
+		}
 	}
 }

@@ -103,7 +103,7 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 		if err := checkTraffic(r, c.sb, route); err != nil {
 			return proxy.Upstream{}, err
 		}
-		return upstream(c.sb, c.addr, route), nil
+		return s.upstream(c.sb, c.addr, route), nil
 	}
 	ctx := r.Context()
 	sb, err := s.store.Sandbox(ctx, route.SandboxID)
@@ -133,7 +133,7 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 		return proxy.Upstream{}, errorf(http.StatusServiceUnavailable, "host %s of sandbox %s is down", host.ID, sb.ID)
 	}
 	s.routes.put(cachedRoute{sb: sb, addr: host.ProxyAddr, at: time.Now()})
-	return upstream(sb, host.ProxyAddr, route), nil
+	return s.upstream(sb, host.ProxyAddr, route), nil
 }
 
 // checkTraffic enforces a secure sandbox's traffic token on its non-envd ports.
@@ -149,11 +149,11 @@ func checkTraffic(r *http.Request, sb store.Sandbox, route proxy.Route) error {
 }
 
 // upstream sends a request to the sandbox's agent proxy, routed by headers.
-func upstream(sb store.Sandbox, agentProxy string, route proxy.Route) proxy.Upstream {
+func (s *Server) upstream(sb store.Sandbox, agentProxy string, route proxy.Route) proxy.Upstream {
 	h := http.Header{}
 	h.Set(proxy.HeaderSandboxID, sb.ID)
 	h.Set(proxy.HeaderSandboxPort, itoa(route.Port))
-	return proxy.Upstream{Addr: agentProxy, Header: h}
+	return proxy.Upstream{Addr: agentProxy, Socket: s.cfg.LocalProxySockets[sb.HostID], Header: h}
 }
 
 func itoa(p uint16) string {
