@@ -61,6 +61,7 @@ func main() {
 	flag.IntVar(&c.PTY.Load.Blobs, "load-blobs", 4, "concurrent /blob downloads in the PTY load")
 	flag.StringVar(&c.PTY.Wrap, "load-wrap", "", "command prefix for the load generator process, e.g. \"taskset -c 1\"")
 	flag.BoolVar(&c.PTY.Direct, "pty-direct", false, "investigation: the terminal talks to envd directly, not through the proxy")
+	flag.StringVar(&c.PTY.DirectSockets, "pty-direct-sockets", "", "investigation: with -pty-direct, reach envd over its host socket under this sandboxes dir (hearth dev's <data-dir>/sandboxes; gVisor)")
 	flag.BoolVar(&c.PTY.OtherSandbox, "load-other-sandbox", false, "investigation: the load goes to a second sandbox, not the terminal's")
 	flag.IntVar(&c.PTY.GuestCPU, "load-guest-cpu", 0, "investigation: busy loops inside the terminal's sandbox during the loaded phase")
 	flag.BoolVar(&c.PTY.Probe, "probe", false, "investigation: also time direct GETs of the terminal sandbox's /api in both phases")

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -147,6 +150,10 @@ type ptyConfig struct {
 	// Direct makes the terminal talk to envd at the sandbox's address, bypassing the proxy
 	// (an investigation: which hop adds the latency).
 	Direct bool
+	// DirectSockets, with Direct, reaches envd over its host socket, found under this
+	// sandboxes dir, instead of the sandbox's address (off the proxies and the sandbox's
+	// network stack).
+	DirectSockets string
 	// OtherSandbox sends the load to a second sandbox (an investigation: is the contention
 	// inside the terminal's sandbox or on the shared path).
 	OtherSandbox bool
@@ -166,6 +173,13 @@ func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) er
 	if pc.Direct {
 		c := *e.client
 		c.SandboxURL = fmt.Sprintf("http://%s:%d", t.guest, hearth.EnvdPort)
+		if pc.DirectSockets != "" {
+			sock := filepath.Join(pc.DirectSockets, t.sb.ID, "runtime", "envd", "envd.sock")
+			c.HTTP = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+			}}}
+			s.note("terminal path", "envd's host socket "+sock)
+		}
 		sb = c.Attach(t.sb.ID, t.sb.Info().EnvdAccessToken)
 	}
 	term, err := openTerminal(ctx, sb)
@@ -257,7 +271,7 @@ func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) er
 		}
 		s.add("cpu while loaded: "+c.Group, c.Cores, "cores")
 	}
-	if pc.Direct {
+	if pc.Direct && pc.DirectSockets == "" {
 		s.note("terminal path", "direct to envd (proxy bypassed)")
 	}
 	if pc.Load.Form != formHeaders {
