@@ -34,9 +34,9 @@ import (
 
 // agentConfig is what `hearth agent` (and `hearth dev`) needs to run a host agent.
 type agentConfig struct {
-	DataDir     string
-	RPCAddr     string
-	ProxyAddr   string
+	DataDir   string
+	RPCAddr   string
+	ProxyAddr string
 	// ProxySocket, when set, is a Unix socket the sandbox proxy also serves on, for a
 	// control plane on the same machine (hearth dev).
 	ProxySocket string
