@@ -24,10 +24,17 @@ async function freePort() {
   })
 }
 
+// The SDK starts commands as login shells, which on this host would read root's dotfiles (on
+// these machines pyenv, whose rehash lock is left behind when a shell is killed mid-start and
+// then stalls every login shell for 60 s). envd runs where root's home is an empty directory:
+// a private mount namespace (unshare), as sdk/go/hearthtest does.
+const emptyHome = mkdtempSync(join(tmpdir(), 'hearth-e2e-home-'))
+const cleanHome = ['--mount', '--', '/bin/sh', '-c', 'mount --bind "$1" "$2" && shift 2 && exec "$@"', 'sh', emptyHome, '/root']
+
 // startEnvd runs envd on a free loopback port and waits for /health.
 async function startEnvd() {
   const port = await freePort()
-  const child = spawn(envdBin, ['--addr', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'inherit'] })
+  const child = spawn('unshare', [...cleanHome, envdBin, '--addr', `127.0.0.1:${port}`], { stdio: ['ignore', 'ignore', 'inherit'] })
   const url = `http://127.0.0.1:${port}`
   const deadline = Date.now() + 10_000
   for (;;) {
@@ -50,6 +57,7 @@ before(async () => {
 })
 after(() => {
   envd?.child.kill('SIGTERM')
+  rmSync(emptyHome, { recursive: true, force: true })
   if (dir) rmSync(dir, { recursive: true, force: true })
 })
 

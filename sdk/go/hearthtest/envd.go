@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/cleanhome"
 )
 
 // BuildEnvd builds envd from this module's cmd/envd into dir and returns the binary's path.
@@ -59,6 +61,15 @@ type Envd struct {
 	cmd  *exec.Cmd
 	logs *bytes.Buffer
 	done chan error
+	// cleanup removes what cleanhome.Command made: envd runs where root's home is empty,
+	// so the commands' login shells do not read this host's dotfiles.
+	cleanup func()
+}
+
+func (e *Envd) removeHome() {
+	if e.cleanup != nil {
+		e.cleanup()
+	}
 }
 
 // StartEnvd runs the envd binary at path on a free loopback port with extra flags, and waits
@@ -71,13 +82,14 @@ func StartEnvd(path string, flags ...string) (*Envd, error) {
 	addr := ln.Addr().String()
 	ln.Close()
 	e := &Envd{URL: "http://" + addr, logs: &bytes.Buffer{}, done: make(chan error, 1)}
-	e.cmd = exec.Command(path, append([]string{"--addr", addr}, flags...)...)
+	e.cmd, e.cleanup = cleanhome.Command(path, append([]string{"--addr", addr}, flags...)...)
 	e.cmd.Stdout = e.logs
 	e.cmd.Stderr = e.logs
 	// envd's children get their own process group from envd; make sure a test run that is
 	// killed does not leave envd behind.
 	e.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := e.cmd.Start(); err != nil {
+		e.removeHome()
 		return nil, fmt.Errorf("start envd: %w", err)
 	}
 	go func() { e.done <- e.cmd.Wait() }()
@@ -94,6 +106,7 @@ func StartEnvd(path string, flags ...string) (*Envd, error) {
 		}
 		select {
 		case err := <-e.done:
+			e.removeHome()
 			return nil, fmt.Errorf("envd exited before it was ready: %v\n%s", err, e.logs)
 		case <-ctx.Done():
 			e.Stop()
@@ -126,4 +139,5 @@ func (e *Envd) Stop() {
 		_ = e.cmd.Process.Kill()
 		<-e.done
 	}
+	e.removeHome()
 }
