@@ -178,7 +178,7 @@ func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) er
 			c.HTTP = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
 			}}}
-			s.note("terminal path", "envd's host socket "+sock)
+			s.note("terminal path", "envd's host socket (proxies bypassed)")
 		}
 		sb = c.Attach(t.sb.ID, t.sb.Info().EnvdAccessToken)
 	}
