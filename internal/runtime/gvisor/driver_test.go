@@ -382,3 +382,28 @@ func TestPauseRefusedWhileSandboxListensOnHostSocket(t *testing.T) {
 		t.Fatalf("Pause after the socket was removed: %v", err)
 	}
 }
+
+// TestEnvdSocketSurvivesGuestAddressRemoved: root in the sandbox removes its own address, so
+// envd's address no longer answers; the agent's path to envd, the host socket, still does.
+func TestEnvdSocketSurvivesGuestAddressRemoved(t *testing.T) {
+	d := testDriver(t, CreateCold)
+	sb := create(t, d, 1, 512)
+	// An RTM_DELADDR of the sandbox's address on eth0, as `ip addr del` sends.
+	execIn(t, d, sb.spec.ID, "python3", "-c", `
+import socket, struct, sys
+idx = socket.if_nametoindex("eth0")
+addr = socket.inet_aton(sys.argv[1])
+attr = struct.pack("HH", 8, 2) + addr  # IFA_LOCAL
+msg = struct.pack("BBBBI", socket.AF_INET, 30, 0, 0, idx) + attr
+s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)
+s.send(struct.pack("IHHII", 16 + len(msg), 21, 5, 1, 0) + msg)
+_, typ, _, _, _, err = struct.unpack("IHHIIi", s.recv(4096)[:20])
+assert typ == 2 and err == 0, (typ, err)
+`, sb.spec.Net.GuestIP.String())
+	c := &http.Client{Timeout: 2 * time.Second}
+	if resp, err := c.Get(fmt.Sprintf("http://%s/health", sb.spec.EnvdAddr())); err == nil {
+		resp.Body.Close()
+		t.Fatalf("envd still answers on %s after its address was removed: the test did not take the network down", sb.spec.EnvdAddr())
+	}
+	envdSocketHealthy(t, d, sb)
+}
