@@ -160,9 +160,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 			proxyLn.Close()
 			return err
 		}
-		sockSrv := newServer(a.ProxyHandler(), false)
-		sockSrv.ConnContext = proxy.ConnContext
-		srvs, lns = append(srvs, sockSrv), append(lns, ln)
+		srvs, lns = append(srvs, proxySrv), append(lns, ln) // one server, two listeners
 	}
 
 	log.Info("agent ready", "rpc", rpcLn.Addr().String(), "proxy", proxyLn.Addr().String(), "runtime", c.Runtime, "data_dir", c.DataDir)

@@ -24,9 +24,15 @@ const script = `mount --bind "$1" "$2" && shift 2 && exec "$@"`
 // root's home is an empty directory, and a cleanup for after it has exited. When that is not
 // possible it returns the plain command.
 func Command(name string, args ...string) (*exec.Cmd, func()) {
+	cmd, cleanup, _ := command(name, args...)
+	return cmd, cleanup
+}
+
+// command is Command, and whether the home is really replaced.
+func command(name string, args ...string) (*exec.Cmd, func(), bool) {
 	unshare, err := exec.LookPath("unshare")
 	if os.Geteuid() != 0 || err != nil {
-		return exec.Command(name, args...), func() {}
+		return exec.Command(name, args...), func() {}, false
 	}
 	home := "/root"
 	if u, err := user.Lookup("root"); err == nil && u.HomeDir != "" {
@@ -34,12 +40,12 @@ func Command(name string, args ...string) (*exec.Cmd, func()) {
 	}
 	empty, err := os.MkdirTemp("", "hearth-clean-home-")
 	if err != nil {
-		return exec.Command(name, args...), func() {}
+		return exec.Command(name, args...), func() {}, false
 	}
 	full := append([]string{"--mount", "--", "/bin/sh", "-c", script, "sh", empty, home, name}, args...)
 	cmd := exec.Command(unshare, full...)
 	cmd.Env = append(os.Environ(), marker+"=1")
-	return cmd, func() { _ = os.RemoveAll(empty) }
+	return cmd, func() { _ = os.RemoveAll(empty) }, true
 }
 
 // Main is for TestMain of packages whose tests start login shells in-process: it re-runs
@@ -49,9 +55,9 @@ func Main(run func() int) int {
 	if os.Getenv(marker) != "" {
 		return run()
 	}
-	cmd, cleanup := Command(os.Args[0], os.Args[1:]...)
+	cmd, cleanup, ok := command(os.Args[0], os.Args[1:]...)
 	defer cleanup()
-	if cmd.Env == nil { // no clean home to be had
+	if !ok {
 		return run()
 	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr

@@ -41,9 +41,9 @@ type Config struct {
 	// CreateTimeout bounds one create, pause or resume on an agent.
 	CreateTimeout time.Duration
 	// LocalProxySockets maps the IDs of hosts whose agent runs on this machine (hearth dev) to
-	// a Unix socket its proxy also serves on. Sandbox traffic to them skips the loopback TCP
-	// hop, which under heavy traffic queues in the kernel's packet processing with everything
-	// else; the proxy falls back to the agent's address when the socket is absent.
+	// a Unix socket its proxy also serves on. Sandbox traffic to them skips a loopback TCP
+	// hop (less CPU per proxied byte); the proxy falls back to the agent's address when the
+	// socket is absent.
 	LocalProxySockets map[string]string
 }
 

@@ -13,9 +13,9 @@ import (
 // hostSocket serves envd on a Unix socket in a directory the host shares with the sandbox.
 //
 // Why: under gVisor every TCP connection of a sandbox goes through the sandbox's own network
-// stack, so a terminal's keystrokes queue behind whatever bulk traffic the sandbox's servers
-// send (docs/benchmarks.md measured 8–11× slower echoes). A host Unix socket (runsc
-// --host-uds=create) is read and written by the sentry directly, off that path.
+// stack, which its workload shares and which root in the sandbox can reconfigure (remove the
+// address, and envd's TCP port is gone). A host Unix socket (runsc --host-uds=create) is read
+// and written by the sentry directly, off that path.
 //
 // gVisor cannot checkpoint a listening host socket, so the runtime driver closes it with
 // POST /freeze before a snapshot and opens it again with POST /thaw after the restore (or

@@ -75,7 +75,8 @@ type Driver interface {
 
 // EnvdSocketDriver is implemented by drivers whose sandboxes also serve envd on a host Unix
 // socket. The agent sends envd's traffic (port EnvdPort) there instead of to the sandbox's
-// address, so terminals and commands do not queue behind the sandbox's own network traffic.
+// address, so commands and terminals do not depend on the sandbox's network stack, which its
+// workload shares and can reconfigure.
 type EnvdSocketDriver interface {
 	// EnvdSocket is the host path of the socket of sandbox s while it runs. It may be
 	// briefly absent (around a pause): callers fall back to s.EnvdAddr().
