@@ -107,7 +107,8 @@ function platformSuite(getEnv) {
     const id = sbx.sandboxId
     try {
       await sbx.files.write('/home/user/keep.txt', 'still here')
-      await sbx.commands.run('i=0; while true; do i=$((i+1)); echo $i > /tmp/count; sleep 0.1; done', { background: true })
+      // Each value is renamed into place so a reader never sees the file truncated but unwritten.
+      await sbx.commands.run('i=0; while true; do i=$((i+1)); echo $i > /tmp/count.new; mv /tmp/count.new /tmp/count; sleep 0.1; done', { background: true })
       await new Promise((r) => setTimeout(r, 500))
       assert.equal(await Sandbox.pause(id), true)
       assert.equal(await Sandbox.pause(id), false, 'pausing a paused sandbox reports false')

@@ -410,7 +410,7 @@ func TestSandboxLifecycle(t *testing.T) {
 
 	t.Run("ten pause and resume cycles keep files and processes", func(t *testing.T) {
 		h.run(t, "lifecycle-a", "head -c 1048576 /dev/urandom > /home/user/data.bin; sha256sum /home/user/data.bin > /tmp/data.sum")
-		h.run(t, "lifecycle-a", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter; sleep 0.05; done) >/dev/null 2>&1 &")
+		h.run(t, "lifecycle-a", "(i=0; while true; do i=$((i+1)); echo $i > /tmp/counter.new; mv /tmp/counter.new /tmp/counter; sleep 0.05; done) >/dev/null 2>&1 &")
 		sum, _ := h.run(t, "lifecycle-a", "cat /tmp/data.sum")
 		last := 0
 		for cycle := range 10 {

@@ -146,8 +146,9 @@ func testPauseResume(t *testing.T, mode CreateMode) {
 	sb := create(t, d, 1, 512)
 	execIn(t, d, sb.spec.ID, "/bin/sh", "-c", "echo keep-me > /home/user/note")
 	// The loop is started through envd and detached from the starting shell, like a user's
-	// background job; it writes as the default user.
-	envdRun(t, sb, "(i=0; while :; do i=$((i+1)); echo $i > /home/user/counter; sleep 0.1; done) >/dev/null 2>&1 &")
+	// background job; it writes as the default user. It renames each value into place: with
+	// "echo > counter" a reader can land between the truncation and the write and see nothing.
+	envdRun(t, sb, "(i=0; while :; do i=$((i+1)); echo $i > /home/user/counter.new; mv /home/user/counter.new /home/user/counter; sleep 0.1; done) >/dev/null 2>&1 &")
 	counter := func() int {
 		t.Helper()
 		s := execIn(t, d, sb.spec.ID, "cat", "/home/user/counter")
@@ -157,7 +158,7 @@ func testPauseResume(t *testing.T, mode CreateMode) {
 		}
 		return n
 	}
-	time.Sleep(300 * time.Millisecond)
+	waitForFile(t, d, sb.spec.ID, "/home/user/counter")
 	for cycle := 1; cycle <= 3; cycle++ {
 		before := counter()
 		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)

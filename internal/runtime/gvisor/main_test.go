@@ -153,6 +153,24 @@ func execIn(tb testing.TB, d *Driver, id string, args ...string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// waitForFile waits until path exists and is not empty inside sandbox id.
+func waitForFile(tb testing.TB, d *Driver, id, path string) {
+	tb.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := d.runsc.output(ctx, "", "exec", id, "test", "-s", path)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("%s did not appear in %s: %v", path, id, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // sandboxProcesses returns host processes of this driver's runsc root that belong to id.
 func sandboxProcesses(id string) []int {
 	var out []int
