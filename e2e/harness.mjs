@@ -110,3 +110,43 @@ export function rawGet(port, path, headers = {}) {
 
 export const testKey = 'e2b_' + 'ab12'.repeat(10)
 export { existsSync }
+
+// An "internet" for sandboxes to reach, all on this machine: a network namespace joined to
+// the host by a veth, holding world.addrs (TEST-NET-2 addresses, which no deny list of the
+// host covers) with an HTTP server on port 80 of each that answers "world <its address>".
+// Sandboxes reach it through their slots' NAT exactly as they would reach a public server.
+export function startOutsideWorld() {
+  const ns = `he2e-world-${process.pid}`
+  const hostIf = `he2ew${process.pid % 100000}`
+  const subnet = '198.51.100'
+  const addrs = [`${subnet}.2`, `${subnet}.3`]
+  const ip = (...args) => execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] })
+  const stop = () => {
+    try { ip('link', 'del', hostIf) } catch {}
+    try { ip('netns', 'del', ns) } catch {}
+  }
+  stop()
+  ip('netns', 'add', ns)
+  ip('link', 'add', hostIf, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns)
+  ip('addr', 'add', `${subnet}.1/24`, 'dev', hostIf)
+  ip('link', 'set', hostIf, 'up')
+  for (const a of addrs) ip('-n', ns, 'addr', 'add', `${a}/24`, 'dev', 'eth0')
+  ip('-n', ns, 'link', 'set', 'eth0', 'up')
+  ip('-n', ns, 'link', 'set', 'lo', 'up')
+  ip('-n', ns, 'route', 'add', 'default', 'via', `${subnet}.1`)
+  const server = `require('http').createServer((q, s) => s.end('world ' + q.socket.localAddress)).listen(80, '0.0.0.0')`
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', server], { stdio: 'ignore' })
+  return {
+    addrs,
+    async ready() {
+      await waitFor('outside world answers', async () => {
+        const out = execFileSync('ip', ['netns', 'exec', ns, 'curl', '-sS', '-m', '2', `http://${addrs[0]}/`]).toString()
+        return out.startsWith('world')
+      }, 10_000, 100)
+    },
+    stop() {
+      child.kill('SIGKILL')
+      stop()
+    },
+  }
+}

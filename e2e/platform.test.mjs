@@ -3,8 +3,8 @@
 // plane restart in the middle, and sandboxes spread across both agents.
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { Sandbox, SandboxNotFoundError } from 'e2b'
-import { Proc, freePort, dataDir, apiReady, rawGet, testKey, waitFor, hearthBin } from './harness.mjs'
+import { Sandbox, SandboxNotFoundError, ALL_TRAFFIC } from 'e2b'
+import { Proc, freePort, dataDir, apiReady, rawGet, testKey, waitFor, hearthBin, startOutsideWorld } from './harness.mjs'
 
 if (!hearthBin) throw new Error('HEARTH_BIN must point at the hearth binary')
 
@@ -13,6 +13,11 @@ function useEnv(apiPort, proxyPort) {
   process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxyPort}`
   process.env.E2B_API_KEY = testKey
 }
+
+// The outside world every suite's sandboxes may or may not reach (see startOutsideWorld).
+const world = startOutsideWorld()
+before(() => world.ready())
+after(() => world.stop())
 
 const procs = []
 function track(p) { procs.push(p); return p }
@@ -99,6 +104,62 @@ function platformSuite(getEnv) {
       assert.equal(unknown.status, 404)
     } finally {
       await sbx.kill()
+    }
+  })
+
+  test('outbound network policy: allowInternetAccess, allowOut/denyOut, updateNetwork, kept across pause', async () => {
+    const [allowed, other] = world.addrs
+    // What a sandbox gets from curl to each world address: the page, or curl's exit code.
+    const reach = async (sbx) => {
+      const out = []
+      for (const a of world.addrs) {
+        const r = await sbx.commands.run(`curl -sS -m 5 http://${a}/ || echo "exit $?"`)
+        out.push(r.stdout.trim())
+      }
+      return out
+    }
+    const open = [`world ${allowed}`, `world ${other}`]
+    const free = await Sandbox.create('base', { timeoutMs: 120_000 })
+    const closed = await Sandbox.create('base', { timeoutMs: 120_000, allowInternetAccess: false, network: { allowPublicTraffic: false } })
+    try {
+      // allowPublicTraffic false: its ports need the traffic token (envd has its own token).
+      const { proxyPort } = getEnv()
+      await closed.commands.run('cd /tmp && echo private > index.html && python3 -m http.server 8000', { background: true })
+      const hdr = { 'E2b-Sandbox-Id': closed.sandboxId, 'E2b-Sandbox-Port': '8000' }
+      const withToken = await waitFor('server up', async () => {
+        const r = await rawGet(proxyPort, '/', { ...hdr, 'E2b-Traffic-Access-Token': closed.trafficAccessToken })
+        return r.status === 200 && r
+      }, 20_000, 250)
+      assert.equal(withToken.body, 'private\n')
+      assert.equal((await rawGet(proxyPort, '/', hdr)).status, 403)
+
+      assert.deepEqual(await reach(free), open)
+      // Refused at once (curl exit 7, "couldn't connect"), not a 5 s timeout (exit 28).
+      const start = Date.now()
+      assert.deepEqual(await reach(closed), ['exit 7', 'exit 7'])
+      assert.ok(Date.now() - start < 4000, `denied connections took ${Date.now() - start} ms to fail`)
+      const info = await Sandbox.getInfo(closed.sandboxId)
+      assert.equal(info.allowInternetAccess, false)
+
+      // One address let through a deny-all; the update replaces the policy as a whole.
+      await closed.updateNetwork({ denyOut: [ALL_TRAFFIC], allowOut: [allowed] })
+      assert.deepEqual(await reach(closed), [`world ${allowed}`, 'exit 7'])
+      const net = (await Sandbox.getInfo(closed.sandboxId)).network
+      assert.deepEqual([net.allowOut, net.denyOut], [[`${allowed}/32`], ['0.0.0.0/0']])
+
+      // The policy outlives a pause: the sandbox resumes into a new slot with it.
+      assert.equal(await Sandbox.pause(closed.sandboxId), true)
+      const resumed = await Sandbox.connect(closed.sandboxId)
+      assert.deepEqual(await reach(resumed), [`world ${allowed}`, 'exit 7'])
+
+      await resumed.updateNetwork({})
+      assert.deepEqual(await reach(resumed), open)
+      // Domain names cannot be filtered by address: refused, not ignored.
+      await assert.rejects(resumed.updateNetwork({ denyOut: [ALL_TRAFFIC], allowOut: ['example.com'] }), /domain name/)
+      assert.deepEqual(await reach(resumed), open)
+    } finally {
+      await free.kill()
+      await closed.kill()
     }
   })
 

@@ -27,6 +27,8 @@ func TestSandboxLifecycleCommands(t *testing.T) {
 		{name: "resume", args: []string{"sandbox", "resume", running, "--timeout", "10m"}, wantState: map[string]string{running: "running"}},
 		{name: "resume running", args: []string{"sandbox", "resume", running}, code: 4, stderr: "already running"},
 		{name: "resume json", args: []string{"sandbox", "resume", paused, "--json"}, stdout: `"sandboxID": "` + paused + `"`},
+		{name: "network", args: []string{"sandbox", "network", running, "--no-internet", "--allow-out", "1.1.1.1"}},
+		{name: "network missing", args: []string{"sandbox", "network", missing}, code: 3, stderr: "not found (HTTP 404)"},
 		{name: "kill", args: []string{"sandbox", "kill", paused}, wantState: map[string]string{paused: ""}},
 		{name: "kill missing", args: []string{"sandbox", "kill", paused}, code: 3, stderr: "hearth sandbox kill: "},
 		{name: "no ID", args: []string{"sandbox", "pause"}, code: 2, stderr: "accepts 1 arg(s), received 0"},
@@ -62,6 +64,8 @@ func TestSandboxCreateCommand(t *testing.T) {
 		{name: "flags", args: []string{"sandbox", "create", "--template", "base", "--timeout", "90s", "--metadata", "owner=ci", "--metadata", "run=7",
 			"--env", "A=1=2", "--auto-pause"},
 			wantBody: `{"templateID":"base","timeout":90,"metadata":{"owner":"ci","run":"7"},"envVars":{"A":"1=2"},"autoPause":true,"secure":true,"allow_internet_access":true}`},
+		{name: "outbound policy", args: []string{"sandbox", "create", "--no-internet", "--allow-out", "1.1.1.1", "--deny-out", "8.8.8.0/24"},
+			wantBody: `{"templateID":"base","timeout":300,"autoPause":false,"secure":true,"allow_internet_access":false,"network":{"allowOut":["1.1.1.1"],"denyOut":["8.8.8.0/24"]}}`},
 		{name: "unknown template", args: []string{"sandbox", "create", "--template", "nope"}, code: 3, stderr: "template 'nope' not found"},
 		{name: "bad metadata", args: []string{"sandbox", "create", "--metadata", "novalue"}, code: 2, stderr: `--metadata "novalue": want KEY=VALUE`},
 	}

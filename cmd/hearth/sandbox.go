@@ -36,6 +36,7 @@ func newSandboxCmd() *cobra.Command {
 	cmd.AddCommand(
 		newSandboxCreateCmd(&f), newSandboxLsCmd(&f), newSandboxExecCmd(&f), newSandboxShellCmd(&f),
 		newSandboxCpCmd(&f), newSandboxPauseCmd(&f), newSandboxResumeCmd(&f), newSandboxKillCmd(&f),
+		newSandboxNetworkCmd(&f),
 	)
 	return cmd
 }
@@ -46,6 +47,7 @@ func newSandboxCreateCmd(f *cliClientFlags) *cobra.Command {
 		timeout        time.Duration
 		metadata, envs []string
 		autoPause      bool
+		net            outboundFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "create",
@@ -68,7 +70,12 @@ func newSandboxCreateCmd(f *cliClientFlags) *cobra.Command {
 			ctx, cancel := f.requestContext(cmd.Context())
 			defer cancel()
 			done := progress(cmd.ErrOrStderr(), "Creating a sandbox from template "+template)
-			sb, err := c.Create(ctx, hearth.CreateOptions{Template: template, Timeout: timeout, Metadata: md, Envs: ev, AutoPause: autoPause})
+			opts := hearth.CreateOptions{Template: template, Timeout: timeout, Metadata: md, Envs: ev, AutoPause: autoPause,
+				AllowInternetAccess: hearth.Bool(!net.noInternet)}
+			if len(net.allowOut)+len(net.denyOut) > 0 {
+				opts.Network = &hearth.NetworkOptions{AllowOut: net.allowOut, DenyOut: net.denyOut}
+			}
+			sb, err := c.Create(ctx, opts)
 			err = ctxErr(ctx, err)
 			done(err)
 			if err != nil {
@@ -86,6 +93,44 @@ func newSandboxCreateCmd(f *cliClientFlags) *cobra.Command {
 	cmd.Flags().StringArrayVar(&metadata, "metadata", nil, "metadata KEY=VALUE to store with the sandbox (repeatable)")
 	cmd.Flags().StringArrayVar(&envs, "env", nil, "environment variable KEY=VALUE for every process in the sandbox (repeatable)")
 	cmd.Flags().BoolVar(&autoPause, "auto-pause", false, "pause the sandbox at its timeout instead of killing it")
+	net.register(cmd)
+	return cmd
+}
+
+// outboundFlags are a sandbox's outbound policy on the command line.
+type outboundFlags struct {
+	noInternet        bool
+	allowOut, denyOut []string
+}
+
+func (o *outboundFlags) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&o.noInternet, "no-internet", false, "deny all outbound traffic but --allow-out")
+	cmd.Flags().StringArrayVar(&o.allowOut, "allow-out", nil, "IPv4 address or CIDR range the sandbox may reach even when denied (repeatable)")
+	cmd.Flags().StringArrayVar(&o.denyOut, "deny-out", nil, "IPv4 address or CIDR range the sandbox may not reach (repeatable; 0.0.0.0/0 for all)")
+}
+
+func newSandboxNetworkCmd(f *cliClientFlags) *cobra.Command {
+	var net outboundFlags
+	cmd := &cobra.Command{
+		Use:   "network ID",
+		Short: "Replace a sandbox's outbound network policy",
+		Long: "Replaces the outbound policy of a sandbox as a whole (no flags: everything the host allows). " +
+			"A running sandbox gets it at once, connections already open included; a paused one when it " +
+			"resumes.\n" + exitCodesHelp,
+		Args: cliArgs(cobra.ExactArgs(1)),
+		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := f.requestContext(cmd.Context())
+			defer cancel()
+			return ctxErr(ctx, c.UpdateNetwork(ctx, args[0], hearth.NetworkUpdate{
+				AllowOut: net.allowOut, DenyOut: net.denyOut, AllowInternetAccess: hearth.Bool(!net.noInternet),
+			}))
+		}),
+	}
+	net.register(cmd)
 	return cmd
 }
 

@@ -1,6 +1,9 @@
 package cp
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // The REST API's JSON shapes, named and typed as in E2B's OpenAPI spec so the E2B SDKs
 // decode them unchanged. api/openapi.yaml documents them, Hearth additions marked.
@@ -17,9 +20,42 @@ type NewSandbox struct {
 	AllowInternetAccess *bool             `json:"allow_internet_access,omitempty"`
 	Metadata            map[string]string `json:"metadata,omitempty"`
 	EnvVars             map[string]string `json:"envVars,omitempty"`
-	// Accepted and ignored: E2B options Hearth does not implement yet. Unknown fields are
-	// ignored too, as the E2B API does.
+	Network             *SandboxNetwork   `json:"network,omitempty"`
+	// Accepted and ignored: a paused sandbox always keeps its memory, which is what
+	// autoPauseMemory true asks for and more than false does.
 	AutoPauseMemory *bool `json:"autoPauseMemory,omitempty"`
+	// E2B options Hearth does not implement. A request that sets one is refused: ignoring
+	// it would leave the caller believing in a volume, credentials or a gateway that
+	// is not there. Other unknown fields are ignored, as the E2B API does.
+	VolumeMounts json.RawMessage `json:"volumeMounts,omitempty"`
+	MCP          json.RawMessage `json:"mcp,omitempty"`
+	IAM          json.RawMessage `json:"iam,omitempty"`
+}
+
+// SandboxNetwork is the network option of a new sandbox and the network of
+// GET /sandboxes/{id}. Outbound lists hold IPv4 addresses and CIDR ranges; allowOut wins
+// over denyOut.
+type SandboxNetwork struct {
+	AllowOut []string `json:"allowOut,omitempty"`
+	DenyOut  []string `json:"denyOut,omitempty"`
+	// AllowPublicTraffic false makes the sandbox's ports require the traffic access token.
+	AllowPublicTraffic *bool `json:"allowPublicTraffic,omitempty"`
+	// Not implemented by Hearth: refused when set (see NewSandbox).
+	EgressProxy     json.RawMessage `json:"egressProxy,omitempty"`
+	Rules           json.RawMessage `json:"rules,omitempty"`
+	MaskRequestHost *string         `json:"maskRequestHost,omitempty"`
+	HTTPSPorts      json.RawMessage `json:"httpsPorts,omitempty"`
+}
+
+// NetworkUpdate is the body of PUT /sandboxes/{id}/network. It replaces the outbound
+// policy as a whole: an omitted list is cleared and an omitted allow_internet_access
+// means true.
+type NetworkUpdate struct {
+	AllowOut            []string        `json:"allowOut,omitempty"`
+	DenyOut             []string        `json:"denyOut,omitempty"`
+	AllowInternetAccess *bool           `json:"allow_internet_access,omitempty"`
+	EgressProxy         json.RawMessage `json:"egressProxy,omitempty"`
+	Rules               json.RawMessage `json:"rules,omitempty"`
 }
 
 // Sandbox is the response of create, resume and connect.
@@ -53,10 +89,11 @@ type ListedSandbox struct {
 // SandboxDetail is GET /sandboxes/{id}.
 type SandboxDetail struct {
 	ListedSandbox
-	EnvdAccessToken *string   `json:"envdAccessToken,omitempty"`
-	Domain          *string   `json:"domain,omitempty"`
-	Lifecycle       Lifecycle `json:"lifecycle"`
-	AllowInternet   bool      `json:"allowInternetAccess"`
+	EnvdAccessToken *string         `json:"envdAccessToken,omitempty"`
+	Domain          *string         `json:"domain,omitempty"`
+	Lifecycle       Lifecycle       `json:"lifecycle"`
+	AllowInternet   bool            `json:"allowInternetAccess"`
+	Network         *SandboxNetwork `json:"network,omitempty"`
 }
 
 // Lifecycle says what happens on timeout.

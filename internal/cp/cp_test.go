@@ -79,6 +79,17 @@ func TestAuthAndErrors(t *testing.T) {
 		{"bad limit", "GET", "/v2/sandboxes?limit=1000", "", key, 400, "limit"},
 		{"bad cursor", "GET", "/v2/sandboxes?nextToken=garbage", "", key, 400, "nextToken"},
 		{"unknown route", "GET", "/nope", "", key, 404, "no route"},
+		// Network options are checked before anything is placed; a domain name, IPv6 or an
+		// option Hearth lacks is refused, never silently ignored.
+		{"domain in allowOut", "POST", "/v2/sandboxes", `{"templateID":"base","network":{"allowOut":["api.openai.com"],"denyOut":["0.0.0.0/0"]}}`, key, 400, `network.allowOut: \"api.openai.com\" is a domain name`},
+		{"IPv6 in denyOut", "POST", "/v2/sandboxes", `{"templateID":"base","network":{"denyOut":["::/0"]}}`, key, 400, `network.denyOut: \"::/0\" is IPv6`},
+		{"garbage in denyOut", "POST", "/v2/sandboxes", `{"templateID":"base","network":{"denyOut":["1.2.3.4/40"]}}`, key, 400, "not an IPv4 CIDR range"},
+		{"egress proxy", "POST", "/v2/sandboxes", `{"templateID":"base","network":{"egressProxy":{"address":"p:1080"}}}`, key, 400, "network.egressProxy: not supported"},
+		{"volume mounts", "POST", "/v2/sandboxes", `{"templateID":"base","volumeMounts":[{"name":"v","path":"/data"}]}`, key, 400, "volumeMounts: not supported"},
+		{"empty extras are fine", "POST", "/v2/sandboxes", `{"templateID":"nope","volumeMounts":[],"network":{"rules":{},"allowOut":[]}}`, key, 404, `template \"nope\" not found`},
+		{"network of unknown sandbox", "PUT", "/sandboxes/nosuch/network", `{"denyOut":["0.0.0.0/0"]}`, key, 404, "sandbox nosuch not found"},
+		{"network update checked first", "PUT", "/sandboxes/nosuch/network", `{"allowOut":["example.com"]}`, key, 400, "is a domain name"},
+		{"network update without rules", "PUT", "/sandboxes/nosuch/network", `{"rules":{"a.com":[{}]}}`, key, 400, "rules: not supported"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -286,8 +297,8 @@ func TestProxyUsesLocalAgentSocket(t *testing.T) {
 	s, _, _ := newTestCP(t)
 	s.cfg.LocalProxySockets = map[string]string{"local": sock}
 	// The local agent's TCP address answers nothing: only the socket can serve it.
-	s.routes.put(cachedRoute{sb: store.Sandbox{ID: "near", State: store.StateRunning, HostID: "local"}, addr: "127.0.0.1:1", at: time.Now()})
-	s.routes.put(cachedRoute{sb: store.Sandbox{ID: "far", State: store.StateRunning, HostID: "other"}, addr: remote, at: time.Now()})
+	s.routes.put(cachedRoute{sb: store.Sandbox{ID: "near", State: store.StateRunning, HostID: "local", AllowPublicTraffic: true}, addr: "127.0.0.1:1", at: time.Now()})
+	s.routes.put(cachedRoute{sb: store.Sandbox{ID: "far", State: store.StateRunning, HostID: "other", AllowPublicTraffic: true}, addr: remote, at: time.Now()})
 	ps := httptest.NewServer(s.ProxyHandler())
 	t.Cleanup(ps.Close)
 
@@ -295,6 +306,42 @@ func TestProxyUsesLocalAgentSocket(t *testing.T) {
 		_, body, _ := call(t, "GET", ps.URL+"/", "", map[string]string{"E2b-Sandbox-Id": c.id, "E2b-Sandbox-Port": "8080"})
 		if body != c.want {
 			t.Errorf("sandbox %s: answered %q, want %q", c.id, body, c.want)
+		}
+	}
+}
+
+// TestTrafficToken: the ports of a sandbox created with allowPublicTraffic false need its
+// traffic token; public sandboxes' ports and envd's port (which has its own token) do not.
+func TestTrafficToken(t *testing.T) {
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "reached %s:%s", r.Header.Get("E2b-Sandbox-Id"), r.Header.Get("E2b-Sandbox-Port"))
+	}))
+	t.Cleanup(agent.Close)
+	s, _, _ := newTestCP(t)
+	addr := strings.TrimPrefix(agent.URL, "http://")
+	s.routes.put(cachedRoute{sb: store.Sandbox{ID: "private", State: store.StateRunning, TrafficAccessToken: "tok"}, addr: addr, at: time.Now()})
+	s.routes.put(cachedRoute{sb: store.Sandbox{ID: "public", State: store.StateRunning, TrafficAccessToken: "tok", AllowPublicTraffic: true}, addr: addr, at: time.Now()})
+	ps := httptest.NewServer(s.ProxyHandler())
+	t.Cleanup(ps.Close)
+
+	tests := []struct {
+		id, port, token string
+		status          int
+	}{
+		{"private", "8080", "", http.StatusForbidden},
+		{"private", "8080", "wrong", http.StatusForbidden},
+		{"private", "8080", "tok", http.StatusOK},
+		{"private", "49983", "", http.StatusOK},
+		{"public", "8080", "", http.StatusOK},
+	}
+	for _, tt := range tests {
+		hdr := map[string]string{"E2b-Sandbox-Id": tt.id, "E2b-Sandbox-Port": tt.port}
+		if tt.token != "" {
+			hdr["E2b-Traffic-Access-Token"] = tt.token
+		}
+		status, body, _ := call(t, "GET", ps.URL+"/", "", hdr)
+		if status != tt.status {
+			t.Errorf("%s port %s token %q: %d %s, want %d", tt.id, tt.port, tt.token, status, body, tt.status)
 		}
 	}
 }

@@ -136,14 +136,15 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 	return s.upstream(sb, host.ProxyAddr, route), nil
 }
 
-// checkTraffic enforces a secure sandbox's traffic token on its non-envd ports.
+// checkTraffic enforces the traffic token on the non-envd ports of a sandbox created with
+// network.allowPublicTraffic false (envd has its own access token).
 func checkTraffic(r *http.Request, sb store.Sandbox, route proxy.Route) error {
-	if !sb.Secure || route.Port == proxy.EnvdPort {
+	if sb.AllowPublicTraffic || route.Port == proxy.EnvdPort {
 		return nil
 	}
 	got := r.Header.Get(trafficTokenHeader)
-	if subtle.ConstantTimeCompare([]byte(got), []byte(sb.TrafficAccessToken)) != 1 {
-		return errorf(http.StatusForbidden, "sandbox %s is secure: send its traffic access token in the %s header", sb.ID, trafficTokenHeader)
+	if sb.TrafficAccessToken == "" || subtle.ConstantTimeCompare([]byte(got), []byte(sb.TrafficAccessToken)) != 1 {
+		return errorf(http.StatusForbidden, "sandbox %s is not public: send its traffic access token in the %s header", sb.ID, trafficTokenHeader)
 	}
 	return nil
 }

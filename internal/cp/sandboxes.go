@@ -58,6 +58,10 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	if err != nil {
 		return store.Sandbox{}, err
 	}
+	network, err := checkNetwork(req)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
 	tpl, err := s.store.Template(ctx, req.TemplateID)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Sandbox{}, errorf(http.StatusNotFound, "template %q not found: build it on an agent with `hearth template build %s`", req.TemplateID, req.TemplateID)
@@ -89,11 +93,12 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	if req.TemplateID != tpl.ID {
 		sb.Alias = req.TemplateID
 	}
-	if req.Secure != nil && *req.Secure {
-		sb.Secure = true
-		sb.EnvdAccessToken = randomToken()
-		sb.TrafficAccessToken = randomToken()
-	}
+	sb.AllowOut, sb.DenyOut, sb.AllowPublicTraffic = network.AllowOut, network.DenyOut, network.AllowPublicTraffic
+	// Every sandbox's envd requires its access token, whatever `secure` says, as on E2B
+	// today: a sandbox's ID is in every preview URL, and envd's port runs commands as root.
+	sb.Secure = true
+	sb.EnvdAccessToken = randomToken()
+	sb.TrafficAccessToken = randomToken()
 	if err := s.store.CreateSandbox(ctx, sb); err != nil {
 		return store.Sandbox{}, err
 	}
@@ -104,6 +109,7 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	res, err := s.agents.client(host).Create(actx, connect.NewRequest(&pb.CreateRequest{
 		SandboxId: sb.ID, Template: tpl.ID, Cpus: uint32(cpus), MemoryMib: uint32(mem),
 		EnvVars: withSandboxEnv(sb), EnvdAccessToken: sb.EnvdAccessToken, Metadata: sb.Metadata,
+		Egress: egressOf(sb),
 	}))
 	if err != nil {
 		cctx := context.WithoutCancel(ctx)
@@ -180,7 +186,7 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, sandboxErr(r.PathValue("id"), err))
 		return
 	}
-	d := SandboxDetail{ListedSandbox: listed(sb), AllowInternet: sb.AllowInternet,
+	d := SandboxDetail{ListedSandbox: listed(sb), AllowInternet: sb.AllowInternet, Network: networkOf(sb),
 		Lifecycle: Lifecycle{OnTimeout: "kill", AutoResume: sb.AutoResume}}
 	if sb.AutoPause {
 		d.Lifecycle.OnTimeout = "pause"

@@ -133,6 +133,7 @@ func (s *Server) APIHandler() http.Handler {
 	for _, p := range []string{"POST /sandboxes/{id}/connect", "POST /v2/sandboxes/{id}/connect"} {
 		mux.Handle(p, auth(s.connectSandbox))
 	}
+	mux.Handle("PUT /sandboxes/{id}/network", auth(s.updateNetwork))
 	mux.Handle("GET /sandboxes/{id}/metrics", auth(s.sandboxMetrics))
 	for _, p := range []string{"GET /sandboxes/{id}/logs", "GET /v2/sandboxes/{id}/logs"} {
 		mux.Handle(p, auth(s.sandboxLogs))

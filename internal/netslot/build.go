@@ -15,7 +15,9 @@ import (
 
 // acquireOptions are set by AcquireOption values.
 type acquireOptions struct {
-	tap bool
+	tap       bool
+	egress    Egress
+	egressErr error // an invalid WithEgress, returned by Acquire
 }
 
 // AcquireOption changes what Acquire builds.
@@ -53,10 +55,12 @@ func (p *Pool) build(ctx context.Context, s *Slot, o acquireOptions) error {
 	if err := netlink.LinkAdd(veth); err != nil {
 		return fmt.Errorf("create veth %s: %w", s.HostIf, err)
 	}
-	// Mark the interface as a sandbox before it can carry traffic.
-	if err := p.table.addSlot(s.HostIf); err != nil {
+	// Mark the interface as a sandbox, and put its egress policy in force,
+	// before it can carry traffic.
+	if err := p.table.addSlot(s.Index, s.HostIf, o.egress); err != nil {
 		return err
 	}
+	s.egress = o.egress
 	if err := p.configureHost(ctx, s); err != nil {
 		return err
 	}
@@ -137,13 +141,14 @@ func addTAP(ns netns.NsHandle, nh *netlink.Handle) error {
 	return inThreadNetns(ns, func() error { return setSysctl("net.ipv4.ip_forward", "1") })
 }
 
-// teardown removes every object of slot index i: the nftables element, the
-// host veth (which takes its peer with it), the IFB and the namespace (and with it
-// the TAP and the VM table). Missing objects are not errors.
+// teardown removes every object of slot index i: its nftables elements and
+// egress policy, the host veth (which takes its peer with it), the IFB and
+// the namespace (and with it the TAP and the VM table). Missing objects are
+// not errors.
 func (p *Pool) teardown(i int) error {
 	var errs []error
 	hostIf := p.cfg.hostIfName(i)
-	if err := p.table.delSlot(hostIf); err != nil {
+	if err := p.table.delSlot(i, hostIf); err != nil {
 		errs = append(errs, err)
 	}
 	if link, err := netlink.LinkByName(hostIf); err == nil {
@@ -169,7 +174,8 @@ func (p *Pool) teardown(i int) error {
 
 // clearLeftovers tears index i down only if one of its devices or its
 // namespace exists, sparing Acquire an nftables transaction otherwise. A
-// stale set element alone is harmless: adding it again is not an error.
+// stale set element or egress policy alone is harmless: addSlot overwrites
+// both.
 func (p *Pool) clearLeftovers(i int) error {
 	_, err := os.Stat(filepath.Join(netnsDir, p.cfg.netnsName(i)))
 	exists := err == nil

@@ -32,15 +32,37 @@
 // One table per prefix (family inet, named after the prefix) holds every
 // host-side rule. Sandboxes are recognised by the name of their host veth,
 // kept in the set slot_ifs, so acquiring or releasing a slot adds or removes
-// one set element and never rewrites rules:
+// one set element (and the slot's own egress objects, below) and never
+// rewrites the shared rules:
 //
 //	prerouting (raw):  from slot_ifs, source not routed back via that veth -> drop (anti-spoofing)
 //	input:             from slot_ifs: established -> accept; dport in host_ports -> accept; else drop
 //	forward:           to slot_ifs: established -> accept, else drop (no sandbox-to-sandbox,
 //	                   nothing from outside initiates to a sandbox);
-//	                   from slot_ifs: non-IPv4 -> drop; allowed nets -> accept;
+//	                   from slot_ifs: non-IPv4 -> drop; iifname vmap @slot_egress (the
+//	                   sandbox's own policy, below); allowed nets -> accept;
 //	                   denied nets (private ranges by default) -> drop; else accept
 //	postrouting (nat): ip saddr in pool, oifname not in slot_ifs -> masquerade
+//
+// A sandbox's own egress policy ([Egress], [WithEgress], [Pool.SetEgress])
+// lives in objects of its slot index i, written in the same transaction as
+// its slot_ifs element, removed in the same transaction as that element, and
+// replaced in one transaction; a policy without Deny entries restricts
+// nothing and has none:
+//
+//	slot_egress (map):  <prefix>-h<i> : jump egress_<i>
+//	egress_<i>:         ip daddr @egress_allow_<i> return; ip daddr @egress_deny_<i> jump egress_reject
+//	egress_allow_<i>,
+//	egress_deny_<i>:    the policy's prefixes (interval sets)
+//	egress_reject:      tcp -> reject with tcp reset; else reject with icmpx admin-prohibited
+//
+// The policy runs before the pool's nets so that its Deny wins over
+// AllowNets; its Allow only returns to them, so DenyNets (and the drop of
+// sandbox-to-sandbox traffic before it) still apply. Denied traffic is
+// rejected rather than dropped so that clients fail at once. Traffic from a
+// sandbox has no "established" shortcut, so a policy change also applies to
+// connections already open. A slot without a policy costs one failed map
+// lookup per packet. Kernel features used: NFT_REJECT, NFT_REJECT_INET.
 //
 // Connections the host opens to a sandbox (the agent's proxy) leave through
 // the output hook, which the table does not filter; their replies are

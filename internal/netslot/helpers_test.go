@@ -3,11 +3,13 @@ package netslot
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +17,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // needRoot skips tests that create kernel objects when not running as root:
@@ -130,6 +133,7 @@ func dialFrom(path, addr string, timeout time.Duration) (string, error) {
 // the root namespace through its own veth, outside every sandbox rule.
 type outsideWorld struct {
 	path     string
+	hostIf   string     // root-namespace end of its veth
 	hostAddr netip.Addr // root-namespace end, the address masquerading must produce
 	addr     netip.Addr // the "internet host"
 }
@@ -151,6 +155,7 @@ func newOutsideWorld(tb testing.TB, p *Pool) *outsideWorld {
 	})
 	ow := &outsideWorld{
 		path:     netnsDir + "/" + name,
+		hostIf:   hostIf,
 		hostAddr: netip.MustParseAddr("203.0.113.1"),
 		addr:     netip.MustParseAddr("203.0.113.2"),
 	}
@@ -173,6 +178,35 @@ func newOutsideWorld(tb testing.TB, p *Pool) *outsideWorld {
 	must(tb, h.LinkSetUp(lo))
 	must(tb, h.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: ow.hostAddr.AsSlice()}))
 	return ow
+}
+
+// outsideHostNet holds more "internet hosts" (in TEST-NET-2; TEST-NET-1 is
+// some test machines' own network), added to the outside world by addHosts
+// and routed to it from the root namespace.
+var outsideHostNet = netip.MustParsePrefix("198.51.100.64/29")
+
+// addHosts gives the outside world the first n addresses of outsideHostNet
+// (.1 up) and returns them.
+func (ow *outsideWorld) addHosts(tb testing.TB, n int) []netip.Addr {
+	tb.Helper()
+	ns, err := netns.GetFromPath(ow.path)
+	must(tb, err)
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	must(tb, err)
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	must(tb, err)
+	var hosts []netip.Addr
+	for a := outsideHostNet.Addr().Next(); len(hosts) < n; a = a.Next() {
+		must(tb, h.AddrAdd(lo, &netlink.Addr{IPNet: prefixIPNet(netip.PrefixFrom(a, 32))}))
+		hosts = append(hosts, a)
+	}
+	// The route goes with the veth when the outside world is removed.
+	link, err := netlink.LinkByName(ow.hostIf)
+	must(tb, err)
+	must(tb, netlink.RouteAdd(&netlink.Route{LinkIndex: link.Attrs().Index, Dst: prefixIPNet(outsideHostNet), Gw: ow.addr.AsSlice()}))
+	return hosts
 }
 
 func must(tb testing.TB, err error) {
@@ -248,6 +282,63 @@ func assertNoSlotObjects(tb testing.TB, p *Pool) {
 	if len(elems) != 0 {
 		tb.Errorf("slot_ifs still holds %v", elems)
 	}
+	if objs := egressObjects(tb, p); len(objs) != 0 {
+		tb.Errorf("egress policies left behind: %v", objs)
+	}
+}
+
+// egressObjects reads p's table back and describes every per-slot egress
+// object in it, sorted: "chain egress_0 (2 rules)", "set egress_deny_0 (1
+// elements)", "element <hostIf>" (of slot_egress). A missing table holds
+// none.
+func egressObjects(tb testing.TB, p *Pool) []string {
+	tb.Helper()
+	c, err := nftables.New()
+	must(tb, err)
+	egressMap, err := c.GetSetByName(p.table.table, mapSlotEgress)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	must(tb, err)
+	var objs []string
+	elems, err := c.GetSetElements(egressMap)
+	must(tb, err)
+	for _, e := range elems {
+		objs = append(objs, "element "+cString(e.Key))
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	must(tb, err)
+	for _, ch := range chains {
+		if ch.Table.Name == p.cfg.Prefix && strings.HasPrefix(ch.Name, "egress_") && ch.Name != chainEgressReject {
+			rules, err := c.GetRules(p.table.table, ch)
+			must(tb, err)
+			objs = append(objs, fmt.Sprintf("chain %s (%d rules)", ch.Name, len(rules)))
+		}
+	}
+	sets, err := c.GetSets(p.table.table)
+	must(tb, err)
+	for _, set := range sets {
+		if strings.HasPrefix(set.Name, "egress_") {
+			elems, err := c.GetSetElements(set)
+			must(tb, err)
+			objs = append(objs, fmt.Sprintf("set %s (%d elements)", set.Name, len(elems)))
+		}
+	}
+	slices.Sort(objs)
+	return objs
+}
+
+// slotEgressObjects is what egressObjects lists for slot s with a policy
+// whose sets hold allow and deny elements.
+func slotEgressObjects(s *Slot, allow, deny int) []string {
+	objs := []string{
+		fmt.Sprintf("chain egress_%d (2 rules)", s.Index),
+		"element " + s.HostIf,
+		fmt.Sprintf("set egress_allow_%d (%d elements)", s.Index, allow),
+		fmt.Sprintf("set egress_deny_%d (%d elements)", s.Index, deny),
+	}
+	slices.Sort(objs)
+	return objs
 }
 
 // vmNATRules counts the rules of the VM NAT table in a slot namespace.

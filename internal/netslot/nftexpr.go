@@ -1,8 +1,10 @@
 package netslot
 
 import (
+	"cmp"
 	"encoding/binary"
 	"net/netip"
+	"slices"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -33,6 +35,15 @@ func metaIn(key expr.MetaKey, set *nftables.Set, invert bool) []expr.Any {
 
 func iifIn(set *nftables.Set) []expr.Any { return metaIn(expr.MetaKeyIIFNAME, set, false) }
 func oifIn(set *nftables.Set) []expr.Any { return metaIn(expr.MetaKeyOIFNAME, set, false) }
+
+// iifVmap is "iifname vmap @set": the verdict the map holds for the input
+// interface, or nothing (evaluation goes on) when it holds none.
+func iifVmap(set *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID, DestRegister: unix.NFT_REG_VERDICT, IsDestRegSet: true},
+	}
+}
 
 func ifnameIs(key expr.MetaKey, name string) []expr.Any {
 	return []expr.Any{
@@ -91,6 +102,46 @@ func ipAddrIs(offset uint32, a netip.Addr) []expr.Any {
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b[:]},
 	}
+}
+
+func daddrIn(set *nftables.Set) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offDaddr, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: set.Name, SetID: set.ID},
+	}
+}
+
+// intervalElements encodes IPv4 prefixes as the elements of an interval
+// set, the way nft does: each range [first, last] is a start element at
+// first and an end element at last+1, left out when last is
+// 255.255.255.255. The kernel refuses overlapping ranges, so nested and
+// adjacent prefixes are merged first.
+func intervalElements(ps []netip.Prefix) []nftables.SetElement {
+	type span struct{ first, last uint64 }
+	spans := make([]span, 0, len(ps))
+	for _, p := range ps {
+		a := p.Masked().Addr().As4()
+		first := uint64(binary.BigEndian.Uint32(a[:]))
+		spans = append(spans, span{first, first + 1<<(32-p.Bits()) - 1})
+	}
+	slices.SortFunc(spans, func(a, b span) int { return cmp.Compare(a.first, b.first) })
+	var merged []span
+	for _, s := range spans {
+		if n := len(merged); n > 0 && s.first <= merged[n-1].last+1 {
+			merged[n-1].last = max(merged[n-1].last, s.last)
+			continue
+		}
+		merged = append(merged, s)
+	}
+	key := func(v uint64) []byte { return binary.BigEndian.AppendUint32(nil, uint32(v)) }
+	var elems []nftables.SetElement
+	for _, s := range merged {
+		elems = append(elems, nftables.SetElement{Key: key(s.first)})
+		if s.last < 1<<32-1 {
+			elems = append(elems, nftables.SetElement{Key: key(s.last + 1), IntervalEnd: true})
+		}
+	}
+	return elems
 }
 
 func dportIn(set *nftables.Set) []expr.Any {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -12,15 +13,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Names of the sets in the host table.
+// Names of the sets, maps and shared chains in the host table.
 const (
-	setSlotIfs   = "slot_ifs"
-	setHostPorts = "host_ports"
+	setSlotIfs        = "slot_ifs"
+	setHostPorts      = "host_ports"
+	mapSlotEgress     = "slot_egress"
+	chainEgressReject = "egress_reject"
 )
+
+// Set IDs let rules refer to sets created in the same transaction, and
+// need only be unique within it. They are fixed here because AddSet would
+// otherwise take one from a package-global counter it increments without
+// a lock, a data race between concurrent Acquires.
+const (
+	idSlotIfs uint32 = iota + 1
+	idHostPorts
+	idSlotEgress
+	idEgressAllow
+	idEgressDeny
+)
+
+// egressChainName names the chain holding slot i's own egress policy.
+func egressChainName(i int) string { return "egress_" + strconv.Itoa(i) }
 
 // hostTable is the pool's one nftables table in the root namespace (see
 // the package doc for its layout). Slots only add and remove elements of
-// slot_ifs.
+// slot_ifs and slot_egress, and their own egress chains and sets.
 type hostTable struct {
 	cfg   Config
 	table *nftables.Table
@@ -33,7 +51,13 @@ func newHostTable(cfg Config) *hostTable {
 func (t *hostTable) slotIfsSet() *nftables.Set {
 	// Host byte order is how nft itself declares ifname keys; it makes
 	// `nft list` print the names.
-	return &nftables.Set{Table: t.table, Name: setSlotIfs, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
+	return &nftables.Set{Table: t.table, ID: idSlotIfs, Name: setSlotIfs, KeyType: nftables.TypeIFName, KeyByteOrder: binaryutil.NativeEndian}
+}
+
+// slotEgressMap maps a slot's host veth to a jump to its egress chain.
+func (t *hostTable) slotEgressMap() *nftables.Set {
+	return &nftables.Set{Table: t.table, ID: idSlotEgress, Name: mapSlotEgress, IsMap: true, KeyType: nftables.TypeIFName,
+		KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeVerdict}
 }
 
 // install replaces the table with a fresh one in a single transaction, so
@@ -53,13 +77,18 @@ func (t *hostTable) install() error {
 	if err := c.AddSet(slotIfs, nil); err != nil {
 		return fmt.Errorf("nftables set %s: %w", setSlotIfs, err)
 	}
-	hostPorts := &nftables.Set{Table: t.table, Name: setHostPorts, KeyType: nftables.TypeInetService}
+	hostPorts := &nftables.Set{Table: t.table, ID: idHostPorts, Name: setHostPorts, KeyType: nftables.TypeInetService}
 	var ports []nftables.SetElement
 	for _, p := range uniq(t.cfg.AllowHostPorts) {
 		ports = append(ports, nftables.SetElement{Key: portKey(p)})
 	}
 	if err := c.AddSet(hostPorts, ports); err != nil {
 		return fmt.Errorf("nftables set %s: %w", setHostPorts, err)
+	}
+
+	slotEgress := t.slotEgressMap()
+	if err := c.AddSet(slotEgress, nil); err != nil {
+		return fmt.Errorf("nftables map %s: %w", mapSlotEgress, err)
 	}
 
 	accept := nftables.ChainPolicyAccept
@@ -69,6 +98,13 @@ func (t *hostTable) install() error {
 	add := func(ch *nftables.Chain, exprs []expr.Any) {
 		c.AddRule(&nftables.Rule{Table: t.table, Chain: ch, Exprs: exprs})
 	}
+
+	// Refuse rather than drop, so that a client in the sandbox fails at once
+	// instead of waiting for a timeout. The reset needs a TCP packet to
+	// answer; everything else gets an ICMP error.
+	reject := c.AddChain(&nftables.Chain{Name: chainEgressReject, Table: t.table})
+	add(reject, rule(l4proto(unix.IPPROTO_TCP), []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}))
+	add(reject, []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}})
 
 	pre := chain("prerouting", nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityRaw)
 	add(pre, rule(iifIn(slotIfs), srcNotRoutedViaIif(), []expr.Any{verdict(expr.VerdictDrop)}))
@@ -84,6 +120,10 @@ func (t *hostTable) install() error {
 	add(fwd, rule(oifIn(slotIfs), ctEstablished(), []expr.Any{verdict(expr.VerdictAccept)}))
 	add(fwd, rule(oifIn(slotIfs), []expr.Any{verdict(expr.VerdictDrop)}))
 	add(fwd, rule(iifIn(slotIfs), notIPv4(), []expr.Any{verdict(expr.VerdictDrop)}))
+	// The sandbox's own policy comes before the pool's nets, so that its
+	// deny wins over AllowNets, and returns to them for what it allows, so
+	// that DenyNets still apply.
+	add(fwd, iifVmap(slotEgress))
 	for _, n := range t.cfg.AllowNets {
 		add(fwd, rule(iifIn(slotIfs), isIPv4(), ipAddrIn(offDaddr, n), []expr.Any{verdict(expr.VerdictAccept)}))
 	}
@@ -101,8 +141,10 @@ func (t *hostTable) install() error {
 	return nil
 }
 
-// addSlot marks ifname as a sandbox interface.
-func (t *hostTable) addSlot(ifname string) error {
+// addSlot marks ifname (the host veth of slot i) as a sandbox interface
+// and installs the slot's egress policy, in one transaction. It also
+// removes whatever policy a previous holder of the index may have left.
+func (t *hostTable) addSlot(i int, ifname string, e Egress) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables connection: %w", err)
@@ -110,24 +152,117 @@ func (t *hostTable) addSlot(ifname string) error {
 	if err := c.SetAddElements(t.slotIfsSet(), []nftables.SetElement{{Key: ifnameKey(ifname)}}); err != nil {
 		return fmt.Errorf("add %s to set %s: %w", ifname, setSlotIfs, err)
 	}
+	if err := t.queueEgress(c, i, ifname, e); err != nil {
+		return err
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("add %s to set %s: %w", ifname, setSlotIfs, err)
 	}
 	return nil
 }
 
-// delSlot removes ifname from the sandbox interfaces; absent is fine.
-func (t *hostTable) delSlot(ifname string) error {
+// setEgress replaces the egress policy of slot i in one transaction, so
+// that no packet ever meets half a policy.
+func (t *hostTable) setEgress(i int, ifname string, e Egress) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables connection: %w", err)
 	}
-	if err := c.SetDeleteElements(t.slotIfsSet(), []nftables.SetElement{{Key: ifnameKey(ifname)}}); err != nil {
+	if err := t.queueEgress(c, i, ifname, e); err != nil {
+		return err
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("set egress policy of %s: %w", ifname, err)
+	}
+	return nil
+}
+
+// delSlot removes ifname from the sandbox interfaces and slot i's egress
+// policy, in one transaction; absent objects are fine.
+func (t *hostTable) delSlot(i int, ifname string) error {
+	c, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("nftables connection: %w", err)
+	}
+	// Added before it is deleted so that an absent element cannot fail the
+	// transaction and with it the removal of the egress policy.
+	elem := []nftables.SetElement{{Key: ifnameKey(ifname)}}
+	if err := c.SetAddElements(t.slotIfsSet(), elem); err != nil {
 		return fmt.Errorf("remove %s from set %s: %w", ifname, setSlotIfs, err)
 	}
+	if err := c.SetDeleteElements(t.slotIfsSet(), elem); err != nil {
+		return fmt.Errorf("remove %s from set %s: %w", ifname, setSlotIfs, err)
+	}
+	if err := t.queueEgress(c, i, ifname, Egress{}); err != nil {
+		return err
+	}
+	// ENOENT: the table itself is gone (or predates slot_egress; Reclaim
+	// replaces it).
 	if err := c.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("remove %s from set %s: %w", ifname, setSlotIfs, err)
 	}
+	return nil
+}
+
+// egressSets are slot i's interval sets of allowed and denied destinations.
+func (t *hostTable) egressSets(i int) (allow, deny *nftables.Set) {
+	set := func(id uint32, list string) *nftables.Set {
+		return &nftables.Set{Table: t.table, ID: id, Name: "egress_" + list + "_" + strconv.Itoa(i), KeyType: nftables.TypeIPAddr, Interval: true}
+	}
+	return set(idEgressAllow, "allow"), set(idEgressDeny, "deny")
+}
+
+// queueEgress adds to c the messages that make slot i's egress policy e,
+// whatever the policy was before. The slot's chain, sets and map element
+// are added first, which is no error if they exist (no NLM_F_EXCL; the
+// element's verdict is always the same for an index), then emptied and
+// refilled or, for a policy without Deny entries, which restricts nothing,
+// deleted again.
+//
+// The prefixes go into interval sets, not one rule each: the policy stays
+// two rules, and the transaction a few messages, however long the lists.
+// (nftables acknowledges every message; a rule per prefix overflows the
+// socket's receive buffer near the size limit.)
+func (t *hostTable) queueEgress(c *nftables.Conn, i int, ifname string, e Egress) error {
+	chain := c.AddChain(&nftables.Chain{Name: egressChainName(i), Table: t.table})
+	c.FlushChain(chain)
+	allow, deny := t.egressSets(i)
+	for _, set := range []*nftables.Set{allow, deny} {
+		if err := c.AddSet(set, nil); err != nil {
+			return fmt.Errorf("egress policy of %s: set %s: %w", ifname, set.Name, err)
+		}
+		c.FlushSet(set)
+	}
+	elem := []nftables.SetElement{{Key: ifnameKey(ifname), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: chain.Name}}}
+	if err := c.SetAddElements(t.slotEgressMap(), elem); err != nil {
+		return fmt.Errorf("egress policy of %s: %w", ifname, err)
+	}
+	if len(e.Deny) == 0 {
+		if err := c.SetDeleteElements(t.slotEgressMap(), elem); err != nil {
+			return fmt.Errorf("egress policy of %s: %w", ifname, err)
+		}
+		// The chain's rules, flushed above, no longer hold the sets.
+		c.DelChain(chain)
+		c.DelSet(allow)
+		c.DelSet(deny)
+		return nil
+	}
+	for _, l := range []struct {
+		set *nftables.Set
+		ps  []netip.Prefix
+	}{{allow, e.Allow}, {deny, e.Deny}} {
+		if len(l.ps) == 0 {
+			continue
+		}
+		if err := c.SetAddElements(l.set, intervalElements(l.ps)); err != nil {
+			return fmt.Errorf("egress policy of %s: set %s: %w", ifname, l.set.Name, err)
+		}
+	}
+	// Allow entries are exceptions to Deny: they end the slot's policy and
+	// leave the packet to the pool's rules.
+	c.AddRule(&nftables.Rule{Table: t.table, Chain: chain, Exprs: rule(isIPv4(), daddrIn(allow), []expr.Any{verdict(expr.VerdictReturn)})})
+	c.AddRule(&nftables.Rule{Table: t.table, Chain: chain, Exprs: rule(isIPv4(), daddrIn(deny),
+		[]expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainEgressReject}})})
 	return nil
 }
 

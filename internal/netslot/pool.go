@@ -47,6 +47,9 @@ func (p *Pool) Acquire(ctx context.Context, sandboxID string, opts ...AcquireOpt
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.egressErr != nil {
+		return nil, fmt.Errorf("acquire slot for %s: %w", sandboxID, o.egressErr)
+	}
 	p.mu.Lock()
 	if !p.ready {
 		if err := p.reclaimLocked(ctx); err != nil {
@@ -99,7 +102,12 @@ func (p *Pool) Release(ctx context.Context, s *Slot) error {
 	}
 	delete(p.slots, s.Index)
 	p.mu.Unlock()
-	if err := p.teardown(s.Index); err != nil {
+	// Let a SetEgress in flight finish first: written after the teardown,
+	// its policy would outlive the slot.
+	s.mu.Lock()
+	err := p.teardown(s.Index)
+	s.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("release slot %d of %s: %w", s.Index, s.SandboxID, err)
 	}
 	p.release(s.Index)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -52,6 +53,11 @@ type Slot struct {
 	Block    netip.Prefix
 	// TAP is TAPName when the slot was acquired WithTAP, else "".
 	TAP string
+
+	// mu guards egress and keeps a policy change and the slot's teardown
+	// from overlapping.
+	mu     sync.Mutex
+	egress Egress
 }
 
 // guestMAC derives a locally administered unicast MAC from the address, so

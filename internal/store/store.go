@@ -74,7 +74,15 @@ type Sandbox struct {
 	EnvdAccessToken    string
 	TrafficAccessToken string
 	Secure             bool
-	AllowInternet      bool
+	// AllowInternet false denies all outbound traffic but AllowOut (E2B's
+	// allow_internet_access). AllowOut and DenyOut are the user's own outbound lists, IPv4
+	// addresses and CIDR ranges; AllowOut wins over DenyOut.
+	AllowInternet bool
+	AllowOut      []string
+	DenyOut       []string
+	// AllowPublicTraffic false makes the sandbox's ports (envd's aside) require the
+	// traffic access token.
+	AllowPublicTraffic bool
 	AutoPause          bool
 	AutoResume         bool
 	// Version increases on every update (optimistic concurrency between replicas).

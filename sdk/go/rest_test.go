@@ -46,8 +46,10 @@ func TestCreateRequestBody(t *testing.T) {
 			opts: hearth.CreateOptions{
 				Template: "base", Timeout: 90 * time.Second, Metadata: map[string]string{"owner": "ci"},
 				Envs: map[string]string{"A": "1"}, AutoPause: true, Secure: hearth.Bool(false), AllowInternetAccess: hearth.Bool(false),
+				Network: &hearth.NetworkOptions{AllowOut: []string{"1.1.1.1"}, DenyOut: []string{"0.0.0.0/0"}, AllowPublicTraffic: hearth.Bool(false)},
 			},
-			want: `{"templateID":"base","timeout":90,"metadata":{"owner":"ci"},"envVars":{"A":"1"},"autoPause":true,"secure":false,"allow_internet_access":false}`,
+			want: `{"templateID":"base","timeout":90,"metadata":{"owner":"ci"},"envVars":{"A":"1"},"autoPause":true,"secure":false,"allow_internet_access":false,` +
+				`"network":{"allowOut":["1.1.1.1"],"denyOut":["0.0.0.0/0"],"allowPublicTraffic":false}}`,
 		},
 		{name: "sub-second timeout rounds up", opts: hearth.CreateOptions{Timeout: 1500 * time.Millisecond},
 			want: `{"templateID":"base","timeout":2,"autoPause":false,"secure":true,"allow_internet_access":true}`},
@@ -65,12 +67,9 @@ func TestCreateRequestBody(t *testing.T) {
 			if len(sb.ID) != 20 || info.SandboxID != sb.ID || info.EnvdVersion != hearthtest.FakeEnvdVersion || info.Alias != "base" || info.ClientID == "" {
 				t.Errorf("created sandbox = %+v", info)
 			}
-			wantToken := ""
-			if tt.opts.Secure == nil || *tt.opts.Secure {
-				wantToken = "envd-token"
-			}
-			if info.EnvdAccessToken != wantToken {
-				t.Errorf("envdAccessToken = %q, want %q", info.EnvdAccessToken, wantToken)
+			// Every sandbox gets a token, whatever secure says.
+			if info.EnvdAccessToken != "envd-token" {
+				t.Errorf("envdAccessToken = %q, want %q", info.EnvdAccessToken, "envd-token")
 			}
 			if f.State(sb.ID) != "running" {
 				t.Errorf("sandbox state %q after create", f.State(sb.ID))
@@ -117,6 +116,13 @@ func TestLifecycleCallsAndErrors(t *testing.T) {
 		{name: "set timeout", call: func() error { return c.SetTimeout(ctx, running, 45*time.Second) },
 			wantCall: "POST /sandboxes/" + running + "/timeout", wantBody: `{"timeout":45}`},
 		{name: "get missing", call: func() error { _, err := c.GetSandbox(ctx, missing); return err }, wantErr: hearth.IsNotFound},
+		{name: "update network", call: func() error {
+			return c.UpdateNetwork(ctx, running, hearth.NetworkUpdate{DenyOut: []string{"0.0.0.0/0"}, AllowOut: []string{"1.1.1.1"}})
+		}, wantCall: "PUT /sandboxes/" + running + "/network", wantBody: `{"allowOut":["1.1.1.1"],"denyOut":["0.0.0.0/0"]}`},
+		{name: "update network to no internet", call: func() error {
+			return c.UpdateNetwork(ctx, running, hearth.NetworkUpdate{AllowInternetAccess: hearth.Bool(false)})
+		}, wantBody: `{"allow_internet_access":false}`},
+		{name: "update network missing", call: func() error { return c.UpdateNetwork(ctx, missing, hearth.NetworkUpdate{}) }, wantErr: hearth.IsNotFound},
 		{name: "kill", call: func() error { return c.Kill(ctx, paused) }, wantCall: "DELETE /sandboxes/" + paused,
 			wantState: map[string]string{paused: ""}},
 		{name: "kill again", call: func() error { return c.Kill(ctx, paused) }, wantErr: hearth.IsNotFound},
@@ -187,6 +193,9 @@ func TestGetSandboxDecodes(t *testing.T) {
 	}
 	if d := info.EndAt.Sub(info.StartedAt); d < 59*time.Minute || d > 61*time.Minute {
 		t.Errorf("endAt - startedAt = %v, want the 1 h timeout", d)
+	}
+	if info.AllowInternetAccess == nil || !*info.AllowInternetAccess || info.Network == nil {
+		t.Errorf("GetSandbox network: internet %v, network %+v", info.AllowInternetAccess, info.Network)
 	}
 	opened, err := c.Open(ctx, sb.ID)
 	if err != nil || opened.State() != hearth.StateRunning || opened.Info().EnvdAccessToken != "tok" {

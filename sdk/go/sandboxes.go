@@ -14,7 +14,7 @@ const DefaultSandboxTimeout = 5 * time.Minute
 // DefaultTemplate is the template sandboxes are created from unless told otherwise.
 const DefaultTemplate = "base"
 
-// CreateOptions configure a new sandbox. The zero value creates a secure "base" sandbox with
+// CreateOptions configure a new sandbox. The zero value creates a "base" sandbox with
 // internet access that is killed after DefaultSandboxTimeout.
 type CreateOptions struct {
 	// Template is the template ID or alias (default "base").
@@ -28,11 +28,32 @@ type CreateOptions struct {
 	Envs map[string]string
 	// AutoPause pauses the sandbox at its timeout instead of killing it.
 	AutoPause bool
-	// Secure makes the API issue an envd access token that every request to the sandbox must
-	// carry (default true; the Sandbox handle sends it).
+	// Secure is sent for compatibility with E2B's API (default true). Hearth, like E2B today,
+	// issues every sandbox an envd access token whatever it says; the Sandbox handle sends it.
 	Secure *bool
-	// AllowInternetAccess allows egress to the internet (default true).
+	// AllowInternetAccess false denies all outbound traffic but Network.AllowOut (default
+	// true).
 	AllowInternetAccess *bool
+	// Network is the sandbox's outbound policy and whether its ports are public.
+	Network *NetworkOptions
+}
+
+// NetworkOptions are E2B's network options that Hearth implements. AllowOut and DenyOut hold
+// IPv4 addresses and CIDR ranges (the API refuses domain names); AllowOut wins.
+type NetworkOptions struct {
+	AllowOut []string `json:"allowOut,omitempty"`
+	DenyOut  []string `json:"denyOut,omitempty"`
+	// AllowPublicTraffic false makes the sandbox's ports need its traffic access token
+	// (header E2b-Traffic-Access-Token); default true.
+	AllowPublicTraffic *bool `json:"allowPublicTraffic,omitempty"`
+}
+
+// NetworkUpdate replaces a sandbox's outbound policy as a whole: omitted lists are cleared
+// and a nil AllowInternetAccess means true.
+type NetworkUpdate struct {
+	AllowOut            []string `json:"allowOut,omitempty"`
+	DenyOut             []string `json:"denyOut,omitempty"`
+	AllowInternetAccess *bool    `json:"allow_internet_access,omitempty"`
 }
 
 // newSandboxBody is POST /sandboxes's body (E2B's NewSandbox, the fields Hearth serves).
@@ -44,6 +65,7 @@ type newSandboxBody struct {
 	AutoPause           bool              `json:"autoPause"`
 	Secure              bool              `json:"secure"`
 	AllowInternetAccess bool              `json:"allow_internet_access"`
+	Network             *NetworkOptions   `json:"network,omitempty"`
 }
 
 // Create starts a new sandbox and returns a handle to it.
@@ -56,6 +78,7 @@ func (c *Client) Create(ctx context.Context, opts CreateOptions) (*Sandbox, erro
 		AutoPause:           opts.AutoPause,
 		Secure:              boolOr(opts.Secure, true),
 		AllowInternetAccess: boolOr(opts.AllowInternetAccess, true),
+		Network:             opts.Network,
 	}
 	if body.TemplateID == "" {
 		body.TemplateID = DefaultTemplate
@@ -131,6 +154,14 @@ func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Sa
 		return nil, err
 	}
 	return c.handle(out), nil
+}
+
+// UpdateNetwork replaces a sandbox's outbound policy: a running sandbox gets it at once
+// (connections already open included), a paused one when it resumes.
+func (c *Client) UpdateNetwork(ctx context.Context, id string, u NetworkUpdate) error {
+	_, _, err := c.call(ctx, "update network of sandbox "+id, http.MethodPut, "/sandboxes/"+url.PathEscape(id)+"/network",
+		nil, u, nil, http.StatusNoContent)
+	return err
 }
 
 // Pause snapshots a running sandbox to disk and stops it; Connect or Resume bring it back.

@@ -44,6 +44,9 @@ type SandboxInfo struct {
 	EnvdVersion     string            `json:"envdVersion"`
 	EnvdAccessToken string            `json:"envdAccessToken,omitempty"`
 	Domain          string            `json:"domain,omitempty"`
+	// AllowInternetAccess and Network are set by GET /sandboxes/{id} only.
+	AllowInternetAccess *bool           `json:"allowInternetAccess,omitempty"`
+	Network             *NetworkOptions `json:"network,omitempty"`
 }
 
 // Template describes a template sandboxes can be created from.

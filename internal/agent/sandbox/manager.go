@@ -57,6 +57,8 @@ type CreateRequest struct {
 	EnvVars     map[string]string
 	AccessToken string
 	Metadata    map[string]string
+	// Egress is the sandbox's own outbound policy; the zero value allows what the host allows.
+	Egress netslot.Egress
 }
 
 // Info is a snapshot of a sandbox's public state.
@@ -68,6 +70,7 @@ type Info struct {
 	MemoryMiB int               `json:"memoryMiB"`
 	CreatedAt time.Time         `json:"createdAt"`
 	Metadata  map[string]string `json:"metadata,omitempty"`
+	Egress    netslot.Egress    `json:"egress"`
 	// EnvdAddr is where the host reaches envd; invalid while the sandbox has no slot.
 	EnvdAddr netip.AddrPort `json:"-"`
 }
@@ -158,7 +161,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	rec := &record{
 		Info: Info{
 			ID: req.ID, Template: req.Template, State: Starting, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB,
-			CreatedAt: time.Now().UTC(), Metadata: maps.Clone(req.Metadata),
+			CreatedAt: time.Now().UTC(), Metadata: maps.Clone(req.Metadata), Egress: req.Egress,
 		},
 		EnvVars:     maps.Clone(req.EnvVars),
 		AccessToken: req.AccessToken,
@@ -185,7 +188,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	if err := os.MkdirAll(m.dir(req.ID), 0o700); err != nil {
 		return fail(fmt.Errorf("create sandbox dir: %w", err))
 	}
-	slot, err := m.cfg.Slots.Acquire(ctx, req.ID, m.cfg.SlotOpts...)
+	slot, err := m.acquireSlot(ctx, rec)
 	if err != nil {
 		return fail(fmt.Errorf("acquire network slot: %w", err))
 	}
@@ -265,7 +268,7 @@ func (m *Manager) Resume(ctx context.Context, id string) (Info, error) {
 	if err != nil {
 		return fail(fmt.Errorf("template %q: %w", rec.Template, err))
 	}
-	slot, err := m.cfg.Slots.Acquire(ctx, id, m.cfg.SlotOpts...)
+	slot, err := m.acquireSlot(ctx, rec)
 	if err != nil {
 		return fail(fmt.Errorf("acquire network slot: %w", err))
 	}
@@ -427,6 +430,47 @@ func (m *Manager) teardown(ctx context.Context, rec *record, tpl runtime.Templat
 	err := m.cfg.Driver.Destroy(ctx, m.specFor(rec, tpl))
 	m.releaseSlot(ctx, rec)
 	return errors.Join(err, os.RemoveAll(m.dir(rec.ID)))
+}
+
+// acquireSlot builds a network slot with the sandbox's egress policy in force before the
+// sandbox can send anything.
+func (m *Manager) acquireSlot(ctx context.Context, rec *record) (*netslot.Slot, error) {
+	opts := append(slices.Clone(m.cfg.SlotOpts), netslot.WithEgress(rec.Egress))
+	return m.cfg.Slots.Acquire(ctx, rec.ID, opts...)
+}
+
+// SetEgress replaces a sandbox's outbound policy: at once for a running sandbox (open
+// connections included), from its next resume for a paused one. It is refused while the
+// sandbox is transitional.
+func (m *Manager) SetEgress(ctx context.Context, id string, e netslot.Egress) (Info, error) {
+	m.mu.Lock()
+	rec, ok := m.sandboxes[id]
+	if !ok {
+		m.mu.Unlock()
+		return Info{}, fmt.Errorf("%w: %s", ErrNotFound, id)
+	}
+	if rec.State != Running && rec.State != Paused {
+		st := rec.State
+		m.mu.Unlock()
+		return Info{}, &BusyError{ID: id, State: st, Op: "change the network of"}
+	}
+	// The lock is held across the (short) nftables transaction so that no pause can
+	// release the slot underneath it.
+	if rec.State == Running {
+		if err := m.cfg.Slots.SetEgress(ctx, rec.slot, e); err != nil {
+			m.mu.Unlock()
+			return Info{}, fmt.Errorf("set egress of %s: %w", id, err)
+		}
+	}
+	rec.Egress = e
+	info := rec.Info
+	m.mu.Unlock()
+	if err := m.save(rec); err != nil {
+		// The policy is in force; only a restart of the agent would lose it, and then
+		// the sandbox (running) is gone or (paused) resumes with the old one.
+		m.cfg.Log.Warn("persist sandbox", "sandbox", id, "err", err)
+	}
+	return info, nil
 }
 
 func (m *Manager) releaseSlot(ctx context.Context, rec *record) {

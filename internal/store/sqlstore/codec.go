@@ -54,3 +54,27 @@ func decodeMap(s string) (map[string]string, error) {
 	}
 	return m, nil
 }
+
+// encodeList stores a string list as a JSON array; nil is stored as [].
+func encodeList(l []string) (string, error) {
+	if l == nil {
+		l = []string{}
+	}
+	b, err := json.Marshal(l)
+	if err != nil {
+		return "", fmt.Errorf("encode list: %w", err)
+	}
+	return string(b), nil
+}
+
+// decodeList reads a JSON array; an empty array reads as nil.
+func decodeList(s string) ([]string, error) {
+	var l []string
+	if err := json.Unmarshal([]byte(s), &l); err != nil {
+		return nil, fmt.Errorf("decode list: %w", err)
+	}
+	if len(l) == 0 {
+		return nil, nil
+	}
+	return l, nil
+}

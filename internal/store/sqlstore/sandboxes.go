@@ -11,18 +11,20 @@ import (
 
 const sandboxCols = `id, template_id, alias, host_id, state, cpus, memory_mib, disk_mib,
     started_at, end_at, metadata, env_vars, envd_version, envd_access_token,
-    traffic_access_token, secure, allow_internet, auto_pause, auto_resume, version, updated_at`
+    traffic_access_token, secure, allow_internet, auto_pause, auto_resume, version, updated_at,
+    allow_out, deny_out, allow_public_traffic`
 
 func scanSandbox(r Row) (store.Sandbox, error) {
 	var (
 		s                       store.Sandbox
 		started, end, updated   int64
 		metadataJSON, envVarsJS string
+		allowOutJS, denyOutJS   string
 	)
 	if err := r.Scan(&s.ID, &s.TemplateID, &s.Alias, &s.HostID, &s.State, &s.CPUs, &s.MemoryMiB,
 		&s.DiskMiB, &started, &end, &metadataJSON, &envVarsJS, &s.EnvdVersion, &s.EnvdAccessToken,
 		&s.TrafficAccessToken, &s.Secure, &s.AllowInternet, &s.AutoPause, &s.AutoResume,
-		&s.Version, &updated); err != nil {
+		&s.Version, &updated, &allowOutJS, &denyOutJS, &s.AllowPublicTraffic); err != nil {
 		return store.Sandbox{}, err
 	}
 	s.StartedAt, s.EndAt, s.UpdatedAt = fromMillis(started), fromMillis(end), fromMillis(updated)
@@ -32,6 +34,12 @@ func scanSandbox(r Row) (store.Sandbox, error) {
 	}
 	if s.EnvVars, err = decodeMap(envVarsJS); err != nil {
 		return store.Sandbox{}, fmt.Errorf("sandbox %s env vars: %w", s.ID, err)
+	}
+	if s.AllowOut, err = decodeList(allowOutJS); err != nil {
+		return store.Sandbox{}, fmt.Errorf("sandbox %s allow_out: %w", s.ID, err)
+	}
+	if s.DenyOut, err = decodeList(denyOutJS); err != nil {
+		return store.Sandbox{}, fmt.Errorf("sandbox %s deny_out: %w", s.ID, err)
 	}
 	return s, nil
 }
@@ -46,10 +54,18 @@ func sandboxArgs(s store.Sandbox) ([]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("env vars: %w", err)
 	}
+	allowOut, err := encodeList(s.AllowOut)
+	if err != nil {
+		return nil, fmt.Errorf("allow_out: %w", err)
+	}
+	denyOut, err := encodeList(s.DenyOut)
+	if err != nil {
+		return nil, fmt.Errorf("deny_out: %w", err)
+	}
 	return []any{s.ID, s.TemplateID, s.Alias, s.HostID, s.State, s.CPUs, s.MemoryMiB, s.DiskMiB,
 		millis(s.StartedAt), millis(s.EndAt), md, env, s.EnvdVersion, s.EnvdAccessToken,
 		s.TrafficAccessToken, s.Secure, s.AllowInternet, s.AutoPause, s.AutoResume,
-		s.Version, millis(s.UpdatedAt)}, nil
+		s.Version, millis(s.UpdatedAt), allowOut, denyOut, s.AllowPublicTraffic}, nil
 }
 
 // CreateSandbox stores s as Version 1, updated now.
@@ -60,7 +76,8 @@ func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 		return fmt.Errorf("create sandbox %s: %w", sb.ID, err)
 	}
 	_, err = s.db.Exec(ctx, `INSERT INTO sandboxes (`+sandboxCols+`) VALUES ($1, $2, $3, $4,
-    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`, args...)
+    $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+    $22, $23, $24)`, args...)
 	if err != nil {
 		if s.d.IsUniqueViolation(err) {
 			return fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrConflict)
@@ -115,8 +132,9 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.San
     state = $5, cpus = $6, memory_mib = $7, disk_mib = $8, started_at = $9, end_at = $10,
     metadata = $11, env_vars = $12, envd_version = $13, envd_access_token = $14,
     traffic_access_token = $15, secure = $16, allow_internet = $17, auto_pause = $18,
-    auto_resume = $19, version = $20, updated_at = $21
-WHERE id = $1 AND version = $22`, append(args, cur.Version)...)
+    auto_resume = $19, version = $20, updated_at = $21, allow_out = $22, deny_out = $23,
+    allow_public_traffic = $24
+WHERE id = $1 AND version = $25`, append(args, cur.Version)...)
 		if err != nil {
 			return fmt.Errorf("update sandbox %s: %w", id, err)
 		}

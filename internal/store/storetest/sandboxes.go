@@ -24,6 +24,9 @@ func sandbox(id string, started time.Time) store.Sandbox {
 		EnvdAccessToken:    "envd-" + id,
 		TrafficAccessToken: "traffic-" + id,
 		Secure:             true, AllowInternet: true, AutoPause: true, AutoResume: true,
+		AllowOut:           []string{"1.1.1.1/32", "8.8.8.0/24"},
+		DenyOut:            []string{"0.0.0.0/0"},
+		AllowPublicTraffic: true,
 	}
 }
 
@@ -87,13 +90,15 @@ func testUpdateSandbox(t *testing.T, open Opener) {
 		sb.EndAt = base.Add(time.Hour)
 		sb.Metadata["added"] = "yes"
 		sb.AutoResume = false
+		sb.AllowOut, sb.DenyOut, sb.AllowPublicTraffic = nil, []string{"10.9.0.0/16"}, false
 		// The store owns these: the writes below must not stick.
 		sb.ID, sb.Version = "other", 100
 		return nil
 	})
 	must(t, "update", err)
 	if updated.ID != "sb1" || updated.Version != 2 || updated.State != store.StatePaused ||
-		updated.HostID != "host-2" || updated.Metadata["added"] != "yes" || updated.AutoResume {
+		updated.HostID != "host-2" || updated.Metadata["added"] != "yes" || updated.AutoResume ||
+		updated.AllowOut != nil || !reflect.DeepEqual(updated.DenyOut, []string{"10.9.0.0/16"}) || updated.AllowPublicTraffic {
 		t.Fatalf("update returned %+v", updated)
 	}
 	if got := getSandbox(t, s, "sb1"); !reflect.DeepEqual(got, updated) {

@@ -27,7 +27,8 @@ type FakeAPI struct {
 	URL string
 	// APIKey is the only key the fake accepts in X-API-Key.
 	APIKey string
-	// EnvdAccessToken, when set, is issued to sandboxes created with secure: true.
+	// EnvdAccessToken, when set, is issued to every sandbox, as the real API issues one to
+	// every sandbox whatever `secure` says.
 	EnvdAccessToken string
 
 	t   testing.TB
@@ -59,6 +60,16 @@ type fakeSandbox struct {
 	token     string
 	envVars   map[string]string
 	autoPause bool
+	allowOut  []string
+	denyOut   []string
+	internet  bool
+}
+
+// fakeNetwork is the network option the fake accepts: the fields Hearth implements.
+type fakeNetwork struct {
+	AllowOut           []string `json:"allowOut"`
+	DenyOut            []string `json:"denyOut"`
+	AllowPublicTraffic *bool    `json:"allowPublicTraffic"`
 }
 
 type fakeTemplate struct {
@@ -206,6 +217,8 @@ func (f *FakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		f.noInput(w, r, body, func() { f.get(w, parts[1]) })
 	case len(parts) == 2 && parts[0] == "sandboxes" && r.Method == http.MethodDelete:
 		f.noInput(w, r, body, func() { f.kill(w, parts[1]) })
+	case len(parts) == 3 && parts[0] == "sandboxes" && parts[2] == "network" && r.Method == http.MethodPut:
+		f.network(w, r, body, parts[1])
 	case len(parts) == 3 && parts[0] == "sandboxes" && r.Method == http.MethodPost:
 		f.action(w, r, body, parts[1], parts[2])
 	default:
@@ -263,6 +276,7 @@ func (f *FakeAPI) create(w http.ResponseWriter, r *http.Request, body []byte) {
 		AutoPause           *bool             `json:"autoPause"`
 		Secure              *bool             `json:"secure"`
 		AllowInternetAccess *bool             `json:"allow_internet_access"`
+		Network             *fakeNetwork      `json:"network"`
 	}
 	if !f.decodeStrict(w, r, body, &in, "templateID", "timeout") {
 		return
@@ -278,12 +292,12 @@ func (f *FakeAPI) create(w http.ResponseWriter, r *http.Request, body []byte) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("template '%s' not found", *in.TemplateID))
 		return
 	}
-	token := ""
-	if in.Secure != nil && *in.Secure {
-		token = f.EnvdAccessToken
-	}
-	s := f.addLocked(newID(), tmpl.TemplateID, alias, "running", in.Metadata, in.EnvVars, *in.Timeout, token)
+	s := f.addLocked(newID(), tmpl.TemplateID, alias, "running", in.Metadata, in.EnvVars, *in.Timeout, f.EnvdAccessToken)
 	s.autoPause = in.AutoPause != nil && *in.AutoPause
+	s.internet = in.AllowInternetAccess == nil || *in.AllowInternetAccess
+	if in.Network != nil {
+		s.allowOut, s.denyOut = in.Network.AllowOut, in.Network.DenyOut
+	}
 	writeJSON(w, http.StatusCreated, f.createdLocked(s))
 }
 
@@ -445,7 +459,31 @@ func (f *FakeAPI) get(w http.ResponseWriter, id string) {
 	if s.token != "" {
 		out["envdAccessToken"] = s.token
 	}
+	out["allowInternetAccess"] = s.internet
+	out["network"] = map[string]any{"allowOut": s.allowOut, "denyOut": s.denyOut}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// network is PUT /sandboxes/{id}/network: it replaces the outbound policy.
+func (f *FakeAPI) network(w http.ResponseWriter, r *http.Request, body []byte, id string) {
+	var in struct {
+		AllowOut            []string `json:"allowOut"`
+		DenyOut             []string `json:"denyOut"`
+		AllowInternetAccess *bool    `json:"allow_internet_access"`
+	}
+	if !f.decodeStrict(w, r, body, &in) {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.sandboxes[id]
+	if s == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("sandbox \"%s\" not found", id))
+		return
+	}
+	s.allowOut, s.denyOut = in.AllowOut, in.DenyOut
+	s.internet = in.AllowInternetAccess == nil || *in.AllowInternetAccess
+	w.WriteHeader(http.StatusNoContent)
 }
 
 func (f *FakeAPI) kill(w http.ResponseWriter, id string) {

@@ -100,6 +100,7 @@ type Sandbox struct {
 	EnvdVersion   string                 `protobuf:"bytes,7,opt,name=envd_version,json=envdVersion,proto3" json:"envd_version,omitempty"`
 	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	Metadata      map[string]string      `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Egress        *Egress                `protobuf:"bytes,10,opt,name=egress,proto3" json:"egress,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -197,6 +198,13 @@ func (x *Sandbox) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *Sandbox) GetEgress() *Egress {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
+}
+
 type CreateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// sandbox_id is chosen by the caller so that a retried create is idempotent.
@@ -208,8 +216,10 @@ type CreateRequest struct {
 	// envd_access_token, when set, is required by envd on every request but /health.
 	EnvdAccessToken string            `protobuf:"bytes,6,opt,name=envd_access_token,json=envdAccessToken,proto3" json:"envd_access_token,omitempty"`
 	Metadata        map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// egress is the sandbox's outbound policy; unset allows what the host allows.
+	Egress        *Egress `protobuf:"bytes,8,opt,name=egress,proto3" json:"egress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateRequest) Reset() {
@@ -291,6 +301,69 @@ func (x *CreateRequest) GetMetadata() map[string]string {
 	return nil
 }
 
+func (x *CreateRequest) GetEgress() *Egress {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
+}
+
+// Egress is a sandbox's own outbound policy, applied on top of the host's (which always
+// blocks private ranges and other sandboxes). Entries are IPv4 addresses or CIDR ranges.
+type Egress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// deny lists destinations the sandbox may not connect to; "0.0.0.0/0" denies all.
+	Deny []string `protobuf:"bytes,1,rep,name=deny,proto3" json:"deny,omitempty"`
+	// allow lists exceptions to deny: allow wins.
+	Allow         []string `protobuf:"bytes,2,rep,name=allow,proto3" json:"allow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Egress) Reset() {
+	*x = Egress{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Egress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Egress) ProtoMessage() {}
+
+func (x *Egress) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Egress.ProtoReflect.Descriptor instead.
+func (*Egress) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Egress) GetDeny() []string {
+	if x != nil {
+		return x.Deny
+	}
+	return nil
+}
+
+func (x *Egress) GetAllow() []string {
+	if x != nil {
+		return x.Allow
+	}
+	return nil
+}
+
 type CreateResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Sandbox       *Sandbox               `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
@@ -300,7 +373,7 @@ type CreateResponse struct {
 
 func (x *CreateResponse) Reset() {
 	*x = CreateResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[2]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +385,7 @@ func (x *CreateResponse) String() string {
 func (*CreateResponse) ProtoMessage() {}
 
 func (x *CreateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[2]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +398,7 @@ func (x *CreateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateResponse.ProtoReflect.Descriptor instead.
 func (*CreateResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{2}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *CreateResponse) GetSandbox() *Sandbox {
@@ -344,7 +417,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[3]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -356,7 +429,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[3]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -369,7 +442,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{3}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetRequest) GetSandboxId() string {
@@ -388,7 +461,7 @@ type GetResponse struct {
 
 func (x *GetResponse) Reset() {
 	*x = GetResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[4]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +473,7 @@ func (x *GetResponse) String() string {
 func (*GetResponse) ProtoMessage() {}
 
 func (x *GetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[4]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +486,7 @@ func (x *GetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetResponse.ProtoReflect.Descriptor instead.
 func (*GetResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{4}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetResponse) GetSandbox() *Sandbox {
@@ -431,7 +504,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[5]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +516,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[5]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +529,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{5}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{6}
 }
 
 type ListResponse struct {
@@ -468,7 +541,7 @@ type ListResponse struct {
 
 func (x *ListResponse) Reset() {
 	*x = ListResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[6]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -480,7 +553,7 @@ func (x *ListResponse) String() string {
 func (*ListResponse) ProtoMessage() {}
 
 func (x *ListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[6]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -493,7 +566,7 @@ func (x *ListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListResponse.ProtoReflect.Descriptor instead.
 func (*ListResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{6}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListResponse) GetSandboxes() []*Sandbox {
@@ -512,7 +585,7 @@ type DestroyRequest struct {
 
 func (x *DestroyRequest) Reset() {
 	*x = DestroyRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[7]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -524,7 +597,7 @@ func (x *DestroyRequest) String() string {
 func (*DestroyRequest) ProtoMessage() {}
 
 func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[7]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -537,7 +610,7 @@ func (x *DestroyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyRequest.ProtoReflect.Descriptor instead.
 func (*DestroyRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{7}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *DestroyRequest) GetSandboxId() string {
@@ -555,7 +628,7 @@ type DestroyResponse struct {
 
 func (x *DestroyResponse) Reset() {
 	*x = DestroyResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -567,7 +640,7 @@ func (x *DestroyResponse) String() string {
 func (*DestroyResponse) ProtoMessage() {}
 
 func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[8]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -580,7 +653,7 @@ func (x *DestroyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DestroyResponse.ProtoReflect.Descriptor instead.
 func (*DestroyResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{8}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
 }
 
 type PauseRequest struct {
@@ -592,7 +665,7 @@ type PauseRequest struct {
 
 func (x *PauseRequest) Reset() {
 	*x = PauseRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -604,7 +677,7 @@ func (x *PauseRequest) String() string {
 func (*PauseRequest) ProtoMessage() {}
 
 func (x *PauseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[9]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -617,7 +690,7 @@ func (x *PauseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseRequest.ProtoReflect.Descriptor instead.
 func (*PauseRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{9}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PauseRequest) GetSandboxId() string {
@@ -636,7 +709,7 @@ type PauseResponse struct {
 
 func (x *PauseResponse) Reset() {
 	*x = PauseResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -648,7 +721,7 @@ func (x *PauseResponse) String() string {
 func (*PauseResponse) ProtoMessage() {}
 
 func (x *PauseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[10]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -661,7 +734,7 @@ func (x *PauseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PauseResponse.ProtoReflect.Descriptor instead.
 func (*PauseResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{10}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *PauseResponse) GetSandbox() *Sandbox {
@@ -680,7 +753,7 @@ type ResumeRequest struct {
 
 func (x *ResumeRequest) Reset() {
 	*x = ResumeRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -692,7 +765,7 @@ func (x *ResumeRequest) String() string {
 func (*ResumeRequest) ProtoMessage() {}
 
 func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[11]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -705,7 +778,7 @@ func (x *ResumeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeRequest.ProtoReflect.Descriptor instead.
 func (*ResumeRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{11}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ResumeRequest) GetSandboxId() string {
@@ -724,7 +797,7 @@ type ResumeResponse struct {
 
 func (x *ResumeResponse) Reset() {
 	*x = ResumeResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +809,7 @@ func (x *ResumeResponse) String() string {
 func (*ResumeResponse) ProtoMessage() {}
 
 func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[12]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +822,7 @@ func (x *ResumeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResumeResponse.ProtoReflect.Descriptor instead.
 func (*ResumeResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{12}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ResumeResponse) GetSandbox() *Sandbox {
@@ -767,7 +840,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +852,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[13]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +865,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{13}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
 }
 
 type StatsResponse struct {
@@ -811,7 +884,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +896,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +909,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *StatsResponse) GetRuntime() string {
@@ -888,11 +961,107 @@ func (x *StatsResponse) GetMemoryCommittedMib() uint64 {
 	return 0
 }
 
+type SetEgressRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Egress        *Egress                `protobuf:"bytes,2,opt,name=egress,proto3" json:"egress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetEgressRequest) Reset() {
+	*x = SetEgressRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetEgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetEgressRequest) ProtoMessage() {}
+
+func (x *SetEgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetEgressRequest.ProtoReflect.Descriptor instead.
+func (*SetEgressRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *SetEgressRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *SetEgressRequest) GetEgress() *Egress {
+	if x != nil {
+		return x.Egress
+	}
+	return nil
+}
+
+type SetEgressResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Sandbox       *Sandbox               `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetEgressResponse) Reset() {
+	*x = SetEgressResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetEgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetEgressResponse) ProtoMessage() {}
+
+func (x *SetEgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetEgressResponse.ProtoReflect.Descriptor instead.
+func (*SetEgressResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SetEgressResponse) GetSandbox() *Sandbox {
+	if x != nil {
+		return x.Sandbox
+	}
+	return nil
+}
+
 var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\n" +
-	"\x1chostagent/v1/hostagent.proto\x12\fhostagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa1\x03\n" +
+	"\x1chostagent/v1/hostagent.proto\x12\fhostagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x03\n" +
 	"\aSandbox\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -905,10 +1074,12 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fenvd_version\x18\a \x01(\tR\venvdVersion\x129\n" +
 	"\n" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12?\n" +
-	"\bmetadata\x18\t \x03(\v2#.hostagent.v1.Sandbox.MetadataEntryR\bmetadata\x1a;\n" +
+	"\bmetadata\x18\t \x03(\v2#.hostagent.v1.Sandbox.MetadataEntryR\bmetadata\x12,\n" +
+	"\x06egress\x18\n" +
+	" \x01(\v2\x14.hostagent.v1.EgressR\x06egress\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xae\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x03\n" +
 	"\rCreateRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -918,13 +1089,17 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"memory_mib\x18\x04 \x01(\rR\tmemoryMib\x12C\n" +
 	"\benv_vars\x18\x05 \x03(\v2(.hostagent.v1.CreateRequest.EnvVarsEntryR\aenvVars\x12*\n" +
 	"\x11envd_access_token\x18\x06 \x01(\tR\x0fenvdAccessToken\x12E\n" +
-	"\bmetadata\x18\a \x03(\v2).hostagent.v1.CreateRequest.MetadataEntryR\bmetadata\x1a:\n" +
+	"\bmetadata\x18\a \x03(\v2).hostagent.v1.CreateRequest.MetadataEntryR\bmetadata\x12,\n" +
+	"\x06egress\x18\b \x01(\v2\x14.hostagent.v1.EgressR\x06egress\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"A\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
+	"\x06Egress\x12\x12\n" +
+	"\x04deny\x18\x01 \x03(\tR\x04deny\x12\x14\n" +
+	"\x05allow\x18\x02 \x03(\tR\x05allow\"A\n" +
 	"\x0eCreateResponse\x12/\n" +
 	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"+\n" +
 	"\n" +
@@ -958,7 +1133,13 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x16memory_available_bytes\x18\x04 \x01(\x04R\x14memoryAvailableBytes\x12+\n" +
 	"\x11sandboxes_running\x18\x05 \x01(\rR\x10sandboxesRunning\x12)\n" +
 	"\x10sandboxes_paused\x18\x06 \x01(\rR\x0fsandboxesPaused\x120\n" +
-	"\x14memory_committed_mib\x18\a \x01(\x04R\x12memoryCommittedMib*\xa5\x01\n" +
+	"\x14memory_committed_mib\x18\a \x01(\x04R\x12memoryCommittedMib\"_\n" +
+	"\x10SetEgressRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12,\n" +
+	"\x06egress\x18\x02 \x01(\v2\x14.hostagent.v1.EgressR\x06egress\"D\n" +
+	"\x11SetEgressResponse\x12/\n" +
+	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox*\xa5\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATE_STARTING\x10\x01\x12\x11\n" +
@@ -967,7 +1148,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fSTATE_PAUSED\x10\x04\x12\x12\n" +
 	"\x0eSTATE_RESUMING\x10\x05\x12\x12\n" +
 	"\x0eSTATE_STOPPING\x10\x06\x12\x11\n" +
-	"\rSTATE_STOPPED\x10\a2\xe3\x03\n" +
+	"\rSTATE_STOPPED\x10\a2\xb1\x04\n" +
 	"\x10HostAgentService\x12C\n" +
 	"\x06Create\x12\x1b.hostagent.v1.CreateRequest\x1a\x1c.hostagent.v1.CreateResponse\x12:\n" +
 	"\x03Get\x12\x18.hostagent.v1.GetRequest\x1a\x19.hostagent.v1.GetResponse\x12=\n" +
@@ -975,7 +1156,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\aDestroy\x12\x1c.hostagent.v1.DestroyRequest\x1a\x1d.hostagent.v1.DestroyResponse\x12@\n" +
 	"\x05Pause\x12\x1a.hostagent.v1.PauseRequest\x1a\x1b.hostagent.v1.PauseResponse\x12C\n" +
 	"\x06Resume\x12\x1b.hostagent.v1.ResumeRequest\x1a\x1c.hostagent.v1.ResumeResponse\x12@\n" +
-	"\x05Stats\x12\x1a.hostagent.v1.StatsRequest\x1a\x1b.hostagent.v1.StatsResponseBBZ@github.com/hearthsh/hearth/internal/gen/hostagent/v1;hostagentv1b\x06proto3"
+	"\x05Stats\x12\x1a.hostagent.v1.StatsRequest\x1a\x1b.hostagent.v1.StatsResponse\x12L\n" +
+	"\tSetEgress\x12\x1e.hostagent.v1.SetEgressRequest\x1a\x1f.hostagent.v1.SetEgressResponseBBZ@github.com/hearthsh/hearth/internal/gen/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -990,59 +1172,68 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(State)(0),                    // 0: hostagent.v1.State
 	(*Sandbox)(nil),               // 1: hostagent.v1.Sandbox
 	(*CreateRequest)(nil),         // 2: hostagent.v1.CreateRequest
-	(*CreateResponse)(nil),        // 3: hostagent.v1.CreateResponse
-	(*GetRequest)(nil),            // 4: hostagent.v1.GetRequest
-	(*GetResponse)(nil),           // 5: hostagent.v1.GetResponse
-	(*ListRequest)(nil),           // 6: hostagent.v1.ListRequest
-	(*ListResponse)(nil),          // 7: hostagent.v1.ListResponse
-	(*DestroyRequest)(nil),        // 8: hostagent.v1.DestroyRequest
-	(*DestroyResponse)(nil),       // 9: hostagent.v1.DestroyResponse
-	(*PauseRequest)(nil),          // 10: hostagent.v1.PauseRequest
-	(*PauseResponse)(nil),         // 11: hostagent.v1.PauseResponse
-	(*ResumeRequest)(nil),         // 12: hostagent.v1.ResumeRequest
-	(*ResumeResponse)(nil),        // 13: hostagent.v1.ResumeResponse
-	(*StatsRequest)(nil),          // 14: hostagent.v1.StatsRequest
-	(*StatsResponse)(nil),         // 15: hostagent.v1.StatsResponse
-	nil,                           // 16: hostagent.v1.Sandbox.MetadataEntry
-	nil,                           // 17: hostagent.v1.CreateRequest.EnvVarsEntry
-	nil,                           // 18: hostagent.v1.CreateRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 19: google.protobuf.Timestamp
+	(*Egress)(nil),                // 3: hostagent.v1.Egress
+	(*CreateResponse)(nil),        // 4: hostagent.v1.CreateResponse
+	(*GetRequest)(nil),            // 5: hostagent.v1.GetRequest
+	(*GetResponse)(nil),           // 6: hostagent.v1.GetResponse
+	(*ListRequest)(nil),           // 7: hostagent.v1.ListRequest
+	(*ListResponse)(nil),          // 8: hostagent.v1.ListResponse
+	(*DestroyRequest)(nil),        // 9: hostagent.v1.DestroyRequest
+	(*DestroyResponse)(nil),       // 10: hostagent.v1.DestroyResponse
+	(*PauseRequest)(nil),          // 11: hostagent.v1.PauseRequest
+	(*PauseResponse)(nil),         // 12: hostagent.v1.PauseResponse
+	(*ResumeRequest)(nil),         // 13: hostagent.v1.ResumeRequest
+	(*ResumeResponse)(nil),        // 14: hostagent.v1.ResumeResponse
+	(*StatsRequest)(nil),          // 15: hostagent.v1.StatsRequest
+	(*StatsResponse)(nil),         // 16: hostagent.v1.StatsResponse
+	(*SetEgressRequest)(nil),      // 17: hostagent.v1.SetEgressRequest
+	(*SetEgressResponse)(nil),     // 18: hostagent.v1.SetEgressResponse
+	nil,                           // 19: hostagent.v1.Sandbox.MetadataEntry
+	nil,                           // 20: hostagent.v1.CreateRequest.EnvVarsEntry
+	nil,                           // 21: hostagent.v1.CreateRequest.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.State
-	19, // 1: hostagent.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
-	16, // 2: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
-	17, // 3: hostagent.v1.CreateRequest.env_vars:type_name -> hostagent.v1.CreateRequest.EnvVarsEntry
-	18, // 4: hostagent.v1.CreateRequest.metadata:type_name -> hostagent.v1.CreateRequest.MetadataEntry
-	1,  // 5: hostagent.v1.CreateResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	1,  // 6: hostagent.v1.GetResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	1,  // 7: hostagent.v1.ListResponse.sandboxes:type_name -> hostagent.v1.Sandbox
-	1,  // 8: hostagent.v1.PauseResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	1,  // 9: hostagent.v1.ResumeResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	2,  // 10: hostagent.v1.HostAgentService.Create:input_type -> hostagent.v1.CreateRequest
-	4,  // 11: hostagent.v1.HostAgentService.Get:input_type -> hostagent.v1.GetRequest
-	6,  // 12: hostagent.v1.HostAgentService.List:input_type -> hostagent.v1.ListRequest
-	8,  // 13: hostagent.v1.HostAgentService.Destroy:input_type -> hostagent.v1.DestroyRequest
-	10, // 14: hostagent.v1.HostAgentService.Pause:input_type -> hostagent.v1.PauseRequest
-	12, // 15: hostagent.v1.HostAgentService.Resume:input_type -> hostagent.v1.ResumeRequest
-	14, // 16: hostagent.v1.HostAgentService.Stats:input_type -> hostagent.v1.StatsRequest
-	3,  // 17: hostagent.v1.HostAgentService.Create:output_type -> hostagent.v1.CreateResponse
-	5,  // 18: hostagent.v1.HostAgentService.Get:output_type -> hostagent.v1.GetResponse
-	7,  // 19: hostagent.v1.HostAgentService.List:output_type -> hostagent.v1.ListResponse
-	9,  // 20: hostagent.v1.HostAgentService.Destroy:output_type -> hostagent.v1.DestroyResponse
-	11, // 21: hostagent.v1.HostAgentService.Pause:output_type -> hostagent.v1.PauseResponse
-	13, // 22: hostagent.v1.HostAgentService.Resume:output_type -> hostagent.v1.ResumeResponse
-	15, // 23: hostagent.v1.HostAgentService.Stats:output_type -> hostagent.v1.StatsResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	22, // 1: hostagent.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
+	19, // 2: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
+	3,  // 3: hostagent.v1.Sandbox.egress:type_name -> hostagent.v1.Egress
+	20, // 4: hostagent.v1.CreateRequest.env_vars:type_name -> hostagent.v1.CreateRequest.EnvVarsEntry
+	21, // 5: hostagent.v1.CreateRequest.metadata:type_name -> hostagent.v1.CreateRequest.MetadataEntry
+	3,  // 6: hostagent.v1.CreateRequest.egress:type_name -> hostagent.v1.Egress
+	1,  // 7: hostagent.v1.CreateResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	1,  // 8: hostagent.v1.GetResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	1,  // 9: hostagent.v1.ListResponse.sandboxes:type_name -> hostagent.v1.Sandbox
+	1,  // 10: hostagent.v1.PauseResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	1,  // 11: hostagent.v1.ResumeResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	3,  // 12: hostagent.v1.SetEgressRequest.egress:type_name -> hostagent.v1.Egress
+	1,  // 13: hostagent.v1.SetEgressResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	2,  // 14: hostagent.v1.HostAgentService.Create:input_type -> hostagent.v1.CreateRequest
+	5,  // 15: hostagent.v1.HostAgentService.Get:input_type -> hostagent.v1.GetRequest
+	7,  // 16: hostagent.v1.HostAgentService.List:input_type -> hostagent.v1.ListRequest
+	9,  // 17: hostagent.v1.HostAgentService.Destroy:input_type -> hostagent.v1.DestroyRequest
+	11, // 18: hostagent.v1.HostAgentService.Pause:input_type -> hostagent.v1.PauseRequest
+	13, // 19: hostagent.v1.HostAgentService.Resume:input_type -> hostagent.v1.ResumeRequest
+	15, // 20: hostagent.v1.HostAgentService.Stats:input_type -> hostagent.v1.StatsRequest
+	17, // 21: hostagent.v1.HostAgentService.SetEgress:input_type -> hostagent.v1.SetEgressRequest
+	4,  // 22: hostagent.v1.HostAgentService.Create:output_type -> hostagent.v1.CreateResponse
+	6,  // 23: hostagent.v1.HostAgentService.Get:output_type -> hostagent.v1.GetResponse
+	8,  // 24: hostagent.v1.HostAgentService.List:output_type -> hostagent.v1.ListResponse
+	10, // 25: hostagent.v1.HostAgentService.Destroy:output_type -> hostagent.v1.DestroyResponse
+	12, // 26: hostagent.v1.HostAgentService.Pause:output_type -> hostagent.v1.PauseResponse
+	14, // 27: hostagent.v1.HostAgentService.Resume:output_type -> hostagent.v1.ResumeResponse
+	16, // 28: hostagent.v1.HostAgentService.Stats:output_type -> hostagent.v1.StatsResponse
+	18, // 29: hostagent.v1.HostAgentService.SetEgress:output_type -> hostagent.v1.SetEgressResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_hostagent_proto_init() }
@@ -1056,7 +1247,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

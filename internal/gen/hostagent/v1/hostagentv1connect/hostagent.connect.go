@@ -50,6 +50,9 @@ const (
 	HostAgentServiceResumeProcedure = "/hostagent.v1.HostAgentService/Resume"
 	// HostAgentServiceStatsProcedure is the fully-qualified name of the HostAgentService's Stats RPC.
 	HostAgentServiceStatsProcedure = "/hostagent.v1.HostAgentService/Stats"
+	// HostAgentServiceSetEgressProcedure is the fully-qualified name of the HostAgentService's
+	// SetEgress RPC.
+	HostAgentServiceSetEgressProcedure = "/hostagent.v1.HostAgentService/SetEgress"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -66,6 +69,9 @@ type HostAgentServiceClient interface {
 	Resume(context.Context, *connect.Request[v1.ResumeRequest]) (*connect.Response[v1.ResumeResponse], error)
 	// Stats reports the host's capacity and use, for placement.
 	Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error)
+	// SetEgress replaces a sandbox's outbound network policy. A running sandbox gets it at
+	// once, connections already open included; a paused one when it resumes.
+	SetEgress(context.Context, *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SetEgressResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -121,18 +127,25 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("Stats")),
 			connect.WithClientOptions(opts...),
 		),
+		setEgress: connect.NewClient[v1.SetEgressRequest, v1.SetEgressResponse](
+			httpClient,
+			baseURL+HostAgentServiceSetEgressProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("SetEgress")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // hostAgentServiceClient implements HostAgentServiceClient.
 type hostAgentServiceClient struct {
-	create  *connect.Client[v1.CreateRequest, v1.CreateResponse]
-	get     *connect.Client[v1.GetRequest, v1.GetResponse]
-	list    *connect.Client[v1.ListRequest, v1.ListResponse]
-	destroy *connect.Client[v1.DestroyRequest, v1.DestroyResponse]
-	pause   *connect.Client[v1.PauseRequest, v1.PauseResponse]
-	resume  *connect.Client[v1.ResumeRequest, v1.ResumeResponse]
-	stats   *connect.Client[v1.StatsRequest, v1.StatsResponse]
+	create    *connect.Client[v1.CreateRequest, v1.CreateResponse]
+	get       *connect.Client[v1.GetRequest, v1.GetResponse]
+	list      *connect.Client[v1.ListRequest, v1.ListResponse]
+	destroy   *connect.Client[v1.DestroyRequest, v1.DestroyResponse]
+	pause     *connect.Client[v1.PauseRequest, v1.PauseResponse]
+	resume    *connect.Client[v1.ResumeRequest, v1.ResumeResponse]
+	stats     *connect.Client[v1.StatsRequest, v1.StatsResponse]
+	setEgress *connect.Client[v1.SetEgressRequest, v1.SetEgressResponse]
 }
 
 // Create calls hostagent.v1.HostAgentService.Create.
@@ -170,6 +183,11 @@ func (c *hostAgentServiceClient) Stats(ctx context.Context, req *connect.Request
 	return c.stats.CallUnary(ctx, req)
 }
 
+// SetEgress calls hostagent.v1.HostAgentService.SetEgress.
+func (c *hostAgentServiceClient) SetEgress(ctx context.Context, req *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SetEgressResponse], error) {
+	return c.setEgress.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// Create boots a sandbox from a template and returns once envd answers.
@@ -184,6 +202,9 @@ type HostAgentServiceHandler interface {
 	Resume(context.Context, *connect.Request[v1.ResumeRequest]) (*connect.Response[v1.ResumeResponse], error)
 	// Stats reports the host's capacity and use, for placement.
 	Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error)
+	// SetEgress replaces a sandbox's outbound network policy. A running sandbox gets it at
+	// once, connections already open included; a paused one when it resumes.
+	SetEgress(context.Context, *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SetEgressResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -235,6 +256,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("Stats")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceSetEgressHandler := connect.NewUnaryHandler(
+		HostAgentServiceSetEgressProcedure,
+		svc.SetEgress,
+		connect.WithSchema(hostAgentServiceMethods.ByName("SetEgress")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateProcedure:
@@ -251,6 +278,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceResumeHandler.ServeHTTP(w, r)
 		case HostAgentServiceStatsProcedure:
 			hostAgentServiceStatsHandler.ServeHTTP(w, r)
+		case HostAgentServiceSetEgressProcedure:
+			hostAgentServiceSetEgressHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -286,4 +315,8 @@ func (UnimplementedHostAgentServiceHandler) Resume(context.Context, *connect.Req
 
 func (UnimplementedHostAgentServiceHandler) Stats(context.Context, *connect.Request[v1.StatsRequest]) (*connect.Response[v1.StatsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.Stats is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) SetEgress(context.Context, *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SetEgressResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.SetEgress is not implemented"))
 }

@@ -1,0 +1,37 @@
+package agent
+
+import (
+	"fmt"
+
+	"github.com/hearthsh/hearth/internal/egress"
+	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
+	"github.com/hearthsh/hearth/internal/netslot"
+)
+
+// egressFromProto reads the RPC's policy. The control plane checked the user's input
+// already; this is the agent's own contract.
+func egressFromProto(e *pb.Egress) (netslot.Egress, error) {
+	allow, err := egress.ParseList(e.GetAllow())
+	if err != nil {
+		return netslot.Egress{}, fmt.Errorf("egress allow: %w", err)
+	}
+	deny, err := egress.ParseList(e.GetDeny())
+	if err != nil {
+		return netslot.Egress{}, fmt.Errorf("egress deny: %w", err)
+	}
+	return netslot.Egress{Allow: allow, Deny: deny}, nil
+}
+
+func egressToProto(e netslot.Egress) *pb.Egress {
+	if len(e.Allow) == 0 && len(e.Deny) == 0 {
+		return nil
+	}
+	out := &pb.Egress{}
+	for _, p := range e.Allow {
+		out.Allow = append(out.Allow, p.String())
+	}
+	for _, p := range e.Deny {
+		out.Deny = append(out.Deny, p.String())
+	}
+	return out
+}

@@ -1,0 +1,172 @@
+package cp
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+
+	"connectrpc.com/connect"
+
+	"github.com/hearthsh/hearth/internal/egress"
+	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
+	"github.com/hearthsh/hearth/internal/store"
+)
+
+// checkOutbound validates a user's allowOut and denyOut, returning them normalised
+// (addresses as /32 ranges, host bits cleared) as the store keeps them.
+func checkOutbound(allowOut, denyOut []string) (allow, deny []string, err error) {
+	if allow, err = normaliseList("allowOut", allowOut); err != nil {
+		return nil, nil, err
+	}
+	if deny, err = normaliseList("denyOut", denyOut); err != nil {
+		return nil, nil, err
+	}
+	return allow, deny, nil
+}
+
+func normaliseList(field string, in []string) ([]string, error) {
+	ps, err := egress.ParseList(in)
+	if err != nil {
+		return nil, errorf(http.StatusBadRequest, "network.%s: %v", field, err)
+	}
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out, nil
+}
+
+// unsupported refuses E2B options Hearth does not implement, naming the first one set.
+func unsupported(fields map[string]bool) error {
+	var set []string
+	for name, isSet := range fields {
+		if isSet {
+			set = append(set, name)
+		}
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	slices.Sort(set)
+	return errorf(http.StatusBadRequest, "%s: not supported by Hearth; leave it out", set[0])
+}
+
+// given reports whether a raw JSON field holds anything but null or an empty value.
+func given(raw json.RawMessage) bool {
+	switch string(raw) {
+	case "", "null", "{}", "[]", `""`:
+		return false
+	}
+	return true
+}
+
+// sandboxNetwork is a new sandbox's checked network settings, as the store keeps them.
+type sandboxNetwork struct {
+	AllowOut, DenyOut  []string
+	AllowPublicTraffic bool
+}
+
+// checkNetwork validates a new sandbox's network options (and refuses the E2B options
+// Hearth does not implement).
+func checkNetwork(req NewSandbox) (sandboxNetwork, error) {
+	out := sandboxNetwork{AllowPublicTraffic: true}
+	n := req.Network
+	if err := unsupported(map[string]bool{
+		"volumeMounts": given(req.VolumeMounts), "mcp": given(req.MCP), "iam": given(req.IAM),
+	}); err != nil {
+		return out, err
+	}
+	if n == nil {
+		return out, nil
+	}
+	if err := unsupported(map[string]bool{
+		"network.egressProxy": given(n.EgressProxy), "network.rules": given(n.Rules),
+		"network.maskRequestHost": n.MaskRequestHost != nil && *n.MaskRequestHost != "",
+		"network.httpsPorts":      given(n.HTTPSPorts),
+	}); err != nil {
+		return out, err
+	}
+	var err error
+	if out.AllowOut, out.DenyOut, err = checkOutbound(n.AllowOut, n.DenyOut); err != nil {
+		return out, err
+	}
+	if n.AllowPublicTraffic != nil {
+		out.AllowPublicTraffic = *n.AllowPublicTraffic
+	}
+	return out, nil
+}
+
+// egressOf is the policy the agent enforces: E2B's allow_internet_access false is a deny
+// of all traffic, with allowOut still winning.
+func egressOf(sb store.Sandbox) *pb.Egress {
+	deny := slices.Clone(sb.DenyOut)
+	if !sb.AllowInternet && !slices.Contains(deny, egress.AllTraffic) {
+		deny = append(deny, egress.AllTraffic)
+	}
+	if len(deny) == 0 && len(sb.AllowOut) == 0 {
+		return nil
+	}
+	return &pb.Egress{Allow: sb.AllowOut, Deny: deny}
+}
+
+// networkOf is the network part of GET /sandboxes/{id}.
+func networkOf(sb store.Sandbox) *SandboxNetwork {
+	public := sb.AllowPublicTraffic
+	return &SandboxNetwork{AllowOut: sb.AllowOut, DenyOut: sb.DenyOut, AllowPublicTraffic: &public}
+}
+
+// updateNetwork is PUT /sandboxes/{id}/network: it replaces the outbound policy of a
+// running sandbox at once, connections already open included, and of a paused one for
+// when it resumes.
+func (s *Server) updateNetwork(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var req NetworkUpdate
+	if err := decode(r, &req); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if err := unsupported(map[string]bool{"egressProxy": given(req.EgressProxy), "rules": given(req.Rules)}); err != nil {
+		fail(w, err)
+		return
+	}
+	allow, deny, err := checkOutbound(req.AllowOut, req.DenyOut)
+	if err != nil {
+		fail(w, err)
+		return
+	}
+	sb, err := s.store.Sandbox(r.Context(), id)
+	if err != nil {
+		fail(w, sandboxErr(id, err))
+		return
+	}
+	if sb.State != store.StateRunning && sb.State != store.StatePaused {
+		fail(w, busy(id, sb.State, "change the network of"))
+		return
+	}
+	next := sb
+	next.AllowOut, next.DenyOut = allow, deny
+	next.AllowInternet = req.AllowInternetAccess == nil || *req.AllowInternetAccess
+	host, err := s.store.Host(r.Context(), sb.HostID)
+	if err != nil {
+		fail(w, fmt.Errorf("host of sandbox %s: %w", id, err))
+		return
+	}
+	// The agent first: it enforces the policy, and refuses while a pause or resume runs.
+	// The store then records what is in force.
+	if _, err := s.agents.client(host).SetEgress(r.Context(), connect.NewRequest(&pb.SetEgressRequest{
+		SandboxId: id, Egress: egressOf(next),
+	})); err != nil {
+		fail(w, fmt.Errorf("set network of sandbox %s: %w", id, err))
+		return
+	}
+	if _, err := s.store.UpdateSandbox(r.Context(), id, func(x *store.Sandbox) error {
+		x.AllowOut, x.DenyOut, x.AllowInternet = next.AllowOut, next.DenyOut, next.AllowInternet
+		return nil
+	}); err != nil {
+		fail(w, sandboxErr(id, err))
+		return
+	}
+	s.events.add(id, "info", fmt.Sprintf("network updated: allowOut %v, denyOut %v, internet %v", allow, deny, next.AllowInternet))
+	w.WriteHeader(http.StatusNoContent)
+}
