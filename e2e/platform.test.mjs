@@ -19,6 +19,9 @@ const world = startOutsideWorld()
 before(() => world.ready())
 after(() => world.stop())
 
+// The agents resolve the test's domain to the outside world (there is no DNS here).
+const egressResolve = ['--egress-resolve', `world.test=${world.addrs[0]}`]
+
 const procs = []
 function track(p) { procs.push(p); return p }
 function logsNote() {
@@ -163,6 +166,28 @@ function platformSuite(getEnv) {
     }
   })
 
+  test('outbound domain allow-list: HTTP judged by its Host header on the host', async () => {
+    const [allowed, other] = world.addrs
+    const sbx = await Sandbox.create('base', { timeoutMs: 120_000, network: { denyOut: [ALL_TRAFFIC], allowOut: ['world.test'] } })
+    try {
+      // The sandbox has no name server for these test names: curl --resolve sends each
+      // connection to a denied address, which the host hands to the agent's inspector. The
+      // inspector lets world.test through, dialling the name as the agent resolves it
+      // (--egress-resolve world.test=<allowed>), not the address the sandbox asked for.
+      const ok = await sbx.commands.run(`curl -sS -m 5 --resolve world.test:80:${other} http://world.test/`)
+      assert.equal(ok.stdout, `world ${allowed}`)
+      const no = await sbx.commands.run(`curl -sS -m 5 -o /dev/null -w '%{http_code}' --resolve evil.test:80:${other} http://evil.test/ || true`)
+      assert.equal(no.stdout, '403')
+      // Other ports of denied addresses are refused as without domains.
+      const port = await sbx.commands.run(`curl -sS -m 5 http://${other}:8080/ || echo "exit $?"`)
+      assert.equal(port.stdout.trim(), 'exit 7')
+      const net = (await Sandbox.getInfo(sbx.sandboxId)).network
+      assert.deepEqual(net.allowOut, ['world.test'])
+    } finally {
+      await sbx.kill()
+    }
+  })
+
   test('pause and resume keep files and a running process', async () => {
     const sbx = await Sandbox.create('base', { timeoutMs: 120_000 })
     const id = sbx.sandboxId
@@ -228,7 +253,7 @@ describe('hearth dev (SQLite)', () => {
     dev = track(new Proc('hearth dev', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
       '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
-      '--slot-prefix', 'he2ed', '--pool', '10.233.0.0/16']))
+      '--slot-prefix', 'he2ed', '--pool', '10.233.0.0/16', ...egressResolve]))
     env = { apiPort: api, proxyPort: proxy }
     useEnv(api, proxy)
     await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
@@ -253,7 +278,7 @@ describe('hearth dev --runtime qemu', { skip: process.env.HEARTH_E2E_QEMU === '0
     dev = track(new Proc('hearth dev qemu', ['dev', '--runtime', 'qemu', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
       '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
-      '--slot-prefix', 'he2eq', '--pool', '10.237.0.0/16']))
+      '--slot-prefix', 'he2eq', '--pool', '10.237.0.0/16', ...egressResolve]))
     env = { apiPort: api, proxyPort: proxy }
     useEnv(api, proxy)
     await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
@@ -281,7 +306,7 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
       const [rpc, ap] = [await freePort(), await freePort()]
       agents.push(track(new Proc(`agent ${i}`, ['agent', '--data-dir', dataDir(`agent${i}`),
         '--listen', `127.0.0.1:${rpc}`, '--proxy-listen', `127.0.0.1:${ap}`, '--host-id', `agent-${i}`,
-        '--slot-prefix', prefix, '--pool', pool, '--control-plane', `http://127.0.0.1:${api}`, '--agent-token', token])))
+        '--slot-prefix', prefix, '--pool', pool, '--control-plane', `http://127.0.0.1:${api}`, '--agent-token', token, ...egressResolve])))
     }
     await apiReady(`http://127.0.0.1:${api}`, testKey)
     await waitFor('both agents registered', async () => {

@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hearthsh/hearth/internal/agent"
 	"github.com/hearthsh/hearth/internal/agent/sandbox"
 	"github.com/hearthsh/hearth/internal/conntrack"
+	"github.com/hearthsh/hearth/internal/egressproxy"
 	"github.com/hearthsh/hearth/internal/envd"
 	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/netslot"
@@ -58,6 +60,10 @@ type agentConfig struct {
 	StopOnExit bool
 	// QEMUAccel is the qemu runtime's accelerator: auto, tcg or kvm.
 	QEMUAccel string
+	// EgressInspectPort is the TCP port of the egress inspector (domain allow-lists) on
+	// every host address; 0 picks a free one. EgressResolve pins names it resolves.
+	EgressInspectPort int
+	EgressResolve     []string
 	// FC configures the firecracker runtime: binaries and guest kernel.
 	FC fcFlags
 }
@@ -95,6 +101,7 @@ func init() {
 	f.StringVar(&c.HostID, "host-id", "", "this host's ID in the control plane (default: the hostname)")
 	f.StringVar(&c.AdvertiseRPC, "advertise-rpc", "", "address the control plane dials for the API (default: the --listen address)")
 	f.StringVar(&c.AdvertiseProxy, "advertise-proxy", "", "address the control plane dials for sandbox traffic (default: the --proxy-listen address)")
+	c.egressFlags(f)
 	rootCmd.AddCommand(cmd)
 }
 
@@ -111,7 +118,18 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	if err != nil {
 		return fmt.Errorf("--pool: %w", err)
 	}
-	slots, err := netslot.New(netslot.Config{CIDR: cidr, Prefix: c.SlotPrefix, Logger: log})
+	resolve, err := pinnedResolver(c.EgressResolve)
+	if err != nil {
+		return err
+	}
+	// The inspector's port goes into the slots' redirect rules, so it is bound first.
+	inspectLn, err := net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", c.EgressInspectPort))
+	if err != nil {
+		return fmt.Errorf("egress inspector: %w", err)
+	}
+	defer inspectLn.Close()
+	inspectPort := uint16(inspectLn.Addr().(*net.TCPAddr).Port)
+	slots, err := netslot.New(netslot.Config{CIDR: cidr, Prefix: c.SlotPrefix, InspectPort: inspectPort, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -142,6 +160,18 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		return fmt.Errorf("recover: %w", err)
 	}
 	a := agent.New(mgr, conns, c.Runtime, log)
+	inspector, err := egressproxy.New(egressproxy.Config{
+		Lookup: mgr.EgressDomains, Allowed: slots.InspectAllowed, Resolve: resolve, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	go func() {
+		if err := inspector.Serve(inspectLn); err != nil {
+			log.Error("egress inspector stopped", "err", err)
+		}
+	}()
+	defer inspector.Close()
 
 	rpcLn, proxyLn, err := listenBoth(c.RPCAddr, c.ProxyAddr)
 	if err != nil {
@@ -163,7 +193,8 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		srvs, lns = append(srvs, proxySrv), append(lns, ln) // one server, two listeners
 	}
 
-	log.Info("agent ready", "rpc", rpcLn.Addr().String(), "proxy", proxyLn.Addr().String(), "runtime", c.Runtime, "data_dir", c.DataDir)
+	log.Info("agent ready", "rpc", rpcLn.Addr().String(), "proxy", proxyLn.Addr().String(), "runtime", c.Runtime,
+		"data_dir", c.DataDir, "egress_inspector_port", inspectPort)
 	if c.ControlPlane != "" {
 		hb := heartbeatSender(c, a, rpcLn.Addr().String(), proxyLn.Addr().String(), log)
 		go hb.Run(ctx)
@@ -334,4 +365,30 @@ func builtTemplates(dataDir string) []hostreg.Template {
 		out = append(out, hostreg.Template{Name: t.Name, Version: t.Version(), EnvdVersion: envd.Version})
 	}
 	return out
+}
+
+func (c *agentConfig) egressFlags(f *pflag.FlagSet) {
+	f.IntVar(&c.EgressInspectPort, "egress-inspect-port", 0, "TCP port of the egress inspector that judges sandboxes' HTTP and HTTPS connections by domain (0: any free port; only redirected sandbox connections reach it)")
+	f.StringArrayVar(&c.EgressResolve, "egress-resolve", nil, "NAME=IPv4 the egress inspector uses instead of DNS for NAME (repeatable; for hosts without DNS, and tests)")
+}
+
+// pinnedResolver resolves the names pinned by --egress-resolve to their addresses and
+// everything else through DNS.
+func pinnedResolver(pins []string) (func(ctx context.Context, host string) ([]netip.Addr, error), error) {
+	pinned := map[string][]netip.Addr{}
+	for _, p := range pins {
+		name, addr, ok := strings.Cut(p, "=")
+		a, err := netip.ParseAddr(addr)
+		if !ok || name == "" || err != nil || !a.Is4() {
+			return nil, fmt.Errorf("--egress-resolve %q: want NAME=IPv4", p)
+		}
+		name = strings.ToLower(strings.TrimSuffix(name, "."))
+		pinned[name] = append(pinned[name], a)
+	}
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		if as, ok := pinned[strings.ToLower(strings.TrimSuffix(host, "."))]; ok {
+			return as, nil
+		}
+		return net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+	}, nil
 }

@@ -107,7 +107,7 @@ func toProto(i sandbox.Info) *pb.Sandbox {
 		EnvdVersion: envd.Version,
 		CreatedAt:   timestamppb.New(i.CreatedAt),
 		Metadata:    i.Metadata,
-		Egress:      egressToProto(i.Egress),
+		Egress:      egressToProto(i.Egress, i.EgressDomains),
 	}
 	if i.EnvdAddr.IsValid() {
 		s.EnvdAddress = i.EnvdAddr.String()
@@ -128,14 +128,14 @@ var stateProto = map[sandbox.State]pb.State{
 // Create boots a sandbox.
 func (a *Agent) Create(ctx context.Context, req *connect.Request[pb.CreateRequest]) (*connect.Response[pb.CreateResponse], error) {
 	m := req.Msg
-	egress, err := egressFromProto(m.GetEgress())
+	egress, domains, err := egressFromProto(m.GetEgress())
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
 	info, err := a.mgr.Create(ctx, sandbox.CreateRequest{
 		ID: m.GetSandboxId(), Template: m.GetTemplate(), CPUs: int(m.GetCpus()), MemoryMiB: int(m.GetMemoryMib()),
 		EnvVars: m.GetEnvVars(), AccessToken: m.GetEnvdAccessToken(), Metadata: m.GetMetadata(),
-		Egress: egress,
+		Egress: egress, EgressDomains: domains,
 	})
 	if err != nil {
 		return nil, rpcError(err)
@@ -198,15 +198,15 @@ func (a *Agent) Resume(ctx context.Context, req *connect.Request[pb.ResumeReques
 
 // SetEgress replaces a sandbox's outbound policy.
 func (a *Agent) SetEgress(ctx context.Context, req *connect.Request[pb.SetEgressRequest]) (*connect.Response[pb.SetEgressResponse], error) {
-	egress, err := egressFromProto(req.Msg.GetEgress())
+	egress, domains, err := egressFromProto(req.Msg.GetEgress())
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	info, err := a.mgr.SetEgress(ctx, req.Msg.GetSandboxId(), egress)
+	info, err := a.mgr.SetEgress(ctx, req.Msg.GetSandboxId(), egress, domains)
 	if err != nil {
 		return nil, rpcError(err)
 	}
-	a.log.Info("sandbox egress set", "sandbox", info.ID, "allow", len(egress.Allow), "deny", len(egress.Deny))
+	a.log.Info("sandbox egress set", "sandbox", info.ID, "allow", len(egress.Allow), "deny", len(egress.Deny), "domains", len(domains))
 	return connect.NewResponse(&pb.SetEgressResponse{Sandbox: toProto(info)}), nil
 }
 

@@ -81,14 +81,16 @@ func TestAuthAndErrors(t *testing.T) {
 		{"unknown route", "GET", "/nope", "", key, 404, "no route"},
 		// Network options are checked before anything is placed; a domain name, IPv6 or an
 		// option Hearth lacks is refused, never silently ignored.
-		{"domain in allowOut", "POST", "/v2/sandboxes", `{"templateID":"base","network":{"allowOut":["api.openai.com"],"denyOut":["0.0.0.0/0"]}}`, key, 400, `network.allowOut: \"api.openai.com\" is a domain name`},
+		{"domain in denyOut", "POST", "/v2/sandboxes", `{"templateID":"base","network":{"denyOut":["api.openai.com"]}}`, key, 400, `network.denyOut: \"api.openai.com\" is a domain name: domain names are allowed in allowOut only`},
+		{"bad domain in allowOut", "POST", "/v2/sandboxes", `{"templateID":"base","network":{"allowOut":["a.*.com"],"denyOut":["0.0.0.0/0"]}}`, key, 400, `network.allowOut: domain pattern \"a.*.com\": label \"*\" has character`},
+		{"domain in allowOut is fine", "POST", "/v2/sandboxes", `{"templateID":"nope","network":{"allowOut":["api.openai.com","*.github.com"],"denyOut":["0.0.0.0/0"]}}`, key, 404, `template \"nope\" not found`},
 		{"IPv6 in denyOut", "POST", "/v2/sandboxes", `{"templateID":"base","network":{"denyOut":["::/0"]}}`, key, 400, `network.denyOut: \"::/0\" is IPv6`},
 		{"garbage in denyOut", "POST", "/v2/sandboxes", `{"templateID":"base","network":{"denyOut":["1.2.3.4/40"]}}`, key, 400, "not an IPv4 CIDR range"},
 		{"egress proxy", "POST", "/v2/sandboxes", `{"templateID":"base","network":{"egressProxy":{"address":"p:1080"}}}`, key, 400, "network.egressProxy: not supported"},
 		{"volume mounts", "POST", "/v2/sandboxes", `{"templateID":"base","volumeMounts":[{"name":"v","path":"/data"}]}`, key, 400, "volumeMounts: not supported"},
 		{"empty extras are fine", "POST", "/v2/sandboxes", `{"templateID":"nope","volumeMounts":[],"network":{"rules":{},"allowOut":[]}}`, key, 404, `template \"nope\" not found`},
 		{"network of unknown sandbox", "PUT", "/sandboxes/nosuch/network", `{"denyOut":["0.0.0.0/0"]}`, key, 404, "sandbox nosuch not found"},
-		{"network update checked first", "PUT", "/sandboxes/nosuch/network", `{"allowOut":["example.com"]}`, key, 400, "is a domain name"},
+		{"network update checked first", "PUT", "/sandboxes/nosuch/network", `{"denyOut":["example.com"]}`, key, 400, "is a domain name"},
 		{"network update without rules", "PUT", "/sandboxes/nosuch/network", `{"rules":{"a.com":[{}]}}`, key, 400, "rules: not supported"},
 	}
 	for _, tt := range tests {
@@ -343,5 +345,35 @@ func TestTrafficToken(t *testing.T) {
 		if status != tt.status {
 			t.Errorf("%s port %s token %q: %d %s, want %d", tt.id, tt.port, tt.token, status, body, tt.status)
 		}
+	}
+}
+
+// TestEgressOf: what the agent is told to enforce for what the user asked.
+func TestEgressOf(t *testing.T) {
+	tests := []struct {
+		name string
+		sb   store.Sandbox
+		want string // allow|deny|domains, "" = no policy
+	}{
+		{"nothing", store.Sandbox{AllowInternet: true}, ""},
+		{"no internet", store.Sandbox{}, "|0.0.0.0/0|"},
+		{"no internet, denyOut all too", store.Sandbox{DenyOut: []string{"0.0.0.0/0"}}, "|0.0.0.0/0|"},
+		{"deny one", store.Sandbox{AllowInternet: true, DenyOut: []string{"1.2.3.4/32"}}, "|1.2.3.4/32|"},
+		{"allow through deny", store.Sandbox{AllowInternet: true, AllowOut: []string{"1.1.1.1/32"}, DenyOut: []string{"0.0.0.0/0"}}, "1.1.1.1/32|0.0.0.0/0|"},
+		// Domains bring the name server with them, or nothing could be resolved.
+		{"domains", store.Sandbox{AllowOut: []string{"api.openai.com", "1.1.1.1/32", "*.github.com"}},
+			"1.1.1.1/32,8.8.8.8/32|0.0.0.0/0|api.openai.com,*.github.com"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := egressOf(tt.sb)
+			got := ""
+			if e != nil {
+				got = strings.Join(e.Allow, ",") + "|" + strings.Join(e.Deny, ",") + "|" + strings.Join(e.AllowDomains, ",")
+			}
+			if got != tt.want {
+				t.Errorf("egressOf = %q, want %q", got, tt.want)
+			}
+		})
 	}
 }

@@ -2,9 +2,11 @@ package cp
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
 	"connectrpc.com/connect"
 
@@ -14,25 +16,40 @@ import (
 )
 
 // checkOutbound validates a user's allowOut and denyOut, returning them normalised
-// (addresses as /32 ranges, host bits cleared) as the store keeps them.
+// (addresses as /32 ranges, host bits cleared, domains in lower case) as the store keeps
+// them. Domain names are allowed in allowOut only, as in E2B.
 func checkOutbound(allowOut, denyOut []string) (allow, deny []string, err error) {
-	if allow, err = normaliseList("allowOut", allowOut); err != nil {
+	if allow, err = normaliseList("allowOut", allowOut, true); err != nil {
 		return nil, nil, err
 	}
-	if deny, err = normaliseList("denyOut", denyOut); err != nil {
+	if deny, err = normaliseList("denyOut", denyOut, false); err != nil {
 		return nil, nil, err
 	}
 	return allow, deny, nil
 }
 
-func normaliseList(field string, in []string) ([]string, error) {
-	ps, err := egress.ParseList(in)
-	if err != nil {
-		return nil, errorf(http.StatusBadRequest, "network.%s: %v", field, err)
+func normaliseList(field string, in []string, domains bool) ([]string, error) {
+	if len(in) > egress.MaxEntries {
+		return nil, errorf(http.StatusBadRequest, "network.%s: %d entries, at most %d are allowed", field, len(in), egress.MaxEntries)
 	}
 	var out []string
-	for _, p := range ps {
-		out = append(out, p.String())
+	for _, s := range in {
+		p, err := egress.ParsePrefix(s)
+		if err == nil {
+			out = append(out, p.String())
+			continue
+		}
+		if !errors.Is(err, egress.ErrDomain) && !strings.Contains(s, "*") {
+			return nil, errorf(http.StatusBadRequest, "network.%s: %q %v", field, s, err)
+		}
+		if !domains {
+			return nil, errorf(http.StatusBadRequest, "network.%s: %q is a domain name: domain names are allowed in allowOut only; deny by address or CIDR range (0.0.0.0/0 for all)", field, s)
+		}
+		d, err := egress.ParseDomain(s)
+		if err != nil {
+			return nil, errorf(http.StatusBadRequest, "network.%s: %v", field, err)
+		}
+		out = append(out, d)
 	}
 	return out, nil
 }
@@ -97,6 +114,10 @@ func checkNetwork(req NewSandbox) (sandboxNetwork, error) {
 	return out, nil
 }
 
+// dnsServer is the template's first name server. A policy that allows domains also allows
+// it, as E2B allows its default name server, or no allowed name could be resolved.
+const dnsServer = "8.8.8.8/32"
+
 // egressOf is the policy the agent enforces: E2B's allow_internet_access false is a deny
 // of all traffic, with allowOut still winning.
 func egressOf(sb store.Sandbox) *pb.Egress {
@@ -104,10 +125,21 @@ func egressOf(sb store.Sandbox) *pb.Egress {
 	if !sb.AllowInternet && !slices.Contains(deny, egress.AllTraffic) {
 		deny = append(deny, egress.AllTraffic)
 	}
-	if len(deny) == 0 && len(sb.AllowOut) == 0 {
+	var allow, domains []string
+	for _, a := range sb.AllowOut {
+		if _, err := egress.ParsePrefix(a); err == nil {
+			allow = append(allow, a)
+		} else {
+			domains = append(domains, a)
+		}
+	}
+	if len(domains) > 0 && !slices.Contains(allow, dnsServer) {
+		allow = append(allow, dnsServer)
+	}
+	if len(deny) == 0 && len(allow) == 0 && len(domains) == 0 {
 		return nil
 	}
-	return &pb.Egress{Allow: sb.AllowOut, Deny: deny}
+	return &pb.Egress{Allow: allow, Deny: deny, AllowDomains: domains}
 }
 
 // networkOf is the network part of GET /sandboxes/{id}.

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -53,6 +54,11 @@ type Config struct {
 	DenyNets []netip.Prefix
 	// AllowNets are exceptions to DenyNets.
 	AllowNets []netip.Prefix
+	// InspectPort, when non-zero, is the TCP port of the agent's egress inspector on the
+	// host ends of the slots. Slots whose Egress has Inspect set get their TCP connections to
+	// ports 80 and 443 of destinations their policy denies redirected there.
+	// Sandboxes cannot connect to it directly, so it must not be in AllowHostPorts.
+	InspectPort uint16
 	// Logger receives operational logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -85,6 +91,9 @@ func (c Config) withDefaults() (Config, error) {
 		if !n.IsValid() || !n.Addr().Is4() {
 			return c, fmt.Errorf("netslot: network %s is not an IPv4 prefix", n)
 		}
+	}
+	if c.InspectPort != 0 && slices.Contains(c.AllowHostPorts, c.InspectPort) {
+		return c, fmt.Errorf("netslot: inspect port %d is also in AllowHostPorts: sandboxes could connect to the inspector directly", c.InspectPort)
 	}
 	return c, nil
 }

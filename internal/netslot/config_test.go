@@ -21,6 +21,8 @@ func TestConfigValidation(t *testing.T) {
 		{"prefix with a dash", Config{Prefix: "he-arth"}, true},
 		{"prefix starting with a digit", Config{Prefix: "1hearth"}, true},
 		{"ipv6 deny net", Config{DenyNets: []netip.Prefix{netip.MustParsePrefix("fc00::/7")}}, true},
+		{"inspect port", Config{InspectPort: 8443, AllowHostPorts: []uint16{53}}, false},
+		{"inspect port also an allowed host port", Config{InspectPort: 8443, AllowHostPorts: []uint16{53, 8443}}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -36,13 +36,17 @@
 // rewrites the shared rules:
 //
 //	prerouting (raw):  from slot_ifs, source not routed back via that veth -> drop (anti-spoofing)
-//	input:             from slot_ifs: established -> accept; dport in host_ports -> accept; else drop
+//	input:             from slot_ifs: established -> accept; dport in host_ports -> accept;
+//	                   [tcp dport InspectPort, ct status dnat -> accept]; else drop
 //	forward:           to slot_ifs: established -> accept, else drop (no sandbox-to-sandbox,
 //	                   nothing from outside initiates to a sandbox);
 //	                   from slot_ifs: non-IPv4 -> drop; iifname vmap @slot_egress (the
 //	                   sandbox's own policy, below); allowed nets -> accept;
 //	                   denied nets (private ranges by default) -> drop; else accept
 //	postrouting (nat): ip saddr in pool, oifname not in slot_ifs -> masquerade
+//	[prerouting_nat (nat, dstnat): iifname vmap @slot_inspect]
+//
+// The bracketed parts exist only in a pool with Config.InspectPort.
 //
 // A sandbox's own egress policy ([Egress], [WithEgress], [Pool.SetEgress])
 // lives in objects of its slot index i, written in the same transaction as
@@ -55,6 +59,9 @@
 //	egress_allow_<i>,
 //	egress_deny_<i>:    the policy's prefixes (interval sets)
 //	egress_reject:      tcp -> reject with tcp reset; else reject with icmpx admin-prohibited
+//	slot_inspect (map): <prefix>-h<i> : jump inspect_<i>    (only with Egress.Inspect)
+//	inspect_<i>:        ip daddr @egress_allow_<i> return;
+//	                    ip daddr @egress_deny_<i> tcp dport @inspect_ports (80, 443) redirect to :InspectPort
 //
 // The policy runs before the pool's nets so that its Deny wins over
 // AllowNets; its Allow only returns to them, so DenyNets (and the drop of
@@ -63,6 +70,16 @@
 // sandbox has no "established" shortcut, so a policy change also applies to
 // connections already open. A slot without a policy costs one failed map
 // lookup per packet. Kernel features used: NFT_REJECT, NFT_REJECT_INET.
+//
+// With Inspect, the slot's denied HTTP and HTTPS connections are
+// redirected, before routing, to the inspector on the slot's host address,
+// so they reach input instead of forward; input lets them in by their
+// conntrack DNAT status, which a sandbox connecting to the port itself
+// does not have. The redirect is decided on a connection's first packet
+// and lasts as long as the connection: a policy change does not move open
+// connections away from the inspector. The inspector dials from the host,
+// outside these rules, so it checks [Pool.InspectAllowed] itself. Kernel
+// features used: NFT_NAT, NFT_REDIR, NFT_CT.
 //
 // Connections the host opens to a sandbox (the agent's proxy) leave through
 // the output hook, which the table does not filter; their replies are

@@ -29,9 +29,17 @@ const MaxEgressPrefixes = 256
 // The policy is checked on every packet the sandbox sends, with no
 // shortcut for established connections, so a tighter policy also cuts
 // connections that are already open.
+//
+// With Inspect, TCP connections to ports 80 and 443 of denied destinations
+// are not refused but redirected to the pool's inspector
+// (Config.InspectPort), which decides on the name the client asks for
+// (HTTP Host, TLS SNI). Everything else a policy denies is still refused.
 type Egress struct {
 	Allow []netip.Prefix `json:"allow,omitempty"`
 	Deny  []netip.Prefix `json:"deny,omitempty"`
+	// Inspect redirects denied TCP connections to ports 80 and 443 to Config.InspectPort
+	// (for domain allow-lists) instead of refusing them. Needs Config.InspectPort and a non-empty Deny.
+	Inspect bool `json:"inspect,omitempty"`
 }
 
 // WithEgress gives the slot the egress policy e, in force before the slot
@@ -51,6 +59,9 @@ func (p *Pool) SetEgress(ctx context.Context, s *Slot, e Egress) error {
 		return errors.New("netslot: set egress of nil slot")
 	}
 	e, err := e.normalize()
+	if err == nil {
+		err = p.cfg.checkEgress(e)
+	}
 	if err != nil {
 		return fmt.Errorf("set egress of slot %d of %s: %w", s.Index, s.SandboxID, err)
 	}
@@ -71,7 +82,7 @@ func (p *Pool) SetEgress(ctx context.Context, s *Slot, e Egress) error {
 		return fmt.Errorf("set egress of slot %d of %s: %w", s.Index, s.SandboxID, err)
 	}
 	s.egress = e
-	p.log.Debug("slot egress set", "slot", s.Index, "sandbox", s.SandboxID, "allow", len(e.Allow), "deny", len(e.Deny))
+	p.log.Debug("slot egress set", "slot", s.Index, "sandbox", s.SandboxID, "allow", len(e.Allow), "deny", len(e.Deny), "inspect", e.Inspect)
 	return nil
 }
 
@@ -80,7 +91,7 @@ func (p *Pool) SetEgress(ctx context.Context, s *Slot, e Egress) error {
 func (s *Slot) Egress() Egress {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Egress{Allow: slices.Clone(s.egress.Allow), Deny: slices.Clone(s.egress.Deny)}
+	return Egress{Allow: slices.Clone(s.egress.Allow), Deny: slices.Clone(s.egress.Deny), Inspect: s.egress.Inspect}
 }
 
 // normalize checks e and returns a copy with every prefix masked and
@@ -94,7 +105,20 @@ func (e Egress) normalize() (Egress, error) {
 	if err != nil {
 		return Egress{}, err
 	}
-	return Egress{Allow: allow, Deny: deny}, nil
+	// Refused rather than dropped: a caller relying on Inspect for a domain
+	// allow-list but with nothing denied would restrict nothing at all.
+	if e.Inspect && len(deny) == 0 {
+		return Egress{}, errors.New("netslot: egress inspect needs a non-empty deny list: only denied destinations are inspected")
+	}
+	return Egress{Allow: allow, Deny: deny, Inspect: e.Inspect}, nil
+}
+
+// checkEgress checks what of a normalised policy depends on the pool.
+func (c Config) checkEgress(e Egress) error {
+	if e.Inspect && c.InspectPort == 0 {
+		return errors.New("netslot: egress inspect needs an inspector, but the pool has no Config.InspectPort")
+	}
+	return nil
 }
 
 func egressPrefixes(list string, in []netip.Prefix) ([]netip.Prefix, error) {

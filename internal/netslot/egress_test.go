@@ -320,7 +320,7 @@ func serveEcho(ln net.Listener) {
 }
 
 func egressEqual(a, b Egress) bool {
-	return slices.Equal(a.Allow, b.Allow) && slices.Equal(a.Deny, b.Deny)
+	return slices.Equal(a.Allow, b.Allow) && slices.Equal(a.Deny, b.Deny) && a.Inspect == b.Inspect
 }
 
 // TestEgressLeavesNothing: Release, a crashed pool's Reclaim and a stale

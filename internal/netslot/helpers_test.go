@@ -288,9 +288,10 @@ func assertNoSlotObjects(tb testing.TB, p *Pool) {
 }
 
 // egressObjects reads p's table back and describes every per-slot egress
-// object in it, sorted: "chain egress_0 (2 rules)", "set egress_deny_0 (1
-// elements)", "element <hostIf>" (of slot_egress). A missing table holds
-// none.
+// object in it, sorted: "chain egress_0 (2 rules)", "chain inspect_0 (2
+// rules)", "set egress_deny_0 (1 elements)", "element <hostIf>" (of
+// slot_egress), "inspect element <hostIf>" (of slot_inspect, which only a
+// pool with an inspect port has). A missing table holds none.
 func egressObjects(tb testing.TB, p *Pool) []string {
 	tb.Helper()
 	c, err := nftables.New()
@@ -306,10 +307,21 @@ func egressObjects(tb testing.TB, p *Pool) []string {
 	for _, e := range elems {
 		objs = append(objs, "element "+cString(e.Key))
 	}
+	if inspectMap, err := c.GetSetByName(p.table.table, mapSlotInspect); err == nil {
+		elems, err := c.GetSetElements(inspectMap)
+		must(tb, err)
+		for _, e := range elems {
+			objs = append(objs, "inspect element "+cString(e.Key))
+		}
+	} else if !errors.Is(err, unix.ENOENT) {
+		tb.Fatal(err)
+	} else if p.cfg.InspectPort != 0 {
+		tb.Errorf("pool with inspect port %d has no map %s", p.cfg.InspectPort, mapSlotInspect)
+	}
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
 	must(tb, err)
 	for _, ch := range chains {
-		if ch.Table.Name == p.cfg.Prefix && strings.HasPrefix(ch.Name, "egress_") && ch.Name != chainEgressReject {
+		if ch.Table.Name == p.cfg.Prefix && (strings.HasPrefix(ch.Name, "egress_") && ch.Name != chainEgressReject || strings.HasPrefix(ch.Name, "inspect_")) {
 			rules, err := c.GetRules(p.table.table, ch)
 			must(tb, err)
 			objs = append(objs, fmt.Sprintf("chain %s (%d rules)", ch.Name, len(rules)))
@@ -337,6 +349,16 @@ func slotEgressObjects(s *Slot, allow, deny int) []string {
 		fmt.Sprintf("set egress_allow_%d (%d elements)", s.Index, allow),
 		fmt.Sprintf("set egress_deny_%d (%d elements)", s.Index, deny),
 	}
+	slices.Sort(objs)
+	return objs
+}
+
+// slotInspectObjects is slotEgressObjects for a policy with Inspect.
+func slotInspectObjects(s *Slot, allow, deny int) []string {
+	objs := append(slotEgressObjects(s, allow, deny),
+		fmt.Sprintf("chain inspect_%d (2 rules)", s.Index),
+		"inspect element "+s.HostIf,
+	)
 	slices.Sort(objs)
 	return objs
 }

@@ -151,6 +151,37 @@ func dportIn(set *nftables.Set) []expr.Any {
 	}
 }
 
+func dportIs(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: portKey(port)},
+	}
+}
+
+// ctStatusDNAT is IPS_DST_NAT, set on connections whose destination NAT
+// (here: redirect) changed.
+const ctStatusDNAT uint32 = 1 << 5
+
+// ctDNAT is "ct status dnat".
+func ctDNAT() []expr.Any {
+	mask := binary.NativeEndian.AppendUint32(nil, ctStatusDNAT)
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: mask, Xor: []byte{0, 0, 0, 0}},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
+	}
+}
+
+// redirectTo is "redirect to :port": destination NAT to the primary
+// address of the input interface, port port. The port goes in a register;
+// the flag says the range holds a port, as nft sets it.
+func redirectTo(port uint16) []expr.Any {
+	return []expr.Any{
+		&expr.Immediate{Register: 1, Data: portKey(port)},
+		&expr.Redir{RegisterProtoMin: 1, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED},
+	}
+}
+
 func ctEstablished() []expr.Any {
 	mask := binary.NativeEndian.AppendUint32(nil, expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED)
 	return []expr.Any{

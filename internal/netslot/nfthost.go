@@ -19,7 +19,16 @@ const (
 	setHostPorts      = "host_ports"
 	mapSlotEgress     = "slot_egress"
 	chainEgressReject = "egress_reject"
+	// Only in a pool with Config.InspectPort.
+	mapSlotInspect   = "slot_inspect"
+	setInspectPorts  = "inspect_ports"
+	chainInspectBase = "prerouting_nat"
 )
+
+// inspectPorts are the destination ports whose denied TCP connections an
+// Inspect policy redirects to the inspector: HTTP (Host header) and HTTPS
+// (TLS SNI).
+var inspectPorts = []uint16{80, 443}
 
 // Set IDs let rules refer to sets created in the same transaction, and
 // need only be unique within it. They are fixed here because AddSet would
@@ -31,14 +40,21 @@ const (
 	idSlotEgress
 	idEgressAllow
 	idEgressDeny
+	idSlotInspect
+	idInspectPorts
 )
 
 // egressChainName names the chain holding slot i's own egress policy.
 func egressChainName(i int) string { return "egress_" + strconv.Itoa(i) }
 
+// inspectChainName names the NAT chain redirecting slot i's denied HTTP
+// and HTTPS connections to the inspector.
+func inspectChainName(i int) string { return "inspect_" + strconv.Itoa(i) }
+
 // hostTable is the pool's one nftables table in the root namespace (see
 // the package doc for its layout). Slots only add and remove elements of
-// slot_ifs and slot_egress, and their own egress chains and sets.
+// slot_ifs, slot_egress and slot_inspect, and their own egress chains and
+// sets.
 type hostTable struct {
 	cfg   Config
 	table *nftables.Table
@@ -58,6 +74,16 @@ func (t *hostTable) slotIfsSet() *nftables.Set {
 func (t *hostTable) slotEgressMap() *nftables.Set {
 	return &nftables.Set{Table: t.table, ID: idSlotEgress, Name: mapSlotEgress, IsMap: true, KeyType: nftables.TypeIFName,
 		KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeVerdict}
+}
+
+// slotInspectMap maps a slot's host veth to a jump to its inspect chain.
+func (t *hostTable) slotInspectMap() *nftables.Set {
+	return &nftables.Set{Table: t.table, ID: idSlotInspect, Name: mapSlotInspect, IsMap: true, KeyType: nftables.TypeIFName,
+		KeyByteOrder: binaryutil.NativeEndian, DataType: nftables.TypeVerdict}
+}
+
+func (t *hostTable) inspectPortsSet() *nftables.Set {
+	return &nftables.Set{Table: t.table, ID: idInspectPorts, Name: setInspectPorts, KeyType: nftables.TypeInetService}
 }
 
 // install replaces the table with a fresh one in a single transaction, so
@@ -114,7 +140,18 @@ func (t *hostTable) install() error {
 	for _, proto := range []byte{unix.IPPROTO_TCP, unix.IPPROTO_UDP} {
 		add(in, rule(iifIn(slotIfs), l4proto(proto), dportIn(hostPorts), []expr.Any{verdict(expr.VerdictAccept)}))
 	}
+	if t.cfg.InspectPort != 0 {
+		// Connections redirected to the inspector (prerouting_nat below),
+		// and only those: conntrack marks them destination-NATed. A sandbox
+		// connecting to the port itself is dropped with everything else.
+		add(in, rule(iifIn(slotIfs), l4proto(unix.IPPROTO_TCP), dportIs(t.cfg.InspectPort), ctDNAT(), []expr.Any{verdict(expr.VerdictAccept)}))
+	}
 	add(in, rule(iifIn(slotIfs), []expr.Any{verdict(expr.VerdictDrop)}))
+	if t.cfg.InspectPort != 0 {
+		// The inspector listens on every host address; it serves sandboxes only, so
+		// nothing else (the host's own networks included) may reach its port.
+		add(in, rule(metaIn(expr.MetaKeyIIFNAME, slotIfs, true), l4proto(unix.IPPROTO_TCP), dportIs(t.cfg.InspectPort), []expr.Any{verdict(expr.VerdictDrop)}))
+	}
 
 	fwd := chain("forward", nftables.ChainTypeFilter, nftables.ChainHookForward, nftables.ChainPriorityFilter)
 	add(fwd, rule(oifIn(slotIfs), ctEstablished(), []expr.Any{verdict(expr.VerdictAccept)}))
@@ -134,6 +171,25 @@ func (t *hostTable) install() error {
 
 	post := chain("postrouting", nftables.ChainTypeNAT, nftables.ChainHookPostrouting, nftables.ChainPriorityNATSource)
 	add(post, rule(isIPv4(), ipAddrIn(offSaddr, t.cfg.CIDR), metaIn(expr.MetaKeyOIFNAME, slotIfs, true), []expr.Any{&expr.Masq{}}))
+
+	if t.cfg.InspectPort != 0 {
+		// NAT chains see the first packet of a connection only, so a
+		// redirect lasts as long as the connection, whatever policy
+		// changes come after it.
+		var ports []nftables.SetElement
+		for _, p := range inspectPorts {
+			ports = append(ports, nftables.SetElement{Key: portKey(p)})
+		}
+		if err := c.AddSet(t.inspectPortsSet(), ports); err != nil {
+			return fmt.Errorf("nftables set %s: %w", setInspectPorts, err)
+		}
+		slotInspect := t.slotInspectMap()
+		if err := c.AddSet(slotInspect, nil); err != nil {
+			return fmt.Errorf("nftables map %s: %w", mapSlotInspect, err)
+		}
+		dnat := chain(chainInspectBase, nftables.ChainTypeNAT, nftables.ChainHookPrerouting, nftables.ChainPriorityNATDest)
+		add(dnat, iifVmap(slotInspect))
+	}
 
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("install nftables table inet %s: %w", t.cfg.Prefix, err)
@@ -213,19 +269,28 @@ func (t *hostTable) egressSets(i int) (allow, deny *nftables.Set) {
 }
 
 // queueEgress adds to c the messages that make slot i's egress policy e,
-// whatever the policy was before. The slot's chain, sets and map element
-// are added first, which is no error if they exist (no NLM_F_EXCL; the
+// whatever the policy was before. The slot's chains, sets and map elements
+// are added first, which is no error if they exist (no NLM_F_EXCL; an
 // element's verdict is always the same for an index), then emptied and
 // refilled or, for a policy without Deny entries, which restricts nothing,
-// deleted again.
+// deleted again; likewise the inspect chain and its slot_inspect element,
+// in a pool with an inspector, for a policy without Inspect.
 //
 // The prefixes go into interval sets, not one rule each: the policy stays
 // two rules, and the transaction a few messages, however long the lists.
 // (nftables acknowledges every message; a rule per prefix overflows the
 // socket's receive buffer near the size limit.)
 func (t *hostTable) queueEgress(c *nftables.Conn, i int, ifname string, e Egress) error {
+	if e.Inspect && t.cfg.InspectPort == 0 {
+		return fmt.Errorf("egress policy of %s: inspect without an inspect port", ifname)
+	}
 	chain := c.AddChain(&nftables.Chain{Name: egressChainName(i), Table: t.table})
 	c.FlushChain(chain)
+	var inspect *nftables.Chain
+	if t.cfg.InspectPort != 0 {
+		inspect = c.AddChain(&nftables.Chain{Name: inspectChainName(i), Table: t.table})
+		c.FlushChain(inspect)
+	}
 	allow, deny := t.egressSets(i)
 	for _, set := range []*nftables.Set{allow, deny} {
 		if err := c.AddSet(set, nil); err != nil {
@@ -237,11 +302,29 @@ func (t *hostTable) queueEgress(c *nftables.Conn, i int, ifname string, e Egress
 	if err := c.SetAddElements(t.slotEgressMap(), elem); err != nil {
 		return fmt.Errorf("egress policy of %s: %w", ifname, err)
 	}
+	// dropInspect deletes the inspect chain and its element again.
+	dropInspect := func() error { return nil }
+	if inspect != nil {
+		ielem := []nftables.SetElement{{Key: ifnameKey(ifname), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: inspect.Name}}}
+		if err := c.SetAddElements(t.slotInspectMap(), ielem); err != nil {
+			return fmt.Errorf("egress policy of %s: %w", ifname, err)
+		}
+		dropInspect = func() error {
+			if err := c.SetDeleteElements(t.slotInspectMap(), ielem); err != nil {
+				return fmt.Errorf("egress policy of %s: %w", ifname, err)
+			}
+			c.DelChain(inspect)
+			return nil
+		}
+	}
 	if len(e.Deny) == 0 {
 		if err := c.SetDeleteElements(t.slotEgressMap(), elem); err != nil {
 			return fmt.Errorf("egress policy of %s: %w", ifname, err)
 		}
-		// The chain's rules, flushed above, no longer hold the sets.
+		if err := dropInspect(); err != nil {
+			return err
+		}
+		// The chains' rules, flushed above, no longer hold the sets.
 		c.DelChain(chain)
 		c.DelSet(allow)
 		c.DelSet(deny)
@@ -263,6 +346,20 @@ func (t *hostTable) queueEgress(c *nftables.Conn, i int, ifname string, e Egress
 	c.AddRule(&nftables.Rule{Table: t.table, Chain: chain, Exprs: rule(isIPv4(), daddrIn(allow), []expr.Any{verdict(expr.VerdictReturn)})})
 	c.AddRule(&nftables.Rule{Table: t.table, Chain: chain, Exprs: rule(isIPv4(), daddrIn(deny),
 		[]expr.Any{&expr.Verdict{Kind: expr.VerdictJump, Chain: chainEgressReject}})})
+	if inspect == nil {
+		return nil
+	}
+	if !e.Inspect {
+		return dropInspect()
+	}
+	// The same decision as egress_<i>, taken before routing: what the
+	// policy denies, on the inspected ports, goes to the inspector on the
+	// slot's host address (redirect uses the address of the input
+	// interface) and so never reaches forward. As everywhere in this inet
+	// table, the rules match IPv4 first, before reading IPv4 header fields.
+	c.AddRule(&nftables.Rule{Table: t.table, Chain: inspect, Exprs: rule(isIPv4(), daddrIn(allow), []expr.Any{verdict(expr.VerdictReturn)})})
+	c.AddRule(&nftables.Rule{Table: t.table, Chain: inspect, Exprs: rule(isIPv4(), daddrIn(deny), l4proto(unix.IPPROTO_TCP),
+		dportIn(t.inspectPortsSet()), redirectTo(t.cfg.InspectPort))})
 	return nil
 }
 

@@ -47,6 +47,9 @@ func (p *Pool) Acquire(ctx context.Context, sandboxID string, opts ...AcquireOpt
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.egressErr == nil {
+		o.egressErr = p.cfg.checkEgress(o.egress)
+	}
 	if o.egressErr != nil {
 		return nil, fmt.Errorf("acquire slot for %s: %w", sandboxID, o.egressErr)
 	}

@@ -59,6 +59,9 @@ type CreateRequest struct {
 	Metadata    map[string]string
 	// Egress is the sandbox's own outbound policy; the zero value allows what the host allows.
 	Egress netslot.Egress
+	// EgressDomains are domain patterns let through Egress.Deny on TCP ports 80 and 443,
+	// judged by the agent's egress inspector.
+	EgressDomains []string
 }
 
 // Info is a snapshot of a sandbox's public state.
@@ -71,6 +74,8 @@ type Info struct {
 	CreatedAt time.Time         `json:"createdAt"`
 	Metadata  map[string]string `json:"metadata,omitempty"`
 	Egress    netslot.Egress    `json:"egress"`
+	// EgressDomains are the domain patterns of the policy (see CreateRequest).
+	EgressDomains []string `json:"egressDomains,omitempty"`
 	// EnvdAddr is where the host reaches envd; invalid while the sandbox has no slot.
 	EnvdAddr netip.AddrPort `json:"-"`
 }
@@ -162,6 +167,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		Info: Info{
 			ID: req.ID, Template: req.Template, State: Starting, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB,
 			CreatedAt: time.Now().UTC(), Metadata: maps.Clone(req.Metadata), Egress: req.Egress,
+			EgressDomains: slices.Clone(req.EgressDomains),
 		},
 		EnvVars:     maps.Clone(req.EnvVars),
 		AccessToken: req.AccessToken,
@@ -435,14 +441,34 @@ func (m *Manager) teardown(ctx context.Context, rec *record, tpl runtime.Templat
 // acquireSlot builds a network slot with the sandbox's egress policy in force before the
 // sandbox can send anything.
 func (m *Manager) acquireSlot(ctx context.Context, rec *record) (*netslot.Slot, error) {
-	opts := append(slices.Clone(m.cfg.SlotOpts), netslot.WithEgress(rec.Egress))
+	opts := append(slices.Clone(m.cfg.SlotOpts), netslot.WithEgress(slotEgress(rec.Egress, rec.EgressDomains)))
 	return m.cfg.Slots.Acquire(ctx, rec.ID, opts...)
+}
+
+// slotEgress is what the slot enforces: with domain patterns, denied HTTP and HTTPS
+// connections go to the egress inspector instead of being refused.
+func slotEgress(e netslot.Egress, domains []string) netslot.Egress {
+	e.Inspect = len(domains) > 0 && len(e.Deny) > 0
+	return e
+}
+
+// EgressDomains returns the domain patterns of the running sandbox whose address is src,
+// for the egress inspector; ok is false when no running sandbox has that address.
+func (m *Manager) EgressDomains(src netip.Addr) (domains []string, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, rec := range m.sandboxes {
+		if rec.State == Running && rec.slot != nil && rec.slot.GuestAddr == src {
+			return slices.Clone(rec.EgressDomains), true
+		}
+	}
+	return nil, false
 }
 
 // SetEgress replaces a sandbox's outbound policy: at once for a running sandbox (open
 // connections included), from its next resume for a paused one. It is refused while the
 // sandbox is transitional.
-func (m *Manager) SetEgress(ctx context.Context, id string, e netslot.Egress) (Info, error) {
+func (m *Manager) SetEgress(ctx context.Context, id string, e netslot.Egress, domains []string) (Info, error) {
 	m.mu.Lock()
 	rec, ok := m.sandboxes[id]
 	if !ok {
@@ -457,12 +483,12 @@ func (m *Manager) SetEgress(ctx context.Context, id string, e netslot.Egress) (I
 	// The lock is held across the (short) nftables transaction so that no pause can
 	// release the slot underneath it.
 	if rec.State == Running {
-		if err := m.cfg.Slots.SetEgress(ctx, rec.slot, e); err != nil {
+		if err := m.cfg.Slots.SetEgress(ctx, rec.slot, slotEgress(e, domains)); err != nil {
 			m.mu.Unlock()
 			return Info{}, fmt.Errorf("set egress of %s: %w", id, err)
 		}
 	}
-	rec.Egress = e
+	rec.Egress, rec.EgressDomains = e, slices.Clone(domains)
 	info := rec.Info
 	m.mu.Unlock()
 	if err := m.save(rec); err != nil {

@@ -315,7 +315,10 @@ type Egress struct {
 	// deny lists destinations the sandbox may not connect to; "0.0.0.0/0" denies all.
 	Deny []string `protobuf:"bytes,1,rep,name=deny,proto3" json:"deny,omitempty"`
 	// allow lists exceptions to deny: allow wins.
-	Allow         []string `protobuf:"bytes,2,rep,name=allow,proto3" json:"allow,omitempty"`
+	Allow []string `protobuf:"bytes,2,rep,name=allow,proto3" json:"allow,omitempty"`
+	// allow_domains are domain patterns ("api.example.com", "*.example.com") let through deny
+	// on TCP ports 80 and 443, judged by the HTTP Host header or the TLS server name.
+	AllowDomains  []string `protobuf:"bytes,3,rep,name=allow_domains,json=allowDomains,proto3" json:"allow_domains,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -360,6 +363,13 @@ func (x *Egress) GetDeny() []string {
 func (x *Egress) GetAllow() []string {
 	if x != nil {
 		return x.Allow
+	}
+	return nil
+}
+
+func (x *Egress) GetAllowDomains() []string {
+	if x != nil {
+		return x.AllowDomains
 	}
 	return nil
 }
@@ -1096,10 +1106,11 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"2\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"W\n" +
 	"\x06Egress\x12\x12\n" +
 	"\x04deny\x18\x01 \x03(\tR\x04deny\x12\x14\n" +
-	"\x05allow\x18\x02 \x03(\tR\x05allow\"A\n" +
+	"\x05allow\x18\x02 \x03(\tR\x05allow\x12#\n" +
+	"\rallow_domains\x18\x03 \x03(\tR\fallowDomains\"A\n" +
 	"\x0eCreateResponse\x12/\n" +
 	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"+\n" +
 	"\n" +
