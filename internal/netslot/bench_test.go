@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 )
@@ -13,9 +14,15 @@ func BenchmarkAcquireRelease(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		opts []AcquireOption
-	}{{"veth", nil}, {"veth+tap", []AcquireOption{WithTAP()}}} {
+	}{
+		{"veth", nil},
+		{"veth+tap", []AcquireOption{WithTAP()}},
+		// The largest policy a sandbox may have, and with the inspector's redirect.
+		{"veth+egress-256x2", []AcquireOption{WithEgress(benchEgress(false))}},
+		{"veth+egress-256x2+inspect", []AcquireOption{WithEgress(benchEgress(true))}},
+	} {
 		b.Run(tc.name, func(b *testing.B) {
-			p := newTestPool(b, nil)
+			p := newTestPool(b, func(c *Config) { c.InspectPort = 40000 })
 			ctx := context.Background()
 			for b.Loop() {
 				s, err := p.Acquire(ctx, "bench", tc.opts...)
@@ -28,6 +35,17 @@ func BenchmarkAcquireRelease(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchEgress is a policy of MaxEgressPrefixes disjoint /32s in each list.
+func benchEgress(inspect bool) Egress {
+	var e Egress
+	for i := range MaxEgressPrefixes {
+		e.Allow = append(e.Allow, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, byte(i), 1}), 32))
+		e.Deny = append(e.Deny, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 19, byte(i), 1}), 32))
+	}
+	e.Inspect = inspect
+	return e
 }
 
 // transferBytes bounds each throughput iteration: the 100 MB burst plus
