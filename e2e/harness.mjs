@@ -134,7 +134,9 @@ export function startOutsideWorld() {
   ip('-n', ns, 'link', 'set', 'eth0', 'up')
   ip('-n', ns, 'link', 'set', 'lo', 'up')
   ip('-n', ns, 'route', 'add', 'default', 'via', `${subnet}.1`)
-  const server = `require('http').createServer((q, s) => s.end('world ' + q.socket.localAddress)).listen(80, '0.0.0.0')`
+  // Idle keep-alive connections stay open for a minute, so a test can tell a connection
+  // Hearth cut from one the server timed out.
+  const server = `const s = require('http').createServer((q, r) => r.end('world ' + q.socket.localAddress)); s.keepAliveTimeout = 60000; s.listen(80, '0.0.0.0')`
   const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', server], { stdio: 'ignore' })
   return {
     addrs,

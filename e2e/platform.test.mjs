@@ -131,7 +131,8 @@ function platformSuite(getEnv) {
       const hdr = { 'E2b-Sandbox-Id': closed.sandboxId, 'E2b-Sandbox-Port': '8000' }
       const withToken = await waitFor('server up', async () => {
         const r = await rawGet(proxyPort, '/', { ...hdr, 'E2b-Traffic-Access-Token': closed.trafficAccessToken })
-        return r.status === 200 && r
+        if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${r.body}`)
+        return r
       }, 20_000, 250)
       assert.equal(withToken.body, 'private\n')
       assert.equal((await rawGet(proxyPort, '/', hdr)).status, 403)
@@ -183,6 +184,25 @@ function platformSuite(getEnv) {
       assert.equal(port.stdout.trim(), 'exit 7')
       const net = (await Sandbox.getInfo(sbx.sandboxId)).network
       assert.deepEqual(net.allowOut, ['world.test'])
+
+      // A connection the inspector let through ends when the policy no longer allows it.
+      const keep = [
+        'import socket, sys',
+        `s = socket.create_connection(("${other}", 80), timeout=10)`,
+        's.sendall(b"GET / HTTP/1.1\\r\\nHost: world.test\\r\\n\\r\\n")',
+        'print(s.recv(4096).split(b"\\r\\n\\r\\n", 1)[1].decode(), flush=True)',
+        'open("/tmp/ready", "w").close()',
+        's.settimeout(50)',
+        'print("closed" if s.recv(4096) == b"" else "more data", flush=True)',
+      ].join('\n')
+      await sbx.files.write('/tmp/keep.py', keep)
+      const held = await sbx.commands.run('python3 /tmp/keep.py', { background: true })
+      await waitFor('connection relayed', async () => (await sbx.commands.run('test -e /tmp/ready && echo yes || true')).stdout.trim() === 'yes', 20_000, 200)
+      const cutAt = Date.now()
+      await sbx.updateNetwork({ denyOut: [ALL_TRAFFIC] })
+      const res = await held.wait()
+      assert.equal(res.stdout, `world ${allowed}\nclosed\n`)
+      assert.ok(Date.now() - cutAt < 10_000, `the connection ended ${Date.now() - cutAt} ms after the update`)
     } finally {
       await sbx.kill()
     }

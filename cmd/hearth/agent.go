@@ -138,6 +138,10 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		slotOpts = append(slotOpts, netslot.WithTAP())
 	}
 	conns := &conntrack.Tracker{}
+	// The inspector needs the manager (whose sandbox has which domains) and the manager
+	// the inspector (to end a sandbox's connections when its policy changes); both exist
+	// before anything is served.
+	var inspector *egressproxy.Server
 	home := "/home/" + c.DefaultUser
 	if c.DefaultUser == "root" {
 		home = "/root"
@@ -152,7 +156,18 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		Log:            log,
 		DefaultUser:    c.DefaultUser,
 		DefaultWorkdir: home,
+		DropConnections: func(guest netip.Addr) {
+			if n := inspector.CloseFrom(guest); n > 0 {
+				log.Info("closed inspected connections", "sandbox_addr", guest, "count", n)
+			}
+		},
 	})
+	inspector, err = egressproxy.New(egressproxy.Config{
+		Lookup: mgr.EgressDomains, Allowed: slots.InspectAllowed, Resolve: resolve, Log: log,
+	})
+	if err != nil {
+		return err
+	}
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	err = mgr.Recover(rctx)
 	cancel()
@@ -160,12 +175,6 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		return fmt.Errorf("recover: %w", err)
 	}
 	a := agent.New(mgr, conns, c.Runtime, log)
-	inspector, err := egressproxy.New(egressproxy.Config{
-		Lookup: mgr.EgressDomains, Allowed: slots.InspectAllowed, Resolve: resolve, Log: log,
-	})
-	if err != nil {
-		return err
-	}
 	go func() {
 		if err := inspector.Serve(inspectLn); err != nil {
 			log.Error("egress inspector stopped", "err", err)

@@ -75,7 +75,7 @@ type Server struct {
 	mu        sync.Mutex
 	closed    bool
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{} // client and upstream connections, closed by Close
+	conns     map[net.Conn]bool // client (true) and upstream (false) connections, closed by Close
 	handlers  sync.WaitGroup
 }
 
@@ -116,7 +116,7 @@ func New(cfg Config) (*Server, error) {
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[net.Conn]struct{}),
+		conns:     make(map[net.Conn]bool),
 	}, nil
 }
 
@@ -196,6 +196,23 @@ func (s *Server) Close() error {
 	return errors.Join(errs...)
 }
 
+// CloseFrom closes every connection the sandbox at src has open through the server and
+// reports how many. The agent calls it when the sandbox's policy changes, so that a tighter
+// policy also ends what was allowed before, and when its address is released.
+func (s *Server) CloseFrom(src netip.Addr) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c, client := range s.conns {
+		// Closing the client ends its handler, which closes the upstream.
+		if client && addrPort(c.RemoteAddr()).Addr() == src {
+			c.Close()
+			n++
+		}
+	}
+	return n
+}
+
 func (s *Server) isClosed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -211,7 +228,7 @@ func (s *Server) track(c net.Conn, handler bool) bool {
 	if s.closed {
 		return false
 	}
-	s.conns[c] = struct{}{}
+	s.conns[c] = handler
 	if handler {
 		s.handlers.Add(1)
 	}

@@ -534,3 +534,67 @@ func TestNewNeedsLookup(t *testing.T) {
 		t.Fatal("New without Lookup succeeded")
 	}
 }
+
+// TestCloseFrom: a sandbox's relayed connections end when the agent says its policy
+// changed; other sources' connections and the server itself carry on.
+func TestCloseFrom(t *testing.T) {
+	// An upstream that echoes as it reads, unlike echoUpstream which waits for EOF.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			wg.Go(func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				_, _ = io.Copy(c, c)
+			})
+		}
+	})
+	p := startProxy(t, map[uint16]string{80: ln.Addr().String()}, func(c *Config) { c.OriginalDst = fixedDst(80) })
+	c := p.dial(t)
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	head := "GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n"
+	if _, err := io.WriteString(c, head); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream never dialled")
+	}
+	if _, err := io.ReadFull(c, make([]byte, len(head))); err != nil {
+		t.Fatalf("echo before CloseFrom: %v", err)
+	}
+	if n := p.srv.CloseFrom(netip.MustParseAddr("127.0.0.2")); n != 0 {
+		t.Fatalf("CloseFrom another source closed %d connections", n)
+	}
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, 4)); err != nil {
+		t.Fatalf("connection broken by CloseFrom of another source: %v", err)
+	}
+	if n := p.srv.CloseFrom(netip.MustParseAddr("127.0.0.1")); n != 1 {
+		t.Fatalf("CloseFrom closed %d connections, want 1", n)
+	}
+	expectClosed(t, c, time.Second)
+	// The server still relays new connections.
+	again := p.dial(t)
+	_ = again.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(again, head); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(again, make([]byte, len(head))); err != nil {
+		t.Fatalf("new connection after CloseFrom: %v", err)
+	}
+}

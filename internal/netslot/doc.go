@@ -58,7 +58,7 @@
 //	egress_<i>:         ip daddr @egress_allow_<i> return; ip daddr @egress_deny_<i> jump egress_reject
 //	egress_allow_<i>,
 //	egress_deny_<i>:    the policy's prefixes (interval sets)
-//	egress_reject:      tcp -> reject with tcp reset; else reject with icmpx admin-prohibited
+//	egress_reject:      tcp -> reject with tcp reset; else reject with icmpx port-unreachable
 //	slot_inspect (map): <prefix>-h<i> : jump inspect_<i>    (only with Egress.Inspect)
 //	inspect_<i>:        ip daddr @egress_allow_<i> return;
 //	                    ip daddr @egress_deny_<i> tcp dport @inspect_ports (80, 443) redirect to :InspectPort

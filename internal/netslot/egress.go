@@ -20,7 +20,7 @@ const MaxEgressPrefixes = 256
 //
 // Only IPv4 prefixes are accepted: slots have no IPv6, and the pool drops
 // all of it. A denied destination is refused, not silently dropped: TCP
-// gets a reset, anything else an ICMP "administratively prohibited", so a
+// gets a reset, anything else an ICMP "port unreachable", so a
 // client in the sandbox fails at once. Allow never opens what the pool
 // denies (private ranges, other sandboxes, the pool CIDR), and neither list
 // touches the host's own ports (Config.AllowHostPorts), which are not

@@ -108,8 +108,8 @@ func assertUDPRefused(tb testing.TB, from string, to netip.AddrPort) {
 		_, readErr = c.Read(make([]byte, 16))
 		return nil
 	}))
-	if !errors.Is(readErr, syscall.EHOSTUNREACH) {
-		tb.Errorf("read after a datagram to %s: %v, want %v", to, readErr, syscall.EHOSTUNREACH)
+	if !errors.Is(readErr, syscall.ECONNREFUSED) {
+		tb.Errorf("read after a datagram to %s: %v, want %v", to, readErr, syscall.ECONNREFUSED)
 	}
 }
 

@@ -130,7 +130,10 @@ func (t *hostTable) install() error {
 	// answer; everything else gets an ICMP error.
 	reject := c.AddChain(&nftables.Chain{Name: chainEgressReject, Table: t.table})
 	add(reject, rule(l4proto(unix.IPPROTO_TCP), []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}}))
-	add(reject, []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED}})
+	// Port unreachable, not admin-prohibited: gVisor's netstack reports only port
+	// unreachable to UDP sockets, and without it a resolver in a denied sandbox
+	// waits out every timeout (a minute per lookup) instead of failing at once.
+	add(reject, []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_PORT_UNREACH}})
 
 	pre := chain("prerouting", nftables.ChainTypeFilter, nftables.ChainHookPrerouting, nftables.ChainPriorityRaw)
 	add(pre, rule(iifIn(slotIfs), srcNotRoutedViaIif(), []expr.Any{verdict(expr.VerdictDrop)}))

@@ -46,6 +46,11 @@ type Config struct {
 	// DefaultUser and DefaultWorkdir are sent to envd's /init; the base template's user.
 	DefaultUser    string
 	DefaultWorkdir string
+	// DropConnections, when set, closes the host-side connections a sandbox opened (the
+	// egress inspector's). It is called with the sandbox's address when its egress policy
+	// is replaced, so a tighter policy also ends what was allowed before, and when its slot
+	// is released, before the address can go to another sandbox.
+	DropConnections func(guest netip.Addr)
 }
 
 // CreateRequest describes a new sandbox.
@@ -490,6 +495,9 @@ func (m *Manager) SetEgress(ctx context.Context, id string, e netslot.Egress, do
 	}
 	rec.Egress, rec.EgressDomains = e, slices.Clone(domains)
 	info := rec.Info
+	if rec.State == Running {
+		m.dropConnections(rec.slot)
+	}
 	m.mu.Unlock()
 	if err := m.save(rec); err != nil {
 		// The policy is in force; only a restart of the agent would lose it, and then
@@ -503,10 +511,17 @@ func (m *Manager) releaseSlot(ctx context.Context, rec *record) {
 	if rec.slot == nil {
 		return
 	}
+	m.dropConnections(rec.slot)
 	if err := m.cfg.Slots.Release(ctx, rec.slot); err != nil {
 		m.cfg.Log.Warn("release network slot", "sandbox", rec.ID, "err", err)
 	}
 	rec.slot = nil
+}
+
+func (m *Manager) dropConnections(s *netslot.Slot) {
+	if m.cfg.DropConnections != nil {
+		m.cfg.DropConnections(s.GuestAddr)
+	}
 }
 
 func (m *Manager) dir(id string) string { return filepath.Join(m.cfg.DataDir, id) }
