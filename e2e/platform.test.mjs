@@ -144,6 +144,12 @@ function platformSuite(getEnv) {
       assert.ok(Date.now() - start < 4000, `denied connections took ${Date.now() - start} ms to fail`)
       const info = await Sandbox.getInfo(closed.sandboxId)
       assert.equal(info.allowInternetAccess, false)
+      // Name lookups fail within the resolver's timeout instead of waiting out every retry
+      // (denied UDP gets "port unreachable", which gVisor passes on; a minute per lookup before).
+      const lookupStart = Date.now()
+      const dns = await closed.commands.run('getent hosts example.com || echo "exit $?"')
+      assert.equal(dns.stdout.trim(), 'exit 2')
+      assert.ok(Date.now() - lookupStart < 15_000, `a denied lookup took ${Date.now() - lookupStart} ms`)
 
       // One address let through a deny-all; the update replaces the policy as a whole.
       await closed.updateNetwork({ denyOut: [ALL_TRAFFIC], allowOut: [allowed] })
