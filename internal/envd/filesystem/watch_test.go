@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -285,5 +286,61 @@ func TestPolledWatcherBufferIsBounded(t *testing.T) {
 	}
 	if evs, _ := p.take(); len(evs) != 0 {
 		t.Fatalf("take did not clear the buffer: %d left", len(evs))
+	}
+}
+
+// TestPolledWatchersExpireAndAreBounded: a watcher its client stopped polling is removed when
+// the next one is created, one still polled is kept, and a sandbox cannot open watchers
+// without limit.
+func TestPolledWatchersExpireAndAreBounded(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	create := func() (string, error) {
+		res, err := h.json.CreateWatcher(ctx, req(&rpc.CreateWatcherRequest{Path: t.TempDir()}, ""))
+		if err != nil {
+			return "", err
+		}
+		return res.Msg.GetWatcherId(), nil
+	}
+	poll := func(id string) error {
+		_, err := h.json.GetWatcherEvents(ctx, req(&rpc.GetWatcherEventsRequest{WatcherId: id}, ""))
+		return err
+	}
+	defer func(d time.Duration) { watcherIdleTimeout = d }(watcherIdleTimeout)
+	watcherIdleTimeout = 300 * time.Millisecond
+
+	abandoned, err := create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	polled, err := create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		time.Sleep(100 * time.Millisecond)
+		if err := poll(polled); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := create(); err != nil {
+		t.Fatal(err)
+	}
+	if err := poll(abandoned); codeOf(err) != connect.CodeNotFound {
+		t.Errorf("abandoned watcher: poll err = %v, want NotFound", err)
+	}
+	if err := poll(polled); err != nil {
+		t.Errorf("polled watcher was removed: %v", err)
+	}
+
+	watcherIdleTimeout = time.Hour
+	var last error
+	for range maxPolledWatchers + 1 {
+		if _, last = create(); last != nil {
+			break
+		}
+	}
+	if codeOf(last) != connect.CodeResourceExhausted || !strings.Contains(last.Error(), "the most a sandbox may have") {
+		t.Fatalf("creating more than %d watchers: err = %v, want ResourceExhausted from envd's own limit", maxPolledWatchers, last)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -17,13 +18,24 @@ import (
 // make envd grow without limit; beyond it the oldest events are dropped.
 const maxPolledEvents = 4096
 
+// maxPolledWatchers bounds how many polled watchers a sandbox holds at once. Each is an
+// inotify instance; Linux allows 128 per user by default (gVisor has no such limit), and
+// streamed WatchDir calls need some of them too.
+const maxPolledWatchers = 100
+
+// watcherIdleTimeout is how long a polled watcher lives without being polled. Clients that
+// die without RemoveWatcher would otherwise leave their watchers running for the sandbox's
+// whole life; idle ones are removed whenever a watcher is created.
+var watcherIdleTimeout = 10 * time.Minute
+
 // polledWatcher buffers a watch's events until GetWatcherEvents collects them.
 type polledWatcher struct {
 	w *dirWatcher
 
-	mu      sync.Mutex
-	events  []*rpc.FilesystemEvent
-	dropped int
+	mu       sync.Mutex
+	events   []*rpc.FilesystemEvent
+	dropped  int
+	lastPoll time.Time
 }
 
 func (p *polledWatcher) push(ev *rpc.FilesystemEvent) bool {
@@ -43,7 +55,14 @@ func (p *polledWatcher) take() ([]*rpc.FilesystemEvent, int) {
 	defer p.mu.Unlock()
 	evs, dropped := p.events, p.dropped
 	p.events, p.dropped = nil, 0
+	p.lastPoll = time.Now()
 	return evs, dropped
+}
+
+func (p *polledWatcher) idle(now time.Time) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return now.Sub(p.lastPoll) > watcherIdleTimeout
 }
 
 func (p *polledWatcher) close() { p.w.close() }
@@ -59,7 +78,14 @@ func (s *Service) CreateWatcher(_ context.Context, req *connect.Request[rpc.Crea
 	if err != nil {
 		return nil, err
 	}
-	pw := &polledWatcher{}
+	s.expireIdleWatchers()
+	s.mu.Lock()
+	n := len(s.watchers)
+	s.mu.Unlock()
+	if n >= maxPolledWatchers {
+		return nil, connect.NewError(connect.CodeResourceExhausted, fmt.Errorf("%d watchers are open, the most a sandbox may have: remove some with RemoveWatcher", n))
+	}
+	pw := &polledWatcher{lastPoll: time.Now()}
 	spec := watchSpec{root: root, recursive: req.Msg.GetRecursive(), includeEntry: req.Msg.GetIncludeEntry(), user: u}
 	w, err := startWatch(spec, req.Msg.GetAllowNetworkMounts(), s.logger, pw.push)
 	if err != nil {
@@ -105,6 +131,24 @@ func (s *Service) RemoveWatcher(_ context.Context, req *connect.Request[rpc.Remo
 	return connect.NewResponse(&rpc.RemoveWatcherResponse{}), nil
 }
 
+// expireIdleWatchers removes the polled watchers nobody has polled for watcherIdleTimeout.
+func (s *Service) expireIdleWatchers() {
+	now := time.Now()
+	var idle []*polledWatcher
+	s.mu.Lock()
+	for id, pw := range s.watchers {
+		if pw.idle(now) {
+			idle = append(idle, pw)
+			delete(s.watchers, id)
+			s.logger.Info("removed a polled watcher nobody polled", "watcher", id, "idle_for_more_than", watcherIdleTimeout)
+		}
+	}
+	s.mu.Unlock()
+	for _, pw := range idle {
+		pw.close()
+	}
+}
+
 func (s *Service) watcher(id string) (*polledWatcher, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -119,7 +163,7 @@ func unknownWatcher(id string) error {
 	if id == "" {
 		return connect.NewError(connect.CodeInvalidArgument, errors.New("watcher_id is empty: pass the id CreateWatcher returned"))
 	}
-	return connect.NewError(connect.CodeNotFound, fmt.Errorf("no watcher %q: it was removed or never created", id))
+	return connect.NewError(connect.CodeNotFound, fmt.Errorf("no watcher %q: it was removed, never created, or not polled for %v", id, watcherIdleTimeout))
 }
 
 func newWatcherID() (string, error) {
