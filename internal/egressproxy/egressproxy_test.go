@@ -387,6 +387,18 @@ func TestProxyHandshakeTimeout(t *testing.T) {
 // passed on the client's half-close) and sends everything back.
 func echoUpstream(t *testing.T) (addr string, accepted <-chan struct{}) {
 	t.Helper()
+	return startUpstream(t, func(c net.Conn) {
+		data, err := io.ReadAll(c)
+		if err == nil {
+			_, _ = c.Write(data)
+		}
+	})
+}
+
+// startUpstream accepts connections on loopback and runs serve on each, signalling every
+// accept on the returned channel.
+func startUpstream(t *testing.T, serve func(net.Conn)) (addr string, accepted <-chan struct{}) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -404,10 +416,7 @@ func echoUpstream(t *testing.T) (addr string, accepted <-chan struct{}) {
 			wg.Go(func() {
 				defer c.Close()
 				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				data, err := io.ReadAll(c)
-				if err == nil {
-					_, _ = c.Write(data)
-				}
+				serve(c)
 			})
 		}
 	})
@@ -539,28 +548,8 @@ func TestNewNeedsLookup(t *testing.T) {
 // changed; other sources' connections and the server itself carry on.
 func TestCloseFrom(t *testing.T) {
 	// An upstream that echoes as it reads, unlike echoUpstream which waits for EOF.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan struct{}, 4)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted <- struct{}{}
-			wg.Go(func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				_, _ = io.Copy(c, c)
-			})
-		}
-	})
-	p := startProxy(t, map[uint16]string{80: ln.Addr().String()}, func(c *Config) { c.OriginalDst = fixedDst(80) })
+	echo, accepted := startUpstream(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	p := startProxy(t, map[uint16]string{80: echo}, func(c *Config) { c.OriginalDst = fixedDst(80) })
 	c := p.dial(t)
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
 	head := "GET / HTTP/1.1\r\nHost: api.example.com\r\n\r\n"

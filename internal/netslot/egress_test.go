@@ -145,20 +145,7 @@ func TestEgressRefusesUDP(t *testing.T) {
 		slot *Slot
 		want error // nil: the echo came back
 	}{{open, nil}, {denied, syscall.ECONNREFUSED}} {
-		var readErr error
-		must(t, inNetnsPath(tc.slot.NetnsPath, func() error {
-			c, err := net.Dial("udp4", hostPort(ow.addr, guestPort))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			if _, err := c.Write([]byte("ping")); err != nil {
-				return err
-			}
-			c.SetReadDeadline(time.Now().Add(okTimeout))
-			_, readErr = c.Read(make([]byte, 16))
-			return nil
-		}))
+		readErr := udpRoundTrip(t, tc.slot.NetnsPath, netip.AddrPortFrom(ow.addr, guestPort))
 		if tc.want == nil && readErr != nil || tc.want != nil && !errors.Is(readErr, tc.want) {
 			t.Errorf("%s: read after a datagram: %v, want %v", tc.slot.SandboxID, readErr, tc.want)
 		}

@@ -90,9 +90,9 @@ func assertDirect(tb testing.TB, from string, to netip.AddrPort, ow *outsideWorl
 	}
 }
 
-// assertUDPRefused sends a datagram to to and checks that the policy
-// refused it with an ICMP error (see TestEgressRefusesUDP).
-func assertUDPRefused(tb testing.TB, from string, to netip.AddrPort) {
+// udpRoundTrip sends a datagram from the namespace at from to to and
+// returns the error of reading the answer (nil: an answer came).
+func udpRoundTrip(tb testing.TB, from string, to netip.AddrPort) error {
 	tb.Helper()
 	var readErr error
 	must(tb, inNetnsPath(from, func() error {
@@ -108,8 +108,15 @@ func assertUDPRefused(tb testing.TB, from string, to netip.AddrPort) {
 		_, readErr = c.Read(make([]byte, 16))
 		return nil
 	}))
-	if !errors.Is(readErr, syscall.ECONNREFUSED) {
-		tb.Errorf("read after a datagram to %s: %v, want %v", to, readErr, syscall.ECONNREFUSED)
+	return readErr
+}
+
+// assertUDPRefused sends a datagram to to and checks that the policy
+// refused it with an ICMP error (see TestEgressRefusesUDP).
+func assertUDPRefused(tb testing.TB, from string, to netip.AddrPort) {
+	tb.Helper()
+	if err := udpRoundTrip(tb, from, to); !errors.Is(err, syscall.ECONNREFUSED) {
+		tb.Errorf("read after a datagram to %s: %v, want %v", to, err, syscall.ECONNREFUSED)
 	}
 }
 
