@@ -3,6 +3,7 @@
 // plane restart in the middle, and sandboxes spread across both agents.
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
 import { Sandbox, SandboxNotFoundError, ALL_TRAFFIC } from 'e2b'
 import { Proc, freePort, dataDir, apiReady, rawGet, testKey, waitFor, hearthBin, startOutsideWorld } from './harness.mjs'
 
@@ -272,10 +273,10 @@ function platformSuite(getEnv) {
 }
 
 describe('hearth dev (SQLite)', () => {
-  let dev, env
+  let dev, env, dir
   before(async () => {
     const [api, proxy, arpc, aproxy] = [await freePort(), await freePort(), await freePort(), await freePort()]
-    const dir = dataDir('dev')
+    dir = dataDir('dev')
     dev = track(new Proc('hearth dev', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
       '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
@@ -289,6 +290,23 @@ describe('hearth dev (SQLite)', () => {
     await dev?.stop()
   })
   platformSuite(() => env)
+
+  test('a template derived with hearth template build --from serves sandboxes', async () => {
+    const { apiPort } = env
+    execFileSync(hearthBin, ['template', 'build', 'tools', '--from', 'base', '--data-dir', dir,
+      '--run', 'echo made-by-template > /opt/marker', '--run', 'chmod 0644 /opt/marker'], { stdio: 'pipe' })
+    // The agent announces it with its next heartbeat.
+    await waitFor('template announced', async () => {
+      const r = await fetch(`http://127.0.0.1:${apiPort}/templates`, { headers: { 'X-API-Key': testKey } })
+      return r.ok && (await r.json()).some((t) => t.templateID === 'tools' || (t.aliases || []).includes('tools'))
+    }, 30_000, 500)
+    const sbx = await Sandbox.create('tools', { timeoutMs: 60_000 })
+    try {
+      assert.equal((await sbx.commands.run('cat /opt/marker && whoami')).stdout, 'made-by-template\nuser\n')
+    } finally {
+      await sbx.kill()
+    }
+  })
 
   test('wrong API key is refused', async () => {
     await assert.rejects(Sandbox.create('base', { apiKey: 'e2b_' + '0'.repeat(40) }), /401|invalid|unauthori/i)

@@ -82,9 +82,12 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 		log.Info("building the base template (debootstrap, about a minute, once)")
 	}
 	_, err := template.Build(bctx, template.BuildOptions{DataDir: c.DataDir, Name: "base", EnvdPath: envdPath, Logger: log})
+	if err == nil {
+		err = refreshDerivedTemplates(bctx, c.DataDir, envdPath, log)
+	}
 	cancel()
 	if err != nil {
-		return fmt.Errorf("base template: %w", err)
+		return fmt.Errorf("templates: %w", err)
 	}
 
 	key, err := devAPIKey(c)
@@ -180,4 +183,20 @@ func localhostAddr(a net.Addr) string {
 		return "localhost:" + port
 	}
 	return a.String()
+}
+
+// refreshDerivedTemplates brings envd up to date in every template derived with
+// `hearth template build --from`, as the base template's build does for base.
+func refreshDerivedTemplates(ctx context.Context, dataDir, envdPath string, log *slog.Logger) error {
+	entries, _ := os.ReadDir(filepath.Join(dataDir, "templates"))
+	for _, e := range entries {
+		t, err := template.Open(dataDir, e.Name())
+		if !e.IsDir() || err != nil || t.Meta.From == "" {
+			continue
+		}
+		if _, err := template.Build(ctx, template.BuildOptions{DataDir: dataDir, Name: t.Name, EnvdPath: envdPath, Logger: log}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -44,7 +44,11 @@ type BuildOptions struct {
 func Build(ctx context.Context, o BuildOptions) (*Template, error) {
 	rc, ok := recipes[o.Name]
 	if !ok {
-		return nil, fmt.Errorf("build template %q: unknown template (known: %v)", o.Name, Names())
+		// A derived template (Derive) is rebuilt by deriving it again; Build only keeps its
+		// envd current.
+		if t, err := Open(o.DataDir, o.Name); err != nil || t.Meta.From == "" || o.Rebuild {
+			return nil, fmt.Errorf("build template %q: unknown template (known: %v, or one derived from them with --from)", o.Name, Names())
+		}
 	}
 	if o.EnvdPath == "" {
 		return nil, fmt.Errorf("build template %s: no envd binary given", o.Name)
@@ -70,8 +74,10 @@ func Build(ctx context.Context, o BuildOptions) (*Template, error) {
 
 	t, err := Open(o.DataDir, o.Name)
 	switch {
-	case err == nil && !o.Rebuild:
+	case err == nil && (!o.Rebuild || t.Meta.From != ""):
 		log.Info("using cached rootfs", "dir", t.RootFS, "built_at", t.Meta.BuiltAt)
+	case !ok:
+		return nil, fmt.Errorf("build template %s: derived template gone while building: %w", o.Name, err)
 	case err == nil || errors.Is(err, ErrNotBuilt):
 		if t, err = bootstrap(ctx, o, rc, root, log); err != nil {
 			return nil, err
@@ -138,17 +144,10 @@ func bootstrap(ctx context.Context, o BuildOptions, rc recipe, root string, log 
 	if err := writeMeta(tmp, m); err != nil {
 		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
 	}
-	dir := Dir(o.DataDir, o.Name)
-	// Move an old build aside first: rename cannot replace a non-empty directory.
-	old := filepath.Join(root, "."+o.Name+".old-"+randHex(4))
-	if err := os.Rename(dir, old); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
-	}
-	if err := os.Rename(tmp, dir); err != nil {
+	if err := swapIn(root, tmp, Dir(o.DataDir, o.Name), o.Name); err != nil {
 		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
 	}
 	ok = true
-	_ = os.RemoveAll(old)
 	log.Info("rootfs built", "took", took.Round(time.Second), "size_mib", size>>20)
 	return Open(o.DataDir, o.Name)
 }

@@ -71,8 +71,13 @@ func configureBase(ctx context.Context, rootfs string) error {
 	if err := os.WriteFile(filepath.Join(rootfs, "etc/hostname"), []byte("hearth\n"), 0o644); err != nil {
 		return fmt.Errorf("hostname: %w", err)
 	}
-	// Downloaded .debs and package lists are only needed to install; dropping them keeps every
-	// template and every checkpoint smaller. `apt-get update` inside a sandbox refetches lists.
+	return dropAptCaches(rootfs)
+}
+
+// dropAptCaches removes downloaded .debs and package lists: they are only needed to install,
+// and dropping them keeps every template and every checkpoint smaller. `apt-get update`
+// inside a sandbox refetches lists.
+func dropAptCaches(rootfs string) error {
 	for _, glob := range []string{"var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*_*"} {
 		m, _ := filepath.Glob(filepath.Join(rootfs, glob))
 		for _, p := range m {

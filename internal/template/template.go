@@ -44,6 +44,10 @@ type Meta struct {
 	// EnvdSHA256 is the hash of the injected envd binary.
 	EnvdSHA256 string    `json:"envd_sha256"`
 	EnvdAt     time.Time `json:"envd_injected_at"`
+	// From and Run are set for a template derived from another (Derive): the template it
+	// started from and the commands run in it.
+	From string   `json:"from,omitempty"`
+	Run  []string `json:"run,omitempty"`
 }
 
 // Version identifies the exact content of a template: it changes when the rootfs is rebuilt

@@ -2,6 +2,7 @@ package template
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -176,5 +177,74 @@ func TestBuildRejectsUnknownTemplateAndMissingEnvd(t *testing.T) {
 	}
 	if _, err := Build(ctx, BuildOptions{DataDir: t.TempDir(), Name: "base", EnvdPath: "/nonexistent/envd"}); err == nil {
 		t.Error("missing envd accepted")
+	}
+}
+
+// TestDerive: a template derived from base carries base's files plus what its commands
+// made, keeps base untouched and envd current; a failing command leaves nothing behind and
+// an existing template of that name as it was.
+func TestDerive(t *testing.T) {
+	base := testTemplate(t, fakeEnvd(t, "a"))
+	data := filepath.Dir(filepath.Dir(base.Dir))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out strings.Builder
+	tpl, err := Derive(ctx, DeriveOptions{DataDir: data, Name: "derived-test", From: "base", Progress: &out, Run: []string{
+		"echo made-by-derive > /opt/marker",
+		"id -u > /opt/uid && test -r /proc/self/status && test -c /dev/null",
+		"useradd --no-create-home extra",
+	}})
+	if err != nil {
+		t.Fatalf("Derive: %v\n%s", err, out.String())
+	}
+	t.Cleanup(func() { os.RemoveAll(tpl.Dir) })
+	for path, want := range map[string]string{"opt/marker": "made-by-derive\n", "opt/uid": "0\n"} {
+		if b, err := os.ReadFile(filepath.Join(tpl.RootFS, path)); err != nil || string(b) != want {
+			t.Errorf("%s = %q, %v; want %q", path, b, err, want)
+		}
+	}
+	passwd, _ := os.ReadFile(filepath.Join(tpl.RootFS, "etc/passwd"))
+	if !strings.Contains(string(passwd), "\nextra:") || !strings.Contains(string(passwd), "\nuser:") {
+		t.Errorf("derived /etc/passwd lacks base's user or the new one:\n%s", passwd)
+	}
+	if _, err := os.Stat(filepath.Join(base.RootFS, "opt/marker")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("base changed by Derive: %v", err)
+	}
+	if tpl.Meta.From != "base" || len(tpl.Meta.Run) != 3 || tpl.Meta.BuildID == base.Meta.BuildID || tpl.Version() == base.Version() {
+		t.Errorf("derived meta = %+v", tpl.Meta)
+	}
+	// No mount of a build outlives it.
+	if mounts, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(mounts), tpl.Dir) || strings.Contains(string(mounts), ".derived-test.tmp-") {
+		t.Errorf("mounts left behind:\n%s", mounts)
+	}
+	// Build keeps a derived template's envd current without deriving it again.
+	rebuilt, err := Build(ctx, BuildOptions{DataDir: data, Name: "derived-test", EnvdPath: fakeEnvd(t, "b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(rebuilt.RootFS, EnvdPath)); !strings.Contains(string(b), "# b") || rebuilt.Meta.BuildID != tpl.Meta.BuildID {
+		t.Errorf("envd not refreshed in place: %q, build %s -> %s", b, tpl.Meta.BuildID, rebuilt.Meta.BuildID)
+	}
+
+	_, err = Derive(ctx, DeriveOptions{DataDir: data, Name: "derived-test", From: "base", Run: []string{"touch /opt/half", "exit 3"}})
+	if err == nil || !strings.Contains(err.Error(), "step 2 (exit 3)") {
+		t.Fatalf("failing step: err = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(tpl.RootFS, "opt/marker")); err != nil {
+		t.Errorf("a failed derive replaced the existing template: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(data, "templates", ".derived-test.*-*")); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+	for _, bad := range []DeriveOptions{
+		{Name: "Bad Name", From: "base", Run: []string{"true"}},
+		{Name: "base", From: "base", Run: []string{"true"}},
+		{Name: "x", From: "nosuch", Run: []string{"true"}},
+		{Name: "x", From: "base"},
+	} {
+		bad.DataDir = data
+		if _, err := Derive(ctx, bad); err == nil {
+			t.Errorf("Derive(%+v) succeeded", bad)
+		}
 	}
 }

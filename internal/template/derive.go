@@ -1,0 +1,160 @@
+package template
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"syscall"
+	"time"
+
+	"github.com/hearthsh/hearth/internal/filelock"
+)
+
+// DeriveOptions configure Derive.
+type DeriveOptions struct {
+	// DataDir holds the templates under DataDir/templates.
+	DataDir string
+	// Name is the new template; From the built template it starts from.
+	Name, From string
+	// Run are shell commands (/bin/sh -c) run in order, as root, in the new root filesystem,
+	// for example "apt-get update && apt-get install -y nodejs".
+	Run []string
+	// Progress receives the commands' output; nil discards it.
+	Progress io.Writer
+	Logger   *slog.Logger
+}
+
+var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// Derive builds template o.Name as a copy of o.From with o.Run applied: the way to give
+// sandboxes extra packages or files without a new recipe. The commands run on the host as
+// root in a chroot of the copy, with the host's network and name servers, in a private mount
+// namespace (proc, dev and the resolver configuration are mounted only there), so they are
+// the operator's commands, not a sandbox's: they are not isolated. The result is assembled in
+// a temp directory and renamed into place, replacing an older template of that name only
+// when every command succeeded. It keeps From's envd; Build refreshes it later.
+func Derive(ctx context.Context, o DeriveOptions) (*Template, error) {
+	if !nameRE.MatchString(o.Name) {
+		return nil, fmt.Errorf("derive template %q: a name is lower-case letters, digits and dashes, at most 63", o.Name)
+	}
+	if _, ok := recipes[o.Name]; ok || o.Name == o.From {
+		return nil, fmt.Errorf("derive template %q: that name is taken by a template Hearth builds itself", o.Name)
+	}
+	if len(o.Run) == 0 {
+		return nil, fmt.Errorf("derive template %s: no commands to run", o.Name)
+	}
+	from, err := Open(o.DataDir, o.From)
+	if err != nil {
+		return nil, fmt.Errorf("derive template %s from %s (build that first): %w", o.Name, o.From, err)
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("template", o.Name, "from", o.From)
+	if o.Progress == nil {
+		o.Progress = io.Discard
+	}
+	root := filepath.Join(o.DataDir, "templates")
+	unlock, err := filelock.Lock(ctx, filepath.Join(root, "."+o.Name+".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("derive template %s: %w", o.Name, err)
+	}
+	defer unlock()
+	removeStale(root, o.Name, log)
+
+	tmp := filepath.Join(root, "."+o.Name+".tmp-"+randHex(4))
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return nil, fmt.Errorf("derive template %s: %w", o.Name, err)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = os.RemoveAll(tmp)
+		}
+	}()
+	start := time.Now()
+	rootfs := filepath.Join(tmp, rootfsName)
+	// -a keeps owners, modes, links and hard links; reflinks make it nearly free where the
+	// filesystem has them.
+	if out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", from.RootFS, rootfs).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("derive template %s: copy %s: %w: %s", o.Name, from.RootFS, err, out)
+	}
+	for i, c := range o.Run {
+		log.Info("run", "step", i+1, "of", len(o.Run), "command", c)
+		fmt.Fprintf(o.Progress, "# %s\n", c)
+		if err := runInRoot(ctx, rootfs, c, o.Progress); err != nil {
+			return nil, fmt.Errorf("derive template %s: step %d (%s): %w", o.Name, i+1, c, err)
+		}
+	}
+	if err := dropAptCaches(rootfs); err != nil {
+		return nil, fmt.Errorf("derive template %s: %w", o.Name, err)
+	}
+	took := time.Since(start)
+	size, err := diskUsage(rootfs)
+	if err != nil {
+		return nil, fmt.Errorf("derive template %s: size: %w", o.Name, err)
+	}
+	m := from.Meta
+	m.Name, m.BuildID, m.BuiltAt, m.BuildSeconds, m.SizeBytes = o.Name, randHex(8), time.Now().UTC(), took.Seconds(), size
+	m.From, m.Run = o.From, o.Run
+	if err := writeMeta(tmp, m); err != nil {
+		return nil, fmt.Errorf("derive template %s: %w", o.Name, err)
+	}
+	if err := swapIn(root, tmp, Dir(o.DataDir, o.Name), o.Name); err != nil {
+		return nil, fmt.Errorf("derive template %s: %w", o.Name, err)
+	}
+	ok = true
+	log.Info("template derived", "took", took.Round(time.Millisecond), "size_mib", size>>20)
+	return Open(o.DataDir, o.Name)
+}
+
+// swapIn replaces dir with the finished build in tmp. An old build is moved aside first:
+// rename cannot replace a non-empty directory.
+func swapIn(root, tmp, dir, name string) error {
+	old := filepath.Join(root, "."+name+".old-"+randHex(4))
+	if err := os.Rename(dir, old); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	_ = os.RemoveAll(old)
+	return nil
+}
+
+// inRootScript mounts what package managers expect and runs $CMD in the chroot $R. It runs
+// in a private mount namespace of its own, so the mounts vanish with it, however it ends.
+const inRootScript = `set -e
+mount -t proc proc "$R/proc"
+mount --rbind /dev "$R/dev"
+if [ -f "$R/etc/resolv.conf" ]; then mount --bind /etc/resolv.conf "$R/etc/resolv.conf"; fi
+exec chroot "$R" /bin/sh -c "$CMD"`
+
+// runInRoot runs command as root in the root filesystem at rootfs. Cancelling ctx kills its
+// whole process group.
+func runInRoot(ctx context.Context, rootfs, command string, out io.Writer) error {
+	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "--fork", "/bin/sh", "-c", inRootScript)
+	cmd.Env = []string{
+		"R=" + rootfs, "CMD=" + command,
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=/root", "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive",
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Run(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return err
+	}
+	return nil
+}
