@@ -29,8 +29,8 @@ function logsNote() {
   console.error(`hearth process logs: ${procs.map((p) => p.logFile).join(' ')}`)
 }
 
-// The suite every topology must pass.
-function platformSuite(getEnv) {
+// The suite every topology must pass. canFork: whether the runtime can copy running sandboxes.
+function platformSuite(getEnv, { canFork = true } = {}) {
   test('create, list with metadata filter, getInfo', async () => {
     const tag = `run-${Date.now()}`
     const a = await Sandbox.create('base', { metadata: { suite: tag, role: 'a', 'odd key&x': 'v=1 %' }, timeoutMs: 120_000 })
@@ -215,6 +215,41 @@ function platformSuite(getEnv) {
     }
   })
 
+  test('fork copies files and running processes into new sandboxes', async () => {
+    const sbx = await Sandbox.create('base', { timeoutMs: 120_000, metadata: { role: 'parent' } })
+    const made = []
+    try {
+      await sbx.files.write('/home/user/state.txt', 'before the fork')
+      await sbx.commands.run('i=0; while true; do i=$((i+1)); echo $i > /tmp/n.new; mv /tmp/n.new /tmp/n; sleep 0.1; done', { background: true })
+      await waitFor('counter running', async () => (await sbx.commands.run('cat /tmp/n || true')).stdout.trim() !== '', 10_000, 200)
+      if (!canFork) {
+        await assert.rejects(sbx.fork({ count: 1 }), /cannot fork/)
+        return
+      }
+      const children = await sbx.fork({ count: 2, timeoutMs: 60_000 })
+      assert.equal(children.length, 2)
+      for (const c of children) {
+        assert.ok(!(c instanceof Error), `a child failed: ${c}`)
+        made.push(c)
+        assert.notEqual(c.sandboxId, sbx.sandboxId)
+        assert.equal(await c.files.read('/home/user/state.txt'), 'before the fork')
+        // The background loop was copied and runs in the child.
+        const a = Number((await c.commands.run('cat /tmp/n')).stdout)
+        await waitFor(`counter in ${c.sandboxId} advances past ${a}`, async () => Number((await c.commands.run('cat /tmp/n')).stdout) > a, 10_000, 200)
+        assert.equal((await c.commands.run('echo $E2B_SANDBOX_ID')).stdout.trim(), c.sandboxId)
+        assert.equal((await Sandbox.getInfo(c.sandboxId)).metadata.role, 'parent')
+      }
+      // From now on each sandbox's files are its own; the parent runs on.
+      await made[0].files.write('/home/user/state.txt', 'changed in a child')
+      assert.equal(await sbx.files.read('/home/user/state.txt'), 'before the fork')
+      assert.equal(await made[1].files.read('/home/user/state.txt'), 'before the fork')
+      assert.equal((await Sandbox.getInfo(sbx.sandboxId)).state, 'running')
+    } finally {
+      for (const c of made) await c.kill()
+      await sbx.kill()
+    }
+  })
+
   test('pause and resume keep files and a running process', async () => {
     const sbx = await Sandbox.create('base', { timeoutMs: 120_000 })
     const id = sbx.sandboxId
@@ -331,7 +366,7 @@ describe('hearth dev --runtime qemu', { skip: process.env.HEARTH_E2E_QEMU === '0
     logsNote()
     await dev?.stop()
   })
-  platformSuite(() => env)
+  platformSuite(() => env, { canFork: false })
 })
 
 const pgURL = process.env.HEARTH_E2E_DATABASE_URL

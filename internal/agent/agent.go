@@ -210,6 +210,35 @@ func (a *Agent) SetEgress(ctx context.Context, req *connect.Request[pb.SetEgress
 	return connect.NewResponse(&pb.SetEgressResponse{Sandbox: toProto(info)}), nil
 }
 
+// Fork copies a running sandbox into new ones.
+func (a *Agent) Fork(ctx context.Context, req *connect.Request[pb.ForkRequest]) (*connect.Response[pb.ForkResponse], error) {
+	var children []sandbox.ForkChild
+	for _, c := range req.Msg.GetChildren() {
+		children = append(children, sandbox.ForkChild{
+			ID: c.GetSandboxId(), AccessToken: c.GetEnvdAccessToken(), EnvVars: c.GetEnvVars(), Metadata: c.GetMetadata(),
+		})
+	}
+	if len(children) == 0 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("fork: no children given"))
+	}
+	infos, errs, err := a.mgr.Fork(ctx, req.Msg.GetSandboxId(), children)
+	if errors.Is(err, sandbox.ErrForkUnsupported) {
+		return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("the %s runtime cannot fork sandboxes", a.runtime))
+	}
+	if err != nil {
+		return nil, rpcError(err)
+	}
+	res := &pb.ForkResponse{}
+	for i := range children {
+		if errs[i] != nil {
+			res.Results = append(res.Results, &pb.ForkResult{Error: errs[i].Error()})
+			continue
+		}
+		res.Results = append(res.Results, &pb.ForkResult{Sandbox: toProto(infos[i])})
+	}
+	return connect.NewResponse(res), nil
+}
+
 // Stats reports capacity and use for placement.
 func (a *Agent) Stats(ctx context.Context, req *connect.Request[pb.StatsRequest]) (*connect.Response[pb.StatsResponse], error) {
 	res, err := a.Usage()

@@ -91,6 +91,9 @@ func TestAuthAndErrors(t *testing.T) {
 		{"empty extras are fine", "POST", "/v2/sandboxes", `{"templateID":"nope","volumeMounts":[],"network":{"rules":{},"allowOut":[]}}`, key, 404, `template \"nope\" not found`},
 		{"network of unknown sandbox", "PUT", "/sandboxes/nosuch/network", `{"denyOut":["0.0.0.0/0"]}`, key, 404, "sandbox nosuch not found"},
 		{"network update checked first", "PUT", "/sandboxes/nosuch/network", `{"denyOut":["example.com"]}`, key, 400, "is a domain name"},
+		{"fork unknown", "POST", "/sandboxes/nosuch/fork", `{"count":1}`, key, 404, "sandbox nosuch not found"},
+		{"fork count too high", "POST", "/sandboxes/nosuch/fork", `{"count":101}`, key, 400, "count must be 1 to 100"},
+		{"fork count zero", "POST", "/sandboxes/nosuch/fork", `{"count":0}`, key, 400, "count must be 1 to 100"},
 		{"network update without rules", "PUT", "/sandboxes/nosuch/network", `{"rules":{"a.com":[{}]}}`, key, 400, "rules: not supported"},
 	}
 	for _, tt := range tests {

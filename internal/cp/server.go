@@ -134,6 +134,7 @@ func (s *Server) APIHandler() http.Handler {
 		mux.Handle(p, auth(s.connectSandbox))
 	}
 	mux.Handle("PUT /sandboxes/{id}/network", auth(s.updateNetwork))
+	mux.Handle("POST /sandboxes/{id}/fork", auth(s.forkSandbox))
 	mux.Handle("GET /sandboxes/{id}/metrics", auth(s.sandboxMetrics))
 	for _, p := range []string{"GET /sandboxes/{id}/logs", "GET /v2/sandboxes/{id}/logs"} {
 		mux.Handle(p, auth(s.sandboxLogs))

@@ -89,3 +89,14 @@ type EnvdSocketDriver interface {
 type TAPDriver interface {
 	NeedsTAP() bool
 }
+
+// ForkDriver is implemented by drivers that can copy a running sandbox. The agent refuses
+// forks on drivers without it; it never asks which kind of driver it has.
+type ForkDriver interface {
+	// Fork snapshots the running sandbox parent without stopping it (its clients only see a
+	// pause) and starts each of children from that snapshot: the parent's files, memory and
+	// processes, in the child's own Dir and Net. It returns one error per child (nil for
+	// those that run and answer at their envd); a failed child leaves nothing running. An
+	// error of its own means no child was started and the parent runs as before.
+	Fork(ctx context.Context, parent Spec, children []Spec) ([]error, error)
+}

@@ -24,11 +24,13 @@ const (
 	Resuming State = "resuming"
 	Stopping State = "stopping"
 	Stopped  State = "stopped"
+	// Forking: a running sandbox being copied (it runs again once its snapshot is taken).
+	Forking State = "forking"
 )
 
 // Transitional states refuse every new operation on the sandbox.
 func (s State) Transitional() bool {
-	return s == Starting || s == Pausing || s == Resuming || s == Stopping
+	return s == Starting || s == Pausing || s == Resuming || s == Stopping || s == Forking
 }
 
 // ErrNotFound means no sandbox has the ID.

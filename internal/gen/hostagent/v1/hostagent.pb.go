@@ -1067,6 +1067,224 @@ func (x *SetEgressResponse) GetSandbox() *Sandbox {
 	return nil
 }
 
+type ForkRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	Children      []*ForkChild           `protobuf:"bytes,2,rep,name=children,proto3" json:"children,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForkRequest) Reset() {
+	*x = ForkRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkRequest) ProtoMessage() {}
+
+func (x *ForkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkRequest.ProtoReflect.Descriptor instead.
+func (*ForkRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ForkRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *ForkRequest) GetChildren() []*ForkChild {
+	if x != nil {
+		return x.Children
+	}
+	return nil
+}
+
+type ForkChild struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId       string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	EnvdAccessToken string                 `protobuf:"bytes,2,opt,name=envd_access_token,json=envdAccessToken,proto3" json:"envd_access_token,omitempty"`
+	EnvVars         map[string]string      `protobuf:"bytes,3,rep,name=env_vars,json=envVars,proto3" json:"env_vars,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Metadata        map[string]string      `protobuf:"bytes,4,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ForkChild) Reset() {
+	*x = ForkChild{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkChild) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkChild) ProtoMessage() {}
+
+func (x *ForkChild) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkChild.ProtoReflect.Descriptor instead.
+func (*ForkChild) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ForkChild) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *ForkChild) GetEnvdAccessToken() string {
+	if x != nil {
+		return x.EnvdAccessToken
+	}
+	return ""
+}
+
+func (x *ForkChild) GetEnvVars() map[string]string {
+	if x != nil {
+		return x.EnvVars
+	}
+	return nil
+}
+
+func (x *ForkChild) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+type ForkResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// results are in the order of the request's children.
+	Results       []*ForkResult `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForkResponse) Reset() {
+	*x = ForkResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkResponse) ProtoMessage() {}
+
+func (x *ForkResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkResponse.ProtoReflect.Descriptor instead.
+func (*ForkResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ForkResponse) GetResults() []*ForkResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type ForkResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// sandbox is set for a child that runs; error says why one does not.
+	Sandbox       *Sandbox `protobuf:"bytes,1,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	Error         string   `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForkResult) Reset() {
+	*x = ForkResult{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForkResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForkResult) ProtoMessage() {}
+
+func (x *ForkResult) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForkResult.ProtoReflect.Descriptor instead.
+func (*ForkResult) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ForkResult) GetSandbox() *Sandbox {
+	if x != nil {
+		return x.Sandbox
+	}
+	return nil
+}
+
+func (x *ForkResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_hostagent_v1_hostagent_proto_rawDesc = "" +
@@ -1150,7 +1368,29 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12,\n" +
 	"\x06egress\x18\x02 \x01(\v2\x14.hostagent.v1.EgressR\x06egress\"D\n" +
 	"\x11SetEgressResponse\x12/\n" +
-	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox*\xa5\x01\n" +
+	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"a\n" +
+	"\vForkRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x123\n" +
+	"\bchildren\x18\x02 \x03(\v2\x17.hostagent.v1.ForkChildR\bchildren\"\xd3\x02\n" +
+	"\tForkChild\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12*\n" +
+	"\x11envd_access_token\x18\x02 \x01(\tR\x0fenvdAccessToken\x12?\n" +
+	"\benv_vars\x18\x03 \x03(\v2$.hostagent.v1.ForkChild.EnvVarsEntryR\aenvVars\x12A\n" +
+	"\bmetadata\x18\x04 \x03(\v2%.hostagent.v1.ForkChild.MetadataEntryR\bmetadata\x1a:\n" +
+	"\fEnvVarsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"B\n" +
+	"\fForkResponse\x122\n" +
+	"\aresults\x18\x01 \x03(\v2\x18.hostagent.v1.ForkResultR\aresults\"S\n" +
+	"\n" +
+	"ForkResult\x12/\n" +
+	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\x12\x14\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error*\xa5\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATE_STARTING\x10\x01\x12\x11\n" +
@@ -1159,7 +1399,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fSTATE_PAUSED\x10\x04\x12\x12\n" +
 	"\x0eSTATE_RESUMING\x10\x05\x12\x12\n" +
 	"\x0eSTATE_STOPPING\x10\x06\x12\x11\n" +
-	"\rSTATE_STOPPED\x10\a2\xb1\x04\n" +
+	"\rSTATE_STOPPED\x10\a2\xf0\x04\n" +
 	"\x10HostAgentService\x12C\n" +
 	"\x06Create\x12\x1b.hostagent.v1.CreateRequest\x1a\x1c.hostagent.v1.CreateResponse\x12:\n" +
 	"\x03Get\x12\x18.hostagent.v1.GetRequest\x1a\x19.hostagent.v1.GetResponse\x12=\n" +
@@ -1168,7 +1408,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x05Pause\x12\x1a.hostagent.v1.PauseRequest\x1a\x1b.hostagent.v1.PauseResponse\x12C\n" +
 	"\x06Resume\x12\x1b.hostagent.v1.ResumeRequest\x1a\x1c.hostagent.v1.ResumeResponse\x12@\n" +
 	"\x05Stats\x12\x1a.hostagent.v1.StatsRequest\x1a\x1b.hostagent.v1.StatsResponse\x12L\n" +
-	"\tSetEgress\x12\x1e.hostagent.v1.SetEgressRequest\x1a\x1f.hostagent.v1.SetEgressResponseBBZ@github.com/hearthsh/hearth/internal/gen/hostagent/v1;hostagentv1b\x06proto3"
+	"\tSetEgress\x12\x1e.hostagent.v1.SetEgressRequest\x1a\x1f.hostagent.v1.SetEgressResponse\x12=\n" +
+	"\x04Fork\x12\x19.hostagent.v1.ForkRequest\x1a\x1a.hostagent.v1.ForkResponseBBZ@github.com/hearthsh/hearth/internal/gen/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -1183,7 +1424,7 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(State)(0),                    // 0: hostagent.v1.State
 	(*Sandbox)(nil),               // 1: hostagent.v1.Sandbox
@@ -1204,18 +1445,24 @@ var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*StatsResponse)(nil),         // 16: hostagent.v1.StatsResponse
 	(*SetEgressRequest)(nil),      // 17: hostagent.v1.SetEgressRequest
 	(*SetEgressResponse)(nil),     // 18: hostagent.v1.SetEgressResponse
-	nil,                           // 19: hostagent.v1.Sandbox.MetadataEntry
-	nil,                           // 20: hostagent.v1.CreateRequest.EnvVarsEntry
-	nil,                           // 21: hostagent.v1.CreateRequest.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 22: google.protobuf.Timestamp
+	(*ForkRequest)(nil),           // 19: hostagent.v1.ForkRequest
+	(*ForkChild)(nil),             // 20: hostagent.v1.ForkChild
+	(*ForkResponse)(nil),          // 21: hostagent.v1.ForkResponse
+	(*ForkResult)(nil),            // 22: hostagent.v1.ForkResult
+	nil,                           // 23: hostagent.v1.Sandbox.MetadataEntry
+	nil,                           // 24: hostagent.v1.CreateRequest.EnvVarsEntry
+	nil,                           // 25: hostagent.v1.CreateRequest.MetadataEntry
+	nil,                           // 26: hostagent.v1.ForkChild.EnvVarsEntry
+	nil,                           // 27: hostagent.v1.ForkChild.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.State
-	22, // 1: hostagent.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
-	19, // 2: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
+	28, // 1: hostagent.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
+	23, // 2: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
 	3,  // 3: hostagent.v1.Sandbox.egress:type_name -> hostagent.v1.Egress
-	20, // 4: hostagent.v1.CreateRequest.env_vars:type_name -> hostagent.v1.CreateRequest.EnvVarsEntry
-	21, // 5: hostagent.v1.CreateRequest.metadata:type_name -> hostagent.v1.CreateRequest.MetadataEntry
+	24, // 4: hostagent.v1.CreateRequest.env_vars:type_name -> hostagent.v1.CreateRequest.EnvVarsEntry
+	25, // 5: hostagent.v1.CreateRequest.metadata:type_name -> hostagent.v1.CreateRequest.MetadataEntry
 	3,  // 6: hostagent.v1.CreateRequest.egress:type_name -> hostagent.v1.Egress
 	1,  // 7: hostagent.v1.CreateResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	1,  // 8: hostagent.v1.GetResponse.sandbox:type_name -> hostagent.v1.Sandbox
@@ -1224,27 +1471,34 @@ var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	1,  // 11: hostagent.v1.ResumeResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	3,  // 12: hostagent.v1.SetEgressRequest.egress:type_name -> hostagent.v1.Egress
 	1,  // 13: hostagent.v1.SetEgressResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	2,  // 14: hostagent.v1.HostAgentService.Create:input_type -> hostagent.v1.CreateRequest
-	5,  // 15: hostagent.v1.HostAgentService.Get:input_type -> hostagent.v1.GetRequest
-	7,  // 16: hostagent.v1.HostAgentService.List:input_type -> hostagent.v1.ListRequest
-	9,  // 17: hostagent.v1.HostAgentService.Destroy:input_type -> hostagent.v1.DestroyRequest
-	11, // 18: hostagent.v1.HostAgentService.Pause:input_type -> hostagent.v1.PauseRequest
-	13, // 19: hostagent.v1.HostAgentService.Resume:input_type -> hostagent.v1.ResumeRequest
-	15, // 20: hostagent.v1.HostAgentService.Stats:input_type -> hostagent.v1.StatsRequest
-	17, // 21: hostagent.v1.HostAgentService.SetEgress:input_type -> hostagent.v1.SetEgressRequest
-	4,  // 22: hostagent.v1.HostAgentService.Create:output_type -> hostagent.v1.CreateResponse
-	6,  // 23: hostagent.v1.HostAgentService.Get:output_type -> hostagent.v1.GetResponse
-	8,  // 24: hostagent.v1.HostAgentService.List:output_type -> hostagent.v1.ListResponse
-	10, // 25: hostagent.v1.HostAgentService.Destroy:output_type -> hostagent.v1.DestroyResponse
-	12, // 26: hostagent.v1.HostAgentService.Pause:output_type -> hostagent.v1.PauseResponse
-	14, // 27: hostagent.v1.HostAgentService.Resume:output_type -> hostagent.v1.ResumeResponse
-	16, // 28: hostagent.v1.HostAgentService.Stats:output_type -> hostagent.v1.StatsResponse
-	18, // 29: hostagent.v1.HostAgentService.SetEgress:output_type -> hostagent.v1.SetEgressResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	20, // 14: hostagent.v1.ForkRequest.children:type_name -> hostagent.v1.ForkChild
+	26, // 15: hostagent.v1.ForkChild.env_vars:type_name -> hostagent.v1.ForkChild.EnvVarsEntry
+	27, // 16: hostagent.v1.ForkChild.metadata:type_name -> hostagent.v1.ForkChild.MetadataEntry
+	22, // 17: hostagent.v1.ForkResponse.results:type_name -> hostagent.v1.ForkResult
+	1,  // 18: hostagent.v1.ForkResult.sandbox:type_name -> hostagent.v1.Sandbox
+	2,  // 19: hostagent.v1.HostAgentService.Create:input_type -> hostagent.v1.CreateRequest
+	5,  // 20: hostagent.v1.HostAgentService.Get:input_type -> hostagent.v1.GetRequest
+	7,  // 21: hostagent.v1.HostAgentService.List:input_type -> hostagent.v1.ListRequest
+	9,  // 22: hostagent.v1.HostAgentService.Destroy:input_type -> hostagent.v1.DestroyRequest
+	11, // 23: hostagent.v1.HostAgentService.Pause:input_type -> hostagent.v1.PauseRequest
+	13, // 24: hostagent.v1.HostAgentService.Resume:input_type -> hostagent.v1.ResumeRequest
+	15, // 25: hostagent.v1.HostAgentService.Stats:input_type -> hostagent.v1.StatsRequest
+	17, // 26: hostagent.v1.HostAgentService.SetEgress:input_type -> hostagent.v1.SetEgressRequest
+	19, // 27: hostagent.v1.HostAgentService.Fork:input_type -> hostagent.v1.ForkRequest
+	4,  // 28: hostagent.v1.HostAgentService.Create:output_type -> hostagent.v1.CreateResponse
+	6,  // 29: hostagent.v1.HostAgentService.Get:output_type -> hostagent.v1.GetResponse
+	8,  // 30: hostagent.v1.HostAgentService.List:output_type -> hostagent.v1.ListResponse
+	10, // 31: hostagent.v1.HostAgentService.Destroy:output_type -> hostagent.v1.DestroyResponse
+	12, // 32: hostagent.v1.HostAgentService.Pause:output_type -> hostagent.v1.PauseResponse
+	14, // 33: hostagent.v1.HostAgentService.Resume:output_type -> hostagent.v1.ResumeResponse
+	16, // 34: hostagent.v1.HostAgentService.Stats:output_type -> hostagent.v1.StatsResponse
+	18, // 35: hostagent.v1.HostAgentService.SetEgress:output_type -> hostagent.v1.SetEgressResponse
+	21, // 36: hostagent.v1.HostAgentService.Fork:output_type -> hostagent.v1.ForkResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_hostagent_proto_init() }
@@ -1258,7 +1512,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -53,6 +53,8 @@ const (
 	// HostAgentServiceSetEgressProcedure is the fully-qualified name of the HostAgentService's
 	// SetEgress RPC.
 	HostAgentServiceSetEgressProcedure = "/hostagent.v1.HostAgentService/SetEgress"
+	// HostAgentServiceForkProcedure is the fully-qualified name of the HostAgentService's Fork RPC.
+	HostAgentServiceForkProcedure = "/hostagent.v1.HostAgentService/Fork"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -72,6 +74,11 @@ type HostAgentServiceClient interface {
 	// SetEgress replaces a sandbox's outbound network policy. A running sandbox gets it at
 	// once, connections already open included; a paused one when it resumes.
 	SetEgress(context.Context, *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SetEgressResponse], error)
+	// Fork copies a running sandbox into new sandboxes on this host: its files, memory and
+	// running processes. The parent keeps running; each child has its own token and
+	// environment and the parent's outbound policy. Drivers that cannot fork answer
+	// UNIMPLEMENTED.
+	Fork(context.Context, *connect.Request[v1.ForkRequest]) (*connect.Response[v1.ForkResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -133,6 +140,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("SetEgress")),
 			connect.WithClientOptions(opts...),
 		),
+		fork: connect.NewClient[v1.ForkRequest, v1.ForkResponse](
+			httpClient,
+			baseURL+HostAgentServiceForkProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("Fork")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -146,6 +159,7 @@ type hostAgentServiceClient struct {
 	resume    *connect.Client[v1.ResumeRequest, v1.ResumeResponse]
 	stats     *connect.Client[v1.StatsRequest, v1.StatsResponse]
 	setEgress *connect.Client[v1.SetEgressRequest, v1.SetEgressResponse]
+	fork      *connect.Client[v1.ForkRequest, v1.ForkResponse]
 }
 
 // Create calls hostagent.v1.HostAgentService.Create.
@@ -188,6 +202,11 @@ func (c *hostAgentServiceClient) SetEgress(ctx context.Context, req *connect.Req
 	return c.setEgress.CallUnary(ctx, req)
 }
 
+// Fork calls hostagent.v1.HostAgentService.Fork.
+func (c *hostAgentServiceClient) Fork(ctx context.Context, req *connect.Request[v1.ForkRequest]) (*connect.Response[v1.ForkResponse], error) {
+	return c.fork.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// Create boots a sandbox from a template and returns once envd answers.
@@ -205,6 +224,11 @@ type HostAgentServiceHandler interface {
 	// SetEgress replaces a sandbox's outbound network policy. A running sandbox gets it at
 	// once, connections already open included; a paused one when it resumes.
 	SetEgress(context.Context, *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SetEgressResponse], error)
+	// Fork copies a running sandbox into new sandboxes on this host: its files, memory and
+	// running processes. The parent keeps running; each child has its own token and
+	// environment and the parent's outbound policy. Drivers that cannot fork answer
+	// UNIMPLEMENTED.
+	Fork(context.Context, *connect.Request[v1.ForkRequest]) (*connect.Response[v1.ForkResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -262,6 +286,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("SetEgress")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceForkHandler := connect.NewUnaryHandler(
+		HostAgentServiceForkProcedure,
+		svc.Fork,
+		connect.WithSchema(hostAgentServiceMethods.ByName("Fork")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateProcedure:
@@ -280,6 +310,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceStatsHandler.ServeHTTP(w, r)
 		case HostAgentServiceSetEgressProcedure:
 			hostAgentServiceSetEgressHandler.ServeHTTP(w, r)
+		case HostAgentServiceForkProcedure:
+			hostAgentServiceForkHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -319,4 +351,8 @@ func (UnimplementedHostAgentServiceHandler) Stats(context.Context, *connect.Requ
 
 func (UnimplementedHostAgentServiceHandler) SetEgress(context.Context, *connect.Request[v1.SetEgressRequest]) (*connect.Response[v1.SetEgressResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.SetEgress is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) Fork(context.Context, *connect.Request[v1.ForkRequest]) (*connect.Response[v1.ForkResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.Fork is not implemented"))
 }
