@@ -12,6 +12,7 @@ func TestSandboxLifecycleCommands(t *testing.T) {
 	e := newCLIEnv(t, false)
 	running := e.api.AddSandbox("run00000000000000001", "running", map[string]string{"team": "a"})
 	paused := e.api.AddSandbox("pau00000000000000001", "paused", map[string]string{"team": "b"})
+	frozen := e.api.AddSandbox("fro00000000000000001", "paused", nil) // stays paused throughout
 	const missing = "nope0000000000000000"
 	tests := []struct {
 		name      string
@@ -29,6 +30,9 @@ func TestSandboxLifecycleCommands(t *testing.T) {
 		{name: "resume json", args: []string{"sandbox", "resume", paused, "--json"}, stdout: `"sandboxID": "` + paused + `"`},
 		{name: "network", args: []string{"sandbox", "network", running, "--no-internet", "--allow-out", "1.1.1.1"}},
 		{name: "network missing", args: []string{"sandbox", "network", missing}, code: 3, stderr: "not found (HTTP 404)"},
+		{name: "fork paused", args: []string{"sandbox", "fork", frozen}, code: 4, stderr: "only a running sandbox can be forked"},
+		{name: "fork bad count", args: []string{"sandbox", "fork", running, "--count", "0"}, code: 2, stderr: "--count 0: want 1 to 100"},
+		{name: "fork", args: []string{"sandbox", "fork", running, "--count", "2", "--timeout", "2m"}},
 		{name: "kill", args: []string{"sandbox", "kill", paused}, wantState: map[string]string{paused: ""}},
 		{name: "kill missing", args: []string{"sandbox", "kill", paused}, code: 3, stderr: "hearth sandbox kill: "},
 		{name: "no ID", args: []string{"sandbox", "pause"}, code: 2, stderr: "accepts 1 arg(s), received 0"},

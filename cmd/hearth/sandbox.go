@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -36,7 +37,7 @@ func newSandboxCmd() *cobra.Command {
 	cmd.AddCommand(
 		newSandboxCreateCmd(&f), newSandboxLsCmd(&f), newSandboxExecCmd(&f), newSandboxShellCmd(&f),
 		newSandboxCpCmd(&f), newSandboxPauseCmd(&f), newSandboxResumeCmd(&f), newSandboxKillCmd(&f),
-		newSandboxNetworkCmd(&f),
+		newSandboxNetworkCmd(&f), newSandboxForkCmd(&f),
 	)
 	return cmd
 }
@@ -131,6 +132,63 @@ func newSandboxNetworkCmd(f *cliClientFlags) *cobra.Command {
 		}),
 	}
 	net.register(cmd)
+	return cmd
+}
+
+func newSandboxForkCmd(f *cliClientFlags) *cobra.Command {
+	var (
+		count   int
+		timeout time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "fork ID",
+		Short: "Copy a running sandbox, processes included, into new sandboxes",
+		Long: "Copies a running sandbox (files, memory, running processes) into --count new sandboxes and " +
+			"prints their IDs, one per line (with --json, the API's answers). The original runs on. Copies " +
+			"that failed are reported on stderr and the command exits 1.\n" + exitCodesHelp,
+		Args: cliArgs(cobra.ExactArgs(1)),
+		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
+			if count < 1 || count > 100 {
+				return usagef("--count %d: want 1 to 100", count)
+			}
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := f.requestContext(cmd.Context())
+			defer cancel()
+			done := progress(cmd.ErrOrStderr(), fmt.Sprintf("Forking %s into %d", args[0], count))
+			res, err := c.Fork(ctx, args[0], hearth.ForkOptions{Count: count, Timeout: timeout})
+			err = ctxErr(ctx, err)
+			done(err)
+			if err != nil {
+				return err
+			}
+			var failed []error
+			var infos []hearth.CreatedSandbox
+			for _, r := range res {
+				if r.Err != nil {
+					failed = append(failed, r.Err)
+					continue
+				}
+				infos = append(infos, r.Sandbox.Info())
+				if !f.json {
+					fmt.Fprintln(cmd.OutOrStdout(), r.Sandbox.ID)
+				}
+			}
+			if f.json {
+				if err := writeJSON(cmd.OutOrStdout(), infos); err != nil {
+					return err
+				}
+			}
+			if len(failed) > 0 {
+				return fmt.Errorf("%d of %d copies failed: %w", len(failed), len(res), errors.Join(failed...))
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().IntVar(&count, "count", 1, "how many copies (1 to 100)")
+	cmd.Flags().DurationVar(&timeout, "timeout", hearth.DefaultSandboxTimeout, "kill each copy after this long")
 	return cmd
 }
 

@@ -84,6 +84,7 @@ func TestLifecycleCallsAndErrors(t *testing.T) {
 	c := apiClient(f)
 	running := f.AddSandbox("running0000000000000", "running", nil)
 	paused := f.AddSandbox("paused00000000000000", "paused", nil)
+	frozen := f.AddSandbox("frozen00000000000000", "paused", nil) // stays paused throughout
 	const missing = "missing0000000000000"
 
 	tests := []struct {
@@ -122,6 +123,15 @@ func TestLifecycleCallsAndErrors(t *testing.T) {
 		{name: "update network to no internet", call: func() error {
 			return c.UpdateNetwork(ctx, running, hearth.NetworkUpdate{AllowInternetAccess: hearth.Bool(false)})
 		}, wantBody: `{"allow_internet_access":false}`},
+		{name: "fork", call: func() error {
+			res, err := c.Fork(ctx, running, hearth.ForkOptions{Count: 2, Timeout: time.Minute})
+			if err == nil && (len(res) != 2 || res[0].Err != nil || res[0].Sandbox == nil || res[0].Sandbox.ID == running) {
+				return errors.New("fork did not return two new sandboxes")
+			}
+			return err
+		}, wantCall: "POST /sandboxes/" + running + "/fork", wantBody: `{"timeout":60,"count":2}`},
+		{name: "fork paused conflicts", call: func() error { _, err := c.Fork(ctx, frozen, hearth.ForkOptions{}); return err },
+			wantBody: `{"timeout":300,"count":1}`, wantErr: hearth.IsConflict},
 		{name: "update network missing", call: func() error { return c.UpdateNetwork(ctx, missing, hearth.NetworkUpdate{}) }, wantErr: hearth.IsNotFound},
 		{name: "kill", call: func() error { return c.Kill(ctx, paused) }, wantCall: "DELETE /sandboxes/" + paused,
 			wantState: map[string]string{paused: ""}},

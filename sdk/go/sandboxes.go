@@ -217,3 +217,53 @@ func boolOr(p *bool, def bool) bool {
 
 // Bool returns a pointer to b, for the optional booleans of CreateOptions.
 func Bool(b bool) *bool { return &b }
+
+// ForkOptions configure Fork.
+type ForkOptions struct {
+	// Count is how many copies to make (1 to 100; zero means 1).
+	Count int
+	// Timeout is each copy's lifetime (default 5 minutes).
+	Timeout time.Duration
+}
+
+// ForkResult is one copy a fork made: a handle, or the error that kept it from starting.
+type ForkResult struct {
+	Sandbox *Sandbox
+	Err     error
+}
+
+// Fork copies running sandbox id — its files, memory and running processes — into new
+// sandboxes; the parent runs on. The result has one entry per copy. It fails as a whole
+// (IsConflict) when the sandbox is not running, and with HTTP 501 on runtimes that cannot fork.
+func (c *Client) Fork(ctx context.Context, id string, opts ForkOptions) ([]ForkResult, error) {
+	if opts.Count == 0 {
+		opts.Count = 1
+	}
+	body := struct {
+		Timeout int `json:"timeout"`
+		Count   int `json:"count"`
+	}{timeoutSeconds(opts.Timeout), opts.Count}
+	var out []struct {
+		Sandbox *CreatedSandbox `json:"sandbox"`
+		Error   *struct {
+			Code    int    `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	op := "fork sandbox " + id
+	if _, _, err := c.call(ctx, op, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/fork", nil, body, &out, http.StatusCreated); err != nil {
+		return nil, err
+	}
+	res := make([]ForkResult, len(out))
+	for i, r := range out {
+		switch {
+		case r.Sandbox != nil:
+			res[i].Sandbox = c.handle(*r.Sandbox)
+		case r.Error != nil:
+			res[i].Err = &APIError{Status: r.Error.Code, Message: r.Error.Message, Op: op}
+		default:
+			res[i].Err = &APIError{Status: http.StatusInternalServerError, Message: "no sandbox and no error in the answer", Op: op}
+		}
+	}
+	return res, nil
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"mime"
 	"net/http"
 	"net/http/httptest"
@@ -217,6 +218,8 @@ func (f *FakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		f.noInput(w, r, body, func() { f.get(w, parts[1]) })
 	case len(parts) == 2 && parts[0] == "sandboxes" && r.Method == http.MethodDelete:
 		f.noInput(w, r, body, func() { f.kill(w, parts[1]) })
+	case len(parts) == 3 && parts[0] == "sandboxes" && parts[2] == "fork" && r.Method == http.MethodPost:
+		f.fork(w, r, body, parts[1])
 	case len(parts) == 3 && parts[0] == "sandboxes" && parts[2] == "network" && r.Method == http.MethodPut:
 		f.network(w, r, body, parts[1])
 	case len(parts) == 3 && parts[0] == "sandboxes" && r.Method == http.MethodPost:
@@ -462,6 +465,45 @@ func (f *FakeAPI) get(w http.ResponseWriter, id string) {
 	out["allowInternetAccess"] = s.internet
 	out["network"] = map[string]any{"allowOut": s.allowOut, "denyOut": s.denyOut}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// fork is POST /sandboxes/{id}/fork: count copies of a running sandbox.
+func (f *FakeAPI) fork(w http.ResponseWriter, r *http.Request, body []byte, id string) {
+	var in struct {
+		Timeout *int `json:"timeout"`
+		Count   *int `json:"count"`
+	}
+	if !f.decodeStrict(w, r, body, &in) {
+		return
+	}
+	count, timeout := 1, 15
+	if in.Count != nil {
+		count = *in.Count
+	}
+	if in.Timeout != nil {
+		timeout = *in.Timeout
+	}
+	if count < 1 || count > 100 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("count must be 1 to 100, got %d", count))
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := f.sandboxes[id]
+	if s == nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("sandbox \"%s\" not found", id))
+		return
+	}
+	if s.State != "running" {
+		writeError(w, http.StatusConflict, fmt.Sprintf("sandbox %s is %s: only a running sandbox can be forked", id, s.State))
+		return
+	}
+	var out []map[string]any
+	for range count {
+		c := f.addLocked(newID(), s.TemplateID, s.Alias, "running", maps.Clone(s.Metadata), maps.Clone(s.envVars), timeout, f.EnvdAccessToken)
+		out = append(out, map[string]any{"sandbox": f.createdLocked(c)})
+	}
+	writeJSON(w, http.StatusCreated, out)
 }
 
 // network is PUT /sandboxes/{id}/network: it replaces the outbound policy.
