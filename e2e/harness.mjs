@@ -13,15 +13,22 @@ export const stateRoot = process.env.HEARTH_E2E_DATA || '/var/lib/hearth-e2e'
 export const logDir = process.env.HEARTH_E2E_LOGS || '/tmp/hearth-e2e-logs'
 mkdirSync(logDir, { recursive: true })
 
-export async function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer()
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address()
-      s.close(() => resolve(port))
-    })
-    s.on('error', reject)
-  })
+// freePorts returns n distinct free loopback ports: all n listeners are open at once, so the
+// kernel cannot hand the same port out twice. Take every port a topology needs in one call,
+// before starting any process, and give every listener of the processes a port from it:
+// a process binding port 0 later could otherwise take a port handed out but not yet bound.
+export async function freePorts(n) {
+  const servers = []
+  try {
+    for (let i = 0; i < n; i++) {
+      const s = net.createServer()
+      await new Promise((resolve, reject) => { s.once('error', reject); s.listen(0, '127.0.0.1', resolve) })
+      servers.push(s)
+    }
+    return servers.map((s) => s.address().port)
+  } finally {
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+  }
 }
 
 export async function waitFor(what, fn, timeoutMs = 60_000, everyMs = 100) {

@@ -5,7 +5,7 @@ import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { Sandbox, SandboxNotFoundError, ALL_TRAFFIC } from 'e2b'
-import { Proc, freePort, dataDir, apiReady, rawGet, testKey, waitFor, hearthBin, startOutsideWorld } from './harness.mjs'
+import { Proc, freePorts, dataDir, apiReady, rawGet, testKey, waitFor, hearthBin, startOutsideWorld } from './harness.mjs'
 
 if (!hearthBin) throw new Error('HEARTH_BIN must point at the hearth binary')
 
@@ -310,11 +310,11 @@ function platformSuite(getEnv, { canFork = true } = {}) {
 describe('hearth dev (SQLite)', () => {
   let dev, env, dir
   before(async () => {
-    const [api, proxy, arpc, aproxy] = [await freePort(), await freePort(), await freePort(), await freePort()]
+    const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
     dir = dataDir('dev')
     dev = track(new Proc('hearth dev', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
       '--slot-prefix', 'he2ed', '--pool', '10.233.0.0/16', ...egressResolve]))
     env = { apiPort: api, proxyPort: proxy }
     useEnv(api, proxy)
@@ -352,11 +352,11 @@ describe('hearth dev (SQLite)', () => {
 describe('hearth dev --runtime qemu', { skip: process.env.HEARTH_E2E_QEMU === '0' && 'HEARTH_E2E_QEMU=0' }, () => {
   let dev, env
   before(async () => {
-    const [api, proxy, arpc, aproxy] = [await freePort(), await freePort(), await freePort(), await freePort()]
+    const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
     const dir = dataDir('devqemu')
     dev = track(new Proc('hearth dev qemu', ['dev', '--runtime', 'qemu', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
       '--slot-prefix', 'he2eq', '--pool', '10.237.0.0/16', ...egressResolve]))
     env = { apiPort: api, proxyPort: proxy }
     useEnv(api, proxy)
@@ -374,7 +374,7 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
   let server, agents = [], env, serverArgs
   const token = 'e2e-agent-token'
   before(async () => {
-    const [api, proxy] = [await freePort(), await freePort()]
+    const [api, proxy, ...agentPorts] = await freePorts(8)
     serverArgs = ['server', '--database-url', pgURL, '--api-key', testKey, '--agent-token', token,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`]
     server = track(new Proc('hearth server', serverArgs))
@@ -382,9 +382,9 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
     useEnv(api, proxy)
     await waitFor('server answers', async () => (await fetch(`http://127.0.0.1:${api}/health`)).ok)
     for (const [i, prefix, pool] of [[1, 'he2ea', '10.234.0.0/16'], [2, 'he2eb', '10.235.0.0/16']]) {
-      const [rpc, ap] = [await freePort(), await freePort()]
+      const [rpc, ap, inspect] = agentPorts.slice(3 * (i - 1), 3 * i)
       agents.push(track(new Proc(`agent ${i}`, ['agent', '--data-dir', dataDir(`agent${i}`),
-        '--listen', `127.0.0.1:${rpc}`, '--proxy-listen', `127.0.0.1:${ap}`, '--host-id', `agent-${i}`,
+        '--listen', `127.0.0.1:${rpc}`, '--proxy-listen', `127.0.0.1:${ap}`, '--egress-inspect-port', String(inspect), '--host-id', `agent-${i}`,
         '--slot-prefix', prefix, '--pool', pool, '--control-plane', `http://127.0.0.1:${api}`, '--agent-token', token, ...egressResolve])))
     }
     await apiReady(`http://127.0.0.1:${api}`, testKey)
