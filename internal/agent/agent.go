@@ -88,6 +88,8 @@ func rpcError(err error) error {
 		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.Is(err, sandbox.ErrInvalid):
 		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, sandbox.ErrForkUnsupported):
+		return connect.NewError(connect.CodeUnimplemented, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
 	case errors.Is(err, context.Canceled):
@@ -222,9 +224,6 @@ func (a *Agent) Fork(ctx context.Context, req *connect.Request[pb.ForkRequest]) 
 		return nil, connect.NewError(connect.CodeInvalidArgument, errors.New("fork: no children given"))
 	}
 	infos, errs, err := a.mgr.Fork(ctx, req.Msg.GetSandboxId(), children)
-	if errors.Is(err, sandbox.ErrForkUnsupported) {
-		return nil, connect.NewError(connect.CodeUnimplemented, fmt.Errorf("the %s runtime cannot fork sandboxes", a.runtime))
-	}
 	if err != nil {
 		return nil, rpcError(err)
 	}

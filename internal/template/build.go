@@ -107,15 +107,33 @@ func Build(ctx context.Context, o BuildOptions) (*Template, error) {
 	return t, nil
 }
 
-// bootstrap runs debootstrap and the recipe's configuration into a temp dir, then swaps it in.
+// bootstrap runs debootstrap and the recipe's configuration into a new root filesystem.
 func bootstrap(ctx context.Context, o BuildOptions, rc recipe, root string, log *slog.Logger) (*Template, error) {
 	mirror := o.Mirror
 	if mirror == "" {
 		mirror = MachineMirror("/etc/apt", rc.suite)
 	}
-	tmp := filepath.Join(root, "."+o.Name+".tmp-"+randHex(4))
+	return assemble(o.DataDir, o.Name, log, func(rootfs string) (Meta, error) {
+		log.Info("debootstrap", "suite", rc.suite, "mirror", mirror, "dir", rootfs)
+		if err := debootstrap(ctx, rc, rootfs, mirror, o.Progress); err != nil {
+			return Meta{}, err
+		}
+		if err := rc.configure(ctx, rootfs); err != nil {
+			return Meta{}, fmt.Errorf("configure: %w", err)
+		}
+		return Meta{Suite: rc.suite, Mirror: mirror}, nil
+	})
+}
+
+// assemble makes template name's root filesystem with fill in a temp directory next to the
+// cache, records fill's Meta (with name, a new build ID, the time, duration and size added)
+// and swaps the result in, so a crash or a failure never leaves a half-built template that
+// later looks valid. The caller holds the template's lock.
+func assemble(dataDir, name string, log *slog.Logger, fill func(rootfs string) (Meta, error)) (*Template, error) {
+	root := filepath.Join(dataDir, "templates")
+	tmp := filepath.Join(root, "."+name+".tmp-"+randHex(4))
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+		return nil, fmt.Errorf("build template %s: %w", name, err)
 	}
 	ok := false
 	defer func() {
@@ -125,31 +143,32 @@ func bootstrap(ctx context.Context, o BuildOptions, rc recipe, root string, log 
 	}()
 	rootfs := filepath.Join(tmp, rootfsName)
 	start := time.Now()
-	log.Info("debootstrap", "suite", rc.suite, "mirror", mirror, "dir", rootfs)
-	if err := debootstrap(ctx, rc, rootfs, mirror, o.Progress); err != nil {
-		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
-	}
-	if err := rc.configure(ctx, rootfs); err != nil {
-		return nil, fmt.Errorf("build template %s: configure: %w", o.Name, err)
+	m, err := fill(rootfs)
+	if err != nil {
+		return nil, fmt.Errorf("build template %s: %w", name, err)
 	}
 	took := time.Since(start)
-	size, err := diskUsage(rootfs)
-	if err != nil {
-		return nil, fmt.Errorf("build template %s: size: %w", o.Name, err)
+	if m.SizeBytes, err = diskUsage(rootfs); err != nil {
+		return nil, fmt.Errorf("build template %s: size: %w", name, err)
 	}
-	m := Meta{
-		Name: o.Name, BuildID: randHex(8), Suite: rc.suite, Mirror: mirror,
-		BuiltAt: time.Now().UTC(), BuildSeconds: took.Seconds(), SizeBytes: size,
-	}
+	m.Name, m.BuildID, m.BuiltAt, m.BuildSeconds = name, randHex(8), time.Now().UTC(), took.Seconds()
 	if err := writeMeta(tmp, m); err != nil {
-		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+		return nil, fmt.Errorf("build template %s: %w", name, err)
 	}
-	if err := swapIn(root, tmp, Dir(o.DataDir, o.Name), o.Name); err != nil {
-		return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+	if err := swapIn(root, tmp, Dir(dataDir, name), name); err != nil {
+		return nil, fmt.Errorf("build template %s: %w", name, err)
 	}
 	ok = true
-	log.Info("rootfs built", "took", took.Round(time.Second), "size_mib", size>>20)
-	return Open(o.DataDir, o.Name)
+	log.Info("rootfs built", "took", took.Round(time.Millisecond), "size_mib", m.SizeBytes>>20)
+	return Open(dataDir, name)
+}
+
+// killGroupOnCancel makes cmd run in a process group of its own that cancelling its context
+// kills whole (dpkg, maintainer scripts and whatever else it started).
+func killGroupOnCancel(cmd *exec.Cmd) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 }
 
 // debootstrap runs debootstrap into rootfs. Cancelling ctx kills its whole process group,
@@ -168,9 +187,7 @@ func debootstrap(ctx context.Context, rc recipe, rootfs, mirror string, progress
 	args = append(args, rc.suite, rootfs, mirror)
 	cmd := exec.CommandContext(ctx, "debootstrap", args...)
 	cmd.Stdout, cmd.Stderr = progress, progress
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
+	killGroupOnCancel(cmd)
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("debootstrap: %w", ctx.Err())

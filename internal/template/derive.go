@@ -10,8 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"syscall"
-	"time"
 
 	"github.com/hearthsh/hearth/internal/filelock"
 )
@@ -68,51 +66,27 @@ func Derive(ctx context.Context, o DeriveOptions) (*Template, error) {
 	}
 	defer unlock()
 	removeStale(root, o.Name, log)
-
-	tmp := filepath.Join(root, "."+o.Name+".tmp-"+randHex(4))
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return nil, fmt.Errorf("derive template %s: %w", o.Name, err)
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			_ = os.RemoveAll(tmp)
+	return assemble(o.DataDir, o.Name, log, func(rootfs string) (Meta, error) {
+		// -a keeps owners, modes, links and hard links; reflinks make it nearly free where the
+		// filesystem has them.
+		if out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", from.RootFS, rootfs).CombinedOutput(); err != nil {
+			return Meta{}, fmt.Errorf("copy %s: %w: %s", from.RootFS, err, out)
 		}
-	}()
-	start := time.Now()
-	rootfs := filepath.Join(tmp, rootfsName)
-	// -a keeps owners, modes, links and hard links; reflinks make it nearly free where the
-	// filesystem has them.
-	if out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", from.RootFS, rootfs).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("derive template %s: copy %s: %w: %s", o.Name, from.RootFS, err, out)
-	}
-	for i, c := range o.Run {
-		log.Info("run", "step", i+1, "of", len(o.Run), "command", c)
-		fmt.Fprintf(o.Progress, "# %s\n", c)
-		if err := runInRoot(ctx, rootfs, c, o.Progress); err != nil {
-			return nil, fmt.Errorf("derive template %s: step %d (%s): %w", o.Name, i+1, c, err)
+		for i, c := range o.Run {
+			log.Info("run", "step", i+1, "of", len(o.Run), "command", c)
+			fmt.Fprintf(o.Progress, "# %s\n", c)
+			if err := runInRoot(ctx, rootfs, c, o.Progress); err != nil {
+				return Meta{}, fmt.Errorf("step %d (%s): %w", i+1, c, err)
+			}
 		}
-	}
-	if err := dropAptCaches(rootfs); err != nil {
-		return nil, fmt.Errorf("derive template %s: %w", o.Name, err)
-	}
-	took := time.Since(start)
-	size, err := diskUsage(rootfs)
-	if err != nil {
-		return nil, fmt.Errorf("derive template %s: size: %w", o.Name, err)
-	}
-	m := from.Meta
-	m.Name, m.BuildID, m.BuiltAt, m.BuildSeconds, m.SizeBytes = o.Name, randHex(8), time.Now().UTC(), took.Seconds(), size
-	m.From, m.Run = o.From, o.Run
-	if err := writeMeta(tmp, m); err != nil {
-		return nil, fmt.Errorf("derive template %s: %w", o.Name, err)
-	}
-	if err := swapIn(root, tmp, Dir(o.DataDir, o.Name), o.Name); err != nil {
-		return nil, fmt.Errorf("derive template %s: %w", o.Name, err)
-	}
-	ok = true
-	log.Info("template derived", "took", took.Round(time.Millisecond), "size_mib", size>>20)
-	return Open(o.DataDir, o.Name)
+		if err := dropAptCaches(rootfs); err != nil {
+			return Meta{}, err
+		}
+		// The base's envd comes with the copy.
+		m := from.Meta
+		m.From, m.Run = o.From, o.Run
+		return m, nil
+	})
 }
 
 // swapIn replaces dir with the finished build in tmp. An old build is moved aside first:
@@ -147,9 +121,7 @@ func runInRoot(ctx context.Context, rootfs, command string, out io.Writer) error
 		"HOME=/root", "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive",
 	}
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 10 * time.Second
+	killGroupOnCancel(cmd)
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()

@@ -49,15 +49,18 @@ func (m *Manager) Fork(ctx context.Context, id string, children []ForkChild) ([]
 	}
 
 	infos, errs := make([]Info, len(children)), make([]error, len(children))
-	var recs []*record // children still in the running
-	var specs []runtime.Spec
+	var (
+		recs  []*record // children still in the running
+		idx   []int     // their places in children
+		specs []runtime.Spec
+	)
 	for i, c := range children {
 		rec, err := m.newChild(ctx, parent, c, tpl)
 		if err != nil {
 			errs[i] = err
 			continue
 		}
-		recs, specs = append(recs, rec), append(specs, m.specFor(rec, tpl))
+		recs, idx, specs = append(recs, rec), append(idx, i), append(specs, m.specFor(rec, tpl))
 	}
 	failAll := func(err error) ([]Info, []error, error) {
 		for _, rec := range recs {
@@ -74,7 +77,7 @@ func (m *Manager) Fork(ctx context.Context, id string, children []ForkChild) ([]
 		return failAll(err)
 	}
 	for j, rec := range recs {
-		i := slices.IndexFunc(children, func(c ForkChild) bool { return c.ID == rec.ID })
+		i := idx[j]
 		if err := childErrs[j]; err != nil {
 			errs[i] = err
 			m.dropChild(ctx, rec, tpl)
