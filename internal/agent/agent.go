@@ -51,17 +51,20 @@ func (a *Agent) RPCHandler() (string, http.Handler) {
 func (a *Agent) ProxyHandler() http.Handler { return a.proxy }
 
 // resolve admits a proxied request: the sandbox must be running, and the connection is
-// tracked so a pause can drain it.
+// tracked so a pause can drain it (and end it at once if it turns out to be a stream).
 func (a *Agent) resolve(r *http.Request, route proxy.Route) (proxy.Upstream, error) {
 	target, err := a.mgr.Target(route.SandboxID, route.Port)
 	if err != nil {
 		return proxy.Upstream{}, err
 	}
-	ctx, done, err := a.conns.Track(route.SandboxID, r.Context(), proxy.ConnFrom(r.Context()))
+	c, err := a.conns.Track(route.SandboxID, route.Port, r.Context(), proxy.ConnFrom(r.Context()))
 	if err != nil {
 		return proxy.Upstream{}, err
 	}
-	return proxy.Upstream{Addr: target.Addr.String(), Socket: target.Socket, Ctx: ctx, Done: done}, nil
+	return proxy.Upstream{
+		Addr: target.Addr.String(), Socket: target.Socket, Ctx: c.Context(), Done: c.Done,
+		OnStream: c.Streaming,
+	}, nil
 }
 
 func proxyStatus(err error) int {

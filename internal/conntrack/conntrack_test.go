@@ -47,17 +47,17 @@ type handler struct {
 func startHandler(t *testing.T, tr *Tracker, id string) (*handler, net.Conn) {
 	t.Helper()
 	proxySide, client := connPair(t)
-	ctx, done, err := tr.Track(id, context.Background(), proxySide)
+	c, err := tr.Track(id, 0, context.Background(), proxySide)
 	if err != nil {
 		t.Fatalf("Track: %v", err)
 	}
-	h := &handler{ctx: ctx, finish: make(chan struct{}), finished: make(chan struct{})}
+	h := &handler{ctx: c.Context(), finish: make(chan struct{}), finished: make(chan struct{})}
 	go func() {
 		defer close(h.finished)
-		defer done()
+		defer c.Done()
 		select {
 		case <-h.finish:
-		case <-ctx.Done():
+		case <-c.Context().Done():
 		}
 	}()
 	return h, client
@@ -97,7 +97,7 @@ func TestDrain(t *testing.T) {
 			}
 
 			start := time.Now()
-			forced, err := tr.Drain(context.Background(), "sbx", tc.grace)
+			forced, err := tr.Drain(context.Background(), "sbx", Policy{Grace: tc.grace})
 			elapsed := time.Since(start)
 			if err != nil {
 				t.Fatalf("Drain: %v", err)
@@ -146,39 +146,39 @@ func TestTrackRefusedWhileDrainingUntilResume(t *testing.T) {
 
 	drained := make(chan error, 1)
 	go func() {
-		_, err := tr.Drain(context.Background(), "sbx", 5*time.Second)
+		_, err := tr.Drain(context.Background(), "sbx", Policy{Grace: 5 * time.Second})
 		drained <- err
 	}()
 	waitFor(t, func() bool { return tr.Draining("sbx") })
 
 	proxySide, _ := connPair(t)
-	if _, _, err := tr.Track("sbx", context.Background(), proxySide); !errors.Is(err, ErrDraining) {
+	if _, err := tr.Track("sbx", 0, context.Background(), proxySide); !errors.Is(err, ErrDraining) {
 		t.Fatalf("Track during drain: %v, want ErrDraining", err)
 	}
 	if got := tr.Count("sbx"); got != 1 {
 		t.Fatalf("Count = %d after refused Track, want 1", got)
 	}
 	// Other sandboxes are unaffected.
-	if _, done, err := tr.Track("other", context.Background(), proxySide); err != nil {
+	if c, err := tr.Track("other", 0, context.Background(), proxySide); err != nil {
 		t.Fatalf("Track on another sandbox: %v", err)
 	} else {
-		done()
+		c.Done()
 	}
 
 	close(h.finish)
 	if err := <-drained; err != nil {
 		t.Fatalf("Drain: %v", err)
 	}
-	if _, _, err := tr.Track("sbx", context.Background(), proxySide); !errors.Is(err, ErrDraining) {
+	if _, err := tr.Track("sbx", 0, context.Background(), proxySide); !errors.Is(err, ErrDraining) {
 		t.Fatalf("Track after drain, before Resume: %v, want ErrDraining", err)
 	}
 	tr.Resume("sbx")
-	_, done, err := tr.Track("sbx", context.Background(), proxySide)
+	c, err := tr.Track("sbx", 0, context.Background(), proxySide)
 	if err != nil {
 		t.Fatalf("Track after Resume: %v", err)
 	}
-	done()
-	done() // idempotent
+	c.Done()
+	c.Done() // idempotent
 	if got := tr.Count("sbx"); got != 0 {
 		t.Fatalf("Count = %d after done", got)
 	}
@@ -191,7 +191,7 @@ func TestDrainHonoursContext(t *testing.T) {
 	h, _ := startHandler(t, &tr, "sbx")
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if _, err := tr.Drain(ctx, "sbx", time.Minute); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := tr.Drain(ctx, "sbx", Policy{Grace: time.Minute}); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Drain: %v, want deadline exceeded", err)
 	}
 	select {
@@ -210,7 +210,7 @@ func TestDrainHonoursContext(t *testing.T) {
 func TestForgetClosesAndResets(t *testing.T) {
 	var tr Tracker
 	h, client := startHandler(t, &tr, "sbx")
-	tr.Drain(context.Background(), "sbx", 0)
+	tr.Drain(context.Background(), "sbx", Policy{Grace: 0})
 	tr.Forget("sbx")
 	<-h.finished
 	client.SetReadDeadline(time.Now().Add(time.Second))
@@ -221,10 +221,10 @@ func TestForgetClosesAndResets(t *testing.T) {
 		t.Fatal("Forget kept state")
 	}
 	proxySide, _ := connPair(t)
-	if _, done, err := tr.Track("sbx", context.Background(), proxySide); err != nil {
+	if c, err := tr.Track("sbx", 0, context.Background(), proxySide); err != nil {
 		t.Fatalf("Track after Forget: %v", err)
 	} else {
-		done()
+		c.Done()
 	}
 }
 
@@ -233,7 +233,7 @@ func TestTrackWithDoneParent(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	proxySide, _ := connPair(t)
-	if _, _, err := tr.Track("sbx", ctx, proxySide); !errors.Is(err, context.Canceled) {
+	if _, err := tr.Track("sbx", 0, ctx, proxySide); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Track: %v, want context.Canceled", err)
 	}
 	if tr.Count("sbx") != 0 {
@@ -251,9 +251,9 @@ func TestConcurrentTrackAndDrain(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 200 {
-				_, done, err := tr.Track("sbx", context.Background(), nopCloseConn{proxySide})
+				c, err := tr.Track("sbx", 0, context.Background(), nopCloseConn{proxySide})
 				if err == nil {
-					done()
+					c.Done()
 				} else if !errors.Is(err, ErrDraining) {
 					t.Error(err)
 					return
@@ -262,7 +262,7 @@ func TestConcurrentTrackAndDrain(t *testing.T) {
 		})
 	}
 	for range 20 {
-		if _, err := tr.Drain(context.Background(), "sbx", time.Millisecond); err != nil {
+		if _, err := tr.Drain(context.Background(), "sbx", Policy{Grace: time.Millisecond}); err != nil {
 			t.Fatal(err)
 		}
 		tr.Resume("sbx")
@@ -289,4 +289,127 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// TestDrainEndsStreamsAtOnce is the pause rule: a stream is ended through its
+// end function at once, with the drain's reason, while a plain request in
+// flight is still given the grace to finish.
+func TestDrainEndsStreamsAtOnce(t *testing.T) {
+	var tr Tracker
+	stream, _ := startHandler(t, &tr, "sbx")
+	var mu sync.Mutex
+	var reasons []string
+	tracked := trackedOf(t, &tr, "sbx", stream)
+	tracked.Streaming(func(reason string) {
+		mu.Lock()
+		reasons = append(reasons, reason)
+		mu.Unlock()
+		close(stream.finish) // the stream's handler returns
+	})
+	plain, _ := startHandler(t, &tr, "sbx")
+	time.AfterFunc(300*time.Millisecond, func() { close(plain.finish) })
+
+	start := time.Now()
+	forced, err := tr.Drain(context.Background(), "sbx", Policy{Grace: 5 * time.Second, EndReason: "pausing"})
+	if err != nil || forced != 0 {
+		t.Fatalf("Drain = %d, %v; want 0 forced", forced, err)
+	}
+	if el := time.Since(start); el < 250*time.Millisecond || el > 4*time.Second {
+		t.Errorf("Drain took %v: it must wait for the plain request (300 ms) and no longer", el)
+	}
+	<-stream.finished
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reasons) != 1 || reasons[0] != "pausing" {
+		t.Fatalf("stream ended with %q, want once with \"pausing\"", reasons)
+	}
+	select {
+	case <-stream.ctx.Done():
+	default:
+		t.Error("ended stream's context still live after Done")
+	}
+}
+
+// TestStreamMarkedDuringDrainEndsAtOnce: a response that shows it is a
+// stream only after the drain began is ended as soon as it says so.
+func TestStreamMarkedDuringDrainEndsAtOnce(t *testing.T) {
+	var tr Tracker
+	h, _ := startHandler(t, &tr, "sbx")
+	c := trackedOf(t, &tr, "sbx", h)
+	drained := make(chan error, 1)
+	go func() {
+		_, err := tr.Drain(context.Background(), "sbx", Policy{Grace: 5 * time.Second, EndReason: "pausing"})
+		drained <- err
+	}()
+	waitFor(t, func() bool { return tr.Draining("sbx") })
+	ended := make(chan string, 1)
+	c.Streaming(func(reason string) { ended <- reason; close(h.finish) })
+	select {
+	case r := <-ended:
+		if r != "pausing" {
+			t.Fatalf("reason %q", r)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("stream marked during a drain was not ended")
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestKillForceClosesStreams: a drain without an end reason (a kill) cuts
+// streams like everything else instead of ending them politely.
+func TestKillForceClosesStreams(t *testing.T) {
+	var tr Tracker
+	h, client := startHandler(t, &tr, "sbx")
+	trackedOf(t, &tr, "sbx", h).Streaming(func(string) { t.Error("kill called the stream's end function") })
+	forced, err := tr.Drain(context.Background(), "sbx", Policy{})
+	if err != nil || forced != 1 {
+		t.Fatalf("Drain = %d, %v; want 1 forced", forced, err)
+	}
+	<-h.finished
+	client.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client read succeeded after a kill drain")
+	}
+}
+
+// TestDrainPortLeavesOtherPorts: a fork drains envd's port only.
+func TestDrainPortLeavesOtherPorts(t *testing.T) {
+	var tr Tracker
+	a, _ := connPair(t)
+	b, _ := connPair(t)
+	envdConn, err := tr.Track("sbx", 49983, context.Background(), a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	app, err := tr.Track("sbx", 8000, context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Done()
+	var ended bool
+	envdConn.Streaming(func(string) { ended = true; envdConn.Done() })
+	app.Streaming(func(string) { t.Error("a drain of port 49983 ended a stream on port 8000") })
+	forced, err := tr.Drain(context.Background(), "sbx", Policy{Grace: time.Second, EndReason: "forking", Port: 49983})
+	if err != nil || forced != 0 || !ended {
+		t.Fatalf("Drain = %d, %v, ended %v", forced, err, ended)
+	}
+	if tr.Count("sbx") != 1 || app.Context().Err() != nil {
+		t.Fatal("the port 8000 connection did not survive a drain of port 49983")
+	}
+}
+
+// trackedOf finds the Conn startHandler registered for h.
+func trackedOf(t *testing.T, tr *Tracker, id string, h *handler) *Conn {
+	t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for c := range tr.sandboxes[id].conns {
+		if c.ctx == h.ctx {
+			return c
+		}
+	}
+	t.Fatal("handler not tracked")
+	return nil
 }

@@ -38,6 +38,11 @@ type Upstream struct {
 	Ctx context.Context
 	// Done is called when the request, or the WebSocket it upgraded to, has finished.
 	Done func()
+	// OnStream, when set, is called when the response turns out to be a long-lived stream
+	// (a WebSocket, a Connect streaming RPC, server-sent events; see stream.go), with a
+	// function that ends the stream cleanly with a reason. The agent hands it to conntrack, so
+	// a pause ends streams at once instead of waiting for them.
+	OnStream func(end func(reason string))
 }
 
 // ResolveFunc maps a route to an upstream, or fails with an error that StatusFor maps to an
@@ -140,6 +145,8 @@ type routed struct {
 	route Route
 	up    Upstream
 	host  string // the client-facing host, for Location rewriting
+	// cancel aborts the upstream request, to unblock a stream that is being ended.
+	cancel context.CancelFunc
 }
 
 // ServeHTTP routes, resolves and forwards one request.
@@ -165,7 +172,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if up.Ctx != nil {
 		ctx = up.Ctx
 	}
-	ctx = context.WithValue(ctx, routeKey{}, &routed{route: route, up: up, host: r.Host})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ctx = context.WithValue(ctx, routeKey{}, &routed{route: route, up: up, host: r.Host, cancel: cancel})
 	// Streaming RPCs (envd's Start, WatchDir) answer before the client has finished sending
 	// its request body. Without full duplex, Go's HTTP/1.1 server closes the request body
 	// once the response headers are flushed, the copy of the body upstream fails, and the
@@ -222,9 +231,22 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// modifyResponse keeps redirects inside the /proxy/ID/PORT prefix.
+// modifyResponse makes streams endable and keeps redirects inside the /proxy/ID/PORT prefix.
 func modifyResponse(res *http.Response) error {
 	rt := res.Request.Context().Value(routeKey{}).(*routed)
+	if rt.up.OnStream != nil {
+		if kind := classify(res); kind != notStream {
+			up := res.Body
+			b := newEndableBody(up, kind, func() {
+				rt.cancel()
+				if kind == webSocket || kind == otherUpgrade {
+					up.Close() // an upgraded connection is not the request's any more
+				}
+			})
+			res.Body = b
+			rt.up.OnStream(b.end)
+		}
+	}
 	if rt.route.Prefix == "" {
 		return nil
 	}

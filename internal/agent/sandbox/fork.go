@@ -9,6 +9,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/conntrack"
 	"github.com/hearthsh/hearth/internal/runtime"
 )
 
@@ -71,6 +72,13 @@ func (m *Manager) Fork(ctx context.Context, id string, children []ForkChild) ([]
 	if len(recs) == 0 {
 		return infos, errs, nil
 	}
+	// The checkpoint closes envd's host socket and every connection on it: streams to envd
+	// end cleanly first and requests in flight there finish; other ports stay open.
+	if _, err := m.cfg.Conns.Drain(ctx, id, conntrack.Policy{Grace: DrainGrace, EndReason: forkEndReason(id), Port: runtime.EnvdPort}); err != nil {
+		m.cfg.Conns.Resume(id)
+		return failAll(fmt.Errorf("fork %s: drain connections: %w", id, err))
+	}
+	defer m.cfg.Conns.Resume(id)
 	start := time.Now()
 	childErrs, err := fd.Fork(ctx, m.specFor(parent, tpl), specs)
 	if err != nil {
@@ -134,4 +142,9 @@ func (m *Manager) dropChild(ctx context.Context, rec *record, tpl runtime.Templa
 	m.mu.Lock()
 	delete(m.sandboxes, rec.ID)
 	m.mu.Unlock()
+}
+
+// forkEndReason is what streams to envd of a forking sandbox end with.
+func forkEndReason(id string) string {
+	return fmt.Sprintf("sandbox %s is being forked: its processes keep running; reconnect now", id)
 }

@@ -23,7 +23,9 @@ import (
 
 // Timing of the pause sequence, from DESIGN.md.
 const (
-	// DrainGrace is how long open proxy connections get to finish before they are closed.
+	// DrainGrace is how long proxied requests in flight get to finish before they are
+	// closed. Streams (WebSockets, command output, watchers) do not wait for it: a pause or
+	// fork ends them at once.
 	DrainGrace = 5 * time.Second
 	// guestReclaimTimeout bounds the sync and page-cache drop inside the guest.
 	guestReclaimTimeout = 30 * time.Second
@@ -234,8 +236,9 @@ func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
 		return Info{}, fmt.Errorf("pause %s: %w", id, err)
 	}
 
-	// 2. drain proxy connections, then force-close the rest.
-	if forced, err := m.cfg.Conns.Drain(ctx, id, DrainGrace); err != nil {
+	// 2. drain proxy connections: streams end at once, requests in flight get the grace,
+	// then the rest is force-closed.
+	if forced, err := m.cfg.Conns.Drain(ctx, id, conntrack.Policy{Grace: DrainGrace, EndReason: pauseEndReason(id)}); err != nil {
 		return rollback(fmt.Errorf("drain connections: %w", err))
 	} else if forced > 0 {
 		m.cfg.Log.Info("force-closed connections", "sandbox", id, "count", forced)
@@ -319,7 +322,9 @@ func (m *Manager) Destroy(ctx context.Context, id string) error {
 	rec.State = Stopping
 	m.mu.Unlock()
 
-	m.cfg.Conns.Drain(ctx, id, 0)
+	// A kill cuts every connection at once, streams included: the SDKs tell a killed sandbox
+	// from a network failure by a cut connection followed by a failed health check.
+	m.cfg.Conns.Drain(ctx, id, conntrack.Policy{})
 	tpl, _ := m.cfg.Templates(rec.Template)
 	err := m.teardown(ctx, rec, tpl)
 	m.mu.Lock()
@@ -588,4 +593,10 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// pauseEndReason is what the streams of a pausing sandbox end with (a Connect error the SDKs
+// raise, or a WebSocket close reason).
+func pauseEndReason(id string) string {
+	return fmt.Sprintf("sandbox %s is pausing: its processes keep running; reconnect after it resumes", id)
 }
