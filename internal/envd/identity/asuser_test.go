@@ -108,3 +108,20 @@ func TestDoAsRootRunsDirectly(t *testing.T) {
 		t.Fatalf("err %v, ran %v", err, ran)
 	}
 }
+
+// BenchmarkDoStat is the cost of acting as a user around one stat, every file request's
+// minimum.
+func BenchmarkDoStat(b *testing.B) {
+	if !IsRoot() {
+		b.Skip("acting as another user needs root")
+	}
+	u, err := Lookup("nobody")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < b.N; i++ {
+		if err := Do(u, func() error { _, err := os.Stat("/"); return err }); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
