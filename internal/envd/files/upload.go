@@ -154,7 +154,7 @@ func (h *Handler) stageParts(u identity.User, mr *multipart.Reader, path string,
 		if seen[dest] {
 			_ = part.Close()
 			return fail(&httpError{http.StatusBadRequest, fmt.Errorf(
-				"several parts would be written to %s; to upload several files omit the path query parameter and give each part its destination as filename", dest)})
+				"several parts would be written to %s; send one file part per path, or to upload several files in one request give each part its own filename (and no path query parameter)", dest)})
 		}
 		seen[dest] = true
 		s, herr := stage(u, dest, part, md)
