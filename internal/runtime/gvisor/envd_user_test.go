@@ -55,35 +55,9 @@ func TestEnvdActsAsUserUnderGVisor(t *testing.T) {
 	sb := create(t, d, 1, 512)
 	execIn(t, d, sb.spec.ID, "/bin/sh", "-c", "mkdir -p /root/private && echo s > /root/private/f && chmod 700 /root/private /root")
 	fs := filesystemconnect.NewFilesystemClient(http.DefaultClient, fmt.Sprintf("http://%s", sb.spec.EnvdAddr()))
-	rpc := func(call func(context.Context) error) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return call(ctx)
-	}
-	stat := func(user, path string) error {
-		return rpc(func(ctx context.Context) error {
-			req := connect.NewRequest(&fspb.StatRequest{Path: path})
-			req.Header().Set("Authorization", basicAs(user))
-			_, err := fs.Stat(ctx, req)
-			return err
-		})
-	}
-	list := func(user, path string) error {
-		return rpc(func(ctx context.Context) error {
-			req := connect.NewRequest(&fspb.ListDirRequest{Path: path})
-			req.Header().Set("Authorization", basicAs(user))
-			_, err := fs.ListDir(ctx, req)
-			return err
-		})
-	}
-	mkdir := func(user, path string) error {
-		return rpc(func(ctx context.Context) error {
-			req := connect.NewRequest(&fspb.MakeDirRequest{Path: path})
-			req.Header().Set("Authorization", basicAs(user))
-			_, err := fs.MakeDir(ctx, req)
-			return err
-		})
-	}
+	stat := func(user, path string) error { return callAs(user, fs.Stat, &fspb.StatRequest{Path: path}) }
+	list := func(user, path string) error { return callAs(user, fs.ListDir, &fspb.ListDirRequest{Path: path}) }
+	mkdir := func(user, path string) error { return callAs(user, fs.MakeDir, &fspb.MakeDirRequest{Path: path}) }
 
 	t.Run("user is denied root's files", func(t *testing.T) {
 		if status, body := envdFiles(t, sb, http.MethodGet, "/etc/shadow", "user", nil); status != http.StatusForbidden {
@@ -130,6 +104,16 @@ func TestEnvdActsAsUserUnderGVisor(t *testing.T) {
 			t.Errorf("command as user printed %q", got)
 		}
 	})
+}
+
+// callAs makes one unary envd RPC as user.
+func callAs[Req, Res any](user string, call func(context.Context, *connect.Request[Req]) (*connect.Response[Res], error), msg *Req) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req := connect.NewRequest(msg)
+	req.Header().Set("Authorization", basicAs(user))
+	_, err := call(ctx, req)
+	return err
 }
 
 // envdOutput runs a shell script as user through envd's process service and returns stdout.
