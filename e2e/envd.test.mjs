@@ -197,6 +197,45 @@ test('pty: create, input, resize, output', async () => {
   assert.equal(res.exitCode, 0)
 })
 
+test('signed file URLs: bound to their user and their path', async () => {
+  const secured = await startEnvd()
+  try {
+    const token = randomBytes(16).toString('hex')
+    const init = await fetch(`${secured.url}/init`, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ accessToken: token }) })
+    assert.equal(init.status, 204)
+    const ok = new Sandbox({ sandboxId: 'debug_sandbox_id', envdVersion: '0.6.4', envdAccessToken: token, debug: true, sandboxUrl: secured.url })
+    const secret = join(dir, 'root-only.txt')
+    await ok.files.write(secret, 'root only')
+    await ok.commands.run(`chmod 600 ${secret} && chmod 755 ${dir}`)
+
+    // Signed for nobody: nobody's permissions, and a Basic header cannot name someone else.
+    const asNobody = await ok.downloadUrl(secret, { user: 'nobody' })
+    assert.equal((await fetch(asNobody)).status, 403)
+    const basicRoot = { Authorization: `Basic ${Buffer.from('root:').toString('base64')}` }
+    const conflicting = await fetch(asNobody, { headers: basicRoot })
+    assert.equal(conflicting.status, 401)
+    assert.match((await conflicting.json()).message, /signed for user "nobody"/)
+    assert.equal((await fetch(await ok.downloadUrl(secret, { user: 'root' }), { headers: basicRoot })).status, 200)
+
+    const expired = await ok.downloadUrl(secret, { user: 'root', useSignatureExpiration: -10 })
+    const res = await fetch(expired)
+    assert.equal(res.status, 401)
+    assert.match((await res.json()).message, /signature is already expired/)
+
+    // Signed without a path: plain file names into the default directory, nothing else.
+    const up = await ok.uploadUrl()
+    const form = (name) => { const f = new FormData(); f.append('file', new Blob(['x']), name); return f }
+    assert.equal((await fetch(up, { method: 'POST', body: form(join(dir, 'escaped.txt')) })).status, 403)
+    assert.equal((await fetch(up, { method: 'POST', body: form('../escaped.txt') })).status, 403)
+    assert.equal(await ok.files.exists(join(dir, 'escaped.txt')), false)
+    const plain = await fetch(up, { method: 'POST', body: form('signed-plain.txt') })
+    assert.equal(plain.status, 200)
+    assert.equal((await plain.json())[0].name, 'signed-plain.txt')
+  } finally {
+    secured.child.kill('SIGTERM')
+  }
+})
+
 test('access token: required when set, signed file URLs work', async () => {
   const secured = await startEnvd()
   try {

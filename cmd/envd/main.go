@@ -76,6 +76,11 @@ func run() error {
 		return fmt.Errorf("--default-user: %w", err)
 	}
 
+	// Requests as other users fail closed when this fails; say why once, at start-up.
+	if err := identity.Verify(); err != nil {
+		log.Error("envd cannot act as other users; their file requests will be refused", "err", err)
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 

@@ -154,24 +154,8 @@ func (s *Server) authorize(r *http.Request) error {
 		return errors.New("invalid access token in " + auth.Header)
 	}
 	if r.URL.Path == "/files" && (r.Method == http.MethodGet || r.Method == http.MethodPost) {
-		op := auth.OpRead
-		if r.Method == http.MethodPost {
-			op = auth.OpWrite
-		}
-		q := r.URL.Query()
-		users := []string{q.Get("username")}
-		if users[0] == "" {
-			// A URL signed without a user: the JS SDK renders the missing name as
-			// "undefined" inside the signed string; other clients sign the default user.
-			users = []string{"", "undefined", s.env.DefaultUser()}
-		}
-		var err error
-		for _, u := range users {
-			if err = auth.VerifySignature(q.Get("signature"), q.Get("signature_expiration"), q.Get("path"), op, u, token, time.Now()); err == nil {
-				return nil
-			}
-		}
-		return err
+		_, err := auth.CheckFileRequest(r.Method, r.Header, r.URL.Query(), token, s.env.DefaultUser(), time.Now())
+		return err // files.Handler checks again and acts only within the grant
 	}
 	return errors.New("missing access token: send it in the " + auth.Header + " header")
 }

@@ -21,7 +21,7 @@ func (h *Handler) download(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, &httpError{http.StatusBadRequest, errors.New("missing path query parameter: GET /files?path=<file>")})
 		return
 	}
-	u, herr := h.user(r)
+	u, _, herr := h.access(r)
 	if herr != nil {
 		h.fail(w, r, herr)
 		return

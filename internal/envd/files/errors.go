@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"net/http"
 	"syscall"
+
+	"github.com/hearthsh/hearth/internal/envd/identity"
 )
 
 // statusFor maps a filesystem error to the status E2B's envd and the SDKs use, with a message
@@ -13,6 +15,8 @@ import (
 func statusFor(op, path string, err error) *httpError {
 	status, hint := http.StatusInternalServerError, ""
 	switch {
+	case errors.Is(err, identity.ErrCannotActAs):
+		return &httpError{http.StatusForbidden, fmt.Errorf("%s %s: %w", op, path, err)}
 	case errors.Is(err, fs.ErrNotExist):
 		status, hint = http.StatusNotFound, "check the path exists"
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):

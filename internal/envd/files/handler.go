@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
+	"github.com/hearthsh/hearth/internal/envd/auth"
 	"github.com/hearthsh/hearth/internal/envd/identity"
 	"github.com/hearthsh/hearth/internal/envd/sandboxenv"
 )
@@ -24,8 +26,8 @@ type Handler struct {
 	logger *slog.Logger
 }
 
-// New returns the /files handler. Mount it at exactly "/files", behind the access-token or
-// signed-URL check.
+// New returns the /files handler. Mount it at exactly "/files". It checks the access token or
+// the URL's signature itself, so it is safe behind a router that lets /files through.
 func New(env *sandboxenv.Env, logger *slog.Logger) http.Handler {
 	if logger == nil {
 		logger = slog.Default()
@@ -45,24 +47,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// user resolves who the request acts as: the Basic auth username, else the username query
-// parameter (signed URLs carry it there), else the sandbox's default user.
-func (h *Handler) user(r *http.Request) (identity.User, *httpError) {
+// access resolves who the request acts as and what it may do. A request with the access token
+// (or to an envd without one) acts as the Basic auth username, else the username query
+// parameter, else the sandbox's default user. A signed URL acts as the user it is signed for
+// and no one else: a Basic auth header naming anyone else is 401.
+func (h *Handler) access(r *http.Request) (identity.User, auth.FileGrant, *httpError) {
+	g, err := auth.CheckFileRequest(r.Method, r.Header, r.URL.Query(), h.env.AccessToken(), h.env.DefaultUser(), time.Now())
+	if err != nil {
+		return identity.User{}, g, &httpError{http.StatusUnauthorized, err}
+	}
 	name, err := identity.UsernameFromRequest(r.Header)
 	if err != nil {
-		return identity.User{}, &httpError{http.StatusUnauthorized, err}
+		return identity.User{}, g, &httpError{http.StatusUnauthorized, err}
 	}
-	if name == "" {
+	switch {
+	case g.Signed:
+		signed := g.User
+		if signed == "" {
+			signed = h.env.DefaultUser()
+		}
+		if name != "" && name != signed {
+			return identity.User{}, g, &httpError{http.StatusUnauthorized, fmt.Errorf(
+				"the Authorization header names user %q but the URL is signed for user %q: drop the header or sign the URL for %q", name, signed, name)}
+		}
+		name = signed
+	case name == "":
 		name = r.URL.Query().Get("username")
 	}
 	u, err := h.env.UserFor(name)
 	if err != nil {
 		if errors.Is(err, identity.ErrUnknownUser) {
-			return identity.User{}, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: name an existing sandbox user", err)}
+			return identity.User{}, g, &httpError{http.StatusUnauthorized, fmt.Errorf("%w: name an existing sandbox user", err)}
 		}
-		return identity.User{}, &httpError{http.StatusInternalServerError, err}
+		return identity.User{}, g, &httpError{http.StatusInternalServerError, err}
 	}
-	return u, nil
+	return u, g, nil
 }
 
 // resolve makes a request path absolute for u.

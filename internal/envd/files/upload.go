@@ -50,7 +50,7 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, &httpError{http.StatusBadRequest, err})
 		return
 	}
-	u, herr := h.user(r)
+	u, grant, herr := h.access(r)
 	if herr != nil {
 		h.fail(w, r, herr)
 		return
@@ -85,7 +85,10 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	} else {
-		if files, herr = h.stageParts(u, multipart.NewReader(body, params["boundary"]), q.Get("path"), md); herr != nil {
+		// A URL signed without a path names no destination; it covers files by plain name
+		// in the default directory, as a browser form or curl -F sends them.
+		plainNames := grant.Signed && q.Get("path") == ""
+		if files, herr = h.stageParts(u, multipart.NewReader(body, params["boundary"]), q.Get("path"), plainNames, md); herr != nil {
 			h.fail(w, r, herr)
 			return
 		}
@@ -106,7 +109,10 @@ func (h *Handler) upload(w http.ResponseWriter, r *http.Request) {
 
 // stageParts stages every "file" part of a multipart body. On error the parts staged so far
 // are discarded.
-func (h *Handler) stageParts(u identity.User, mr *multipart.Reader, path string, md map[string]string) ([]*staged, *httpError) {
+//
+// With plainNames set each part's filename must be a plain file name, written into the default
+// directory; directories, "..", "~" and absolute paths are refused.
+func (h *Handler) stageParts(u identity.User, mr *multipart.Reader, path string, plainNames bool, md map[string]string) ([]*staged, *httpError) {
 	var files []*staged
 	fail := func(herr *httpError) ([]*staged, *httpError) {
 		for _, s := range files {
@@ -134,6 +140,11 @@ func (h *Handler) stageParts(u identity.User, mr *multipart.Reader, path string,
 				_ = part.Close()
 				return fail(&httpError{http.StatusBadRequest, errors.New("a file part has no filename and no path query parameter was given; name the destination in one of them")})
 			}
+			if plainNames && !isPlainName(target) {
+				_ = part.Close()
+				return fail(&httpError{http.StatusForbidden, fmt.Errorf(
+					"file part named %q: a URL signed without a path uploads plain file names into the default directory only; sign the URL for the destination path", target)})
+			}
 		}
 		dest, herr := h.resolve(target, u)
 		if herr != nil {
@@ -143,7 +154,7 @@ func (h *Handler) stageParts(u identity.User, mr *multipart.Reader, path string,
 		if seen[dest] {
 			_ = part.Close()
 			return fail(&httpError{http.StatusBadRequest, fmt.Errorf(
-				"several parts would be written to %s; to upload several files omit the path query parameter and give each part its destination as filename", dest)})
+				"several parts would be written to %s; send one file part per path, or to upload several files in one request give each part its own filename (and no path query parameter)", dest)})
 		}
 		seen[dest] = true
 		s, herr := stage(u, dest, part, md)
@@ -157,6 +168,12 @@ func (h *Handler) stageParts(u identity.User, mr *multipart.Reader, path string,
 		return nil, &httpError{http.StatusBadRequest, errors.New(`multipart body has no "file" part`)}
 	}
 	return files, nil
+}
+
+// isPlainName reports whether name is a single path element that stays in the directory it is
+// resolved in.
+func isPlainName(name string) bool {
+	return name != "" && name != "." && name != ".." && name != "~" && !strings.ContainsRune(name, '/')
 }
 
 // partFilename returns a part's filename with its directories. multipart.Part.FileName keeps

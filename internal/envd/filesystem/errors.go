@@ -8,6 +8,8 @@ import (
 	"syscall"
 
 	"connectrpc.com/connect"
+
+	"github.com/hearthsh/hearth/internal/envd/identity"
 )
 
 // fsError turns an error from a filesystem call into a Connect error whose code the SDKs map to
@@ -30,6 +32,8 @@ func fsError(op, path string, err error) error {
 // classify picks the Connect code for an errno and a hint telling the caller what to change.
 func classify(err error) (connect.Code, string) {
 	switch {
+	case errors.Is(err, identity.ErrCannotActAs):
+		return connect.CodePermissionDenied, ""
 	case errors.Is(err, fs.ErrNotExist):
 		return connect.CodeNotFound, "check the path exists"
 	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):

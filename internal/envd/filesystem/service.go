@@ -3,8 +3,9 @@
 //
 // The service is wire-compatible with E2B's envd so the E2B SDKs drive it unchanged; where E2B's
 // behaviour is observable through the SDK (error codes, entry fields, event names) it is matched.
-// Every filesystem call runs inside identity.Do, so the kernel enforces the user's permissions
-// and new entries belong to that user.
+// Every filesystem call runs inside identity.Do, on a thread with the user's credentials, so the
+// kernel enforces the user's permissions and new entries belong to that user; when envd cannot
+// take on the user's credentials the call is PermissionDenied, never done as root.
 package filesystem
 
 import (

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -112,6 +111,3 @@ func ResolvePath(p string, u User, base string) (string, error) {
 	}
 	return filepath.Clean(p), nil
 }
-
-// IsRoot reports whether envd runs with root privileges, which it needs to act as other users.
-func IsRoot() bool { return os.Geteuid() == 0 }

@@ -7,9 +7,9 @@ import (
 	"path/filepath"
 )
 
-// Ownership is set explicitly on everything envd creates for a user, on top of Do's
-// filesystem uid: gVisor accepts setfsuid but creates files as the task's effective user,
-// which for envd is root, and a user who then cannot chmod their own upload is a bug.
+// Ownership is also set explicitly on everything envd creates for a user, on top of Do's
+// effective uid, so an upload belongs to the user's primary group as in E2B, even in a
+// set-group-ID directory.
 
 // Own gives f to u when envd runs as root and u is someone else; otherwise it does nothing.
 func Own(u User, f *os.File) error {
