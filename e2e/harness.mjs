@@ -115,6 +115,45 @@ export function rawGet(port, path, headers = {}) {
   })
 }
 
+// wsOpen opens a WebSocket to 127.0.0.1:port/path (Node 20 has no WebSocket client) and
+// collects the server's text messages and its close frame. Frames from a server are unmasked;
+// this reader handles the small frames the tests' servers send.
+export function wsOpen(port, path) {
+  return new Promise((resolve, reject) => {
+    const key = Buffer.from(String(Math.random())).toString('base64')
+    const req = http.request({ host: '127.0.0.1', port, path, headers: { Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13', 'Sec-WebSocket-Key': key } })
+    req.on('error', reject)
+    req.on('response', (res) => reject(new Error(`WebSocket upgrade refused: ${res.statusCode}`)))
+    req.on('upgrade', (res, sock, head) => {
+      const ws = { messages: [], close: null }
+      let buf = head
+      let onClosed
+      ws.closed = new Promise((r) => { onClosed = r })
+      const parse = () => {
+        while (buf.length >= 2) {
+          let len = buf[1] & 0x7f
+          let off = 2
+          if (len === 126) { if (buf.length < 4) return; len = buf.readUInt16BE(2); off = 4 }
+          if (len === 127) { if (buf.length < 10) return; len = Number(buf.readBigUInt64BE(2)); off = 10 }
+          if (buf.length < off + len) return
+          const opcode = buf[0] & 0x0f
+          const payload = buf.subarray(off, off + len)
+          buf = buf.subarray(off + len)
+          if (opcode === 1) ws.messages.push(payload.toString())
+          if (opcode === 8) ws.close = { code: len >= 2 ? payload.readUInt16BE(0) : 1005, reason: payload.subarray(2).toString() }
+        }
+      }
+      sock.on('data', (d) => { buf = Buffer.concat([buf, d]); parse() })
+      sock.on('error', () => {})
+      sock.on('close', () => onClosed(ws.close ?? { code: 1006, reason: 'connection closed without a close frame' }))
+      ws.socket = sock
+      parse()
+      resolve(ws)
+    })
+    req.end()
+  })
+}
+
 export const testKey = 'e2b_' + 'ab12'.repeat(10)
 export { existsSync }
 

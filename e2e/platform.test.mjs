@@ -5,7 +5,7 @@ import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
 import { Sandbox, SandboxNotFoundError, ALL_TRAFFIC } from 'e2b'
-import { Proc, freePorts, dataDir, apiReady, rawGet, testKey, waitFor, hearthBin, startOutsideWorld } from './harness.mjs'
+import { Proc, freePorts, dataDir, apiReady, rawGet, wsOpen, testKey, waitFor, hearthBin, startOutsideWorld } from './harness.mjs'
 
 if (!hearthBin) throw new Error('HEARTH_BIN must point at the hearth binary')
 
@@ -30,7 +30,7 @@ function logsNote() {
 }
 
 // The suite every topology must pass. canFork: whether the runtime can copy running sandboxes.
-function platformSuite(getEnv, { canFork = true } = {}) {
+function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
   test('create, list with metadata filter, getInfo', async () => {
     const tag = `run-${Date.now()}`
     const a = await Sandbox.create('base', { metadata: { suite: tag, role: 'a', 'odd key&x': 'v=1 %' }, timeoutMs: 120_000 })
@@ -277,6 +277,89 @@ function platformSuite(getEnv, { canFork = true } = {}) {
     }
   })
 
+  test('pause ends streams at once and lets a request in flight finish', async () => {
+    const { proxyPort } = getEnv()
+    const sbx = await Sandbox.create('base', { timeoutMs: 180_000 })
+    const id = sbx.sandboxId
+    try {
+      // A WebSocket server that sends a message every 100 ms, and an HTTP server whose answer
+      // takes 2 s, both with the standard library only.
+      await sbx.files.write('/tmp/servers.py', [
+        'import base64, hashlib, http.server, socket, threading, time',
+        'def ws(c):',
+        '    req = b""',
+        '    while b"\\r\\n\\r\\n" not in req: req += c.recv(4096)',
+        '    key = [l.split(b":", 1)[1].strip() for l in req.split(b"\\r\\n") if l.lower().startswith(b"sec-websocket-key")][0]',
+        '    acc = base64.b64encode(hashlib.sha1(key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())',
+        '    c.sendall(b"HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\nSec-WebSocket-Accept: " + acc + b"\\r\\n\\r\\n")',
+        '    i = 0',
+        '    while True:',
+        '        m = ("tick %d" % i).encode(); i += 1',
+        '        c.sendall(bytes([0x81, len(m)]) + m); time.sleep(0.1)',
+        'def ws_server():',
+        '    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("0.0.0.0", 8002)); s.listen()',
+        '    while True:',
+        '        c, _ = s.accept(); threading.Thread(target=ws, args=(c,), daemon=True).start()',
+        'class Slow(http.server.BaseHTTPRequestHandler):',
+        '    def do_GET(self):',
+        '        time.sleep(2); b = b"slow done"',
+        '        self.send_response(200); self.send_header("Content-Length", str(len(b))); self.end_headers(); self.wfile.write(b)',
+        'threading.Thread(target=ws_server, daemon=True).start()',
+        'http.server.ThreadingHTTPServer(("0.0.0.0", 8003), Slow).serve_forever()',
+      ].join('\n') + '\n')
+      await sbx.commands.run('python3 /tmp/servers.py > /tmp/servers.log 2>&1', { background: true })
+      await waitFor('servers listening', async () => (await sbx.commands.run('(echo > /dev/tcp/127.0.0.1/8002) 2>/dev/null && (echo > /dev/tcp/127.0.0.1/8003) 2>/dev/null && echo up || true')).stdout.includes('up'), 20_000, 200)
+
+      // Streams that never end by themselves: a command's output, a terminal, a watcher, a
+      // WebSocket through the proxy.
+      let ticks = ''
+      const bg = await sbx.commands.run('i=0; while true; do i=$((i+1)); echo "tick $i"; sleep 0.1; done', { background: true, onStdout: (d) => { ticks += d } })
+      const bgEnd = bg.wait().then(() => null, (e) => e)
+      const term = await sbx.pty.create({ cols: 80, rows: 24, onData: () => {} })
+      const termEnd = term.wait().then(() => null, (e) => e)
+      await sbx.commands.run('mkdir -p /tmp/watched')
+      let watchExit
+      const watchEnded = new Promise((r) => { watchExit = r })
+      await sbx.files.watchDir('/tmp/watched', () => {}, { onExit: (err) => watchExit(err ?? null) })
+      const ws = await wsOpen(proxyPort, `/proxy/${id}/8002/`)
+      await waitFor('WebSocket messages', async () => ws.messages.length >= 2, 10_000, 50)
+      await waitFor('command output', async () => ticks.includes('tick 2'), 10_000, 50)
+
+      let start = Date.now()
+      assert.equal(await Sandbox.pause(id), true)
+      const took = Date.now() - start
+      if (quickPause) assert.ok(took < 4000, `pause with streams open took ${took} ms; it must not wait out the 5 s grace`)
+      // Each stream saw a clean end that names the pause, not a cut connection.
+      const close = await ws.closed
+      assert.equal(close.code, 1001, `WebSocket close ${JSON.stringify(close)}`)
+      assert.match(close.reason, /pausing/)
+      for (const [what, err] of [['command', await bgEnd], ['pty', await termEnd], ['watcher', await watchEnded]]) {
+        assert.ok(err, `${what}: its stream ended without an error`)
+        assert.match(err.message, /is pausing/, `${what}: ${err.message}`)
+      }
+
+      // After resume the command is still running and a new connection follows its output.
+      const again = await Sandbox.connect(id)
+      let later = ''
+      const follow = await again.commands.connect(bg.pid, { onStdout: (d) => { later += d } })
+      await waitFor('output after resume', async () => /tick \d+/.test(later), 10_000, 50)
+      await follow.disconnect()
+
+      // A plain request being answered gets the grace: it completes, and the pause waits.
+      const slow = rawGet(proxyPort, `/proxy/${id}/8003/`)
+      await new Promise((r) => setTimeout(r, 500))
+      start = Date.now()
+      assert.equal(await Sandbox.pause(id), true)
+      const waited = Date.now() - start
+      const res = await slow
+      assert.equal(res.status, 200)
+      assert.equal(res.body, 'slow done')
+      assert.ok(waited >= 1000, `pause returned after ${waited} ms, before the request in flight was answered`)
+    } finally {
+      await Sandbox.kill(id)
+    }
+  })
+
   test('timeout kills, or pauses with onTimeout pause; traffic auto-resumes', async () => {
     const { proxyPort } = getEnv()
     const short = await Sandbox.create('base', { timeoutMs: 2_000 })
@@ -366,7 +449,7 @@ describe('hearth dev --runtime qemu', { skip: process.env.HEARTH_E2E_QEMU === '0
     logsNote()
     await dev?.stop()
   })
-  platformSuite(() => env, { canFork: false })
+  platformSuite(() => env, { canFork: false, quickPause: false })
 })
 
 const pgURL = process.env.HEARTH_E2E_DATABASE_URL
