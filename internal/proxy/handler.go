@@ -16,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/confine"
 )
 
 // EnvdPort is envd's port; its internal routes are never reachable through a proxy.
@@ -103,7 +105,7 @@ func NewTransport(retries int) *http.Transport {
 			// Pooled connections are keyed by Addr, so one that reached Addr over the
 			// socket serves any later request for Addr just as well.
 			if rt, ok := ctx.Value(routeKey{}).(*routed); ok && rt.up.Socket != "" && rt.up.Addr == addr {
-				if c, err := d.DialContext(ctx, "unix", rt.up.Socket); err == nil {
+				if c, err := confine.Dial(ctx, d, rt.up.Socket); err == nil {
 					return c, nil
 				}
 			}

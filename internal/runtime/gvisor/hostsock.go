@@ -7,11 +7,11 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/confine"
 	"github.com/hearthsh/hearth/internal/runtime"
 )
 
@@ -22,6 +22,10 @@ import (
 
 const envdCallTimeout = 5 * time.Second
 
+// maxSocketDirEntries bounds the listing of the socket dir before a checkpoint: the sandbox
+// decides how many entries it has.
+const maxSocketDirEntries = 1024
+
 // envdClient sends freeze and thaw; no keep-alives, so no connection outlives a checkpoint.
 var envdClient = &http.Client{Timeout: envdCallTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
 
@@ -30,25 +34,31 @@ var envdClient = &http.Client{Timeout: envdCallTimeout, Transport: &http.Transpo
 // its file): a checkpoint that meets one kills the sandbox instead of failing.
 func (d *Driver) freezeEnvd(ctx context.Context, s runtime.Spec) error {
 	ferr := callEnvd(ctx, s, "/freeze")
-	dir := filepath.Join(s.Dir, hostSocketDir)
-	ents, err := os.ReadDir(dir)
+	// Root in the sandbox writes this directory: list it and dial its sockets without
+	// following any entry, so a symlink there leads nowhere on the host.
+	dir, err := confine.OpenDir(filepath.Join(s.Dir, hostSocketDir))
 	if err != nil {
 		return fmt.Errorf("envd host socket dir: %w", err)
 	}
+	defer dir.Close()
+	ents, err := confine.ReadDir(dir, maxSocketDirEntries)
+	if err != nil {
+		return fmt.Errorf("envd host socket dir %s: %w: remove files from it in the sandbox and pause again", guestSocketDir, err)
+	}
+	dialer := &net.Dialer{Timeout: time.Second}
 	for _, e := range ents {
-		if e.Type()&fs.ModeSocket == 0 {
+		if e.Type&fs.ModeSocket == 0 {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
-		c, err := net.DialTimeout("unix", path, time.Second)
+		c, err := confine.DialAt(ctx, dialer, dir, e.Name)
 		if err != nil {
-			continue // a socket file nobody listens on any more
+			continue // a socket file nobody listens on any more, or no socket by now
 		}
 		c.Close()
-		if e.Name() == envdSocket && ferr != nil {
+		if e.Name == envdSocket && ferr != nil {
 			return fmt.Errorf("%w (envd's host socket is still open, and gVisor cannot checkpoint it)", ferr)
 		}
-		return fmt.Errorf("a socket is bound at %s/%s in the sandbox, which gVisor cannot checkpoint: remove that file and pause again", guestSocketDir, e.Name())
+		return fmt.Errorf("a socket is bound at %s/%s in the sandbox, which gVisor cannot checkpoint: remove that file and pause again", guestSocketDir, e.Name)
 	}
 	if ferr != nil {
 		d.log.Warn("envd did not answer /freeze, but nothing listens on its host socket", "id", s.ID, "err", ferr)
