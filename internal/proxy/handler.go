@@ -23,9 +23,6 @@ import (
 // EnvdPort is envd's port; its internal routes are never reachable through a proxy.
 const EnvdPort = 49983
 
-// internalEnvdPaths are envd routes only the agent may call.
-var internalEnvdPaths = map[string]bool{"/init": true, "/freeze": true, "/thaw": true}
-
 // Upstream is where a resolved request goes.
 type Upstream struct {
 	// Addr is the host:port to dial.
@@ -151,7 +148,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, Route{}, err)
 		return
 	}
-	if route.Port == EnvdPort && internalEnvdPaths[strings.TrimSuffix(route.Path, "/")] {
+	if internalEnvdRoute(route) {
 		h.fail(w, r, http.StatusNotFound, route, errors.New("this envd route is internal"))
 		return
 	}
