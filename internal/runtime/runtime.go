@@ -44,6 +44,10 @@ type Spec struct {
 	// CPUs and MemoryMiB are hard limits for the whole sandbox (runtime overhead included).
 	CPUs      int
 	MemoryMiB int
+	// EnvdSecret is the credential of envd's internal routes (/init, /freeze, /thaw) in this
+	// sandbox, generated and kept by the agent; drivers that call /freeze or /thaw present it
+	// in auth.AgentHeader. envd holds none until the agent's first /init after a boot.
+	EnvdSecret string
 }
 
 // EnvdAddr is where the host reaches envd of the sandbox described by s.

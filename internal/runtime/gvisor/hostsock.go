@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hearthsh/hearth/internal/confine"
+	"github.com/hearthsh/hearth/internal/envd/auth"
 	"github.com/hearthsh/hearth/internal/runtime"
 )
 
@@ -80,6 +81,9 @@ func callEnvd(ctx context.Context, s runtime.Spec, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://%s%s", s.EnvdAddr(), path), nil)
 	if err != nil {
 		return err
+	}
+	if s.EnvdSecret != "" {
+		req.Header.Set(auth.AgentHeader, s.EnvdSecret)
 	}
 	res, err := envdClient.Do(req)
 	if err != nil {
