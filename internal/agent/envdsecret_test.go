@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hearthsh/hearth/internal/confine"
 	"github.com/hearthsh/hearth/internal/envd/auth"
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 )
@@ -120,6 +122,16 @@ func TestEnvdInternalRoutesTakeOnlyTheAgentSecret(t *testing.T) {
 	})
 	child := fr.Msg.GetResults()[0].GetSandbox()
 	secretC := h.envdSecret(t, "secret-a-child")
+	// The driver thawed the child with its parent's secret, which the copy held: its host
+	// socket serves.
+	sock := filepath.Join(h.dataDir, "sandboxes", "secret-a-child", "runtime", "envd", "envd.sock")
+	uc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return confine.Dial(ctx, nil, sock) }}}
+	if res, err := uc.Get("http://envd/health"); err != nil {
+		t.Errorf("fork child's host socket: %v", err)
+	} else {
+		res.Body.Close()
+	}
 	if code := postEnvd(t, child.GetEnvdAddress(), "/thaw", secretA); code != http.StatusUnauthorized {
 		t.Errorf("fork child's /thaw with the parent's secret: %d, want 401", code)
 	}
