@@ -83,7 +83,8 @@ type Driver interface {
 // workload shares and can reconfigure.
 type EnvdSocketDriver interface {
 	// EnvdSocket is the host path of the socket of sandbox s while it runs. It may be
-	// briefly absent (around a pause): callers fall back to s.EnvdAddr().
+	// briefly absent (around a pause): callers fall back to s.EnvdAddr(). The sandbox
+	// writes its directory, so callers dial it only through internal/confine.
 	EnvdSocket(s Spec) string
 }
 

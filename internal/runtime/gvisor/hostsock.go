@@ -19,7 +19,8 @@ import (
 // envd serves on a host Unix socket too (see EnvdSocket), and gVisor refuses to checkpoint a
 // sandbox that listens on one: checkpoint runs between envd's POST /freeze, which closes the
 // socket, and POST /thaw, which serves it again (after the restore, or at once when the
-// checkpoint failed). Both go to envd's TCP address.
+// checkpoint failed). Both go to envd's TCP address with the sandbox's agent secret
+// (Spec.EnvdSecret), which envd requires once the agent's first /init has set it.
 
 const envdCallTimeout = 5 * time.Second
 
