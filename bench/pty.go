@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/confine"
 	hearth "github.com/hearthsh/hearth/sdk/go"
 )
 
@@ -176,7 +177,7 @@ func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) er
 		if pc.DirectSockets != "" {
 			sock := filepath.Join(pc.DirectSockets, t.sb.ID, "runtime", "envd", "envd.sock")
 			c.HTTP = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+				return confine.Dial(ctx, nil, sock) // root in the sandbox controls that directory
 			}}}
 			s.note("terminal path", "envd's host socket (proxies bypassed)")
 		}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/envd/auth"
@@ -48,6 +49,11 @@ type Server struct {
 	mux   *http.ServeMux
 	fs    *filesystem.Service
 	sock  *hostSocket // nil without Config.HostSocket
+
+	// agentSecret is the credential of the internal routes (see agentAuthorized); empty
+	// until the first /init after a boot sets it.
+	agentMu     sync.Mutex
+	agentSecret string
 }
 
 // Close stops the filesystem watchers clients created and never removed.
@@ -91,11 +97,13 @@ func (s *Server) OpenHostSocket() error {
 }
 
 // freeze prepares envd for a snapshot of its sandbox: it closes the host socket, which gVisor
-// cannot checkpoint, and /thaw opens it again. Both come from the runtime driver, which holds
-// no access token, so they need none: at worst a caller sends envd's traffic back to the
-// slower TCP path, and the proxies never forward them (internal routes). /freeze must come
-// over TCP: over the host socket it would cut its own connection.
+// cannot checkpoint, and /thaw opens it again. Both come from the runtime driver with the
+// agent's secret (see agentAuthorized); the proxies never forward them (internal routes).
+// /freeze must come over TCP: over the host socket it would cut its own connection.
 func (s *Server) freeze(w http.ResponseWriter, r *http.Request) {
+	if !s.agentAuthorized(w, r) {
+		return
+	}
 	if s.sock == nil {
 		w.WriteHeader(http.StatusNoContent)
 		return
@@ -113,6 +121,9 @@ func (s *Server) freeze(w http.ResponseWriter, r *http.Request) {
 
 // thaw serves the host socket again after a restore, or after a snapshot that failed.
 func (s *Server) thaw(w http.ResponseWriter, r *http.Request) {
+	if !s.agentAuthorized(w, r) {
+		return
+	}
 	if err := s.OpenHostSocket(); err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
@@ -137,14 +148,58 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// tokenFree are the routes that need no access token (see freeze for the last two).
+// tokenFree are the routes that need no access token: /health, and the internal routes,
+// which take the agent's secret instead (agentAuthorized checks it in their handlers).
+// /init is among them only once an agent secret is set: before that (a bare envd, or one a
+// client other than Hearth's agent initialises), a token set by /init still guards it.
 var tokenFree = map[string]bool{"/health": true, "/freeze": true, "/thaw": true}
+
+// agentAuthorized checks the agent's secret on an internal route and answers 401 when it
+// is wrong. The first /init after a boot sets the secret (see init); until then there is
+// none to check: only the agent reaches envd from outside the sandbox before that /init,
+// because no proxy routes to a sandbox that is still starting and no proxy forwards an
+// internal route at all. A snapshot carries envd's memory, so a sandbox resumed from its own
+// snapshot holds its own secret, and a fork child holds its parent's until its first /init
+// (which presents the parent's and sets the child's). Template snapshots are taken before
+// any /init, so sandboxes restored from one share no secret.
+func (s *Server) hasAgentSecret() bool {
+	s.agentMu.Lock()
+	defer s.agentMu.Unlock()
+	return s.agentSecret != ""
+}
+
+func (s *Server) agentAuthorized(w http.ResponseWriter, r *http.Request) bool {
+	s.agentMu.Lock()
+	msg := s.checkAgentLocked(r)
+	s.agentMu.Unlock()
+	if msg != "" {
+		writeError(w, http.StatusUnauthorized, msg)
+		return false
+	}
+	return true
+}
+
+// checkAgentLocked returns why r may not call an internal route, or "" when it may. It
+// compares in constant time. s.agentMu is held.
+func (s *Server) checkAgentLocked(r *http.Request) string {
+	if s.agentSecret == "" {
+		return ""
+	}
+	presented := r.Header.Get(auth.AgentHeader)
+	switch {
+	case presented == "":
+		return "this route is internal to the host agent: missing " + auth.AgentHeader
+	case !auth.TokenMatches(presented, s.agentSecret):
+		return "this route is internal to the host agent: wrong " + auth.AgentHeader
+	}
+	return ""
+}
 
 // authorize enforces the access token set by /init on every route but tokenFree. File
 // transfers may carry a signed URL instead.
 func (s *Server) authorize(r *http.Request) error {
 	token := s.env.AccessToken()
-	if token == "" || tokenFree[r.URL.Path] {
+	if token == "" || tokenFree[r.URL.Path] || (r.URL.Path == "/init" && s.hasAgentSecret()) {
 		return nil
 	}
 	if presented := r.Header.Get(auth.Header); presented != "" {
@@ -180,9 +235,20 @@ type InitRequest struct {
 	Timestamp      *time.Time        `json:"timestamp,omitempty"`
 	DefaultUser    string            `json:"defaultUser,omitempty"`
 	DefaultWorkdir string            `json:"defaultWorkdir,omitempty"`
+	// AgentSecret, Hearth's own, replaces the secret of envd's internal routes. The request
+	// itself must present the current one in auth.AgentHeader once one is set.
+	AgentSecret string `json:"hearthAgentSecret,omitempty"`
 }
 
 func (s *Server) init(w http.ResponseWriter, r *http.Request) {
+	// Held until the new secret is in place, so that two /init cannot both pass the check
+	// against the old one.
+	s.agentMu.Lock()
+	defer s.agentMu.Unlock()
+	if msg := s.checkAgentLocked(r); msg != "" {
+		writeError(w, http.StatusUnauthorized, msg)
+		return
+	}
 	var req InitRequest
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	if err := dec.Decode(&req); err != nil && !errors.Is(err, io.EOF) { // an empty body changes nothing
@@ -199,10 +265,17 @@ func (s *Server) init(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "defaultWorkdir must be an absolute path")
 		return
 	}
+	if req.AgentSecret != "" && len(req.AgentSecret) < auth.MinAgentSecret {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("hearthAgentSecret must have at least %d characters", auth.MinAgentSecret))
+		return
+	}
 	if req.Timestamp != nil && s.cfg.SetClock {
 		if err := setClock(*req.Timestamp); err != nil {
 			s.cfg.Log.Warn("set clock from /init failed", "err", err)
 		}
+	}
+	if req.AgentSecret != "" {
+		s.agentSecret = req.AgentSecret
 	}
 	s.env.MergeVars(req.EnvVars)
 	if req.AccessToken != nil {

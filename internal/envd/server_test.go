@@ -183,3 +183,54 @@ func TestAccessToken(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentSecret: the first /init sets the agent's secret; from then on /init, /freeze and
+// /thaw take only that secret (in any spelling of their paths), /init can replace it, and one
+// envd's secret opens no other.
+func TestAgentSecret(t *testing.T) {
+	_, hs := newTestServer(t)
+	_, other := newTestServer(t)
+	a, b, c := strings.Repeat("a", 64), strings.Repeat("b", 64), strings.Repeat("c", 64)
+	with := func(secret string) http.Header { return http.Header{auth.AgentHeader: {secret}} }
+	initBody := func(secret string) string { return `{"accessToken":"tok","hearthAgentSecret":"` + secret + `"}` }
+	steps := []struct {
+		name   string
+		srv    string
+		method string
+		path   string
+		body   string
+		header http.Header
+		status int
+	}{
+		{"freeze before any secret", hs.URL, "POST", "/freeze", "", nil, http.StatusNoContent},
+		{"thaw before any secret", hs.URL, "POST", "/thaw", "", nil, http.StatusNoContent},
+		{"too short a secret", hs.URL, "POST", "/init", `{"hearthAgentSecret":"short"}`, nil, http.StatusBadRequest},
+		{"first init sets it", hs.URL, "POST", "/init", initBody(a), nil, http.StatusNoContent},
+		{"freeze without it", hs.URL, "POST", "/freeze", "", nil, http.StatusUnauthorized},
+		{"freeze with the access token only", hs.URL, "POST", "/freeze", "", http.Header{auth.Header: {"tok"}}, http.StatusUnauthorized},
+		{"freeze with a wrong one", hs.URL, "POST", "/freeze", "", with(b), http.StatusUnauthorized},
+		{"freeze encoded, without it", hs.URL, "POST", "/%66reeze", "", nil, http.StatusUnauthorized},
+		{"thaw encoded, without it", hs.URL, "POST", "/%74haw", "", nil, http.StatusUnauthorized},
+		{"freeze with it", hs.URL, "POST", "/freeze", "", with(a), http.StatusNoContent},
+		{"thaw without it", hs.URL, "POST", "/thaw", "", nil, http.StatusUnauthorized},
+		{"thaw with it", hs.URL, "POST", "/thaw", "", with(a), http.StatusNoContent},
+		{"init without it", hs.URL, "POST", "/init", `{"accessToken":"mine"}`, nil, http.StatusUnauthorized},
+		{"init encoded, without it", hs.URL, "POST", "/%69nit", `{"accessToken":"mine"}`, nil, http.StatusUnauthorized},
+		{"init with the access token only", hs.URL, "POST", "/init", `{"accessToken":"mine"}`, http.Header{auth.Header: {"tok"}}, http.StatusUnauthorized},
+		{"init with a wrong one setting another", hs.URL, "POST", "/init", initBody(c), with(b), http.StatusUnauthorized},
+		{"init with it, replacing it", hs.URL, "POST", "/init", initBody(b), with(a), http.StatusNoContent},
+		{"the replaced secret is refused", hs.URL, "POST", "/freeze", "", with(a), http.StatusUnauthorized},
+		{"the new one works", hs.URL, "POST", "/thaw", "", with(b), http.StatusNoContent},
+		{"another envd sets its own", other.URL, "POST", "/init", initBody(c), nil, http.StatusNoContent},
+		{"one envd's secret opens no other", other.URL, "POST", "/freeze", "", with(b), http.StatusUnauthorized},
+		{"nor the other way round", hs.URL, "POST", "/init", initBody(c), with(c), http.StatusUnauthorized},
+		{"other routes still take the access token", hs.URL, "GET", "/envs", "", with(b), http.StatusUnauthorized},
+	}
+	for _, st := range steps {
+		res := do(t, st.method, st.srv+st.path, st.body, st.header)
+		if res.StatusCode != st.status {
+			body, _ := io.ReadAll(res.Body)
+			t.Errorf("%s: %s %s = %d %s, want %d", st.name, st.method, st.path, res.StatusCode, body, st.status)
+		}
+	}
+}

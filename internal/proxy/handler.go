@@ -16,13 +16,12 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/confine"
 )
 
 // EnvdPort is envd's port; its internal routes are never reachable through a proxy.
 const EnvdPort = 49983
-
-// internalEnvdPaths are envd routes only the agent may call.
-var internalEnvdPaths = map[string]bool{"/init": true, "/freeze": true, "/thaw": true}
 
 // Upstream is where a resolved request goes.
 type Upstream struct {
@@ -108,7 +107,7 @@ func NewTransport(retries int) *http.Transport {
 			// Pooled connections are keyed by Addr, so one that reached Addr over the
 			// socket serves any later request for Addr just as well.
 			if rt, ok := ctx.Value(routeKey{}).(*routed); ok && rt.up.Socket != "" && rt.up.Addr == addr {
-				if c, err := d.DialContext(ctx, "unix", rt.up.Socket); err == nil {
+				if c, err := confine.Dial(ctx, d, rt.up.Socket); err == nil {
 					return c, nil
 				}
 			}
@@ -156,7 +155,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, http.StatusBadRequest, Route{}, err)
 		return
 	}
-	if route.Port == EnvdPort && internalEnvdPaths[strings.TrimSuffix(route.Path, "/")] {
+	if internalEnvdRoute(route) {
 		h.fail(w, r, http.StatusNotFound, route, errors.New("this envd route is internal"))
 		return
 	}

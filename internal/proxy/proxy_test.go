@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -261,12 +262,22 @@ func TestProxySocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	serve(unixLn, "unix")
+	// A symlink where the socket should be (root in a sandbox can make one) is not followed.
+	hostLn, err := net.Listen("unix", t.TempDir()+"/host.sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(hostLn, "host socket")
+	if err := os.Symlink(hostLn.Addr().String(), dir+"/link.sock"); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, c := range []struct {
 		name, socket, want string
 	}{
 		{"socket", sock, "unix"},
 		{"socket absent", dir + "/missing.sock", "tcp"},
+		{"socket is a symlink", dir + "/link.sock", "tcp"},
 		{"no socket", "", "tcp"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

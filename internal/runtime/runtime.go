@@ -44,6 +44,10 @@ type Spec struct {
 	// CPUs and MemoryMiB are hard limits for the whole sandbox (runtime overhead included).
 	CPUs      int
 	MemoryMiB int
+	// EnvdSecret is the credential of envd's internal routes (/init, /freeze, /thaw) in this
+	// sandbox, generated and kept by the agent; drivers that call /freeze or /thaw present it
+	// in auth.AgentHeader. envd holds none until the agent's first /init after a boot.
+	EnvdSecret string
 }
 
 // EnvdAddr is where the host reaches envd of the sandbox described by s.
@@ -79,7 +83,8 @@ type Driver interface {
 // workload shares and can reconfigure.
 type EnvdSocketDriver interface {
 	// EnvdSocket is the host path of the socket of sandbox s while it runs. It may be
-	// briefly absent (around a pause): callers fall back to s.EnvdAddr().
+	// briefly absent (around a pause): callers fall back to s.EnvdAddr(). The sandbox
+	// writes its directory, so callers dial it only through internal/confine.
 	EnvdSocket(s Spec) string
 }
 

@@ -53,8 +53,9 @@ func (c *envdClient) setHeaders(h http.Header) {
 }
 
 // init sends POST /init, retrying until envd answers or ctx ends: right after a boot or a
-// restore its listener may need a moment. presentedToken is the token envd holds now.
-func (c *envdClient) init(ctx context.Context, req envd.InitRequest, presentedToken string) error {
+// restore its listener may need a moment. presentedToken and presentedSecret are the access
+// token and the agent secret envd holds now.
+func (c *envdClient) init(ctx context.Context, req envd.InitRequest, presentedToken, presentedSecret string) error {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return err
@@ -68,6 +69,9 @@ func (c *envdClient) init(ctx context.Context, req envd.InitRequest, presentedTo
 		r.Header.Set("Content-Type", "application/json")
 		if presentedToken != "" {
 			r.Header.Set(auth.Header, presentedToken)
+		}
+		if presentedSecret != "" {
+			r.Header.Set(auth.AgentHeader, presentedSecret)
 		}
 		res, err := c.http.Do(r)
 		if err == nil {

@@ -92,9 +92,9 @@ func (m *Manager) Fork(ctx context.Context, id string, children []ForkChild) ([]
 			continue
 		}
 		rec.envd = newEnvdClient(specs[j].EnvdAddr(), rec.AccessToken)
-		// The copy's envd still holds the parent's token; /init gives it the child's own,
-		// its environment and the current time.
-		if err := m.initEnvd(ctx, rec, parent.AccessToken); err != nil {
+		// The copy's envd still holds the parent's token and secret; /init gives it the
+		// child's own, its environment and the current time.
+		if err := m.initEnvd(ctx, rec, parent.AccessToken, parent.EnvdSecret); err != nil {
 			errs[i] = err
 			m.dropChild(ctx, rec, tpl)
 			continue
@@ -115,6 +115,7 @@ func (m *Manager) newChild(ctx context.Context, parent *record, c ForkChild, tpl
 		},
 		EnvVars:     maps.Clone(c.EnvVars),
 		AccessToken: c.AccessToken,
+		EnvdSecret:  newEnvdSecret(),
 	}
 	m.mu.Lock()
 	if _, ok := m.sandboxes[c.ID]; ok {

@@ -2,6 +2,8 @@ package sandbox
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -93,6 +95,10 @@ type record struct {
 	Info
 	EnvVars     map[string]string `json:"envVars,omitempty"`
 	AccessToken string            `json:"accessToken,omitempty"`
+	// EnvdSecret is the credential of envd's internal routes in this sandbox (see
+	// newEnvdSecret). It is kept here, so it survives an agent restart, and nowhere else:
+	// the control plane never sees it.
+	EnvdSecret string `json:"envdSecret,omitempty"`
 
 	slot *netslot.Slot
 	envd *envdClient
@@ -178,6 +184,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		},
 		EnvVars:     maps.Clone(req.EnvVars),
 		AccessToken: req.AccessToken,
+		EnvdSecret:  newEnvdSecret(),
 	}
 	m.mu.Lock()
 	if existing, ok := m.sandboxes[req.ID]; ok {
@@ -211,7 +218,8 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		return fail(fmt.Errorf("create sandbox %s: %w", req.ID, err))
 	}
 	rec.envd = newEnvdClient(spec.EnvdAddr(), req.AccessToken)
-	if err := m.initEnvd(ctx, rec, ""); err != nil {
+	// A new sandbox's envd holds no secret yet: this /init sets it.
+	if err := m.initEnvd(ctx, rec, "", rec.EnvdSecret); err != nil {
 		return fail(err)
 	}
 	return m.settle(rec, Running)
@@ -295,7 +303,7 @@ func (m *Manager) Resume(ctx context.Context, id string) (Info, error) {
 		return fail(err)
 	}
 	rec.envd = newEnvdClient(spec.EnvdAddr(), rec.AccessToken)
-	if err := m.initEnvd(ctx, rec, rec.AccessToken); err != nil {
+	if err := m.initEnvd(ctx, rec, rec.AccessToken, rec.EnvdSecret); err != nil {
 		// The guest is up but unusable: put it back on disk rather than leave it half-resumed.
 		if perr := m.cfg.Driver.Pause(context.WithoutCancel(ctx), spec); perr != nil {
 			m.cfg.Log.Error("re-pause after failed init", "sandbox", id, "err", perr)
@@ -420,7 +428,9 @@ func (m *Manager) settle(rec *record, st State) (Info, error) {
 	return info, nil
 }
 
-func (m *Manager) initEnvd(ctx context.Context, rec *record, presented string) error {
+// initEnvd sends /init, presenting the access token and the agent secret envd holds now
+// (a fork child's are its parent's), and gives envd the sandbox's own.
+func (m *Manager) initEnvd(ctx context.Context, rec *record, presented, presentedSecret string) error {
 	ictx, cancel := context.WithTimeout(ctx, initTimeout)
 	defer cancel()
 	now := time.Now().UTC()
@@ -431,8 +441,9 @@ func (m *Manager) initEnvd(ctx context.Context, rec *record, presented string) e
 		Timestamp:      &now,
 		DefaultUser:    m.cfg.DefaultUser,
 		DefaultWorkdir: m.cfg.DefaultWorkdir,
+		AgentSecret:    rec.EnvdSecret,
 	}
-	if err := rec.envd.init(ictx, req, presented); err != nil {
+	if err := rec.envd.init(ictx, req, presented, presentedSecret); err != nil {
 		return fmt.Errorf("initialise envd: %w", err)
 	}
 	return nil
@@ -535,6 +546,7 @@ func (m *Manager) dir(id string) string { return filepath.Join(m.cfg.DataDir, id
 func (m *Manager) specFor(rec *record, tpl runtime.Template) runtime.Spec {
 	s := m.spec(rec, rec.ID)
 	s.Template = tpl
+	s.EnvdSecret = rec.EnvdSecret
 	return s
 }
 
@@ -574,7 +586,19 @@ func (m *Manager) load(id string) (*record, error) {
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("parse %s: %w", recordFile, err)
 	}
+	if rec.EnvdSecret == "" {
+		// Paused by an agent that kept no secret: its envd holds none either, so the /init
+		// of the resume sets this one.
+		rec.EnvdSecret = newEnvdSecret()
+	}
 	return &rec, nil
+}
+
+// newEnvdSecret returns a fresh secret for envd's internal routes: 256 random bits.
+func newEnvdSecret() string {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand aborts the program instead)
+	return hex.EncodeToString(b)
 }
 
 // ErrInvalid marks requests that can never succeed as given.

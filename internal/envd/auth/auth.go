@@ -25,6 +25,14 @@ import (
 // Header carries the access token on every request.
 const Header = "X-Access-Token"
 
+// AgentHeader carries the agent's secret to envd's internal routes (/init, /freeze,
+// /thaw). The secret is per sandbox and never leaves the host agent: the control plane,
+// the SDKs and the proxies never see it, so no client outside the sandbox can present it.
+const AgentHeader = "X-Hearth-Agent-Secret"
+
+// MinAgentSecret is the shortest agent secret envd accepts (the agent sends 64 hex digits).
+const MinAgentSecret = 32
+
 // Operations a file signature covers.
 const (
 	OpRead  = "read"

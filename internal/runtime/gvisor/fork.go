@@ -39,13 +39,15 @@ func (d *Driver) Fork(ctx context.Context, parent runtime.Spec, children []runti
 	}
 	errs := make([]error, len(children))
 	for i, c := range children {
-		errs[i] = d.restoreChild(ctx, c, img)
+		errs[i] = d.restoreChild(ctx, c, img, parent.EnvdSecret)
 	}
 	d.log.Info("forked", "id", parent.ID, "children", len(children), "took", time.Since(start).Round(time.Millisecond))
 	return errs, nil
 }
 
-func (d *Driver) restoreChild(ctx context.Context, s runtime.Spec, img string) (err error) {
+// restoreChild restores child s from the parent's image img. Its envd is the parent's copy
+// and takes the parent's secret (parentSecret) until the agent's /init gives it its own.
+func (d *Driver) restoreChild(ctx context.Context, s runtime.Spec, img, parentSecret string) (err error) {
 	// Restoring loads every page while the image holds them too (see Resume).
 	rs := s
 	if s.MemoryMiB > 0 {
@@ -55,7 +57,9 @@ func (d *Driver) restoreChild(ctx context.Context, s runtime.Spec, img string) (
 	if err != nil {
 		return fmt.Errorf("fork into %s: %w", s.ID, err)
 	}
-	if err := d.restore(ctx, s, bundle, img); err != nil {
+	copied := s
+	copied.EnvdSecret = parentSecret
+	if err := d.restore(ctx, copied, bundle, img); err != nil {
 		d.cleanupFailed(s)
 		return fmt.Errorf("fork into %s: %w", s.ID, err)
 	}

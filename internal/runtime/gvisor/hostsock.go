@@ -7,20 +7,26 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/confine"
+	"github.com/hearthsh/hearth/internal/envd/auth"
 	"github.com/hearthsh/hearth/internal/runtime"
 )
 
 // envd serves on a host Unix socket too (see EnvdSocket), and gVisor refuses to checkpoint a
 // sandbox that listens on one: checkpoint runs between envd's POST /freeze, which closes the
 // socket, and POST /thaw, which serves it again (after the restore, or at once when the
-// checkpoint failed). Both go to envd's TCP address.
+// checkpoint failed). Both go to envd's TCP address with the sandbox's agent secret
+// (Spec.EnvdSecret), which envd requires once the agent's first /init has set it.
 
 const envdCallTimeout = 5 * time.Second
+
+// maxSocketDirEntries bounds the listing of the socket dir before a checkpoint: the sandbox
+// decides how many entries it has.
+const maxSocketDirEntries = 1024
 
 // envdClient sends freeze and thaw; no keep-alives, so no connection outlives a checkpoint.
 var envdClient = &http.Client{Timeout: envdCallTimeout, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -30,25 +36,31 @@ var envdClient = &http.Client{Timeout: envdCallTimeout, Transport: &http.Transpo
 // its file): a checkpoint that meets one kills the sandbox instead of failing.
 func (d *Driver) freezeEnvd(ctx context.Context, s runtime.Spec) error {
 	ferr := callEnvd(ctx, s, "/freeze")
-	dir := filepath.Join(s.Dir, hostSocketDir)
-	ents, err := os.ReadDir(dir)
+	// Root in the sandbox writes this directory: list it and dial its sockets without
+	// following any entry, so a symlink there leads nowhere on the host.
+	dir, err := confine.OpenDir(filepath.Join(s.Dir, hostSocketDir))
 	if err != nil {
 		return fmt.Errorf("envd host socket dir: %w", err)
 	}
+	defer dir.Close()
+	ents, err := confine.ReadDir(dir, maxSocketDirEntries)
+	if err != nil {
+		return fmt.Errorf("envd host socket dir %s: %w: remove files from it in the sandbox and pause again", guestSocketDir, err)
+	}
+	dialer := &net.Dialer{Timeout: time.Second}
 	for _, e := range ents {
-		if e.Type()&fs.ModeSocket == 0 {
+		if e.Type&fs.ModeSocket == 0 {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
-		c, err := net.DialTimeout("unix", path, time.Second)
+		c, err := confine.DialAt(ctx, dialer, dir, e.Name)
 		if err != nil {
-			continue // a socket file nobody listens on any more
+			continue // a socket file nobody listens on any more, or no socket by now
 		}
 		c.Close()
-		if e.Name() == envdSocket && ferr != nil {
+		if e.Name == envdSocket && ferr != nil {
 			return fmt.Errorf("%w (envd's host socket is still open, and gVisor cannot checkpoint it)", ferr)
 		}
-		return fmt.Errorf("a socket is bound at %s/%s in the sandbox, which gVisor cannot checkpoint: remove that file and pause again", guestSocketDir, e.Name())
+		return fmt.Errorf("a socket is bound at %s/%s in the sandbox, which gVisor cannot checkpoint: remove that file and pause again", guestSocketDir, e.Name)
 	}
 	if ferr != nil {
 		d.log.Warn("envd did not answer /freeze, but nothing listens on its host socket", "id", s.ID, "err", ferr)
@@ -70,6 +82,9 @@ func callEnvd(ctx context.Context, s runtime.Spec, path string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, fmt.Sprintf("http://%s%s", s.EnvdAddr(), path), nil)
 	if err != nil {
 		return err
+	}
+	if s.EnvdSecret != "" {
+		req.Header.Set(auth.AgentHeader, s.EnvdSecret)
 	}
 	res, err := envdClient.Do(req)
 	if err != nil {
