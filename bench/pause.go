@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
+
+	"github.com/coder/websocket"
 
 	hearth "github.com/hearthsh/hearth/sdk/go"
 )
@@ -15,7 +18,9 @@ const pauseDefinition = "pause = Client.Pause until it returns (drain, guest syn
 	"resume = Client.Connect of the paused sandbox until it returns; resume→exec = from the start " +
 	"of Connect until the first Commands.Run(\"true\") afterwards completes. p50 over N cycles of " +
 	"one sandbox, idle (nothing but envd) and holding touched memory (a background python3 " +
-	"holding os.urandom(N MB), checked alive after the last resume)."
+	"holding os.urandom(N MB), checked alive after the last resume), and idle again with streams " +
+	"open: before each pause a background command's output stream and a WebSocket through the " +
+	"proxy (the drain ends both at once; before, it waited its 5 s grace for them)."
 
 // memHog allocates and touches mb MB of incompressible memory, says so, and holds it.
 func memHog(mb int) string {
@@ -27,20 +32,50 @@ func memHog(mb int) string {
 // does not hide the other figures; the failures are returned together.
 func runPause(ctx context.Context, e *env, cycles int, hogMB []int, s *Section) error {
 	var errs []error
-	for _, mb := range append([]int{0}, hogMB...) {
-		kind := "idle"
-		if mb > 0 {
-			kind = fmt.Sprintf("%d MB touched", mb)
-		}
-		if err := pauseCycles(ctx, e, cycles, kind, mb, s); err != nil {
+	try := func(kind string, mb int, streams bool) {
+		if err := pauseCycles(ctx, e, cycles, kind, mb, streams, s); err != nil {
 			s.note(fmt.Sprintf("pause/resume (%s)", kind), "FAILED, see below")
 			errs = append(errs, fmt.Errorf("%s: %w", kind, err))
 		}
 	}
+	try("idle", 0, false)
+	try("background command + WebSocket open", 0, true)
+	for _, mb := range hogMB {
+		try(fmt.Sprintf("%d MB touched", mb), mb, false)
+	}
 	return errors.Join(errs...)
 }
 
-func pauseCycles(ctx context.Context, e *env, cycles int, kind string, hogMB int, s *Section) error {
+// openStreams opens what most real sandboxes hold while they are paused: a background
+// command whose output the client follows, and a WebSocket through the proxy. Both are
+// ended by the pause; close releases what is left of them.
+func openStreams(ctx context.Context, t *target) (close func(), err error) {
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	h, err := t.sb.Commands.Start(sctx, "while true; do echo tick; sleep 0.1; done", &hearth.CommandOptions{NoCapture: true})
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("start background command: %w", err)
+	}
+	hdr := http.Header{}
+	t.header(formHeaders, hdr)
+	dctx, dcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer dcancel()
+	conn, _, err := websocket.Dial(dctx, "ws"+strings.TrimPrefix(t.url(formHeaders, "/ws"), "http"),
+		&websocket.DialOptions{HTTPClient: newHTTP1Client(1), HTTPHeader: hdr})
+	if err == nil {
+		if err = conn.Write(dctx, websocket.MessageText, []byte("hi")); err == nil {
+			_, _, err = conn.Read(dctx)
+		}
+	}
+	if err != nil {
+		h.Disconnect()
+		cancel()
+		return nil, fmt.Errorf("WebSocket through the proxy: %w", err)
+	}
+	return func() { conn.CloseNow(); h.Disconnect(); cancel() }, nil
+}
+
+func pauseCycles(ctx context.Context, e *env, cycles int, kind string, hogMB int, streams bool, s *Section) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	sb, err := e.create(ctx, 15*time.Minute)
@@ -55,9 +90,23 @@ func pauseCycles(ctx context.Context, e *env, cycles int, kind string, hogMB int
 			return fmt.Errorf("allocate memory: %w", err)
 		}
 	}
+	var t *target
+	if streams {
+		if t, err = e.startLoadServer(ctx, sb); err != nil {
+			return err
+		}
+	}
 	id := sb.ID
 	var pause, resume, toExec samples
 	for i := range cycles {
+		if streams {
+			t.sb = sb
+			closeStreams, err := openStreams(ctx, t)
+			if err != nil {
+				return fmt.Errorf("cycle %d: %w", i, err)
+			}
+			defer closeStreams()
+		}
 		start := time.Now()
 		if err := e.client.Pause(ctx, sb.ID); err != nil {
 			return fmt.Errorf("pause %d: %w", i, err)

@@ -74,7 +74,15 @@ type Policy struct {
 	// fork disturbs only envd's host socket, and other ports of the sandbox
 	// stay open across it.
 	Port uint16
+	// EndGrace is how long an ended stream has to finish before it is closed
+	// (default DefaultEndGrace): a WebSocket client that never answers the
+	// close frame must not hold the drain for the whole Grace.
+	EndGrace time.Duration
 }
+
+// DefaultEndGrace lets an ended stream deliver the message in flight and its
+// end, and a WebSocket client answer the close frame.
+const DefaultEndGrace = 1500 * time.Millisecond
 
 // get returns the entry of id, creating it; t.mu must be held.
 func (t *Tracker) get(id string) *sandbox {
@@ -206,6 +214,15 @@ func (t *Tracker) Drain(ctx context.Context, sandboxID string, p Policy) (forced
 
 	timer := time.NewTimer(p.Grace)
 	defer timer.Stop()
+	var endTimer <-chan time.Time
+	if len(ends) > 0 {
+		if p.EndGrace <= 0 {
+			p.EndGrace = DefaultEndGrace
+		}
+		et := time.NewTimer(p.EndGrace)
+		defer et.Stop()
+		endTimer = et.C
+	}
 	for {
 		t.mu.Lock()
 		sb := t.get(sandboxID)
@@ -216,6 +233,13 @@ func (t *Tracker) Drain(ctx context.Context, sandboxID string, p Policy) (forced
 		}
 		select {
 		case <-changed:
+		case <-endTimer:
+			// Ended streams whose clients did not let go: closed, not counted as forced.
+			t.mu.Lock()
+			victims := t.takeEnded(sandboxID, p)
+			t.mu.Unlock()
+			closeAll(victims)
+			endTimer = nil
 		case <-timer.C:
 			return t.forceClose(sandboxID, p), nil
 		case <-ctx.Done():
@@ -288,6 +312,26 @@ func (t *Tracker) take(id string, p Policy) []*Conn {
 		}
 	}
 	sb.notify()
+	return victims
+}
+
+// takeEnded removes and returns the ended streams of id that p covers; t.mu
+// must be held.
+func (t *Tracker) takeEnded(id string, p Policy) []*Conn {
+	sb := t.sandboxes[id]
+	if sb == nil {
+		return nil
+	}
+	var victims []*Conn
+	for c := range sb.conns {
+		if c.ended && p.covers(c) {
+			victims = append(victims, c)
+			delete(sb.conns, c)
+		}
+	}
+	if len(victims) > 0 {
+		sb.notify()
+	}
 	return victims
 }
 

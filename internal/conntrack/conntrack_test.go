@@ -413,3 +413,25 @@ func trackedOf(t *testing.T, tr *Tracker, id string, h *handler) *Conn {
 	t.Fatal("handler not tracked")
 	return nil
 }
+
+// TestEndedStreamThatLingersIsClosedAfterEndGrace: a stream ended cleanly
+// whose client never lets go (a WebSocket client that does not answer the
+// close frame) is closed after EndGrace, not after the whole Grace.
+func TestEndedStreamThatLingersIsClosedAfterEndGrace(t *testing.T) {
+	var tr Tracker
+	h, client := startHandler(t, &tr, "sbx")
+	trackedOf(t, &tr, "sbx", h).Streaming(func(string) {}) // ends politely, but the handler stays
+	start := time.Now()
+	forced, err := tr.Drain(context.Background(), "sbx", Policy{Grace: 5 * time.Second, EndReason: "pausing", EndGrace: 200 * time.Millisecond})
+	if err != nil || forced != 0 {
+		t.Fatalf("Drain = %d, %v; want 0 forced", forced, err)
+	}
+	if el := time.Since(start); el > 3*time.Second {
+		t.Fatalf("Drain took %v: it waited for the lingering stream past EndGrace", el)
+	}
+	<-h.finished
+	client.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the lingering stream's connection is still open")
+	}
+}
