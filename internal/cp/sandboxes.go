@@ -38,7 +38,7 @@ func (s *Server) timeoutFor(sec *int) (time.Duration, error) {
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 	var req NewSandbox
 	if err := decode(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	sb, err := s.create(r.Context(), req)
@@ -320,7 +320,7 @@ func (s *Server) listRunning(w http.ResponseWriter, r *http.Request) {
 func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) {
 	var body TimeoutBody
 	if err := decode(r, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	if body.Timeout == nil {
@@ -353,7 +353,7 @@ func (s *Server) updateDeadline(w http.ResponseWriter, r *http.Request, end func
 func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	var body RefreshBody
 	if err := decode(r, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	d := 60
@@ -501,7 +501,7 @@ func (s *Server) resume(ctx context.Context, id string, ttl time.Duration, autoP
 func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
 	var body ResumeBody
 	if err := decode(r, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	ttl, err := s.timeoutFor(body.Timeout)
@@ -522,7 +522,7 @@ func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
 func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request) {
 	var body TimeoutBody
 	if err := decode(r, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	ttl, err := s.timeoutFor(body.Timeout)
