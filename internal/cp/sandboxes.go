@@ -15,24 +15,33 @@ import (
 	"github.com/hearthsh/hearth/internal/envd"
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/internal/template"
 )
 
-// timeoutFor turns a requested timeout in seconds into a duration within bounds.
+// timeoutFor turns a requested timeout in seconds into a duration within bounds. The bound
+// is checked on the seconds, before the multiplication, which would overflow time.Duration
+// for huge values and give a negative lifetime (an instant expiry).
 func (s *Server) timeoutFor(sec *int) (time.Duration, error) {
 	if sec == nil {
 		return s.cfg.DefaultTimeout, nil
 	}
-	if *sec < 0 {
-		return 0, errorf(http.StatusBadRequest, "timeout must be a positive number of seconds, got %d", *sec)
+	maxSec := int64(s.cfg.MaxTimeout / time.Second)
+	if *sec < 0 || int64(*sec) > maxSec {
+		return 0, errorf(http.StatusBadRequest, "timeout must be 0 to %d seconds (%v; 0 means the default), got %d", maxSec, s.cfg.MaxTimeout, *sec)
 	}
 	d := time.Duration(*sec) * time.Second
-	if d > s.cfg.MaxTimeout {
-		return 0, errorf(http.StatusBadRequest, "timeout %v is longer than the maximum %v", d, s.cfg.MaxTimeout)
-	}
 	if d == 0 {
 		d = s.cfg.DefaultTimeout
 	}
 	return d, nil
+}
+
+// checkTemplateName turns a name that cannot be a template into a 400 naming the form.
+func checkTemplateName(field, name string) error {
+	if err := template.CheckName(name); err != nil {
+		return errorf(http.StatusBadRequest, "%s %q is not a template name: want %s", field, name, template.NameForm)
+	}
+	return nil
 }
 
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +62,9 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, error) {
 	if req.TemplateID == "" {
 		return store.Sandbox{}, errorf(http.StatusBadRequest, "templateID is required (for example \"base\")")
+	}
+	if err := checkTemplateName("templateID", req.TemplateID); err != nil {
+		return store.Sandbox{}, err
 	}
 	ttl, err := s.timeoutFor(req.Timeout)
 	if err != nil {

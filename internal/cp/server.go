@@ -83,8 +83,10 @@ type Server struct {
 	agents *agentPool
 	proxy  *proxy.Handler
 	keys   *keyCache
-	events *eventLog
-	routes *routes
+	// failures rate-limits invalid API keys per source address.
+	failures *failLimiter
+	events   *eventLog
+	routes   *routes
 	// metricsClient reads envd metrics through agent proxies (HTTP/1.1, like all proxy traffic).
 	metricsClient *http.Client
 
@@ -106,6 +108,7 @@ func New(cfg Config) *Server {
 		log:           cfg.Log,
 		agents:        newAgentPool(cfg.AgentToken),
 		keys:          newKeyCache(cfg.Store),
+		failures:      newFailLimiter(),
 		events:        newEventLog(),
 		routes:        &routes{m: map[string]cachedRoute{}},
 		metricsClient: &http.Client{Transport: proxy.NewTransport(0)},
