@@ -199,7 +199,9 @@ func (s *Sender) Send(ctx context.Context) error {
 		if err := s.saveHostToken(reg.HostToken); err != nil {
 			return err
 		}
-		s.Log.Info("registered with the control plane; host token saved", "host", s.HostID, "file", s.TokenFile)
+		if s.Log != nil {
+			s.Log.Info("registered with the control plane; host token saved", "host", s.HostID, "file", s.TokenFile)
+		}
 	}
 	return nil
 }

@@ -2,6 +2,7 @@ package template
 
 import (
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -29,4 +30,22 @@ func TestCheckName(t *testing.T) {
 	if _, err := Build(t.Context(), BuildOptions{DataDir: dir, Name: "../x", EnvdPath: "/nonexistent"}); !errors.Is(err, ErrInvalidName) {
 		t.Errorf("Build ../x: %v", err)
 	}
+}
+
+// FuzzCheckName: every name CheckName accepts is one directory level directly under the
+// templates directory.
+func FuzzCheckName(f *testing.F) {
+	for _, s := range []string{"base", "../x", "a/b", "..", ".", "a\\b", "my-tpl"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		if CheckName(name) != nil {
+			return
+		}
+		root := filepath.Join("/data", "templates")
+		dir := Dir("/data", name)
+		if filepath.Dir(dir) != root || filepath.Base(dir) != name {
+			t.Fatalf("accepted %q resolves to %q, outside %s", name, dir, root)
+		}
+	})
 }
