@@ -41,9 +41,10 @@ func newEnv(cfg config) (*env, error) {
 	p.SetUnencryptedHTTP2(true)
 	h2c := &http.Client{Transport: &http.Transport{Protocols: p}}
 	return &env{
-		cfg:        cfg,
-		client:     hearth.NewClient(hearth.WithAPIURL(cfg.APIURL), hearth.WithSandboxURL(cfg.ProxyURL), hearth.WithAPIKey(cfg.APIKey)),
-		agent:      hostagentv1connect.NewHostAgentServiceClient(h2c, "http://"+cfg.AgentAddr),
+		cfg:    cfg,
+		client: hearth.NewClient(hearth.WithAPIURL(cfg.APIURL), hearth.WithSandboxURL(cfg.ProxyURL), hearth.WithAPIKey(cfg.APIKey)),
+		agent: hostagentv1connect.NewHostAgentServiceClient(h2c, "http://"+cfg.AgentAddr,
+			connect.WithInterceptors(bearerInterceptor(cfg.AgentToken))),
 		loadServer: bin,
 		live:       map[string]bool{},
 	}, nil
@@ -148,4 +149,14 @@ func newHTTP1Client(conns int) *http.Client {
 	t.MaxIdleConns = 4 * conns
 	t.DisableCompression = true
 	return &http.Client{Transport: t}
+}
+
+// bearerInterceptor sends the agent token, which the agent API requires.
+func bearerInterceptor(token string) connect.UnaryInterceptorFunc {
+	return func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+token)
+			return next(ctx, req)
+		}
+	}
 }

@@ -22,6 +22,7 @@ import (
 // config is the command line.
 type config struct {
 	APIURL, ProxyURL, AgentAddr, APIKey string
+	AgentToken                          string
 	LoadServer                          string
 	Out                                 string
 	Repo                                string
@@ -45,6 +46,7 @@ func main() {
 	)
 	flag.StringVar(&c.APIURL, "api", "http://127.0.0.1:3000", "hearth REST API URL")
 	flag.StringVar(&c.ProxyURL, "proxy", "http://127.0.0.1:3002", "hearth public sandbox proxy URL (hearth dev --proxy-listen)")
+	flag.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "agent token (hearth dev --agent-token), for the agent API")
 	flag.StringVar(&c.AgentAddr, "agent", "127.0.0.1:5008", "hearth agent API address (hearth dev --agent-listen), for sandbox addresses")
 	flag.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "API key")
 	flag.StringVar(&c.LoadServer, "loadserver", "bin/hearth-bench-loadserver", "static loadserver binary to upload into sandboxes")

@@ -31,7 +31,8 @@ for s in ss: s.close()')
 rm -rf "$data/hearth.db" "$data/hearth.db-wal" "$data/hearth.db-shm" "$data/sandboxes" "$data/api-key"
 
 log="$logs/hearth-dev.log"
-bin/hearth dev --data-dir "$data" --slot-prefix hbench --pool 10.238.0.0/16 --api-key "$key" \
+agent_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+bin/hearth dev --data-dir "$data" --agent-token "$agent_token" --slot-prefix hbench --pool 10.238.0.0/16 --api-key "$key" \
   --listen "127.0.0.1:$api" --proxy-listen "127.0.0.1:$proxy" \
   --agent-listen "127.0.0.1:$agent" --agent-proxy-listen "127.0.0.1:$agentproxy" \
   --default-timeout 10m ${HEARTH_BENCH_DEV_ARGS:-} >"$log" 2>&1 &
@@ -63,4 +64,4 @@ until curl -fsS -H "X-API-Key: $key" "http://127.0.0.1:$api/templates" 2>/dev/nu
 done
 
 bin/hearth-bench -api "http://127.0.0.1:$api" -proxy "http://127.0.0.1:$proxy" -agent "127.0.0.1:$agent" \
-  -api-key "$key" -loadserver bin/hearth-bench-loadserver -repo "$PWD" "$@"
+  -agent-token "$agent_token" -api-key "$key" -loadserver bin/hearth-bench-loadserver -repo "$PWD" "$@"

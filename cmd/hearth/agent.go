@@ -85,8 +85,8 @@ func init() {
 	}
 	f := cmd.Flags()
 	f.StringVar(&c.DataDir, "data-dir", templateEnvOr("HEARTH_DATA_DIR", templateDefaultDataDir), "data directory: templates, sandboxes, snapshots")
-	f.StringVar(&c.RPCAddr, "listen", "127.0.0.1:5008", "address of the hostagent.v1 API")
-	f.StringVar(&c.ProxyAddr, "proxy-listen", "127.0.0.1:5007", "address of the sandbox proxy")
+	f.StringVar(&c.RPCAddr, "listen", "127.0.0.1:5008", "address of the hostagent.v1 API (loopback by default: bind a private address on purpose for a remote control plane)")
+	f.StringVar(&c.ProxyAddr, "proxy-listen", "127.0.0.1:5007", "address of the sandbox proxy (loopback by default, like --listen)")
 	f.StringVar(&c.Runtime, "runtime", "gvisor", "sandbox runtime: gvisor, qemu or firecracker")
 	f.StringVar(&c.QEMUAccel, "qemu-accel", qemu.AccelAuto, "qemu runtime accelerator: auto (KVM if a probe boot works, else TCG), tcg or kvm")
 	f.StringVar(&c.FC.Firecracker, "firecracker", "", "firecracker runtime: firecracker binary (default: bin/firecracker next to hearth, else PATH)")
@@ -97,7 +97,7 @@ func init() {
 	f.StringVar(&c.SlotPrefix, "slot-prefix", netslot.DefaultPrefix, "name prefix of this agent's netns, interfaces and nftables table")
 	f.StringVar(&c.DefaultUser, "default-user", "user", "user sandbox commands run as unless the caller names one")
 	f.StringVar(&c.ControlPlane, "control-plane", "", "control plane URL to register with and send heartbeats to, e.g. http://10.0.0.1:3000")
-	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "token the control plane expects from agents ($HEARTH_AGENT_TOKEN)")
+	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the control plane, required: sent with heartbeats and required on every call the agent serves ($HEARTH_AGENT_TOKEN)")
 	f.StringVar(&c.HostID, "host-id", "", "this host's ID in the control plane (default: the hostname)")
 	f.StringVar(&c.AdvertiseRPC, "advertise-rpc", "", "address the control plane dials for the API (default: the --listen address)")
 	f.StringVar(&c.AdvertiseProxy, "advertise-proxy", "", "address the control plane dials for sandbox traffic (default: the --proxy-listen address)")
@@ -109,6 +109,15 @@ func init() {
 func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(rpc, proxy net.Addr)) error {
 	if os.Geteuid() != 0 {
 		return errors.New("the host agent must run as root: it creates network namespaces and sandboxes")
+	}
+	if c.AgentToken == "" {
+		return errors.New("--agent-token (or $HEARTH_AGENT_TOKEN) is required: the control plane's token, which the agent sends with its heartbeats and requires on every call it serves")
+	}
+	if c.HostID == "" {
+		c.HostID, _ = os.Hostname()
+	}
+	if !hostreg.ValidHostID(c.HostID) {
+		return fmt.Errorf("--host-id %q: want %s", c.HostID, hostreg.HostIDForm)
 	}
 	driver, err := newDriver(c, log)
 	if err != nil {
@@ -187,9 +196,10 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		return err
 	}
 	mux := http.NewServeMux()
-	mux.Handle(a.RPCHandler())
+	rpcPath, rpcHandler := a.RPCHandler()
+	mux.Handle(rpcPath, agent.RequireControlPlane(c.AgentToken, rpcHandler))
 	rpcSrv := newServer(mux, true)
-	proxySrv := newServer(a.ProxyHandler(), false)
+	proxySrv := newServer(agent.RequireControlPlaneProxy(c.AgentToken, a.ProxyHandler()), false)
 	proxySrv.ConnContext = proxy.ConnContext
 	srvs, lns := []*http.Server{rpcSrv, proxySrv}, []net.Listener{rpcLn, proxyLn}
 	if c.ProxySocket != "" {
@@ -334,14 +344,11 @@ func heartbeatSender(c agentConfig, a *agent.Agent, rpcAddr, proxyAddr string, l
 	if c.AdvertiseProxy != "" {
 		proxyAddr = c.AdvertiseProxy
 	}
-	hostID := c.HostID
-	if hostID == "" {
-		hostID, _ = os.Hostname()
-	}
 	return &hostreg.Sender{
 		ControlPlane: strings.TrimSuffix(c.ControlPlane, "/"),
 		Token:        c.AgentToken,
-		HostID:       hostID,
+		HostID:       c.HostID,
+		TokenFile:    filepath.Join(c.DataDir, "host-token"),
 		Log:          log,
 		Build: func(ctx context.Context) (hostreg.Heartbeat, error) {
 			u, err := a.Usage()

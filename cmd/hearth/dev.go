@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearthsh/hearth/internal/cp"
+	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/netslot"
 	"github.com/hearthsh/hearth/internal/template"
 )
@@ -52,6 +53,7 @@ func init() {
 	f.StringVar(&c.ProxyAddr, "proxy-listen", "127.0.0.1:3002", "address of the sandbox proxy")
 	f.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "API key to use instead of the saved or generated one (e2b_ followed by hex)")
 	f.StringVar(&c.Domain, "domain", "", "sandbox domain for host routing (PORT-ID.<domain>); empty accepts any")
+	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret between the control plane and the agent (default: a new random one each start; set it to call the agent's API yourself)")
 	f.StringVar(&c.DatabaseURL, "database-url", os.Getenv("HEARTH_DATABASE_URL"), "PostgreSQL URL instead of SQLite")
 	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none")
 	f.StringVar(&a.RPCAddr, "agent-listen", "127.0.0.1:5008", "address of the agent's API")
@@ -90,6 +92,11 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 		return fmt.Errorf("templates: %w", err)
 	}
 
+	// Both halves run here, so the secret between them needs no configuration; the agent
+	// still checks it, like a remote one.
+	if c.AgentToken == "" {
+		c.AgentToken = hostreg.NewToken()
+	}
 	key, err := devAPIKey(c)
 	if err != nil {
 		return err
@@ -127,6 +134,7 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 		return err
 	}
 	a.DataDir = c.DataDir
+	a.AgentToken = c.AgentToken
 	a.DefaultUser = "user"
 	a.ControlPlane = "http://" + apiAddr
 	a.HostID = devHostID

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"net/http"
@@ -45,6 +46,10 @@ func init() {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			if c.AgentToken == "" {
+				return errors.New("--agent-token (or $HEARTH_AGENT_TOKEN) is required: a secret shared with the agents, " +
+					"which authenticates their heartbeats and the control plane's calls to them (e.g. `openssl rand -hex 32`)")
+			}
 			st, err := openStore(ctx, c)
 			if err != nil {
 				return err
@@ -64,7 +69,7 @@ func init() {
 	f.StringVar(&c.APIAddr, "listen", ":3000", "address of the REST API")
 	f.StringVar(&c.ProxyAddr, "proxy-listen", ":3002", "address of the sandbox proxy")
 	f.StringVar(&c.Domain, "domain", "", "sandbox domain: host routing PORT-ID.<domain> and the domain SDKs are told")
-	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "token agents must present; empty accepts agents on loopback only ($HEARTH_AGENT_TOKEN)")
+	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the agents, required: authenticates their heartbeats and the control plane's calls to them ($HEARTH_AGENT_TOKEN)")
 	f.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "an API key to accept (e2b_ followed by hex), added to the store")
 	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none (E2B's API default)")
 	rootCmd.AddCommand(cmd)

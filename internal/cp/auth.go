@@ -8,10 +8,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"regexp"
+	"strconv"
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/hearthsh/hearth/internal/store"
 )
@@ -82,12 +86,86 @@ func (c *keyCache) valid(ctx context.Context, key string) (bool, error) {
 	return true, nil
 }
 
-// requireKey authenticates X-API-Key.
+// cached reports whether key was found valid within the last minute, without the store.
+func (c *keyCache) cached(key string) bool {
+	h := HashKey(key)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t, ok := c.seen[h]
+	return ok && time.Since(t) < time.Minute
+}
+
+// Invalid API keys are limited per source address: a bucket of failBurst attempts refilled
+// one per failEvery. At most maxFailSources addresses are tracked.
+const (
+	failBurst      = 10
+	failEvery      = 2 * time.Second
+	maxFailSources = 4096
+)
+
+// failLimiter rate-limits invalid API keys by source address. Its map is bounded: when full,
+// the addresses whose buckets have refilled are forgotten, and if none have, all are (an
+// attacker with thousands of addresses can reset the buckets, never grow the map).
+type failLimiter struct {
+	mu sync.Mutex
+	m  map[string]*rate.Limiter
+}
+
+func newFailLimiter() *failLimiter { return &failLimiter{m: map[string]*rate.Limiter{}} }
+
+// blocked reports whether src has no invalid attempts left.
+func (l *failLimiter) blocked(src string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.m[src]
+	return ok && lim.Tokens() < 1
+}
+
+// fail records an invalid attempt from src and reports whether it was within the limit.
+func (l *failLimiter) fail(src string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	lim, ok := l.m[src]
+	if !ok {
+		if len(l.m) >= maxFailSources {
+			for k, v := range l.m {
+				if v.Tokens() >= failBurst {
+					delete(l.m, k)
+				}
+			}
+			if len(l.m) >= maxFailSources {
+				clear(l.m)
+			}
+		}
+		lim = rate.NewLimiter(rate.Every(failEvery), failBurst)
+		l.m[src] = lim
+	}
+	return lim.Allow()
+}
+
+// sourceOf is the address a request came from: the connection's peer, never a header a
+// client can set.
+func sourceOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// requireKey authenticates X-API-Key. A source that sent too many invalid keys gets 429
+// until its bucket refills; keys seen valid within the last minute still pass from it, so a
+// client sharing an address with a guesser is not locked out.
 func (s *Server) requireKey(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key := r.Header.Get("X-API-Key")
 		if key == "" {
 			writeError(w, http.StatusUnauthorized, "missing API key: send it in the X-API-Key header")
+			return
+		}
+		src := sourceOf(r)
+		if s.failures.blocked(src) && !s.keys.cached(key) {
+			tooManyFailures(w)
 			return
 		}
 		ok, err := s.keys.valid(r.Context(), key)
@@ -96,11 +174,21 @@ func (s *Server) requireKey(h http.HandlerFunc) http.Handler {
 			return
 		}
 		if !ok {
+			if !s.failures.fail(src) {
+				s.log.Warn("invalid API keys from one source: rate-limited", "source", src)
+				tooManyFailures(w)
+				return
+			}
 			writeError(w, http.StatusUnauthorized, "invalid API key")
 			return
 		}
 		h(w, r)
 	})
+}
+
+func tooManyFailures(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(failEvery/time.Second)))
+	writeError(w, http.StatusTooManyRequests, "too many invalid API keys from this address: retry later with a valid key")
 }
 
 // randomToken returns a random hex token for envd access and traffic.

@@ -35,7 +35,7 @@ type ForkResult struct {
 func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request) {
 	var body ForkBody
 	if err := decode(r, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	count := 1

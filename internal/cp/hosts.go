@@ -2,15 +2,17 @@ package cp
 
 import (
 	"context"
-	"crypto/subtle"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
+
+	"connectrpc.com/connect"
 
 	"github.com/hearthsh/hearth/internal/hostreg"
 
@@ -20,15 +22,19 @@ import (
 	"github.com/hearthsh/hearth/internal/store"
 )
 
+// maxAgentReply caps one hostagent.v1 response the control plane reads from an agent.
+const maxAgentReply = 16 << 20
+
 // agentPool holds one RPC client per agent over a single HTTP/2 cleartext transport: RPC
-// streams are multiplexed on one connection per agent, apart from proxy traffic.
+// streams are multiplexed on one connection per agent, apart from proxy traffic. Every call
+// carries the agent token, which the agents check.
 type agentPool struct {
 	http *http.Client
 	mu   sync.Mutex
 	rpc  map[string]hostagentv1connect.HostAgentServiceClient // by RPC address
 }
 
-func newAgentPool() *agentPool {
+func newAgentPool(token string) *agentPool {
 	tr := &http2.Transport{
 		AllowHTTP: true,
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
@@ -37,7 +43,19 @@ func newAgentPool() *agentPool {
 		ReadIdleTimeout: 30 * time.Second,
 		PingTimeout:     10 * time.Second,
 	}
-	return &agentPool{http: &http.Client{Transport: tr}, rpc: map[string]hostagentv1connect.HostAgentServiceClient{}}
+	return &agentPool{http: &http.Client{Transport: bearer{tr, token}}, rpc: map[string]hostagentv1connect.HostAgentServiceClient{}}
+}
+
+// bearer adds the agent token to every request.
+type bearer struct {
+	base  http.RoundTripper
+	token string
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.base.RoundTrip(r)
 }
 
 func (p *agentPool) client(h store.Host) hostagentv1connect.HostAgentServiceClient {
@@ -45,7 +63,7 @@ func (p *agentPool) client(h store.Host) hostagentv1connect.HostAgentServiceClie
 	defer p.mu.Unlock()
 	c, ok := p.rpc[h.RPCAddr]
 	if !ok {
-		c = hostagentv1connect.NewHostAgentServiceClient(p.http, "http://"+h.RPCAddr)
+		c = hostagentv1connect.NewHostAgentServiceClient(p.http, "http://"+h.RPCAddr, connect.WithReadMaxBytes(maxAgentReply))
 		p.rpc[h.RPCAddr] = c
 	}
 	return c
@@ -106,20 +124,40 @@ func (s *Server) addPending(hostID string, mem int64) {
 	s.inflight[hostID] += mem
 }
 
-// heartbeat registers an agent or refreshes it.
+// heartbeat registers an agent or refreshes it. Every heartbeat needs the shared agent
+// token; a host ID's first one is answered with the host's own token, and every later one
+// for that ID must carry it: one holding only the shared token, or another host's token, is
+// refused and changes nothing.
 func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
-	if !s.agentAuthorized(r) {
+	id := r.PathValue("id")
+	if !hostreg.ValidHostID(id) {
+		writeError(w, http.StatusBadRequest, "invalid host ID "+strconv.Quote(id)+": want "+hostreg.HostIDForm)
+		return
+	}
+	if s.cfg.AgentToken == "" {
+		writeError(w, http.StatusUnauthorized, "this control plane has no agent token: start it with --agent-token")
+		return
+	}
+	if !hostreg.BearerMatches(r.Header.Get("Authorization"), s.cfg.AgentToken) {
 		writeError(w, http.StatusUnauthorized, "agent token required: start the agent with the control plane's --agent-token")
 		return
 	}
-	id := r.PathValue("id")
+	// Only a holder of the agent token gets a proof, so the proof cannot be asked for by
+	// anyone else on behalf of an impostor.
+	if n := r.Header.Get(hostreg.NonceHeader); n != "" && len(n) <= 256 {
+		w.Header().Set(hostreg.ProofHeader, hostreg.Proof(s.cfg.AgentToken, id, n))
+	}
 	var hb hostreg.Heartbeat
 	if err := decode(r, &hb); err != nil {
+		fail(w, err)
+		return
+	}
+	if err := checkAgentAddr("rpcAddr", hb.RPCAddr); err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	if hb.RPCAddr == "" || hb.ProxyAddr == "" {
-		writeError(w, http.StatusBadRequest, "heartbeat needs rpcAddr and proxyAddr")
+	if err := checkAgentAddr("proxyAddr", hb.ProxyAddr); err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	now := time.Now().UTC()
@@ -132,11 +170,30 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	if isNew {
 		h = store.Host{ID: id, RegisteredAt: now}
 	}
+	claimed := h.TokenHash != ""
+	if claimed && !hostreg.TokenMatches(h.TokenHash, r.Header.Get(hostreg.HostTokenHeader)) {
+		s.log.Warn("heartbeat refused: host ID held by another credential", "host", id, "remote", r.RemoteAddr)
+		writeError(w, http.StatusUnauthorized, "host "+id+" is registered with its own token and this heartbeat does not carry it: "+
+			"start the agent with the data dir it registered with, or give it another --host-id")
+		return
+	}
 	wasDown := h.State != store.HostReady
 	h.RPCAddr, h.ProxyAddr, h.Runtime, h.State = hb.RPCAddr, hb.ProxyAddr, hb.Runtime, store.HostReady
 	h.CPUs, h.MemoryTotalMiB, h.MemoryAvailableMiB, h.MemoryCommittedMiB = hb.CPUs, hb.MemoryTotalMiB, hb.MemoryAvailableMiB, hb.MemoryCommittedMiB
 	h.SandboxesRunning, h.SandboxesPaused, h.LastHeartbeat = hb.SandboxesRunning, hb.SandboxesPaused, now
-	if err := s.store.PutHost(r.Context(), h); err != nil {
+	var issued string
+	if claimed {
+		err = s.store.PutHost(r.Context(), h)
+	} else {
+		issued = hostreg.NewToken()
+		h.TokenHash = hostreg.HashToken(issued)
+		err = s.store.ClaimHost(r.Context(), h)
+	}
+	if errors.Is(err, store.ErrConflict) { // another agent registered this ID first
+		writeError(w, http.StatusUnauthorized, "host "+id+" was just registered by another agent: give this one another --host-id")
+		return
+	}
+	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
@@ -147,21 +204,23 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		s.registerTemplate(r.Context(), t)
 	}
 	if wasDown {
-		s.log.Info("agent ready", "host", id, "rpc", h.RPCAddr, "proxy", h.ProxyAddr, "runtime", h.Runtime)
+		s.log.Info("agent ready", "host", id, "rpc", h.RPCAddr, "proxy", h.ProxyAddr, "runtime", h.Runtime, "registered", issued != "")
 		go s.reconcileHost(context.WithoutCancel(r.Context()), h)
+	}
+	if issued != "" {
+		writeJSON(w, http.StatusOK, hostreg.Registration{HostToken: issued})
+		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (s *Server) agentAuthorized(r *http.Request) bool {
-	if s.cfg.AgentToken == "" {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		ip := net.ParseIP(host)
-		return ip != nil && ip.IsLoopback()
+// checkAgentAddr accepts a host:port an agent advertises.
+func checkAgentAddr(field, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || port == "" {
+		return fmt.Errorf("heartbeat %s %q: want host:port", field, addr)
 	}
-	got := r.Header.Get("Authorization")
-	want := "Bearer " + s.cfg.AgentToken
-	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
+	return nil
 }
 
 // checkHosts marks agents without a recent heartbeat down and their sandboxes lost.

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/envd/auth"
 	"github.com/hearthsh/hearth/internal/envd/hoststats"
+	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
 )
@@ -54,6 +56,7 @@ func (s *Server) readEnvdMetrics(ctx context.Context, sb store.Sandbox) (hoststa
 	}
 	req.Header.Set(proxy.HeaderSandboxID, sb.ID)
 	req.Header.Set(proxy.HeaderSandboxPort, itoa(proxy.EnvdPort))
+	req.Header.Set(hostreg.ProxyAuthHeader, s.cfg.AgentToken)
 	if sb.EnvdAccessToken != "" {
 		req.Header.Set(auth.Header, sb.EnvdAccessToken)
 	}
@@ -65,5 +68,19 @@ func (s *Server) readEnvdMetrics(ctx context.Context, sb store.Sandbox) (hoststa
 	if res.StatusCode != http.StatusOK {
 		return m, fmt.Errorf("read metrics of %s: envd answered %s", sb.ID, res.Status)
 	}
-	return m, json.NewDecoder(res.Body).Decode(&m)
+	// The answer comes from inside the sandbox: read a bounded amount of it.
+	body, err := io.ReadAll(io.LimitReader(res.Body, maxEnvdMetrics+1))
+	if err != nil {
+		return m, fmt.Errorf("read metrics of %s: %w", sb.ID, err)
+	}
+	if len(body) > maxEnvdMetrics {
+		return m, errorf(http.StatusBadGateway, "read metrics of %s: envd's answer is over %d bytes", sb.ID, maxEnvdMetrics)
+	}
+	if err := json.Unmarshal(body, &m); err != nil {
+		return m, errorf(http.StatusBadGateway, "read metrics of %s: envd's answer: %v", sb.ID, err)
+	}
+	return m, nil
 }
+
+// maxEnvdMetrics caps envd's metrics answer (a few hundred bytes in practice).
+const maxEnvdMetrics = 64 << 10

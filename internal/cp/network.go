@@ -155,7 +155,7 @@ func (s *Server) updateNetwork(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var req NetworkUpdate
 	if err := decode(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	if err := unsupported(map[string]bool{"egressProxy": given(req.EgressProxy), "rules": given(req.Rules)}); err != nil {

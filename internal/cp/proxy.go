@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
 )
@@ -149,9 +150,11 @@ func checkTraffic(r *http.Request, sb store.Sandbox, route proxy.Route) error {
 	return nil
 }
 
-// upstream sends a request to the sandbox's agent proxy, routed by headers.
+// upstream sends a request to the sandbox's agent proxy, routed by headers and carrying
+// the agent token (which replaces any copy a client sent).
 func (s *Server) upstream(sb store.Sandbox, agentProxy string, route proxy.Route) proxy.Upstream {
 	h := http.Header{}
+	h.Set(hostreg.ProxyAuthHeader, s.cfg.AgentToken)
 	h.Set(proxy.HeaderSandboxID, sb.ID)
 	h.Set(proxy.HeaderSandboxPort, itoa(route.Port))
 	return proxy.Upstream{Addr: agentProxy, Socket: s.cfg.LocalProxySockets[sb.HostID], Header: h}

@@ -15,30 +15,39 @@ import (
 	"github.com/hearthsh/hearth/internal/envd"
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/internal/template"
 )
 
-// timeoutFor turns a requested timeout in seconds into a duration within bounds.
+// timeoutFor turns a requested timeout in seconds into a duration within bounds. The bound
+// is checked on the seconds, before the multiplication, which would overflow time.Duration
+// for huge values and give a negative lifetime (an instant expiry).
 func (s *Server) timeoutFor(sec *int) (time.Duration, error) {
 	if sec == nil {
 		return s.cfg.DefaultTimeout, nil
 	}
-	if *sec < 0 {
-		return 0, errorf(http.StatusBadRequest, "timeout must be a positive number of seconds, got %d", *sec)
+	maxSec := int64(s.cfg.MaxTimeout / time.Second)
+	if *sec < 0 || int64(*sec) > maxSec {
+		return 0, errorf(http.StatusBadRequest, "timeout must be 0 to %d seconds (%v; 0 means the default), got %d", maxSec, s.cfg.MaxTimeout, *sec)
 	}
 	d := time.Duration(*sec) * time.Second
-	if d > s.cfg.MaxTimeout {
-		return 0, errorf(http.StatusBadRequest, "timeout %v is longer than the maximum %v", d, s.cfg.MaxTimeout)
-	}
 	if d == 0 {
 		d = s.cfg.DefaultTimeout
 	}
 	return d, nil
 }
 
+// checkTemplateName turns a name that cannot be a template into a 400 naming the form.
+func checkTemplateName(field, name string) error {
+	if err := template.CheckName(name); err != nil {
+		return errorf(http.StatusBadRequest, "%s %q is not a template name: want %s", field, name, template.NameForm)
+	}
+	return nil
+}
+
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 	var req NewSandbox
 	if err := decode(r, &req); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	sb, err := s.create(r.Context(), req)
@@ -53,6 +62,9 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, error) {
 	if req.TemplateID == "" {
 		return store.Sandbox{}, errorf(http.StatusBadRequest, "templateID is required (for example \"base\")")
+	}
+	if err := checkTemplateName("templateID", req.TemplateID); err != nil {
+		return store.Sandbox{}, err
 	}
 	ttl, err := s.timeoutFor(req.Timeout)
 	if err != nil {
@@ -320,7 +332,7 @@ func (s *Server) listRunning(w http.ResponseWriter, r *http.Request) {
 func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) {
 	var body TimeoutBody
 	if err := decode(r, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	if body.Timeout == nil {
@@ -353,7 +365,7 @@ func (s *Server) updateDeadline(w http.ResponseWriter, r *http.Request, end func
 func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
 	var body RefreshBody
 	if err := decode(r, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	d := 60
@@ -501,7 +513,7 @@ func (s *Server) resume(ctx context.Context, id string, ttl time.Duration, autoP
 func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
 	var body ResumeBody
 	if err := decode(r, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	ttl, err := s.timeoutFor(body.Timeout)
@@ -522,7 +534,7 @@ func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
 func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request) {
 	var body TimeoutBody
 	if err := decode(r, &body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		fail(w, err)
 		return
 	}
 	ttl, err := s.timeoutFor(body.Timeout)

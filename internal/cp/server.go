@@ -25,7 +25,8 @@ type Config struct {
 	// Domain is the sandbox domain for host routing ("PORT-ID.<Domain>"), returned to SDKs as
 	// the sandbox domain; empty means host routing accepts any domain and none is returned.
 	Domain string
-	// AgentToken authenticates agents' heartbeats; empty allows only loopback agents.
+	// AgentToken is the secret shared with the agents: their heartbeats carry it, and so do
+	// the control plane's calls to them. Empty refuses every agent.
 	AgentToken string
 	// DefaultTimeout and MaxTimeout bound sandbox lifetimes.
 	DefaultTimeout time.Duration
@@ -82,8 +83,10 @@ type Server struct {
 	agents *agentPool
 	proxy  *proxy.Handler
 	keys   *keyCache
-	events *eventLog
-	routes *routes
+	// failures rate-limits invalid API keys per source address.
+	failures *failLimiter
+	events   *eventLog
+	routes   *routes
 	// metricsClient reads envd metrics through agent proxies (HTTP/1.1, like all proxy traffic).
 	metricsClient *http.Client
 
@@ -103,8 +106,9 @@ func New(cfg Config) *Server {
 		cfg:           cfg,
 		store:         cfg.Store,
 		log:           cfg.Log,
-		agents:        newAgentPool(),
+		agents:        newAgentPool(cfg.AgentToken),
 		keys:          newKeyCache(cfg.Store),
+		failures:      newFailLimiter(),
 		events:        newEventLog(),
 		routes:        &routes{m: map[string]cachedRoute{}},
 		metricsClient: &http.Client{Transport: proxy.NewTransport(0)},
@@ -149,7 +153,7 @@ func (s *Server) APIHandler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
-	return cors(mux)
+	return cors(limitBodies(mux))
 }
 
 // ProxyHandler serves sandbox traffic.
@@ -181,14 +185,33 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	writeJSON(w, status, Error{Code: status, Message: msg})
 }
 
-// decode reads a JSON body; an empty body leaves v as it is.
+// maxRequestBody caps every REST request body.
+const maxRequestBody = 1 << 20
+
+// limitBodies caps request bodies; reading past the cap fails with *http.MaxBytesError,
+// which decode turns into a 413.
+func limitBodies(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, maxRequestBody)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// decode reads a JSON body; an empty body leaves v as it is. Its errors carry their status
+// (400, or 413 for a body over maxRequestBody) for fail.
 func decode(r *http.Request, v any) error {
 	if r.Body == nil {
 		return nil
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	dec := json.NewDecoder(http.MaxBytesReader(nil, r.Body, maxRequestBody))
 	if err := dec.Decode(v); err != nil && !errors.Is(err, errEOF) {
-		return fmt.Errorf("invalid JSON body: %v", err)
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return errorf(http.StatusRequestEntityTooLarge, "request body over %d bytes", tooBig.Limit)
+		}
+		return errorf(http.StatusBadRequest, "invalid JSON body: %v", err)
 	}
 	return nil
 }

@@ -9,11 +9,16 @@ import (
 	"github.com/hearthsh/hearth/internal/hostreg"
 
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/internal/template"
 )
 
 // registerTemplate records a template an agent has built. Templates are built on hosts
 // (`hearth template build`), and agents report them in their heartbeats.
 func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) {
+	if err := template.CheckName(ht.Name); err != nil {
+		s.log.Warn("heartbeat names an invalid template; ignored", "err", err)
+		return
+	}
 	now := time.Now().UTC()
 	t, err := s.store.Template(ctx, ht.Name)
 	switch {
@@ -56,6 +61,10 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) {
+	if err := checkTemplateName("template ID", r.PathValue("id")); err != nil {
+		fail(w, err)
+		return
+	}
 	t, err := s.store.Template(r.Context(), r.PathValue("id"))
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {

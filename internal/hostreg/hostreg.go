@@ -1,19 +1,104 @@
 // Package hostreg is how host agents register with the control plane: every few seconds an
 // agent POSTs a heartbeat with its addresses, capacity and built templates to
 // /hearth/v1/hosts/{id}/heartbeat. A host that stops sending them is marked down.
+//
+// Credentials, in both directions:
+//   - Every heartbeat carries the shared agent token (Authorization: Bearer). The first one
+//     for a host ID is answered with a per-host token (Registration), which the agent keeps
+//     in a file and sends with every later heartbeat (HostTokenHeader); the control plane
+//     stores only its hash and refuses heartbeats for that ID without it, so holders of the
+//     shared token cannot take a registered host over.
+//   - The agent sends a random nonce with each heartbeat and the control plane answers with
+//     Proof, an HMAC of it under the agent token, so the agent accepts a host token only
+//     from a control plane that holds the agent token.
+//   - The control plane's calls to the agent carry the agent token too: Authorization:
+//     Bearer on hostagent.v1, ProxyAuthHeader on the proxy hop.
 package hostreg
 
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"time"
 )
+
+// Headers of the agent protocol.
+const (
+	// HostTokenHeader carries a registered host's own token on its heartbeats.
+	HostTokenHeader = "Hearth-Host-Token"
+	// NonceHeader is the agent's challenge on a heartbeat; ProofHeader the answer.
+	NonceHeader = "Hearth-Nonce"
+	ProofHeader = "Hearth-Proof"
+	// ProxyAuthHeader carries the agent token on the control plane's proxy hop to an agent
+	// (Authorization there belongs to the sandbox's own app). The agent removes it before
+	// anything reaches a sandbox.
+	ProxyAuthHeader = "Hearth-Agent-Token"
+)
+
+// Registration is the body of a heartbeat's answer (200) when it registered the host: the
+// host's own token. Other heartbeats are answered 204 without a body.
+type Registration struct {
+	HostToken string `json:"hostToken"`
+}
+
+// hostIDRE is the accepted host ID form: a hostname label or dotted name.
+var hostIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
+
+// ValidHostID reports whether id is an accepted host ID.
+func ValidHostID(id string) bool { return hostIDRE.MatchString(id) }
+
+// HostIDForm describes ValidHostID's form, for error messages.
+const HostIDForm = "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+// Proof is the control plane's answer to a heartbeat's nonce: HMAC-SHA256 under the agent
+// token of the host ID and the nonce, in hex.
+func Proof(agentToken, hostID, nonce string) string {
+	m := hmac.New(sha256.New, []byte(agentToken))
+	m.Write([]byte("hearth heartbeat proof\x00" + hostID + "\x00" + nonce))
+	return hex.EncodeToString(m.Sum(nil))
+}
+
+// HashToken is what the control plane stores of a host token.
+func HashToken(tok string) string {
+	sum := sha256.Sum256([]byte(tok))
+	return hex.EncodeToString(sum[:])
+}
+
+// TokenMatches reports, in constant time, whether tok hashes to hash.
+func TokenMatches(hash, tok string) bool {
+	got := HashToken(tok)
+	return tok != "" && subtle.ConstantTimeCompare([]byte(got), []byte(hash)) == 1
+}
+
+// BearerMatches reports, in constant time, whether an Authorization header value is
+// "Bearer <token>" for a non-empty token.
+func BearerMatches(header, token string) bool {
+	return token != "" && subtle.ConstantTimeCompare([]byte(header), []byte("Bearer "+token)) == 1
+}
+
+// NewToken returns a random token (32 bytes, hex).
+func NewToken() string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		panic(err)
+	}
+	return hex.EncodeToString(b)
+}
 
 // Heartbeat is the body of a heartbeat.
 type Heartbeat struct {
@@ -42,14 +127,21 @@ func Path(hostID string) string { return "/hearth/v1/hosts/" + url.PathEscape(ho
 // Sender posts heartbeats to a control plane.
 type Sender struct {
 	ControlPlane string // base URL, e.g. http://127.0.0.1:3000
-	Token        string // agent token; empty for a loopback control plane
+	Token        string // the shared agent token
 	HostID       string
-	Interval     time.Duration
+	// TokenFile keeps the host's own token (mode 0600) once the control plane issued it.
+	TokenFile string
+	Interval  time.Duration
 	// Build returns the current heartbeat.
 	Build func(ctx context.Context) (Heartbeat, error)
 	Log   *slog.Logger
 	HTTP  *http.Client
+
+	hostToken string
 }
+
+// maxAnswer caps what is read of a heartbeat's answer.
+const maxAnswer = 64 << 10
 
 // Send posts one heartbeat.
 func (s *Sender) Send(ctx context.Context) error {
@@ -65,9 +157,22 @@ func (s *Sender) Send(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.Token == "" {
+		return errors.New("no agent token: start the agent with the control plane's --agent-token")
+	}
+	if s.hostToken == "" && s.TokenFile != "" {
+		if b, err := os.ReadFile(s.TokenFile); err == nil {
+			s.hostToken = strings.TrimSpace(string(b))
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("read host token: %w", err)
+		}
+	}
+	nonce := NewToken()
 	req.Header.Set("Content-Type", "application/json")
-	if s.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+s.Token)
+	req.Header.Set("Authorization", "Bearer "+s.Token)
+	req.Header.Set(NonceHeader, nonce)
+	if s.hostToken != "" {
+		req.Header.Set(HostTokenHeader, s.hostToken)
 	}
 	hc := s.HTTP
 	if hc == nil {
@@ -78,9 +183,53 @@ func (s *Sender) Send(ctx context.Context) error {
 		return fmt.Errorf("heartbeat to %s: %w", s.ControlPlane, err)
 	}
 	defer res.Body.Close()
-	if res.StatusCode != http.StatusNoContent {
+	if res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
 		return fmt.Errorf("heartbeat to %s: %s: %s", s.ControlPlane, res.Status, bytes.TrimSpace(msg))
+	}
+	want := Proof(s.Token, s.HostID, nonce)
+	if !hmac.Equal([]byte(res.Header.Get(ProofHeader)), []byte(want)) {
+		return fmt.Errorf("heartbeat to %s: the answer does not prove it comes from a control plane holding the agent token: check --control-plane and --agent-token", s.ControlPlane)
+	}
+	if res.StatusCode == http.StatusOK {
+		var reg Registration
+		if err := json.NewDecoder(io.LimitReader(res.Body, maxAnswer)).Decode(&reg); err != nil || reg.HostToken == "" {
+			return fmt.Errorf("heartbeat to %s: registration answer without a host token (%v)", s.ControlPlane, err)
+		}
+		if err := s.saveHostToken(reg.HostToken); err != nil {
+			return err
+		}
+		if s.Log != nil {
+			s.Log.Info("registered with the control plane; host token saved", "host", s.HostID, "file", s.TokenFile)
+		}
+	}
+	return nil
+}
+
+// saveHostToken keeps the host token for later heartbeats and, when TokenFile is set, on
+// disk (written whole, then renamed, so a crash leaves the old token or the new one).
+func (s *Sender) saveHostToken(tok string) error {
+	s.hostToken = tok
+	if s.TokenFile == "" {
+		return nil
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(s.TokenFile), ".host-token-*")
+	if err != nil {
+		return fmt.Errorf("save host token: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	err = tmp.Chmod(0o600)
+	if err == nil {
+		_, err = tmp.WriteString(tok + "\n")
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), s.TokenFile)
+	}
+	if err != nil {
+		return fmt.Errorf("save host token: %w", err)
 	}
 	return nil
 }

@@ -122,6 +122,9 @@ type Host struct {
 	SandboxesPaused    int
 	RegisteredAt       time.Time
 	LastHeartbeat      time.Time
+	// TokenHash is the SHA-256 (hex) of the host's own credential; empty for a host that has
+	// not been issued one yet. PutHost never changes it once set: only ClaimHost does.
+	TokenHash string
 }
 
 // Host states.
@@ -161,8 +164,13 @@ type Store interface {
 	// ExpiredSandboxes returns running sandboxes whose EndAt is before now.
 	ExpiredSandboxes(ctx context.Context, now time.Time) ([]Sandbox, error)
 
-	// PutHost registers or updates a host (by ID).
+	// PutHost registers or updates a host (by ID). It sets TokenHash only when it creates
+	// the host; an update keeps the stored one.
 	PutHost(ctx context.Context, h Host) error
+	// ClaimHost writes h, TokenHash included, if no host has h.ID or the one that has it has
+	// no TokenHash yet, atomically; ErrConflict if the ID is held by a token. Two agents
+	// registering one new ID at once: exactly one wins.
+	ClaimHost(ctx context.Context, h Host) error
 	Host(ctx context.Context, id string) (Host, error)
 	ListHosts(ctx context.Context) ([]Host, error)
 	DeleteHost(ctx context.Context, id string) error

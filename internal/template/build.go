@@ -42,6 +42,9 @@ type BuildOptions struct {
 // half-built template that later looks valid. Concurrent builds of one template serialise on
 // a lock file.
 func Build(ctx context.Context, o BuildOptions) (*Template, error) {
+	if err := CheckName(o.Name); err != nil {
+		return nil, fmt.Errorf("build template: %w", err)
+	}
 	rc, ok := recipes[o.Name]
 	if !ok {
 		// A derived template (Derive) is rebuilt by deriving it again; Build only keeps its

@@ -30,6 +30,21 @@ type DeriveOptions struct {
 
 var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 
+// NameForm describes a valid template name, for error messages.
+const NameForm = "lower-case letters, digits and dashes, starting with a letter or digit, at most 63 characters"
+
+// ErrInvalidName is wrapped by CheckName's errors.
+var ErrInvalidName = errors.New("invalid template name")
+
+// CheckName accepts only names of NameForm: a name becomes a directory under the data dir,
+// so nothing like "../x" may reach a path join.
+func CheckName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("%w %q: want %s", ErrInvalidName, name, NameForm)
+	}
+	return nil
+}
+
 // Derive builds template o.Name as a copy of o.From with o.Run applied: the way to give
 // sandboxes extra packages or files without a new recipe. The commands run on the host as
 // root in a chroot of the copy, with the host's network and name servers, in a private mount
@@ -38,8 +53,8 @@ var nameRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
 // a temp directory and renamed into place, replacing an older template of that name only
 // when every command succeeded. It keeps From's envd; Build refreshes it later.
 func Derive(ctx context.Context, o DeriveOptions) (*Template, error) {
-	if !nameRE.MatchString(o.Name) {
-		return nil, fmt.Errorf("derive template %q: a name is lower-case letters, digits and dashes, at most 63", o.Name)
+	if err := CheckName(o.Name); err != nil {
+		return nil, fmt.Errorf("derive template: %w", err)
 	}
 	if _, ok := recipes[o.Name]; ok || o.Name == o.From {
 		return nil, fmt.Errorf("derive template %q: that name is taken by a template Hearth builds itself", o.Name)

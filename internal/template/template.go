@@ -75,6 +75,9 @@ var ErrNotBuilt = errors.New("template not built")
 
 // Open returns the template name cached under dataDir, or ErrNotBuilt.
 func Open(dataDir, name string) (*Template, error) {
+	if err := CheckName(name); err != nil {
+		return nil, fmt.Errorf("open template: %w", err)
+	}
 	dir := Dir(dataDir, name)
 	b, err := os.ReadFile(filepath.Join(dir, metaName))
 	if errors.Is(err, os.ErrNotExist) {

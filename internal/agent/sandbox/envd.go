@@ -38,7 +38,7 @@ func newEnvdClient(addr netip.AddrPort, token string) *envdClient {
 		ForceAttemptHTTP2:   false,
 	}
 	c := &envdClient{base: "http://" + addr.String(), token: token, http: &http.Client{Transport: tr}}
-	c.proc = processconnect.NewProcessClient(c.http, c.base)
+	c.proc = processconnect.NewProcessClient(c.http, c.base, connect.WithReadMaxBytes(maxEnvdMessage))
 	return c
 }
 
@@ -92,7 +92,15 @@ func (c *envdClient) init(ctx context.Context, req envd.InitRequest, presentedTo
 	}
 }
 
-// run executes a shell command as root in the sandbox and returns its exit code and output.
+// maxEnvdMessage caps one message the agent reads from envd, and maxRunOutput the output run
+// keeps: both come from inside the sandbox.
+const (
+	maxEnvdMessage = 4 << 20
+	maxRunOutput   = 64 << 10
+)
+
+// run executes a shell command as root in the sandbox and returns its exit code and output
+// (the first maxRunOutput bytes; the rest is read and dropped).
 func (c *envdClient) run(ctx context.Context, script string) (int32, string, error) {
 	off := false
 	stream, err := c.proc.Start(ctx, c.streamRequest(&pb.StartRequest{
@@ -106,8 +114,9 @@ func (c *envdClient) run(ctx context.Context, script string) (int32, string, err
 	var out bytes.Buffer
 	for stream.Receive() {
 		ev := stream.Msg().GetEvent()
-		out.Write(ev.GetData().GetStdout())
-		out.Write(ev.GetData().GetStderr())
+		for _, b := range [][]byte{ev.GetData().GetStdout(), ev.GetData().GetStderr()} {
+			out.Write(b[:min(len(b), max(0, maxRunOutput-out.Len()))])
+		}
 		if end := ev.GetEnd(); end != nil {
 			return end.GetExitCode(), out.String(), nil
 		}

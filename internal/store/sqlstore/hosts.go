@@ -9,7 +9,7 @@ import (
 
 const hostCols = `id, rpc_addr, proxy_addr, runtime, state, cpus, memory_total_mib,
     memory_available_mib, memory_committed_mib, sandboxes_running, sandboxes_paused,
-    registered_at, last_heartbeat`
+    registered_at, last_heartbeat, token_hash`
 
 func scanHost(r Row) (store.Host, error) {
 	var (
@@ -18,33 +18,55 @@ func scanHost(r Row) (store.Host, error) {
 	)
 	if err := r.Scan(&h.ID, &h.RPCAddr, &h.ProxyAddr, &h.Runtime, &h.State, &h.CPUs,
 		&h.MemoryTotalMiB, &h.MemoryAvailableMiB, &h.MemoryCommittedMiB, &h.SandboxesRunning,
-		&h.SandboxesPaused, &registered, &lastHB); err != nil {
+		&h.SandboxesPaused, &registered, &lastHB, &h.TokenHash); err != nil {
 		return store.Host{}, err
 	}
 	h.RegisteredAt, h.LastHeartbeat = fromMillis(registered), fromMillis(lastHB)
 	return h, nil
 }
 
-// PutHost registers h or updates it. An update keeps the first RegisteredAt; a zero
-// RegisteredAt becomes now.
-func (s *Store) PutHost(ctx context.Context, h store.Host) error {
-	if h.RegisteredAt.IsZero() {
-		h.RegisteredAt = now()
-	}
-	_, err := s.db.Exec(ctx, `INSERT INTO hosts (`+hostCols+`)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+// hostUpsert writes a host by ID; an update keeps the first registered_at and, unless set
+// here, the token hash.
+const hostUpsert = `INSERT INTO hosts (` + hostCols + `)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 ON CONFLICT (id) DO UPDATE SET rpc_addr = excluded.rpc_addr, proxy_addr = excluded.proxy_addr,
     runtime = excluded.runtime, state = excluded.state, cpus = excluded.cpus,
     memory_total_mib = excluded.memory_total_mib,
     memory_available_mib = excluded.memory_available_mib,
     memory_committed_mib = excluded.memory_committed_mib,
     sandboxes_running = excluded.sandboxes_running,
-    sandboxes_paused = excluded.sandboxes_paused, last_heartbeat = excluded.last_heartbeat`,
-		h.ID, h.RPCAddr, h.ProxyAddr, h.Runtime, h.State, h.CPUs, h.MemoryTotalMiB,
+    sandboxes_paused = excluded.sandboxes_paused, last_heartbeat = excluded.last_heartbeat`
+
+func hostArgs(h store.Host) []any {
+	if h.RegisteredAt.IsZero() {
+		h.RegisteredAt = now()
+	}
+	return []any{h.ID, h.RPCAddr, h.ProxyAddr, h.Runtime, h.State, h.CPUs, h.MemoryTotalMiB,
 		h.MemoryAvailableMiB, h.MemoryCommittedMiB, h.SandboxesRunning, h.SandboxesPaused,
-		millis(h.RegisteredAt), millis(h.LastHeartbeat))
-	if err != nil {
+		millis(h.RegisteredAt), millis(h.LastHeartbeat), h.TokenHash}
+}
+
+// PutHost registers h or updates it. An update keeps the first RegisteredAt and the token
+// hash; a zero RegisteredAt becomes now.
+func (s *Store) PutHost(ctx context.Context, h store.Host) error {
+	if _, err := s.db.Exec(ctx, hostUpsert, hostArgs(h)...); err != nil {
 		return fmt.Errorf("put host %s: %w", h.ID, err)
+	}
+	return nil
+}
+
+// ClaimHost writes h with its token hash unless the ID is already held by a token. The
+// condition is part of the upsert, so two claims of one ID cannot both succeed.
+func (s *Store) ClaimHost(ctx context.Context, h store.Host) error {
+	if h.TokenHash == "" {
+		return fmt.Errorf("claim host %s: no token hash given", h.ID)
+	}
+	n, err := s.db.Exec(ctx, hostUpsert+`, token_hash = excluded.token_hash WHERE hosts.token_hash = ''`, hostArgs(h)...)
+	if err != nil {
+		return fmt.Errorf("claim host %s: %w", h.ID, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("host %s is registered with another token: %w", h.ID, store.ErrConflict)
 	}
 	return nil
 }

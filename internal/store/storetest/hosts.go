@@ -1,7 +1,10 @@
 package storetest
 
 import (
+	"errors"
+	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,4 +62,75 @@ func testHosts(t *testing.T, open Opener) {
 	wantErr(t, "delete again", s.DeleteHost(ctx, "h1"), store.ErrNotFound)
 	_, err = s.Host(ctx, "h1")
 	wantErr(t, "get deleted", err, store.ErrNotFound)
+}
+
+// testHostClaim: ClaimHost sets a token on a new or token-less host, never over another
+// token, and PutHost (a heartbeat) never changes a stored token.
+func testHostClaim(t *testing.T, open Opener) {
+	s, ctx := open(t), ctxFor(t)
+	h := host("h1")
+	h.TokenHash = "hash-a"
+	must(t, "claim new", s.ClaimHost(ctx, h))
+	if got, err := s.Host(ctx, "h1"); err != nil || got != h {
+		t.Fatalf("after claim: %+v, %v\nwant %+v", got, err, h)
+	}
+
+	thief := host("h1")
+	thief.RPCAddr, thief.TokenHash = "10.9.9.9:5008", "hash-b"
+	wantErr(t, "claim held ID", s.ClaimHost(ctx, thief), store.ErrConflict)
+	if got, _ := s.Host(ctx, "h1"); got != h {
+		t.Fatalf("a refused claim changed the host: %+v", got)
+	}
+
+	upd := h
+	upd.SandboxesRunning, upd.TokenHash = 7, "hash-c"
+	must(t, "put", s.PutHost(ctx, upd))
+	if got, _ := s.Host(ctx, "h1"); got.TokenHash != "hash-a" || got.SandboxesRunning != 7 {
+		t.Fatalf("put must keep the token hash and update the rest: %+v", got)
+	}
+
+	// A host written without a token (registered before tokens existed) is claimable once.
+	legacy := host("h2")
+	must(t, "put legacy", s.PutHost(ctx, legacy))
+	legacy.TokenHash = "hash-d"
+	must(t, "claim legacy", s.ClaimHost(ctx, legacy))
+	legacy.TokenHash = "hash-e"
+	wantErr(t, "claim legacy twice", s.ClaimHost(ctx, legacy), store.ErrConflict)
+	if got, _ := s.Host(ctx, "h2"); got.TokenHash != "hash-d" {
+		t.Fatalf("legacy host token: %q, want hash-d", got.TokenHash)
+	}
+	if err := s.ClaimHost(ctx, host("h3")); err == nil {
+		t.Fatal("a claim without a token hash succeeded")
+	}
+}
+
+// testHostClaimRace: of concurrent claims of one new ID exactly one succeeds, and the
+// stored host is the winner's.
+func testHostClaimRace(t *testing.T, open Opener) {
+	s, ctx := open(t), ctxFor(t)
+	const n = 8
+	errs := make(chan error, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			h := host("race")
+			h.RPCAddr, h.TokenHash = fmt.Sprintf("10.0.0.%d:5008", i), fmt.Sprintf("hash-%d", i)
+			errs <- s.ClaimHost(ctx, h)
+		}()
+	}
+	wins := 0
+	for i := 0; i < n; i++ {
+		if err := <-errs; err == nil {
+			wins++
+		} else if !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("claim: %v", err)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d claims won, want exactly 1", wins)
+	}
+	got, err := s.Host(ctx, "race")
+	must(t, "get", err)
+	if got.RPCAddr != "10.0.0."+strings.TrimPrefix(got.TokenHash, "hash-")+":5008" {
+		t.Fatalf("stored host mixes claims: %+v", got)
+	}
 }

@@ -37,6 +37,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListLimits", testListLimits},
 		{"ListInvalidCursor", testListInvalidCursor},
 		{"Hosts", testHosts},
+		{"HostClaim", testHostClaim},
+		{"HostClaimRace", testHostClaimRace},
 		{"Context", testContext},
 		{"Reopen", testReopen},
 	}
