@@ -72,6 +72,15 @@ func openStreams(ctx context.Context, t *target) (close func(), err error) {
 		cancel()
 		return nil, fmt.Errorf("WebSocket through the proxy: %w", err)
 	}
+	// Keep reading, as a real client does: that is how it answers the close frame a pause
+	// sends (a client that never reads holds the drain for conntrack.DefaultEndGrace).
+	go func() {
+		for {
+			if _, _, err := conn.Read(sctx); err != nil {
+				return
+			}
+		}
+	}()
 	return func() { conn.CloseNow(); h.Disconnect(); cancel() }, nil
 }
 
