@@ -14,7 +14,7 @@ PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 # Debian packages the tests and the platform need; installed only when a command is missing.
 APT_PACKAGES := iproute2 nftables curl ca-certificates
 
-.PHONY: all build envd hearth runsc generate deps test test-go test-e2e vet fmt bench bench-go dev clean
+.PHONY: all build envd hearth runsc generate deps test test-go test-fuzz test-e2e vet fmt bench bench-go dev clean
 
 all: build
 
@@ -51,10 +51,14 @@ vet:
 # The privileged tests (gVisor, netns, PostgreSQL) must run, not skip, under `make test`.
 test: export HEARTH_REQUIRE_RUNTIME := 1
 test: export HEARTH_REQUIRE_POSTGRES := 1
-test: deps build runsc vet test-go test-e2e
+test: deps build runsc vet test-go test-fuzz test-e2e
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+# Every fuzz target for FUZZTIME (default 10s) from its checked-in corpus.
+test-fuzz:
+	@./scripts/fuzz.sh
 
 test-e2e: build runsc
 	@./scripts/e2e.sh
