@@ -174,6 +174,59 @@ test('files: watchDir reports changes', async () => {
   assert.ok(events.some((e) => e.name === 'new.txt' && e.type === FilesystemEventType.REMOVE), `remove event in ${JSON.stringify(events)}`)
 })
 
+// eventsUntilMarker runs op under a watch and returns its events as "type name": after op a
+// marker directory is made, and events arrive in order, so those before the marker's are op's.
+async function eventsUntilMarker(wd, opts, op) {
+  const events = []
+  const watcher = await sbx.files.watchDir(wd, (e) => events.push(`${e.type} ${e.name}`), opts)
+  try {
+    await op()
+    await sbx.files.makeDir(join(wd, '.marker'))
+    const deadline = Date.now() + 5000
+    while (Date.now() < deadline && !events.includes('create .marker')) {
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  } finally {
+    await watcher.stop()
+  }
+  const i = events.indexOf('create .marker')
+  assert.ok(i >= 0, `no marker event in ${JSON.stringify(events)}`)
+  await sbx.files.remove(join(wd, '.marker'))
+  return events.slice(0, i)
+}
+
+// E2B's envd writes uploads in place, so a watcher sees create, chmod, write (chmod, write when
+// the file existed); Hearth stages uploads for atomicity and must report the same, never the
+// staging file.
+test('files: watchDir sees files.write as E2B reports it, recursive watches too', async () => {
+  const wd = join(dir, 'watch-write')
+  await sbx.files.makeDir(join(wd, 'sub'))
+  const { CREATE: c, CHMOD: m, WRITE: w } = FilesystemEventType
+  const cases = [
+    { name: 'new file', op: () => sbx.files.write(join(wd, 'a.txt'), 'one'), want: [`${c} a.txt`, `${m} a.txt`, `${w} a.txt`] },
+    { name: 'overwrite', op: () => sbx.files.write(join(wd, 'a.txt'), 'two'), want: [`${m} a.txt`, `${w} a.txt`] },
+    {
+      name: 'several files',
+      op: () => sbx.files.write([{ path: join(wd, 'b.txt'), data: 'b' }, { path: join(wd, 'a.txt'), data: 'a' }]),
+      want: [`${c} b.txt`, `${m} b.txt`, `${w} b.txt`, `${m} a.txt`, `${w} a.txt`],
+    },
+    {
+      name: 'subdirectory, recursive', opts: { recursive: true },
+      op: () => sbx.files.write(join(wd, 'sub', 'c.txt'), 'c'),
+      want: [`${c} sub/c.txt`, `${m} sub/c.txt`, `${w} sub/c.txt`],
+    },
+  ]
+  for (const tc of cases) {
+    const got = await eventsUntilMarker(wd, tc.opts, tc.op)
+    assert.ok(!got.some((e) => e.includes('.upload-')), `${tc.name}: an event names a staging file: ${JSON.stringify(got)}`)
+    assert.deepEqual(got, tc.want, tc.name)
+  }
+  // Writing into directories that do not exist yet: the recursive watch follows them.
+  const got = await eventsUntilMarker(wd, { recursive: true }, () => sbx.files.write(join(wd, 'n1', 'n2', 'd.txt'), 'd'))
+  assert.ok(got.includes(`${w} n1/n2/d.txt`), `write event for n1/n2/d.txt in ${JSON.stringify(got)}`)
+  assert.ok(!got.some((e) => e.includes('.upload-')), `an event names a staging file: ${JSON.stringify(got)}`)
+})
+
 test('pty: create, input, resize, output', async () => {
   let out = ''
   const dec = new TextDecoder()
