@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import net from 'node:net'
 import { Sandbox, CommandExitError, FileType, FilesystemEventType } from 'e2b'
+import { eventsUntilMarker } from './harness.mjs'
 
 const envdBin = process.env.ENVD_BIN
 if (!envdBin) throw new Error('ENVD_BIN must point at the envd binary')
@@ -174,27 +175,6 @@ test('files: watchDir reports changes', async () => {
   assert.ok(events.some((e) => e.name === 'new.txt' && e.type === FilesystemEventType.REMOVE), `remove event in ${JSON.stringify(events)}`)
 })
 
-// eventsUntilMarker runs op under a watch and returns its events as "type name": after op a
-// marker directory is made, and events arrive in order, so those before the marker's are op's.
-async function eventsUntilMarker(wd, opts, op) {
-  const events = []
-  const watcher = await sbx.files.watchDir(wd, (e) => events.push(`${e.type} ${e.name}`), opts)
-  try {
-    await op()
-    await sbx.files.makeDir(join(wd, '.marker'))
-    const deadline = Date.now() + 5000
-    while (Date.now() < deadline && !events.includes('create .marker')) {
-      await new Promise((r) => setTimeout(r, 20))
-    }
-  } finally {
-    await watcher.stop()
-  }
-  const i = events.indexOf('create .marker')
-  assert.ok(i >= 0, `no marker event in ${JSON.stringify(events)}`)
-  await sbx.files.remove(join(wd, '.marker'))
-  return events.slice(0, i)
-}
-
 // E2B's envd writes uploads in place, so a watcher sees create, chmod, write (chmod, write when
 // the file existed); Hearth stages uploads for atomicity and must report the same, never the
 // staging file.
@@ -217,12 +197,12 @@ test('files: watchDir sees files.write as E2B reports it, recursive watches too'
     },
   ]
   for (const tc of cases) {
-    const got = await eventsUntilMarker(wd, tc.opts, tc.op)
+    const got = await eventsUntilMarker(sbx, wd, tc.opts, tc.op)
     assert.ok(!got.some((e) => e.includes('.upload-')), `${tc.name}: an event names a staging file: ${JSON.stringify(got)}`)
     assert.deepEqual(got, tc.want, tc.name)
   }
   // Writing into directories that do not exist yet: the recursive watch follows them.
-  const got = await eventsUntilMarker(wd, { recursive: true }, () => sbx.files.write(join(wd, 'n1', 'n2', 'd.txt'), 'd'))
+  const got = await eventsUntilMarker(sbx, wd, { recursive: true }, () => sbx.files.write(join(wd, 'n1', 'n2', 'd.txt'), 'd'))
   assert.ok(got.includes(`${w} n1/n2/d.txt`), `write event for n1/n2/d.txt in ${JSON.stringify(got)}`)
   assert.ok(!got.some((e) => e.includes('.upload-')), `an event names a staging file: ${JSON.stringify(got)}`)
 })
