@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import net from 'node:net'
 import { Sandbox, CommandExitError, FileType, FilesystemEventType } from 'e2b'
+import { eventsUntilMarker } from './harness.mjs'
 
 const envdBin = process.env.ENVD_BIN
 if (!envdBin) throw new Error('ENVD_BIN must point at the envd binary')
@@ -172,6 +173,38 @@ test('files: watchDir reports changes', async () => {
   await watcher.stop()
   assert.ok(events.some((e) => e.name === 'new.txt' && e.type === FilesystemEventType.CREATE), `create event in ${JSON.stringify(events)}`)
   assert.ok(events.some((e) => e.name === 'new.txt' && e.type === FilesystemEventType.REMOVE), `remove event in ${JSON.stringify(events)}`)
+})
+
+// E2B's envd writes uploads in place, so a watcher sees create, chmod, write (chmod, write when
+// the file existed); Hearth stages uploads for atomicity and must report the same, never the
+// staging file.
+test('files: watchDir sees files.write as E2B reports it, recursive watches too', async () => {
+  const wd = join(dir, 'watch-write')
+  await sbx.files.makeDir(join(wd, 'sub'))
+  const { CREATE: c, CHMOD: m, WRITE: w } = FilesystemEventType
+  const cases = [
+    { name: 'new file', op: () => sbx.files.write(join(wd, 'a.txt'), 'one'), want: [`${c} a.txt`, `${m} a.txt`, `${w} a.txt`] },
+    { name: 'overwrite', op: () => sbx.files.write(join(wd, 'a.txt'), 'two'), want: [`${m} a.txt`, `${w} a.txt`] },
+    {
+      name: 'several files',
+      op: () => sbx.files.write([{ path: join(wd, 'b.txt'), data: 'b' }, { path: join(wd, 'a.txt'), data: 'a' }]),
+      want: [`${c} b.txt`, `${m} b.txt`, `${w} b.txt`, `${m} a.txt`, `${w} a.txt`],
+    },
+    {
+      name: 'subdirectory, recursive', opts: { recursive: true },
+      op: () => sbx.files.write(join(wd, 'sub', 'c.txt'), 'c'),
+      want: [`${c} sub/c.txt`, `${m} sub/c.txt`, `${w} sub/c.txt`],
+    },
+  ]
+  for (const tc of cases) {
+    const got = await eventsUntilMarker(sbx, wd, tc.opts, tc.op)
+    assert.ok(!got.some((e) => e.includes('.upload-')), `${tc.name}: an event names a staging file: ${JSON.stringify(got)}`)
+    assert.deepEqual(got, tc.want, tc.name)
+  }
+  // Writing into directories that do not exist yet: the recursive watch follows them.
+  const got = await eventsUntilMarker(sbx, wd, { recursive: true }, () => sbx.files.write(join(wd, 'n1', 'n2', 'd.txt'), 'd'))
+  assert.ok(got.includes(`${w} n1/n2/d.txt`), `write event for n1/n2/d.txt in ${JSON.stringify(got)}`)
+  assert.ok(!got.some((e) => e.includes('.upload-')), `an event names a staging file: ${JSON.stringify(got)}`)
 })
 
 test('pty: create, input, resize, output', async () => {

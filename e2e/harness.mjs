@@ -198,3 +198,25 @@ export function startOutsideWorld() {
     },
   }
 }
+
+// eventsUntilMarker runs op under a watch of sbx's directory wd and returns its events as
+// "type name": after op a marker directory is made, and events arrive in order, so those
+// before the marker's are op's.
+export async function eventsUntilMarker(sbx, wd, opts, op) {
+  const events = []
+  const watcher = await sbx.files.watchDir(wd, (e) => events.push(`${e.type} ${e.name}`), opts)
+  try {
+    await op()
+    await sbx.files.makeDir(join(wd, '.marker'))
+    const deadline = Date.now() + 5000
+    while (Date.now() < deadline && !events.includes('create .marker')) {
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  } finally {
+    await watcher.stop()
+  }
+  const i = events.indexOf('create .marker')
+  if (i < 0) throw new Error(`no marker event in ${JSON.stringify(events)}`)
+  await sbx.files.remove(join(wd, '.marker'))
+  return events.slice(0, i)
+}

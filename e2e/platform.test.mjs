@@ -4,8 +4,8 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { Sandbox, SandboxNotFoundError, ALL_TRAFFIC } from 'e2b'
-import { Proc, freePorts, dataDir, apiReady, rawGet, wsOpen, testKey, waitFor, hearthBin, startOutsideWorld } from './harness.mjs'
+import { Sandbox, SandboxNotFoundError, ALL_TRAFFIC, FilesystemEventType } from 'e2b'
+import { Proc, freePorts, dataDir, apiReady, rawGet, wsOpen, testKey, waitFor, hearthBin, startOutsideWorld, eventsUntilMarker } from './harness.mjs'
 
 if (!hearthBin) throw new Error('HEARTH_BIN must point at the hearth binary')
 
@@ -72,6 +72,22 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
       await sbx.pty.sendInput(term.pid, new TextEncoder().encode('stty size; exit\n'))
       await term.wait()
       assert.match(out, /30 100/)
+    } finally {
+      await sbx.kill()
+    }
+  })
+
+  // The sandbox's own kernel (gVisor's or the VM's inotify) reports an upload as E2B's
+  // in-place write, never its staging file.
+  test('watchDir sees files.write as a write, recursive watches too', async () => {
+    const sbx = await Sandbox.create('base', { timeoutMs: 120_000 })
+    try {
+      const { CREATE: c, CHMOD: m, WRITE: w } = FilesystemEventType
+      await sbx.files.makeDir('/home/user/w/sub')
+      let got = await eventsUntilMarker(sbx, '/home/user/w', {}, () => sbx.files.write('/home/user/w/a.txt', 'one'))
+      assert.deepEqual(got, [`${c} a.txt`, `${m} a.txt`, `${w} a.txt`])
+      got = await eventsUntilMarker(sbx, '/home/user/w', { recursive: true }, () => sbx.files.write('/home/user/w/sub/a.txt', 'two'))
+      assert.deepEqual(got, [`${c} sub/a.txt`, `${m} sub/a.txt`, `${w} sub/a.txt`])
     } finally {
       await sbx.kill()
     }

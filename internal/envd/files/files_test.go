@@ -501,3 +501,22 @@ func TestUploadDiskFull(t *testing.T) {
 		t.Errorf("partial file left: %v", err)
 	}
 }
+
+// TestUploadLongName: a file name as long as the filesystem allows can be uploaded and
+// overwritten; its staging name is shortened to fit NAME_MAX.
+func TestUploadLongName(t *testing.T) {
+	h := newHarness(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, strings.Repeat("n", 255))
+	for _, content := range []string{"first", "second"} {
+		if res, body := h.upload(t, path, "", []byte(content), nil); res.StatusCode != http.StatusOK {
+			t.Fatalf("upload %q: %d %s", content, res.StatusCode, body)
+		}
+		if b, err := os.ReadFile(path); err != nil || string(b) != content {
+			t.Fatalf("read back %q, %v; want %q", b, err, content)
+		}
+	}
+	if l := leftovers(t, dir); len(l) > 0 {
+		t.Fatalf("staging files left: %v", l)
+	}
+}

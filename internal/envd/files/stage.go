@@ -20,7 +20,9 @@ import (
 const newFileMode = 0o644
 
 // staged is an upload written to a temporary file in its destination's directory, ready to
-// be renamed over the destination.
+// be renamed over the destination. Staging there keeps the rename on one filesystem whatever
+// is mounted where; watchers recognise the staging name (filesystem.StagingPattern), hide it
+// and report the upload as E2B's in-place write.
 type staged struct {
 	user identity.User
 	tmp  string
@@ -33,6 +35,7 @@ type staged struct {
 func stage(u identity.User, dest string, body io.Reader, md map[string]string) (*staged, *httpError) {
 	var tmp *os.File
 	mode := os.FileMode(newFileMode)
+	replace := false
 	err := identity.Do(u, func() error {
 		// Writing through a symlink replaces its target, as writing to the path would.
 		if resolved, err := filepath.EvalSymlinks(dest); err == nil {
@@ -52,12 +55,12 @@ func stage(u identity.User, dest string, body io.Reader, md map[string]string) (
 				return err
 			}
 			_ = f.Close()
-			mode = fi.Mode().Perm()
+			mode, replace = fi.Mode().Perm(), true
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		var err error
-		if tmp, err = os.CreateTemp(filepath.Dir(dest), "."+filepath.Base(dest)+".upload-*"); err != nil {
+		if tmp, err = os.CreateTemp(filepath.Dir(dest), filesystem.StagingPattern(dest, replace)); err != nil {
 			return err
 		}
 		if err := identity.Own(u, tmp); err != nil {

@@ -35,6 +35,11 @@ type dirWatcher struct {
 	emit   func(*rpc.FilesystemEvent) bool // false when the consumer is gone
 	logger *slog.Logger
 
+	// commits maps a directory to the upload whose staging file was just renamed away in
+	// it (true: it replaces a file). rename(2) holds the directory's lock, so the next
+	// create in that directory is the upload's destination. Used by the run goroutine only.
+	commits map[string]bool
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
@@ -68,7 +73,8 @@ func startWatch(spec watchSpec, allowNetworkMounts bool, logger *slog.Logger, em
 	if err != nil {
 		return nil, watchLimitError(spec.root, fmt.Errorf("create inotify instance: %w", err))
 	}
-	w := &dirWatcher{spec: spec, fsw: fsw, emit: emit, logger: logger, stop: make(chan struct{}), done: make(chan struct{})}
+	w := &dirWatcher{spec: spec, fsw: fsw, emit: emit, logger: logger, commits: map[string]bool{},
+		stop: make(chan struct{}), done: make(chan struct{})}
 	if err := w.add(spec.root, false); err != nil {
 		_ = fsw.Close()
 		return nil, watchLimitError(spec.root, err)
@@ -88,13 +94,18 @@ func watchLimitError(root string, err error) error {
 }
 
 // add watches dir and, when recursive, its subdirectories. With announce set, entries found
-// below dir are reported as created, since they appeared before their watch existed; they are
+// below dir are reported as created, and files with content as written too, since they
+// appeared before their watch existed (an upload into new directories lands so); they are
 // sent after the walk because entry lookups switch credentials themselves.
 func (w *dirWatcher) add(dir string, announce bool) error {
 	if !w.spec.recursive {
 		return asUser(w.spec.user, func() error { return w.fsw.Add(dir) })
 	}
-	var found []string
+	type foundEntry struct {
+		path    string
+		written bool
+	}
+	var found []foundEntry
 	err := asUser(w.spec.user, func() error {
 		return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
@@ -104,7 +115,16 @@ func (w *dirWatcher) add(dir string, announce bool) error {
 				return nil // unreadable or vanished subdirectory: nothing to watch there
 			}
 			if announce && p != dir {
-				found = append(found, p)
+				if staging, _ := stagingKind(d.Name()); staging {
+					return nil
+				}
+				fe := foundEntry{path: p}
+				if d.Type().IsRegular() {
+					if fi, err := d.Info(); err == nil && fi.Size() > 0 {
+						fe.written = true
+					}
+				}
+				found = append(found, fe)
 			}
 			if !d.IsDir() {
 				return nil
@@ -118,8 +138,11 @@ func (w *dirWatcher) add(dir string, announce bool) error {
 			return nil
 		})
 	})
-	for _, p := range found {
-		if !w.send(w.event(p, rpc.EventType_EVENT_TYPE_CREATE)) {
+	for _, fe := range found {
+		if !w.send(w.event(fe.path, rpc.EventType_EVENT_TYPE_CREATE)) {
+			break
+		}
+		if fe.written && !w.send(w.event(fe.path, rpc.EventType_EVENT_TYPE_WRITE)) {
 			break
 		}
 	}
@@ -140,6 +163,7 @@ func (w *dirWatcher) run() {
 			}
 			if errors.Is(err, fsnotify.ErrEventOverflow) {
 				w.logger.Warn("filesystem watch lost events: inotify queue overflowed", "path", w.spec.root)
+				clear(w.commits) // their destinations' events may be among the lost
 				continue
 			}
 			w.err = connect.NewError(connect.CodeInternal, fmt.Errorf("watch %s: %w", w.spec.root, err))
@@ -159,8 +183,30 @@ func (w *dirWatcher) run() {
 }
 
 // handle sends one protocol event per operation in ev (inotify may merge several), in E2B's
-// order, and starts watching directories created under a recursive watch.
+// order, and starts watching directories created under a recursive watch. An upload's staging
+// file is never reported; its rename over the destination is reported as E2B's in-place
+// write: create (for a new file), chmod, write.
 func (w *dirWatcher) handle(ev fsnotify.Event) bool {
+	dir := filepath.Dir(ev.Name)
+	if staging, replace := stagingKind(filepath.Base(ev.Name)); staging {
+		if ev.Has(fsnotify.Rename) {
+			w.commits[dir] = replace
+		}
+		return true
+	}
+	if replace, ok := w.commits[dir]; ok && ev.Has(fsnotify.Create) {
+		delete(w.commits, dir)
+		types := []rpc.EventType{rpc.EventType_EVENT_TYPE_CHMOD, rpc.EventType_EVENT_TYPE_WRITE}
+		if !replace {
+			types = append([]rpc.EventType{rpc.EventType_EVENT_TYPE_CREATE}, types...)
+		}
+		for _, t := range types {
+			if !w.send(w.event(ev.Name, t)) {
+				return false
+			}
+		}
+		return true
+	}
 	ops := []struct {
 		op fsnotify.Op
 		t  rpc.EventType
