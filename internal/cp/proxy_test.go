@@ -3,6 +3,7 @@ package cp
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -131,5 +132,62 @@ func TestProxyNotRunning(t *testing.T) {
 	status, body, hdr := call(t, "GET", ps.URL+"/", "", map[string]string{"E2b-Sandbox-Id": "gone", "E2b-Sandbox-Port": "8080", "Accept": "text/html"})
 	if status != 502 || !strings.HasPrefix(hdr.Get("Content-Type"), "text/html") || !strings.Contains(body, "The sandbox was not found") {
 		t.Fatalf("browser: %d %s %q", status, hdr.Get("Content-Type"), body)
+	}
+}
+
+// TestMetricsRange: GET /sandboxes/{id}/metrics returns the sample read now only when it
+// falls inside [start, end] (inclusive; start defaults to the sandbox's start, end to now),
+// and refuses bad bounds with a 400 naming the parameter.
+func TestMetricsRange(t *testing.T) {
+	asked := 0
+	agentProxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked++
+		fmt.Fprintf(w, `{"ts":%d,"cpu_count":2,"mem_total":1024}`, time.Now().Unix())
+	}))
+	t.Cleanup(agentProxy.Close)
+	_, hs, st := newTestCP(t)
+	ctx := context.Background()
+	st.PutHost(ctx, store.Host{ID: "h", State: store.HostReady, ProxyAddr: strings.TrimPrefix(agentProxy.URL, "http://")})
+	started := time.Now().Add(-time.Minute).UTC()
+	st.CreateSandbox(ctx, store.Sandbox{ID: "m1", TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: started, EndAt: started.Add(time.Hour)})
+	before, now := started.Add(-time.Hour).Unix(), time.Now().Unix()
+	key := map[string]string{"X-API-Key": testKey}
+
+	tests := []struct {
+		name, query string
+		status      int
+		samples     int // when 200
+		msg         string
+		asksEnvd    bool
+	}{
+		{"no range", "", 200, 1, "", true},
+		{"range around now", fmt.Sprintf("start=%d&end=%d", started.Unix(), now+60), 200, 1, "", true},
+		{"only start", fmt.Sprintf("start=%d", started.Unix()), 200, 1, "", true},
+		{"range before the sandbox", fmt.Sprintf("start=%d&end=%d", before, before+10), 200, 0, "", false},
+		{"range ending before now", fmt.Sprintf("start=%d&end=%d", started.Unix(), now-30), 200, 0, "", false},
+		{"range starting later", fmt.Sprintf("start=%d", now+3600), 200, 0, "", true},
+		{"start after end", fmt.Sprintf("start=%d&end=%d", now, now-1), 400, 0, "start", false},
+		{"start not a number", "start=yesterday", 400, 0, "start must be a Unix time in seconds", false},
+		{"negative end", "end=-5", 400, 0, "end must be a Unix time in seconds", false},
+		{"start in milliseconds is still an integer", fmt.Sprintf("start=%d", now*1000), 200, 0, "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			asked = 0
+			status, body, _ := call(t, "GET", hs.URL+"/sandboxes/m1/metrics?"+tt.query, "", key)
+			if status != tt.status || !strings.Contains(body, tt.msg) {
+				t.Fatalf("%d %s, want %d containing %q", status, body, tt.status, tt.msg)
+			}
+			if (asked > 0) != tt.asksEnvd {
+				t.Errorf("asked envd %d times, want asked: %v", asked, tt.asksEnvd)
+			}
+			if status != 200 {
+				return
+			}
+			var got []SandboxMetric
+			if err := json.Unmarshal([]byte(body), &got); err != nil || len(got) != tt.samples {
+				t.Fatalf("%s: %d samples (%v), want %d", body, len(got), err, tt.samples)
+			}
+		})
 	}
 }
