@@ -29,6 +29,18 @@ function logsNote() {
   console.error(`hearth process logs: ${procs.map((p) => p.logFile).join(' ')}`)
 }
 
+// waitGone waits until the API no longer knows sandbox id (killed, on its timeout here).
+function waitGone(what, id, timeoutMs) {
+  return waitFor(what, async () => {
+    try {
+      await Sandbox.getInfo(id)
+      return false
+    } catch (e) {
+      return e instanceof SandboxNotFoundError
+    }
+  }, timeoutMs, 250)
+}
+
 // The suite every topology must pass. canFork: whether the runtime can copy running sandboxes.
 function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
   test('create, list with metadata filter, getInfo', async () => {
@@ -368,14 +380,7 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
     const short = await Sandbox.create('base', { timeoutMs: 2_000 })
     const pausing = await Sandbox.create('base', { timeoutMs: 2_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
     await pausing.commands.run('cd /tmp && echo awake > index.html && python3 -m http.server 8001', { background: true })
-    await waitFor('short-lived sandbox killed', async () => {
-      try {
-        await Sandbox.getInfo(short.sandboxId)
-        return false
-      } catch (e) {
-        return e instanceof SandboxNotFoundError
-      }
-    }, 20_000, 250)
+    await waitGone('short-lived sandbox killed', short.sandboxId, 20_000)
     await waitFor('sandbox paused on timeout', async () => (await Sandbox.getInfo(pausing.sandboxId)).state === 'paused', 20_000, 250)
     // Traffic to a paused sandbox with autoResume wakes it up.
     const r = await rawGet(proxyPort, '/', { 'E2b-Sandbox-Id': pausing.sandboxId, 'E2b-Sandbox-Port': '8001' })
@@ -406,14 +411,7 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
       assert.equal((await Sandbox.getInfo(paused.sandboxId)).state, 'paused', 'isRunning() does not resume it')
       await killed.kill()
       assert.equal(await killed.isRunning(), false, 'after kill()')
-      await waitFor('short-lived sandbox killed on timeout', async () => {
-        try {
-          await Sandbox.getInfo(short.sandboxId)
-          return false
-        } catch (e) {
-          return e instanceof SandboxNotFoundError
-        }
-      }, 30_000, 250)
+      await waitGone('short-lived sandbox killed on timeout', short.sandboxId, 30_000)
       assert.equal(await short.isRunning(), false, 'after the timeout ran out')
       for (const [id, what] of [[killed.sandboxId, 'killed'], [paused.sandboxId, 'paused'], ['nosuchsandbox', 'unknown']]) {
         const r = await rawGet(proxyPort, '/health', { 'E2b-Sandbox-Id': id, 'E2b-Sandbox-Port': '49983' })
