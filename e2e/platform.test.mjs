@@ -4,7 +4,7 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync } from 'node:child_process'
-import { Sandbox, SandboxNotFoundError, ALL_TRAFFIC, FilesystemEventType } from 'e2b'
+import { Sandbox, SandboxNotFoundError, TimeoutError, ALL_TRAFFIC, FilesystemEventType } from 'e2b'
 import { Proc, freePorts, dataDir, apiReady, rawGet, wsOpen, testKey, waitFor, hearthBin, startOutsideWorld, eventsUntilMarker } from './harness.mjs'
 
 if (!hearthBin) throw new Error('HEARTH_BIN must point at the hearth binary')
@@ -27,6 +27,18 @@ const procs = []
 function track(p) { procs.push(p); return p }
 function logsNote() {
   console.error(`hearth process logs: ${procs.map((p) => p.logFile).join(' ')}`)
+}
+
+// waitGone waits until the API no longer knows sandbox id (killed, on its timeout here).
+function waitGone(what, id, timeoutMs) {
+  return waitFor(what, async () => {
+    try {
+      await Sandbox.getInfo(id)
+      return false
+    } catch (e) {
+      return e instanceof SandboxNotFoundError
+    }
+  }, timeoutMs, 250)
 }
 
 // The suite every topology must pass. canFork: whether the runtime can copy running sandboxes.
@@ -120,8 +132,11 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
       // Errors name what is wrong.
       const closed = await rawGet(proxyPort, `/proxy/${id}/9999/`)
       assert.equal(closed.status, 502)
+      assert.match(JSON.parse(closed.body).message, /^The sandbox is running but port is not open/)
+      assert.equal(JSON.parse(closed.body).port, 9999)
       const unknown = await rawGet(proxyPort, '/proxy/nosuchsandbox00000000/8000/')
-      assert.equal(unknown.status, 404)
+      assert.equal(unknown.status, 502)
+      assert.match(JSON.parse(unknown.body).message, /^The sandbox was not found/)
     } finally {
       await sbx.kill()
     }
@@ -381,14 +396,7 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
     const short = await Sandbox.create('base', { timeoutMs: 2_000 })
     const pausing = await Sandbox.create('base', { timeoutMs: 2_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
     await pausing.commands.run('cd /tmp && echo awake > index.html && python3 -m http.server 8001', { background: true })
-    await waitFor('short-lived sandbox killed', async () => {
-      try {
-        await Sandbox.getInfo(short.sandboxId)
-        return false
-      } catch (e) {
-        return e instanceof SandboxNotFoundError
-      }
-    }, 20_000, 250)
+    await waitGone('short-lived sandbox killed', short.sandboxId, 20_000)
     await waitFor('sandbox paused on timeout', async () => (await Sandbox.getInfo(pausing.sandboxId)).state === 'paused', 20_000, 250)
     // Traffic to a paused sandbox with autoResume wakes it up.
     const r = await rawGet(proxyPort, '/', { 'E2b-Sandbox-Id': pausing.sandboxId, 'E2b-Sandbox-Port': '8001' })
@@ -403,6 +411,84 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
     assert.equal(await Sandbox.kill(sbx.sandboxId), true)
     assert.equal(await Sandbox.kill(sbx.sandboxId), false)
     await assert.rejects(Sandbox.getInfo(sbx.sandboxId), SandboxNotFoundError)
+  })
+
+  // E2B's proxy answers 502 {message, sandboxId, code} for a sandbox that is not running, and
+  // the SDK reads a 502 on envd's /health as "not running" rather than an error.
+  test('isRunning is false after pause, kill and timeout; the proxy answers E2B\'s 502', async () => {
+    const { proxyPort } = getEnv()
+    const short = await Sandbox.create('base', { timeoutMs: 3_000 })
+    const paused = await Sandbox.create('base', { timeoutMs: 120_000 })
+    const killed = await Sandbox.create('base', { timeoutMs: 120_000 })
+    try {
+      assert.equal(await paused.isRunning(), true)
+      await paused.pause()
+      assert.equal(await paused.isRunning(), false, 'after pause()')
+      assert.equal((await Sandbox.getInfo(paused.sandboxId)).state, 'paused', 'isRunning() does not resume it')
+      await killed.kill()
+      assert.equal(await killed.isRunning(), false, 'after kill()')
+      await waitGone('short-lived sandbox killed on timeout', short.sandboxId, 30_000)
+      assert.equal(await short.isRunning(), false, 'after the timeout ran out')
+      for (const [id, what] of [[killed.sandboxId, 'killed'], [paused.sandboxId, 'paused'], ['nosuchsandbox', 'unknown']]) {
+        const r = await rawGet(proxyPort, '/health', { 'E2b-Sandbox-Id': id, 'E2b-Sandbox-Port': '49983' })
+        assert.equal(r.status, 502, `${what}: ${r.status} ${r.body}`)
+        const body = JSON.parse(r.body)
+        assert.deepEqual(Object.keys(body).sort(), ['code', 'message', 'sandboxId'], `${what}: ${r.body}`)
+        assert.equal(body.code, 502)
+        assert.equal(body.sandboxId, id)
+        assert.match(body.message, /^The sandbox was not found/)
+      }
+    } finally {
+      for (const s of [short, paused, killed]) await Sandbox.kill(s.sandboxId).catch(() => {})
+    }
+  })
+
+  test('a command whose sandbox is killed under it fails with the SDK\'s TimeoutError', async () => {
+    const sbx = await Sandbox.create('base', { timeoutMs: 120_000 })
+    let started = false
+    const outcome = sbx.commands.run('echo started; sleep 30', { timeoutMs: 60_000, onStdout: () => { started = true } })
+      .then((r) => new Error(`the command finished: ${JSON.stringify(r)}`), (e) => e)
+    try {
+      await waitFor('command started', async () => started, 20_000, 50)
+      // Killed from another client: the SDK's own static call, with no link to this stream.
+      const t0 = Date.now()
+      assert.equal(await Sandbox.kill(sbx.sandboxId), true)
+      const err = await outcome
+      assert.ok(err instanceof TimeoutError, `want TimeoutError, got ${err?.constructor?.name}: ${err?.message}`)
+      assert.match(err.message, /was killed or reached its end of life/)
+      assert.ok(Date.now() - t0 < 20_000, 'the command ends when its sandbox is killed, not when sleep does')
+    } finally {
+      await Sandbox.kill(sbx.sandboxId).catch(() => {})
+      await outcome
+    }
+  })
+
+  test('list startedAfter is inclusive; getMetrics returns only samples inside start..end', async () => {
+    const tag = `started-${Date.now()}`
+    const sbx = await Sandbox.create('base', { metadata: { suite: tag }, timeoutMs: 120_000 })
+    try {
+      const { startedAt } = await sbx.getInfo()
+      const listed = async (startedAfter) =>
+        (await Sandbox.list({ query: { metadata: { suite: tag }, startedAfter } }).nextItems()).map((s) => s.sandboxId)
+      assert.deepEqual(await listed(startedAt), [sbx.sandboxId], 'started exactly then')
+      assert.deepEqual(await listed(new Date(startedAt.getTime() - 1000)), [sbx.sandboxId], 'a second earlier')
+      assert.deepEqual(await listed(new Date(startedAt.getTime() + 1000)), [], 'a second later')
+
+      const all = await sbx.getMetrics()
+      assert.ok(all.length >= 1, 'a running sandbox has a sample')
+      const end = new Date(Date.now() + 60_000)
+      const inside = await sbx.getMetrics({ start: startedAt, end })
+      assert.ok(inside.length >= 1, 'a range from the start to past now has a sample')
+      for (const m of inside) {
+        assert.ok(m.timestamp.getTime() >= Math.floor(startedAt.getTime() / 1000) * 1000 && m.timestamp <= end, `sample at ${m.timestamp.toISOString()} outside the range`)
+        assert.ok(m.memTotal > 0 && m.cpuCount > 0, JSON.stringify(m))
+      }
+      const before = await sbx.getMetrics({ start: new Date(startedAt.getTime() - 3_600_000), end: new Date(startedAt.getTime() - 60_000) })
+      assert.deepEqual(before, [], 'a range before the sandbox existed has no samples')
+      await assert.rejects(sbx.getMetrics({ start: end, end: startedAt }), /start/, 'start after end is refused')
+    } finally {
+      await sbx.kill()
+    }
   })
 }
 

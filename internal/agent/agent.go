@@ -55,7 +55,7 @@ func (a *Agent) ProxyHandler() http.Handler { return a.proxy }
 func (a *Agent) resolve(r *http.Request, route proxy.Route) (proxy.Upstream, error) {
 	target, err := a.mgr.Target(route.SandboxID, route.Port)
 	if err != nil {
-		return proxy.Upstream{}, err
+		return proxy.Upstream{}, notRunning(route.SandboxID, err)
 	}
 	c, err := a.conns.Track(route.SandboxID, route.Port, r.Context(), proxy.ConnFrom(r.Context()))
 	if err != nil {
@@ -67,11 +67,29 @@ func (a *Agent) resolve(r *http.Request, route proxy.Route) (proxy.Upstream, err
 	}, nil
 }
 
-func proxyStatus(err error) int {
+// notRunning turns the manager's answer for a sandbox this agent does not run into E2B's
+// "sandbox not found" (502): one it does not know (killed, expired, never here), one being
+// killed, or one paused (the control plane resumes paused sandboxes that allow it before it
+// routes to them, so traffic for a paused one here came on a route cached elsewhere).
+// Transitional states stay busy (409): the sandbox is running or paused in a moment.
+func notRunning(id string, err error) error {
 	var busy *sandbox.BusyError
 	switch {
 	case errors.Is(err, sandbox.ErrNotFound):
-		return http.StatusNotFound
+		return &proxy.NotFoundError{SandboxID: id, Detail: "sandbox " + id + " is not running on this host: it was killed, its timeout ran out, or it never existed"}
+	case errors.As(err, &busy) && (busy.State == sandbox.Stopping || busy.State == sandbox.Stopped):
+		return &proxy.NotFoundError{SandboxID: id, Detail: "sandbox " + id + " is being killed"}
+	case errors.As(err, &busy) && busy.State == sandbox.Paused:
+		return &proxy.NotFoundError{SandboxID: id, Detail: "sandbox " + id + " is paused"}
+	}
+	return err
+}
+
+func proxyStatus(err error) int {
+	var busy *sandbox.BusyError
+	switch {
+	case proxy.IsNotFound(err):
+		return proxy.NotFoundStatus
 	case errors.As(err, &busy), errors.Is(err, conntrack.ErrDraining):
 		return http.StatusConflict
 	default:

@@ -313,8 +313,11 @@ func TestSandboxLifecycle(t *testing.T) {
 		if code, _ := h.get("/proxy/lifecycle-a/49983/init"); code != http.StatusNotFound {
 			t.Errorf("envd /init through the proxy: %d, want 404", code)
 		}
-		if code, _ := h.get("/proxy/no-such-sandbox/8080/"); code != http.StatusNotFound {
-			t.Errorf("unknown sandbox: %d, want 404", code)
+		// As E2B's proxy: 502 with its JSON body, so the SDKs read "not running".
+		if code, body := h.get("/proxy/no-such-sandbox/8080/"); code != http.StatusBadGateway ||
+			!strings.Contains(body, `"message":"The sandbox was not found`) || !strings.Contains(body, `"sandboxId":"no-such-sandbox"`) ||
+			!strings.Contains(body, `"code":502`) || strings.Contains(body, `"port"`) {
+			t.Errorf("unknown sandbox: %d %s, want 502 with E2B's not-found body", code, body)
 		}
 	})
 
@@ -396,8 +399,8 @@ func TestSandboxLifecycle(t *testing.T) {
 		if st := h.state("lifecycle-a"); st != pb.State_STATE_PAUSED {
 			t.Fatalf("state after pause: %v", st)
 		}
-		if code, _ := h.get("/proxy/lifecycle-a/8080/"); code != http.StatusConflict {
-			t.Errorf("proxy to paused sandbox: %d, want 409", code)
+		if code, body := h.get("/proxy/lifecycle-a/8080/"); code != http.StatusBadGateway || !strings.Contains(body, "is paused") {
+			t.Errorf("proxy to paused sandbox: %d %s, want 502 saying it is paused", code, body)
 		}
 		if _, err := h.rpc.Resume(context.Background(), connect.NewRequest(&pb.ResumeRequest{SandboxId: "lifecycle-a"})); err != nil {
 			t.Fatal(err)

@@ -80,6 +80,7 @@ func TestAuthAndErrors(t *testing.T) {
 		{"bad state filter", "GET", "/v2/sandboxes?state=sleeping", "", key, 400, "state"},
 		{"bad limit", "GET", "/v2/sandboxes?limit=1000", "", key, 400, "limit"},
 		{"bad cursor", "GET", "/v2/sandboxes?nextToken=garbage", "", key, 400, "nextToken"},
+		{"bad startedAfter", "GET", "/v2/sandboxes?startedAfter=yesterday", "", key, 400, "startedAfter must be an RFC 3339 time"},
 		{"unknown route", "GET", "/nope", "", key, 404, "no route"},
 		// Network options are checked before anything is placed; a domain name, IPv6 or an
 		// option Hearth lacks is refused, never silently ignored.
@@ -218,6 +219,16 @@ func TestListFilterAndPaging(t *testing.T) {
 	}
 	if got, _ := list("state=paused"); ids(got) != "sbx03,sbx01" || got[0].State != "paused" {
 		t.Errorf("state filter: %s", ids(got))
+	}
+	// startedAfter is inclusive, to the millisecond the SDK sends (Date.toISOString()).
+	at := func(d time.Duration) string {
+		return url.QueryEscape(base.Add(d).Truncate(time.Millisecond).Format("2006-01-02T15:04:05.000Z07:00"))
+	}
+	if got, _ := list("startedAfter=" + at(2*time.Minute)); ids(got) != "sbx04,sbx03,sbx02" {
+		t.Errorf("startedAfter the start of sbx02: %s", ids(got))
+	}
+	if got, _ := list("startedAfter=" + at(2*time.Minute+time.Second)); ids(got) != "sbx04,sbx03" {
+		t.Errorf("startedAfter a second after the start of sbx02: %s", ids(got))
 	}
 	page1, next := list("limit=2&order=asc")
 	page2, next2 := list("limit=2&order=asc&nextToken=" + url.QueryEscape(next))

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/envd/auth"
@@ -15,17 +17,29 @@ import (
 	"github.com/hearthsh/hearth/internal/store"
 )
 
-// sandboxMetrics answers GET /sandboxes/{id}/metrics with a sample read from envd now.
-// Hearth keeps no metrics history, so the list has one element for a running sandbox and
-// none for a paused one.
+// sandboxMetrics answers GET /sandboxes/{id}/metrics with a sample read from envd now, if
+// it falls inside the query's [start, end] (Unix seconds, both inclusive; start defaults to
+// the sandbox's start and end to now, as on E2B). Hearth keeps no metrics history, so the
+// list has one element for a running sandbox and a range that reaches the present, and none
+// otherwise (a paused sandbox, a range that ended before now).
 func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	start, end, err := metricsRange(r.URL.Query())
+	if err != nil {
+		fail(w, err)
+		return
+	}
 	sb, err := s.store.Sandbox(r.Context(), id)
 	if err != nil {
 		fail(w, sandboxErr(id, err))
 		return
 	}
-	if sb.State != store.StateRunning {
+	if start == nil {
+		t := sb.StartedAt.Unix()
+		start = &t
+	}
+	// A sample read now is newer than an end in the past: do not ask envd for it.
+	if sb.State != store.StateRunning || (end != nil && *end < time.Now().Unix()) {
 		writeJSON(w, http.StatusOK, []SandboxMetric{})
 		return
 	}
@@ -34,11 +48,40 @@ func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
+	if m.Timestamp < *start || (end != nil && m.Timestamp > *end) {
+		writeJSON(w, http.StatusOK, []SandboxMetric{})
+		return
+	}
 	ts := time.Unix(m.Timestamp, 0).UTC()
 	writeJSON(w, http.StatusOK, []SandboxMetric{{
 		Timestamp: ts, TimestampUnix: m.Timestamp, CPUCount: m.CPUCount, CPUUsedPct: m.CPUUsedPct,
 		MemUsed: m.MemUsed, MemTotal: m.MemTotal, MemCache: m.MemCache, DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal,
 	}})
+}
+
+// metricsRange parses the start and end of a metrics query: Unix seconds, nil when absent.
+func metricsRange(q url.Values) (start, end *int64, err error) {
+	parse := func(name string) (*int64, error) {
+		v := q.Get(name)
+		if v == "" {
+			return nil, nil
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return nil, errorf(http.StatusBadRequest, "%s must be a Unix time in seconds (an integer, 0 or more), got %q", name, v)
+		}
+		return &n, nil
+	}
+	if start, err = parse("start"); err != nil {
+		return nil, nil, err
+	}
+	if end, err = parse("end"); err != nil {
+		return nil, nil, err
+	}
+	if start != nil && end != nil && *start > *end {
+		return nil, nil, errorf(http.StatusBadRequest, "start (%d) is after end (%d)", *start, *end)
+	}
+	return start, end, nil
 }
 
 // readEnvdMetrics asks envd through the sandbox's agent proxy.

@@ -108,8 +108,13 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 	}
 	ctx := r.Context()
 	sb, err := s.store.Sandbox(ctx, route.SandboxID)
+	if errors.Is(err, store.ErrNotFound) {
+		// Killed and expired sandboxes leave no record: the same answer as for an unknown ID.
+		return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: route.SandboxID,
+			Detail: "sandbox " + route.SandboxID + " is not running: no such sandbox, or it was killed or its timeout ran out"}
+	}
 	if err != nil {
-		return proxy.Upstream{}, sandboxErr(route.SandboxID, err)
+		return proxy.Upstream{}, err
 	}
 	if err := checkTraffic(r, sb, route); err != nil {
 		return proxy.Upstream{}, err
@@ -118,12 +123,22 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 	case store.StateRunning:
 	case store.StatePaused:
 		if !sb.AutoResume {
-			return proxy.Upstream{}, errorf(http.StatusConflict, "sandbox %s is paused and does not resume on traffic: resume it with Sandbox.connect or `hearth sandbox resume`", sb.ID)
+			return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: sb.ID,
+				Detail: "sandbox " + sb.ID + " is paused and does not resume on traffic: resume it with Sandbox.connect or `hearth sandbox resume`"}
 		}
 		if sb, err = s.resumeOnce(ctx, sb.ID, autoResumeTimeout); err != nil {
+			if statusOf(err) == http.StatusNotFound { // killed meanwhile
+				return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: route.SandboxID, Detail: err.Error()}
+			}
 			return proxy.Upstream{}, err
 		}
+	case store.StateStopping:
+		// As on E2B, a sandbox being killed is no longer routed: the SDKs probe /health
+		// right after a kill cuts their streams and need the 502 to say "killed".
+		return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: sb.ID, Detail: "sandbox " + sb.ID + " is being killed"}
 	default:
+		// starting, pausing, resuming: it will be running or paused in a moment (E2B's proxy
+		// answers 409 "still transitioning" too).
 		return proxy.Upstream{}, busy(sb.ID, sb.State, "connect to")
 	}
 	host, err := s.store.Host(ctx, sb.HostID)
@@ -173,9 +188,13 @@ func itoa(p uint16) string {
 	}
 }
 
+// proxyStatus maps a resolve error to the status the proxy answers with.
 func proxyStatus(err error) int {
-	if errors.Is(err, context.Canceled) {
+	switch {
+	case errors.Is(err, context.Canceled):
 		return 499
+	case proxy.IsNotFound(err):
+		return proxy.NotFoundStatus
 	}
 	return statusOf(err)
 }

@@ -461,6 +461,9 @@ func (s *Server) pause(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// New traffic asks the store from now on, which says pausing (409) and then paused
+	// (auto-resume or 502), rather than reaching the agent on a cached route.
+	s.forgetRoute(id)
 	host, err := s.store.Host(ctx, sb.HostID)
 	if err != nil {
 		s.setState(ctx, id, store.StateRunning, nil)

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -298,10 +297,11 @@ func (h *Handler) upstreamError(w http.ResponseWriter, r *http.Request, err erro
 		// The client left, or a pause closed the connection: nothing to tell.
 		return
 	}
-	h.fail(w, r, http.StatusBadGateway, rt.route, fmt.Errorf("no server answered on port %d of sandbox %s: %v", rt.route.Port, rt.route.SandboxID, err))
+	h.fail(w, r, http.StatusBadGateway, rt.route, fmt.Errorf("%s: no server answered on port %d of sandbox %s: %v", PortClosedMessage, rt.route.Port, rt.route.SandboxID, err))
 }
 
-// fail writes a JSON error, or a small HTML page for browsers.
+// fail writes a JSON error in the shape of E2B's proxy ({"message", "sandboxId", "code", and
+// "port" when the sandbox is up but the port is not), or a small HTML page for browsers.
 func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, route Route, err error) {
 	h.log.Debug("proxy error", "sandbox", route.SandboxID, "port", route.Port, "status", status, "err", err)
 	w.Header().Set("Cache-Control", "no-store")
@@ -317,7 +317,9 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, status int, route
 	body := map[string]any{"code": status, "message": err.Error()}
 	if route.SandboxID != "" {
 		body["sandboxId"] = route.SandboxID
-		body["port"] = strconv.Itoa(int(route.Port))
+		if !IsNotFound(err) {
+			body["port"] = route.Port
+		}
 	}
 	_ = json.NewEncoder(w).Encode(body)
 }

@@ -96,7 +96,8 @@ type SandboxFilter struct {
 	Metadata map[string]string // every pair must match exactly
 	Template string            // template ID
 	HostID   string
-	// StartedAfter keeps sandboxes started strictly after it.
+	// StartedAfter keeps sandboxes started at or after it (E2B's startedAfter is inclusive);
+	// start times are kept to the millisecond.
 	StartedAfter time.Time
 	// Limit caps the page (1..100; 0 means 100). Cursor is the NextCursor of the previous page.
 	Limit  int

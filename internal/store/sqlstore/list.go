@@ -51,7 +51,7 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]sto
 		where = append(where, "host_id = "+a.add(f.HostID))
 	}
 	if !f.StartedAfter.IsZero() {
-		where = append(where, "started_at > "+a.add(millis(f.StartedAfter)))
+		where = append(where, "started_at >= "+a.add(millis(f.StartedAfter)))
 	}
 	keys := make([]string, 0, len(f.Metadata))
 	for k := range f.Metadata {

@@ -66,8 +66,11 @@ func testListFilters(t *testing.T, open Opener) {
 		{"template", store.SandboxFilter{Template: "t2"}, []string{"d", "c"}},
 		{"host", store.SandboxFilter{HostID: "h1"}, []string{"c", "a"}},
 		{"template and host", store.SandboxFilter{Template: "t1", HostID: "h2"}, []string{"b"}},
-		// Strictly after: b started exactly at base+1s.
-		{"started after", store.SandboxFilter{StartedAfter: base.Add(time.Second)}, []string{"d", "c"}},
+		// At or after: b started exactly at base+1s, and a millisecond later is too late.
+		{"started after, inclusive", store.SandboxFilter{StartedAfter: base.Add(time.Second)}, []string{"d", "c", "b"}},
+		{"started after, a millisecond late", store.SandboxFilter{StartedAfter: base.Add(time.Second + time.Millisecond)}, []string{"d", "c"}},
+		{"started after, a second late", store.SandboxFilter{StartedAfter: base.Add(2 * time.Second)}, []string{"d", "c"}},
+		{"started after the last", store.SandboxFilter{StartedAfter: base.Add(4 * time.Second)}, []string{}},
 		{"started after, with state", store.SandboxFilter{StartedAfter: base.Add(-time.Hour),
 			States: []string{store.StateRunning, store.StatePaused}, Ascending: true}, []string{"a", "b", "c"}},
 	} {
@@ -187,7 +190,7 @@ func testListPaging(t *testing.T, open Opener) {
 			}
 			// A cursor stays valid with filters and pages the filtered set.
 			all, pages = listAll(t, s, store.SandboxFilter{Limit: 1, Ascending: tc.ascending,
-				StartedAfter: base})
+				StartedAfter: base.Add(time.Second)})
 			if want := tc.want[:4]; !tc.ascending && (!reflect.DeepEqual(all, want) || pages != 4) {
 				t.Fatalf("filtered: got %v in %d pages, want %v", all, pages, want)
 			}
