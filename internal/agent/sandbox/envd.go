@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -61,6 +62,10 @@ func (c *envdClient) init(ctx context.Context, req envd.InitRequest, presentedTo
 		return err
 	}
 	var last error
+	// maybeLanded: an earlier attempt failed in transport after it was sent, so envd may
+	// have applied it and hold the new token and secret already; a refusal of the old
+	// credentials then is retried once with the new ones (the same /init again is harmless).
+	maybeLanded, triedNew := false, false
 	for {
 		r, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+"/init", bytes.NewReader(body))
 		if err != nil {
@@ -80,8 +85,21 @@ func (c *envdClient) init(ctx context.Context, req envd.InitRequest, presentedTo
 			if res.StatusCode == http.StatusNoContent {
 				return nil
 			}
+			if res.StatusCode == http.StatusUnauthorized && maybeLanded && !triedNew {
+				triedNew = true
+				if req.AccessToken != nil {
+					presentedToken = *req.AccessToken
+				}
+				if req.AgentSecret != "" {
+					presentedSecret = req.AgentSecret
+				}
+				continue
+			}
 			// A 4xx will not get better by retrying.
 			return fmt.Errorf("envd /init: %s: %s", res.Status, bytes.TrimSpace(msg))
+		}
+		if !isDialError(err) {
+			maybeLanded = true
 		}
 		last = err
 		select {
@@ -131,4 +149,10 @@ func (c *envdClient) streamRequest(m *pb.StartRequest) *connect.Request[pb.Start
 	req := connect.NewRequest(m)
 	c.setHeaders(req.Header())
 	return req
+}
+
+// isDialError reports whether a request failed before anything was sent: no connection.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
