@@ -49,6 +49,7 @@ type harness struct {
 	dataDir  string
 	rpc      hostagentv1connect.HostAgentServiceClient
 	proxyURL string
+	rpcURL   string
 	stop     func()
 }
 
@@ -129,16 +130,21 @@ func startAgent(t testing.TB, env *runtimetest.Env, dataDir string) *harness {
 	proxySrv := &http.Server{Handler: a.ProxyHandler(), ConnContext: proxy.ConnContext}
 	go rpcSrv.Serve(rpcLn)
 	go proxySrv.Serve(proxyLn)
-	h2c := &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, n, a)
-	}}}
 	h := &harness{
 		env: env, dataDir: dataDir,
-		rpc:      hostagentv1connect.NewHostAgentServiceClient(h2c, "http://"+rpcLn.Addr().String()),
+		rpc:      hostagentv1connect.NewHostAgentServiceClient(h2cClient(), "http://"+rpcLn.Addr().String()),
 		proxyURL: "http://" + proxyLn.Addr().String(),
+		rpcURL:   "http://" + rpcLn.Addr().String(),
 	}
 	h.stop = func() { rpcSrv.Close(); proxySrv.Close() }
 	return h
+}
+
+// h2cClient speaks HTTP/2 without TLS, as the control plane does to the agent's RPC.
+func h2cClient() *http.Client {
+	return &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, n, a)
+	}}}
 }
 
 func (h *harness) create(t testing.TB, id string) *pb.Sandbox {

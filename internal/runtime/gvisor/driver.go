@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hearthsh/hearth/internal/cgroups"
+	"github.com/hearthsh/hearth/internal/durable"
 
 	"github.com/hearthsh/hearth/internal/runtime"
 )
@@ -254,17 +255,22 @@ func (d *Driver) checkpoint(ctx context.Context, s runtime.Spec, final string, l
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("checkpoint %s: %w", s.ID, err)
 	}
+	// On disk before the rename: a complete snapshot dir must hold complete files after a
+	// crash of the machine too.
+	if err := durable.SyncTree(tmp); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", s.ID, err)
+	}
 	return replaceDir(tmp, final)
 }
 
-// replaceDir renames tmp to final, replacing an existing final.
+// replaceDir renames tmp to final, replacing an existing final; the renames are durable.
 func replaceDir(tmp, final string) error {
 	old := final + oldSuffix
 	_ = os.RemoveAll(old)
 	if err := os.Rename(final, old); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	if err := os.Rename(tmp, final); err != nil {
+	if err := durable.Rename(tmp, final); err != nil {
 		return err
 	}
 	return os.RemoveAll(old)
