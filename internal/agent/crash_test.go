@@ -359,3 +359,122 @@ func assertNoLeaks(t *testing.T, dataDir string) {
 		t.Errorf("runsc processes of the agent's root left: %s", out)
 	}
 }
+
+// TestAgentKilledDuringResume: the agent is killed while it restores a paused sandbox,
+// before and after the restore (which uses up the snapshot). The next agent finds it paused
+// with a snapshot, and it resumes with its files.
+func TestAgentKilledDuringResume(t *testing.T) {
+	setupEnv(t)
+	dataDir, logDir := t.TempDir(), t.TempDir()
+	t.Cleanup(func() { cleanupCrashData(t, dataDir) })
+	snapshot := func(id string) string { return sandboxFile(dataDir, id, "runtime", "snapshot", "checkpoint.img") }
+	points := []struct {
+		name string
+		at   func(id string) bool
+	}{
+		{"before-restore", func(id string) bool { return recordSays(dataDir, id, "resuming") && exists(snapshot(id)) }},
+		{"after-restore", func(id string) bool { return !exists(snapshot(id)) }},
+	}
+	ca := startCrashAgent(t, dataDir, logDir)
+	t.Cleanup(func() { ca.kill() })
+	for _, p := range points {
+		t.Run(p.name, func(t *testing.T) {
+			id := "resume-" + p.name
+			ca.createSandbox(t, id)
+			ca.writeFile(t, id, "kept-"+p.name)
+			if err := ca.pause(id); err != nil {
+				t.Fatal(err)
+			}
+			go ca.resume(id)
+			if !waitFor(time.Minute, func() bool { return p.at(id) }) {
+				t.Fatalf("the resume never reached %s", p.name)
+			}
+			ca.kill()
+			ca = startCrashAgent(t, dataDir, logDir)
+			assertNoLeaks(t, dataDir)
+			if st := ca.states(t); st[id] != pb.State_STATE_PAUSED {
+				t.Fatalf("after the restart the sandbox is %v, want paused (all: %v)", st[id], st)
+			}
+			if err := ca.resume(id); err != nil {
+				t.Fatalf("resume after the crash: %v", err)
+			}
+			ca.checkFile(t, id, "kept-"+p.name)
+			ca.destroy(t, id)
+		})
+	}
+	ca.restartClean(t, dataDir, logDir)
+}
+
+// TestUnreadableRecordIsQuarantined: a paused sandbox whose record does not load (torn,
+// emptied, or naming another sandbox) is moved to the quarantine dir with its snapshot and
+// reported at error level, not deleted: put back with a good record, it resumes with its files.
+func TestUnreadableRecordIsQuarantined(t *testing.T) {
+	setupEnv(t)
+	dataDir, logDir := t.TempDir(), t.TempDir()
+	t.Cleanup(func() { cleanupCrashData(t, dataDir) })
+	const id = "quarantine-me"
+	ca := startCrashAgent(t, dataDir, logDir)
+	t.Cleanup(func() { ca.kill() })
+	ca.createSandbox(t, id)
+	ca.writeFile(t, id, "kept")
+	if err := ca.pause(id); err != nil {
+		t.Fatal(err)
+	}
+	recPath := sandboxFile(dataDir, id, "sandbox.json")
+	good, err := os.ReadFile(recPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	qdir := filepath.Join(dataDir, "sandboxes", ".quarantine")
+	for _, c := range []struct {
+		name string
+		rec  []byte
+	}{
+		{"torn", good[:len(good)/2]},
+		{"empty", nil},
+		{"other-id", []byte(strings.Replace(string(good), `"id": "`+id+`"`, `"id": "someone-else"`, 1))},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ca.kill()
+			if err := os.WriteFile(recPath, c.rec, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ca = startCrashAgent(t, dataDir, logDir)
+			if st := ca.states(t); len(st) != 0 {
+				t.Errorf("sandboxes listed with an unreadable record: %v", st)
+			}
+			ents, _ := os.ReadDir(qdir)
+			if len(ents) != 1 {
+				t.Fatalf("quarantine holds %d entries, want 1", len(ents))
+			}
+			moved := filepath.Join(qdir, ents[0].Name())
+			if !exists(filepath.Join(moved, "runtime", "snapshot", "checkpoint.img")) {
+				t.Fatalf("the quarantined dir %s lost its snapshot", moved)
+			}
+			if exists(sandboxFile(dataDir, id)) {
+				t.Errorf("the sandbox dir is still in place")
+			}
+			if log := tail(filepath.Join(logDir, "agent.log")); !strings.Contains(log, `level=ERROR msg="sandbox record unreadable; moved to quarantine with its snapshot" sandbox=`+id) {
+				t.Errorf("no error line for the quarantine in the agent log: %s", log)
+			}
+			// The operator's way back: the dir with a good record.
+			ca.kill()
+			if err := os.Rename(moved, sandboxFile(dataDir, id)); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(recPath, good, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ca = startCrashAgent(t, dataDir, logDir)
+			if st := ca.states(t); st[id] != pb.State_STATE_PAUSED {
+				t.Fatalf("put back, the sandbox is %v, want paused", st[id])
+			}
+		})
+	}
+	if err := ca.resume(id); err != nil {
+		t.Fatal(err)
+	}
+	ca.checkFile(t, id, "kept")
+	ca.destroy(t, id)
+	ca.restartClean(t, dataDir, logDir)
+}
