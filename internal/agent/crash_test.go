@@ -50,6 +50,7 @@ func startCrashAgent(t *testing.T, dataDir, logDir string) *crashAgent {
 		t.Fatal(err)
 	}
 	defer logf.Close()
+	mark, _ := logf.Seek(0, 2)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashAgentChild$", "-test.v", "-test.timeout=30m")
 	cmd.Env = append(os.Environ(), crashAgentEnv+"="+dataDir, "HEARTH_REQUIRE_RUNTIME=1")
 	cmd.Stderr = logf
@@ -82,6 +83,14 @@ func startCrashAgent(t *testing.T, dataDir, logDir string) *crashAgent {
 			rpcURL:   f[0],
 			proxyURL: f[1],
 			dataDir:  dataDir,
+		}
+		// What the start did with interrupted pauses, to see which cases a run met.
+		if b, err := os.ReadFile(filepath.Join(logDir, "agent.log")); err == nil && int64(len(b)) >= mark {
+			for line := range strings.SplitSeq(string(b[mark:]), "\n") {
+				if strings.Contains(line, `msg="recover pause`) || strings.Contains(line, "finish interrupted") {
+					t.Log("agent start:", line[strings.Index(line, "msg="):])
+				}
+			}
 		}
 	case <-time.After(3 * time.Minute):
 		ca.kill()
@@ -287,7 +296,7 @@ func TestAgentChaos(t *testing.T) {
 		if !waitFor(time.Minute, func() bool { return recordSays(dataDir, mid, "pausing") }) {
 			t.Fatalf("cycle %d: the pause never started", i)
 		}
-		time.Sleep(time.Duration(i) * 120 * time.Millisecond)
+		time.Sleep(time.Duration(i) * 35 * time.Millisecond)
 		ca.kill()
 		ca = startCrashAgent(t, dataDir, logDir)
 		assertNoLeaks(t, dataDir)

@@ -31,6 +31,7 @@ func (d *Driver) RecoverPause(ctx context.Context, s runtime.Spec) error {
 		return fmt.Errorf("recover pause %s: %w", s.ID, err)
 	}
 	if snapshotComplete(final) {
+		d.log.Info("recover pause: the snapshot is complete", "id", s.ID)
 		return nil
 	}
 	st, err := d.runsc.state(ctx, s.ID)
@@ -39,6 +40,7 @@ func (d *Driver) RecoverPause(ctx context.Context, s runtime.Spec) error {
 	}
 	switch {
 	case err == nil && st.Status == statusRunning:
+		d.log.Info("recover pause: the sandbox still runs; pausing it", "id", s.ID)
 		return d.Pause(ctx, s)
 	case err == nil && st.Status == statusStopped && snapshotComplete(final+tmpSuffix):
 		if err := durable.SyncTree(final + tmpSuffix); err != nil {
@@ -47,6 +49,7 @@ func (d *Driver) RecoverPause(ctx context.Context, s runtime.Spec) error {
 		if err := replaceDir(final+tmpSuffix, final); err != nil {
 			return fmt.Errorf("recover pause %s: %w", s.ID, err)
 		}
+		d.log.Info("recover pause: the checkpoint the sandbox finished writing is in place", "id", s.ID)
 		return nil
 	case err != nil && !isNotExist(err):
 		return fmt.Errorf("recover pause %s: %w", s.ID, err)
