@@ -221,10 +221,10 @@ func (m *Manager) finishInterrupted(ctx context.Context, rec *record) {
 		log.Warn("the runtime cannot finish an interrupted pause; the sandbox is lost")
 		return
 	}
+	// A template removed since is no reason to lose the sandbox: pausing needs none.
 	tpl, err := m.cfg.Templates(rec.Template)
 	if err != nil {
-		log.Error("finish interrupted pause", "err", fmt.Errorf("template %q: %w", rec.Template, err))
-		return
+		log.Warn("finish interrupted pause without its template", "err", fmt.Errorf("template %q: %w", rec.Template, err))
 	}
 	if err := rd.RecoverPause(ctx, m.specFor(rec, tpl)); err != nil {
 		log.Error("finish interrupted pause", "err", err)
