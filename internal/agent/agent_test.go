@@ -79,6 +79,21 @@ func setupEnv(t testing.TB) *runtimetest.Env {
 // cleaning up (as a crash would), so tests can restart over the same data dir.
 func startAgent(t testing.TB, env *runtimetest.Env, dataDir string) *harness {
 	t.Helper()
+	return startAgentOn(t, env, dataDir, agentNet{testSlotPrefix, testPool, testCgroupParent})
+}
+
+// agentNet is what keeps one test agent's host objects apart from another's: the slot prefix
+// (netns, interfaces, nftables table), the address pool and the cgroup parent.
+type agentNet struct {
+	prefix       string
+	pool         netip.Prefix
+	cgroupParent string
+}
+
+const testCgroupParent = "hearth-agent-test"
+
+func startAgentOn(t testing.TB, env *runtimetest.Env, dataDir string, an agentNet) *harness {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -87,13 +102,13 @@ func startAgent(t testing.TB, env *runtimetest.Env, dataDir string) *harness {
 		Runsc:        env.Runsc,
 		StateDir:     filepath.Join(dataDir, "runsc"),
 		SnapshotDir:  filepath.Join(dataDir, "template-snapshots"),
-		CgroupParent: "hearth-agent-test",
+		CgroupParent: an.cgroupParent,
 		Logger:       log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	slots, err := netslot.New(netslot.Config{CIDR: testPool, Prefix: testSlotPrefix, Logger: log})
+	slots, err := netslot.New(netslot.Config{CIDR: an.pool, Prefix: an.prefix, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,23 +510,28 @@ func TestAgentRestart(t *testing.T) {
 // assertNoLeftovers checks that no netns, interface or runsc process of the test agent remains.
 func assertNoLeftovers(t *testing.T) {
 	t.Helper()
+	assertNoLeftoversOf(t, testSlotPrefix, testCgroupParent)
+}
+
+func assertNoLeftoversOf(t *testing.T, prefix, cgroupParent string) {
+	t.Helper()
 	entries, _ := os.ReadDir("/run/netns")
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), testSlotPrefix+"-") {
+		if strings.HasPrefix(e.Name(), prefix+"-") {
 			t.Errorf("leftover netns %s", e.Name())
 		}
 	}
 	links, _ := net.Interfaces()
 	for _, l := range links {
-		if strings.HasPrefix(l.Name, testSlotPrefix+"-") {
+		if strings.HasPrefix(l.Name, prefix+"-") {
 			t.Errorf("leftover interface %s", l.Name)
 		}
 	}
 	for _, hier := range []string{"memory", "cpu", "pids"} {
-		if des, err := os.ReadDir(filepath.Join("/sys/fs/cgroup", hier, "hearth-agent-test")); err == nil {
+		if des, err := os.ReadDir(filepath.Join("/sys/fs/cgroup", hier, cgroupParent)); err == nil {
 			for _, d := range des {
 				if d.IsDir() {
-					t.Errorf("leftover cgroup %s/hearth-agent-test/%s", hier, d.Name())
+					t.Errorf("leftover cgroup %s/%s/%s", hier, cgroupParent, d.Name())
 				}
 			}
 		}

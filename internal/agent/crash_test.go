@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +20,10 @@ import (
 	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
 )
 
+// crashNet keeps the crash tests' agents apart from the other tests' (and from other test
+// runs on the machine): they kill agents and reclaim what they find under these names.
+var crashNet = agentNet{"hcra", netip.MustParsePrefix("10.233.0.0/16"), "hearth-crash-test"}
+
 // crashAgentEnv makes the test binary the agent process of the crash tests: a real agent
 // (startAgent) over the data dir it names, killed with SIGKILL by the parent test.
 const crashAgentEnv = "HEARTH_CRASH_AGENT"
@@ -30,7 +35,7 @@ func TestCrashAgentChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("the agent process of the crash tests, started by them")
 	}
-	h := startAgent(t, setupEnv(t), dir)
+	h := startAgentOn(t, setupEnv(t), dir, crashNet)
 	fmt.Printf("READY %s %s\n", h.rpcURL, h.proxyURL)
 	time.Sleep(time.Hour) // until SIGKILL
 }
@@ -193,6 +198,31 @@ func waitFor(d time.Duration, cond func() bool) bool {
 	return false
 }
 
+// killAt SIGKILLs the agent once at() holds, starts the next one over the same data dir and
+// checks that nothing leaked.
+func (c *crashAgent) killAt(t *testing.T, op, point string, at func() bool, dataDir, logDir string) *crashAgent {
+	t.Helper()
+	if !waitFor(time.Minute, at) {
+		t.Fatalf("%s never reached %s", op, point)
+	}
+	c.kill()
+	next := startCrashAgent(t, dataDir, logDir)
+	assertNoLeaks(t, dataDir)
+	return next
+}
+
+// expectResumes checks that sandbox id is paused, resumes it and checks its file.
+func (c *crashAgent) expectResumes(t *testing.T, id, content string) {
+	t.Helper()
+	if st := c.states(t); st[id] != pb.State_STATE_PAUSED {
+		t.Fatalf("after the restart %s is %v, want paused (all: %v)", id, st[id], st)
+	}
+	if err := c.resume(id); err != nil {
+		t.Fatalf("resume %s after the crash: %v", id, err)
+	}
+	c.checkFile(t, id, content)
+}
+
 // TestAgentKilledDuringPause: the agent is killed with SIGKILL before, during and after the
 // checkpoint of a pause. The next agent finds the sandbox paused, it resumes with its files,
 // and nothing of the dead agent leaks.
@@ -224,19 +254,8 @@ func TestAgentKilledDuringPause(t *testing.T) {
 			ca.createSandbox(t, id)
 			ca.writeFile(t, id, "kept-"+p.name)
 			go ca.pause(id) // fails when the agent dies
-			if !waitFor(time.Minute, func() bool { return p.at(id) }) {
-				t.Fatalf("the pause never reached %s", p.name)
-			}
-			ca.kill()
-			ca = startCrashAgent(t, dataDir, logDir)
-			assertNoLeaks(t, dataDir)
-			if st := ca.states(t); st[id] != pb.State_STATE_PAUSED {
-				t.Fatalf("after the restart the sandbox is %v, want paused (all: %v); agent log: %s", st[id], st, tail(filepath.Join(logDir, "agent.log")))
-			}
-			if err := ca.resume(id); err != nil {
-				t.Fatalf("resume after the crash: %v", err)
-			}
-			ca.checkFile(t, id, "kept-"+p.name)
+			ca = ca.killAt(t, "the pause", p.name, func() bool { return p.at(id) }, dataDir, logDir)
+			ca.expectResumes(t, id, "kept-"+p.name)
 			if err := ca.pause(id); err != nil { // paused: the next point's crash keeps it
 				t.Fatalf("pause again: %v", err)
 			}
@@ -339,7 +358,7 @@ func (c *crashAgent) destroy(t *testing.T, id string) {
 // cleanupCrashData removes what the last agent process left (it was killed): one more agent,
 // in this process, recovers the data dir, and its cleanup reclaims everything.
 func cleanupCrashData(t *testing.T, dataDir string) {
-	h := startAgent(t, setupEnv(t), dataDir)
+	h := startAgentOn(t, setupEnv(t), dataDir, crashNet)
 	h.stop()
 }
 
@@ -350,10 +369,10 @@ var slotChainRE = regexp.MustCompile(`(egress|inspect)_[0-9]`)
 // under the data dir and runsc processes of the agent's runsc root.
 func assertNoLeaks(t *testing.T, dataDir string) {
 	t.Helper()
-	assertNoLeftovers(t) // netns, interfaces, cgroups
-	if out, err := exec.Command("nft", "list", "table", "inet", testSlotPrefix).CombinedOutput(); err == nil {
-		if strings.Contains(string(out), testSlotPrefix+"-") || slotChainRE.Match(out) {
-			t.Errorf("slot rules left in nftables table %s:\n%s", testSlotPrefix, out)
+	assertNoLeftoversOf(t, crashNet.prefix, crashNet.cgroupParent) // netns, interfaces, cgroups
+	if out, err := exec.Command("nft", "list", "table", "inet", crashNet.prefix).CombinedOutput(); err == nil {
+		if strings.Contains(string(out), crashNet.prefix+"-") || slotChainRE.Match(out) {
+			t.Errorf("slot rules left in nftables table %s:\n%s", crashNet.prefix, out)
 		}
 	}
 	if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
@@ -394,20 +413,9 @@ func TestAgentKilledDuringResume(t *testing.T) {
 			if err := ca.pause(id); err != nil {
 				t.Fatal(err)
 			}
-			go ca.resume(id)
-			if !waitFor(time.Minute, func() bool { return p.at(id) }) {
-				t.Fatalf("the resume never reached %s", p.name)
-			}
-			ca.kill()
-			ca = startCrashAgent(t, dataDir, logDir)
-			assertNoLeaks(t, dataDir)
-			if st := ca.states(t); st[id] != pb.State_STATE_PAUSED {
-				t.Fatalf("after the restart the sandbox is %v, want paused (all: %v)", st[id], st)
-			}
-			if err := ca.resume(id); err != nil {
-				t.Fatalf("resume after the crash: %v", err)
-			}
-			ca.checkFile(t, id, "kept-"+p.name)
+			go ca.resume(id) // fails when the agent dies
+			ca = ca.killAt(t, "the resume", p.name, func() bool { return p.at(id) }, dataDir, logDir)
+			ca.expectResumes(t, id, "kept-"+p.name)
 			ca.destroy(t, id)
 		})
 	}
