@@ -99,3 +99,23 @@ func SyncTree(root string) error {
 	})
 	return errors.Join(append(errs, err)...)
 }
+
+// ReplaceDir puts the directory tree tmp in place of final (which may not exist) durably: the
+// tree is fsynced, any old final moved aside, tmp renamed, the rename fsynced, and the old
+// one removed. A crash leaves final complete, or absent with final+".old" and tmp complete.
+func ReplaceDir(tmp, final string) error {
+	if err := SyncTree(tmp); err != nil {
+		return err
+	}
+	old := final + ".old"
+	if err := os.RemoveAll(old); err != nil {
+		return err
+	}
+	if err := os.Rename(final, old); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if err := Rename(tmp, final); err != nil {
+		return err
+	}
+	return os.RemoveAll(old)
+}

@@ -54,3 +54,26 @@ func TestRenameAndSyncTree(t *testing.T) {
 		t.Error("sync of a missing tree succeeded")
 	}
 }
+
+// TestReplaceDir: a tree replaces a final dir that exists or not, and nothing else is left.
+func TestReplaceDir(t *testing.T) {
+	for _, existed := range []bool{false, true} {
+		dir := t.TempDir()
+		final, tmp := filepath.Join(dir, "snapshot"), filepath.Join(dir, "snapshot.tmp")
+		if existed {
+			os.MkdirAll(final, 0o700)
+			os.WriteFile(filepath.Join(final, "img"), []byte("old"), 0o600)
+		}
+		os.MkdirAll(tmp, 0o700)
+		os.WriteFile(filepath.Join(tmp, "img"), []byte("new"), 0o600)
+		if err := ReplaceDir(tmp, final); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(filepath.Join(final, "img")); string(b) != "new" {
+			t.Errorf("existed=%v: final holds %q, want the new tree", existed, b)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 1 {
+			t.Errorf("existed=%v: %d entries left, want only final", existed, len(ents))
+		}
+	}
+}

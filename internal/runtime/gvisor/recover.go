@@ -43,10 +43,7 @@ func (d *Driver) RecoverPause(ctx context.Context, s runtime.Spec) error {
 		d.log.Info("recover pause: the sandbox still runs; pausing it", "id", s.ID)
 		return d.Pause(ctx, s)
 	case err == nil && st.Status == statusStopped && snapshotComplete(final+tmpSuffix):
-		if err := durable.SyncTree(final + tmpSuffix); err != nil {
-			return fmt.Errorf("recover pause %s: %w", s.ID, err)
-		}
-		if err := replaceDir(final+tmpSuffix, final); err != nil {
+		if err := durable.ReplaceDir(final+tmpSuffix, final); err != nil {
 			return fmt.Errorf("recover pause %s: %w", s.ID, err)
 		}
 		d.log.Info("recover pause: the checkpoint the sandbox finished writing is in place", "id", s.ID)
