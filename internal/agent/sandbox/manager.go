@@ -322,7 +322,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		m.mu.Unlock()
 		return Info{}, err
 	}
-	if err := os.MkdirAll(m.dir(req.ID), 0o700); err != nil {
+	if err := m.makeDir(req.ID); err != nil {
 		return fail(fmt.Errorf("create sandbox dir: %w", err))
 	}
 	slot, err := m.acquireSlot(ctx, rec)
@@ -669,6 +669,15 @@ func (m *Manager) dropConnections(s *netslot.Slot) {
 }
 
 func (m *Manager) dir(id string) string { return filepath.Join(m.cfg.DataDir, id) }
+
+// makeDir creates a sandbox's dir durably: its name in the data dir survives a crash of the
+// machine along with the record written into it.
+func (m *Manager) makeDir(id string) error {
+	if err := os.MkdirAll(m.dir(id), 0o700); err != nil {
+		return err
+	}
+	return durable.SyncDir(m.cfg.DataDir)
+}
 
 // specFor builds the driver's view of a sandbox.
 func (m *Manager) specFor(rec *record, tpl runtime.Template) runtime.Spec {
