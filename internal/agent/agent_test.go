@@ -49,6 +49,7 @@ type harness struct {
 	dataDir  string
 	rpc      hostagentv1connect.HostAgentServiceClient
 	proxyURL string
+	rpcURL   string
 	stop     func()
 }
 
@@ -78,6 +79,21 @@ func setupEnv(t testing.TB) *runtimetest.Env {
 // cleaning up (as a crash would), so tests can restart over the same data dir.
 func startAgent(t testing.TB, env *runtimetest.Env, dataDir string) *harness {
 	t.Helper()
+	return startAgentOn(t, env, dataDir, agentNet{testSlotPrefix, testPool, testCgroupParent})
+}
+
+// agentNet is what keeps one test agent's host objects apart from another's: the slot prefix
+// (netns, interfaces, nftables table), the address pool and the cgroup parent.
+type agentNet struct {
+	prefix       string
+	pool         netip.Prefix
+	cgroupParent string
+}
+
+const testCgroupParent = "hearth-agent-test"
+
+func startAgentOn(t testing.TB, env *runtimetest.Env, dataDir string, an agentNet) *harness {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -86,13 +102,13 @@ func startAgent(t testing.TB, env *runtimetest.Env, dataDir string) *harness {
 		Runsc:        env.Runsc,
 		StateDir:     filepath.Join(dataDir, "runsc"),
 		SnapshotDir:  filepath.Join(dataDir, "template-snapshots"),
-		CgroupParent: "hearth-agent-test",
+		CgroupParent: an.cgroupParent,
 		Logger:       log,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	slots, err := netslot.New(netslot.Config{CIDR: testPool, Prefix: testSlotPrefix, Logger: log})
+	slots, err := netslot.New(netslot.Config{CIDR: an.pool, Prefix: an.prefix, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,16 +145,21 @@ func startAgent(t testing.TB, env *runtimetest.Env, dataDir string) *harness {
 	proxySrv := &http.Server{Handler: a.ProxyHandler(), ConnContext: proxy.ConnContext}
 	go rpcSrv.Serve(rpcLn)
 	go proxySrv.Serve(proxyLn)
-	h2c := &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, n, a)
-	}}}
 	h := &harness{
 		env: env, dataDir: dataDir,
-		rpc:      hostagentv1connect.NewHostAgentServiceClient(h2c, "http://"+rpcLn.Addr().String()),
+		rpc:      hostagentv1connect.NewHostAgentServiceClient(h2cClient(), "http://"+rpcLn.Addr().String()),
 		proxyURL: "http://" + proxyLn.Addr().String(),
+		rpcURL:   "http://" + rpcLn.Addr().String(),
 	}
 	h.stop = func() { rpcSrv.Close(); proxySrv.Close() }
 	return h
+}
+
+// h2cClient speaks HTTP/2 without TLS, as the control plane does to the agent's RPC.
+func h2cClient() *http.Client {
+	return &http.Client{Transport: &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, n, a string, _ *tls.Config) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, n, a)
+	}}}
 }
 
 func (h *harness) create(t testing.TB, id string) *pb.Sandbox {
@@ -492,23 +513,28 @@ func TestAgentRestart(t *testing.T) {
 // assertNoLeftovers checks that no netns, interface or runsc process of the test agent remains.
 func assertNoLeftovers(t *testing.T) {
 	t.Helper()
+	assertNoLeftoversOf(t, testSlotPrefix, testCgroupParent)
+}
+
+func assertNoLeftoversOf(t *testing.T, prefix, cgroupParent string) {
+	t.Helper()
 	entries, _ := os.ReadDir("/run/netns")
 	for _, e := range entries {
-		if strings.HasPrefix(e.Name(), testSlotPrefix+"-") {
+		if strings.HasPrefix(e.Name(), prefix+"-") {
 			t.Errorf("leftover netns %s", e.Name())
 		}
 	}
 	links, _ := net.Interfaces()
 	for _, l := range links {
-		if strings.HasPrefix(l.Name, testSlotPrefix+"-") {
+		if strings.HasPrefix(l.Name, prefix+"-") {
 			t.Errorf("leftover interface %s", l.Name)
 		}
 	}
 	for _, hier := range []string{"memory", "cpu", "pids"} {
-		if des, err := os.ReadDir(filepath.Join("/sys/fs/cgroup", hier, "hearth-agent-test")); err == nil {
+		if des, err := os.ReadDir(filepath.Join("/sys/fs/cgroup", hier, cgroupParent)); err == nil {
 			for _, d := range des {
 				if d.IsDir() {
-					t.Errorf("leftover cgroup %s/hearth-agent-test/%s", hier, d.Name())
+					t.Errorf("leftover cgroup %s/%s/%s", hier, cgroupParent, d.Name())
 				}
 			}
 		}

@@ -91,6 +91,16 @@ type EnvdSocketDriver interface {
 // TAPDriver is implemented by drivers whose sandboxes attach to a TAP device in the slot's
 // network namespace (microVMs). The agent acquires slots with netslot.WithTAP when
 // NeedsTAP reports true; it never asks which kind of driver it has.
+// PauseRecoverer is a Driver that can finish, after the agent restarts, a pause or resume
+// the previous agent was killed in the middle of.
+type PauseRecoverer interface {
+	// RecoverPause leaves sandbox s paused with a complete snapshot in s.Dir: it keeps a
+	// snapshot that is complete, completes one the runtime finished writing, or snapshots
+	// the sandbox if it still runs (reaching envd at s.Net, which is still in place). It is
+	// called before Reclaim. On error there is no snapshot and nothing of s runs.
+	RecoverPause(ctx context.Context, s Spec) error
+}
+
 type TAPDriver interface {
 	NeedsTAP() bool
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"time"
 
@@ -124,7 +123,7 @@ func (m *Manager) newChild(ctx context.Context, parent *record, c ForkChild, tpl
 	}
 	m.sandboxes[c.ID] = rec
 	m.mu.Unlock()
-	if err := os.MkdirAll(m.dir(c.ID), 0o700); err != nil {
+	if err := m.makeDir(c.ID); err != nil {
 		m.dropChild(ctx, rec, tpl)
 		return nil, fmt.Errorf("fork into %s: %w", c.ID, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hearthsh/hearth/internal/conntrack"
+	"github.com/hearthsh/hearth/internal/durable"
 	"github.com/hearthsh/hearth/internal/envd"
 	"github.com/hearthsh/hearth/internal/netslot"
 	"github.com/hearthsh/hearth/internal/runtime"
@@ -99,6 +101,11 @@ type record struct {
 	// newEnvdSecret). It is kept here, so it survives an agent restart, and nowhere else:
 	// the control plane never sees it.
 	EnvdSecret string `json:"envdSecret,omitempty"`
+	// SlotAddr and SlotNetns are the network slot the sandbox had when the record was
+	// saved (unset once paused): an agent restarted in the middle of a pause or resume
+	// reaches envd there to finish the pause (see Recover).
+	SlotAddr  netip.Addr `json:"slotAddr,omitzero"`
+	SlotNetns string     `json:"slotNetns,omitempty"`
 
 	slot *netslot.Slot
 	envd *envdClient
@@ -109,8 +116,17 @@ type record struct {
 type Manager struct {
 	cfg Config
 
-	mu        sync.Mutex
-	sandboxes map[string]*record
+	mu          sync.Mutex
+	sandboxes   map[string]*record
+	quarantined []Quarantined
+}
+
+// Quarantined is a sandbox directory whose record could not be loaded at start: it was moved,
+// snapshot and all, to Path (under <DataDir>/.quarantine) for an operator to inspect.
+type Quarantined struct {
+	ID   string
+	Path string
+	Err  string
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -123,17 +139,14 @@ func New(cfg Config) *Manager {
 	return &Manager{cfg: cfg, sandboxes: map[string]*record{}}
 }
 
-// Recover brings the host to a clean state after a previous run of the agent: leftover
-// runtime processes, slots and connections are removed, sandboxes that were running are
-// gone (their processes died with the reclaim) and are destroyed, and paused sandboxes are
-// loaded back, ready to resume.
+// Recover brings the host to a clean state after a previous run of the agent, which may
+// have been killed at any instant. A pause or resume it was in the middle of is finished
+// first, so the sandbox ends up paused with a complete snapshot (see finishInterrupted); then
+// leftover runtime processes, slots and connections are removed; sandboxes that were running
+// are gone (their processes died with the reclaim) and are destroyed; paused sandboxes are
+// loaded back, ready to resume. A record that cannot be loaded is quarantined with its
+// snapshot, never deleted (see quarantine).
 func (m *Manager) Recover(ctx context.Context) error {
-	if err := m.cfg.Driver.Reclaim(ctx); err != nil {
-		return fmt.Errorf("reclaim runtime: %w", err)
-	}
-	if err := m.cfg.Slots.Reclaim(ctx); err != nil {
-		return fmt.Errorf("reclaim network slots: %w", err)
-	}
 	if err := os.MkdirAll(m.cfg.DataDir, 0o700); err != nil {
 		return err
 	}
@@ -141,26 +154,130 @@ func (m *Manager) Recover(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	type found struct {
+		id  string
+		rec *record // nil: the sandbox never saved a record
+	}
+	var all []found
 	for _, e := range entries {
-		if !e.IsDir() {
+		// Only sandbox IDs: the quarantine dir and strays are not sandboxes.
+		if !e.IsDir() || !idRE.MatchString(e.Name()) {
 			continue
 		}
 		id := e.Name()
 		rec, err := m.load(id)
-		if err == nil && rec.State == Paused {
-			m.mu.Lock()
-			m.sandboxes[id] = rec
-			m.mu.Unlock()
-			m.cfg.Log.Info("recovered paused sandbox", "sandbox", id)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A create that never finished: a pause saves the record before it snapshots,
+			// so there is no snapshot here either.
+			all = append(all, found{id: id})
 			continue
 		}
-		m.cfg.Log.Info("removing sandbox that was not paused when the previous agent stopped", "sandbox", id, "load_err", err)
-		if err := m.cfg.Driver.Destroy(ctx, m.spec(rec, id)); err != nil {
-			m.cfg.Log.Warn("destroy leftover sandbox", "sandbox", id, "err", err)
+		if err != nil {
+			m.quarantine(id, err)
+			continue
 		}
-		os.RemoveAll(filepath.Join(m.cfg.DataDir, id))
+		if rec.State == Pausing || rec.State == Resuming {
+			m.finishInterrupted(ctx, rec)
+		}
+		all = append(all, found{id: id, rec: rec})
+	}
+	m.reportQuarantine()
+	if err := m.cfg.Driver.Reclaim(ctx); err != nil {
+		return fmt.Errorf("reclaim runtime: %w", err)
+	}
+	if err := m.cfg.Slots.Reclaim(ctx); err != nil {
+		return fmt.Errorf("reclaim network slots: %w", err)
+	}
+	for _, f := range all {
+		if f.rec != nil && f.rec.State == Paused {
+			m.mu.Lock()
+			m.sandboxes[f.id] = f.rec
+			m.mu.Unlock()
+			m.cfg.Log.Info("recovered paused sandbox", "sandbox", f.id)
+			continue
+		}
+		st := State("")
+		if f.rec != nil {
+			st = f.rec.State
+		}
+		m.cfg.Log.Info("removing sandbox that was not paused when the previous agent stopped", "sandbox", f.id, "state", st)
+		if err := m.cfg.Driver.Destroy(ctx, m.spec(f.rec, f.id)); err != nil {
+			m.cfg.Log.Warn("destroy leftover sandbox", "sandbox", f.id, "err", err)
+		}
+		os.RemoveAll(m.dir(f.id))
 	}
 	return nil
+}
+
+// finishInterrupted completes the pause or resume the previous agent was killed in: the
+// driver keeps a snapshot that is complete, completes one its runtime finished writing, or
+// snapshots the sandbox that still runs (it reaches envd at the slot the record names, which
+// is still in place before the reclaim). On success the sandbox is paused; otherwise nothing
+// of it is left to keep (no snapshot, no process) and Recover destroys it.
+func (m *Manager) finishInterrupted(ctx context.Context, rec *record) {
+	log := m.cfg.Log.With("sandbox", rec.ID, "interrupted", rec.State)
+	rd, ok := m.cfg.Driver.(runtime.PauseRecoverer)
+	if !ok {
+		log.Warn("the runtime cannot finish an interrupted pause; the sandbox is lost")
+		return
+	}
+	// A template removed since is no reason to lose the sandbox: pausing needs none.
+	tpl, err := m.cfg.Templates(rec.Template)
+	if err != nil {
+		log.Warn("finish interrupted pause without its template", "err", fmt.Errorf("template %q: %w", rec.Template, err))
+	}
+	if err := rd.RecoverPause(ctx, m.specFor(rec, tpl)); err != nil {
+		log.Error("finish interrupted pause", "err", err)
+		return
+	}
+	rec.State, rec.SlotAddr, rec.SlotNetns = Paused, netip.Addr{}, ""
+	if err := m.save(rec); err != nil {
+		log.Error("persist paused sandbox", "err", err)
+	}
+	log.Info("finished interrupted pause: the sandbox is paused")
+}
+
+// quarantineDir holds sandbox dirs whose record could not be loaded; its name is no sandbox ID.
+const quarantineDir = ".quarantine"
+
+// quarantine moves a sandbox dir whose record does not load (torn, hand-edited, of another
+// version) out of the way, snapshot included, and reports it: deleting it would lose a
+// paused sandbox for good, keeping it in place would fail every start the same way.
+func (m *Manager) quarantine(id string, cause error) {
+	qdir := filepath.Join(m.cfg.DataDir, quarantineDir)
+	dst := filepath.Join(qdir, id+"-"+time.Now().UTC().Format("20060102T150405.000000000Z"))
+	err := os.MkdirAll(qdir, 0o700)
+	if err == nil {
+		err = durable.Rename(m.dir(id), dst)
+	}
+	if err != nil {
+		// Left in place: the next start tries again; the sandbox is not served meanwhile.
+		m.cfg.Log.Error("sandbox record unreadable; could not quarantine it, left in place", "sandbox", id, "load_err", cause, "err", err)
+		dst = m.dir(id)
+	} else {
+		m.cfg.Log.Error("sandbox record unreadable; moved to quarantine with its snapshot", "sandbox", id, "load_err", cause, "path", dst)
+	}
+	m.mu.Lock()
+	m.quarantined = append(m.quarantined, Quarantined{ID: id, Path: dst, Err: cause.Error()})
+	m.mu.Unlock()
+}
+
+// reportQuarantine logs, at every start, how many quarantined sandbox dirs wait for an
+// operator, so one found by an earlier start is not forgotten.
+func (m *Manager) reportQuarantine() {
+	ents, err := os.ReadDir(filepath.Join(m.cfg.DataDir, quarantineDir))
+	if err != nil || len(ents) == 0 {
+		return
+	}
+	m.cfg.Log.Error("quarantined sandbox dirs need an operator: inspect, then remove or restore them",
+		"dir", filepath.Join(m.cfg.DataDir, quarantineDir), "count", len(ents))
+}
+
+// Quarantined returns the sandbox dirs this agent's start moved to quarantine.
+func (m *Manager) Quarantined() []Quarantined {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.quarantined)
 }
 
 // Create boots a sandbox and returns once envd is initialised. Creating an ID that exists
@@ -205,7 +322,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		m.mu.Unlock()
 		return Info{}, err
 	}
-	if err := os.MkdirAll(m.dir(req.ID), 0o700); err != nil {
+	if err := m.makeDir(req.ID); err != nil {
 		return fail(fmt.Errorf("create sandbox dir: %w", err))
 	}
 	slot, err := m.acquireSlot(ctx, rec)
@@ -236,6 +353,12 @@ func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
 	if err != nil {
 		m.settle(rec, Running)
 		return Info{}, fmt.Errorf("pause %s: template %q: %w", id, rec.Template, err)
+	}
+	// On disk before anything changes: an agent killed from here on finds "pausing" and
+	// finishes the pause at its next start instead of destroying a running sandbox.
+	if err := m.save(rec); err != nil {
+		m.settle(rec, Running)
+		return Info{}, fmt.Errorf("pause %s: persist: %w", id, err)
 	}
 	spec := m.specFor(rec, tpl)
 	rollback := func(err error) (Info, error) {
@@ -297,6 +420,11 @@ func (m *Manager) Resume(ctx context.Context, id string) (Info, error) {
 	rec.slot = slot
 	if err := slot.RestoreGuestAddr(ctx); err != nil {
 		return fail(fmt.Errorf("restore guest address: %w", err))
+	}
+	// With the slot: an agent killed from here on finds "resuming" and the slot the
+	// restored sandbox runs in, and pauses it again at its next start.
+	if err := m.save(rec); err != nil {
+		return fail(fmt.Errorf("persist: %w", err))
 	}
 	spec := m.specFor(rec, tpl)
 	if err := m.cfg.Driver.Resume(ctx, spec); err != nil {
@@ -542,6 +670,15 @@ func (m *Manager) dropConnections(s *netslot.Slot) {
 
 func (m *Manager) dir(id string) string { return filepath.Join(m.cfg.DataDir, id) }
 
+// makeDir creates a sandbox's dir durably: its name in the data dir survives a crash of the
+// machine along with the record written into it.
+func (m *Manager) makeDir(id string) error {
+	if err := os.MkdirAll(m.dir(id), 0o700); err != nil {
+		return err
+	}
+	return durable.SyncDir(m.cfg.DataDir)
+}
+
 // specFor builds the driver's view of a sandbox.
 func (m *Manager) specFor(rec *record, tpl runtime.Template) runtime.Spec {
 	s := m.spec(rec, rec.ID)
@@ -556,6 +693,8 @@ func (m *Manager) spec(rec *record, id string) runtime.Spec {
 		s.CPUs, s.MemoryMiB = rec.CPUs, rec.MemoryMiB
 		if rec.slot != nil {
 			s.Net = runtime.Net{NetNS: rec.slot.NetnsPath, GuestIP: rec.slot.GuestAddr}
+		} else if rec.SlotAddr.IsValid() { // loaded from a record saved mid-pause or mid-resume
+			s.Net = runtime.Net{NetNS: rec.SlotNetns, GuestIP: rec.SlotAddr}
 		}
 	}
 	return s
@@ -563,18 +702,20 @@ func (m *Manager) spec(rec *record, id string) runtime.Spec {
 
 const recordFile = "sandbox.json"
 
+// save writes the record durably: a crash at any instant leaves the old or the new one.
 func (m *Manager) save(rec *record) error {
 	m.mu.Lock()
+	if rec.slot != nil {
+		rec.SlotAddr, rec.SlotNetns = rec.slot.GuestAddr, rec.slot.NetnsPath
+	} else {
+		rec.SlotAddr, rec.SlotNetns = netip.Addr{}, ""
+	}
 	data, err := json.MarshalIndent(rec, "", "  ")
 	m.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(m.dir(rec.ID), recordFile+".tmp")
-	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(m.dir(rec.ID), recordFile))
+	return durable.WriteFile(filepath.Join(m.dir(rec.ID), recordFile), data, 0o600)
 }
 
 func (m *Manager) load(id string) (*record, error) {
@@ -585,6 +726,9 @@ func (m *Manager) load(id string) (*record, error) {
 	var rec record
 	if err := json.Unmarshal(data, &rec); err != nil {
 		return nil, fmt.Errorf("parse %s: %w", recordFile, err)
+	}
+	if rec.ID != id {
+		return nil, fmt.Errorf("%s names sandbox %q, not %q (its dir)", recordFile, rec.ID, id)
 	}
 	if rec.EnvdSecret == "" {
 		// Paused by an agent that kept no secret: its envd holds none either, so the /init

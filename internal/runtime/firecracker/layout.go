@@ -20,9 +20,8 @@ const (
 	stateFile   = "vm.state"
 	memFile     = "mem"
 	logFile     = "firecracker.log" // Firecracker's stdout/stderr, in the sandbox dir
-	oldSuffix   = ".old"
-	maxIDLen    = 64  // jailer --id limit
-	maxSockPath = 107 // sun_path minus the NUL
+	maxIDLen    = 64                // jailer --id limit
+	maxSockPath = 107               // sun_path minus the NUL
 )
 
 // layout places one VM's files. Firecracker under the jailer sees its root as "/"; run

@@ -2,8 +2,8 @@ package firecracker
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"github.com/hearthsh/hearth/internal/durable"
 	"os"
 	"path/filepath"
 	"time"
@@ -117,7 +117,7 @@ func (d *Driver) snapshot(ctx context.Context, v *vm, s runtime.Spec) (err error
 	if err := os.Rename(work, staged); err != nil {
 		return err
 	}
-	return replaceDir(staged, filepath.Join(s.Dir, snapDir))
+	return durable.ReplaceDir(staged, filepath.Join(s.Dir, snapDir))
 }
 
 // rollback resumes a VM whose pause failed and gives the guest its memory back.
@@ -140,17 +140,4 @@ func syncFile(path string) error {
 	}
 	defer f.Close()
 	return f.Sync()
-}
-
-// replaceDir renames tmp to final, replacing an existing final.
-func replaceDir(tmp, final string) error {
-	old := final + oldSuffix
-	_ = os.RemoveAll(old)
-	if err := os.Rename(final, old); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	return os.RemoveAll(old)
 }

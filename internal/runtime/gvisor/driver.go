@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/hearthsh/hearth/internal/cgroups"
+	"github.com/hearthsh/hearth/internal/durable"
 
 	"github.com/hearthsh/hearth/internal/runtime"
 )
@@ -33,7 +34,6 @@ const (
 	hostSocketDir = "envd"      // shared with the sandbox at guestSocketDir; holds envdSocket
 	envdSocket    = "envd.sock" // envd's host Unix socket (see runtime.EnvdSocketDriver)
 	tmpSuffix     = ".tmp"      // work dirs renamed into place when complete
-	oldSuffix     = ".old"      // a replaced snapshot, removed right after
 	lockSuffix    = ".lock"     // per-template snapshot build lock
 	platform      = "systrap"   // the KVM platform hangs on PVM hosts; ptrace is slower
 	defaultCgrp   = "hearth-gvisor"
@@ -254,20 +254,12 @@ func (d *Driver) checkpoint(ctx context.Context, s runtime.Spec, final string, l
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("checkpoint %s: %w", s.ID, err)
 	}
-	return replaceDir(tmp, final)
-}
-
-// replaceDir renames tmp to final, replacing an existing final.
-func replaceDir(tmp, final string) error {
-	old := final + oldSuffix
-	_ = os.RemoveAll(old)
-	if err := os.Rename(final, old); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	// Fsynced before the rename: a complete snapshot dir must hold complete files after a
+	// crash of the machine too.
+	if err := durable.ReplaceDir(tmp, final); err != nil {
+		return fmt.Errorf("checkpoint %s: %w", s.ID, err)
 	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	return os.RemoveAll(old)
+	return nil
 }
 
 // Resume implements runtime.Driver.

@@ -68,14 +68,17 @@ func killRootProcesses(root string) int {
 
 // rootProcesses returns the pids of processes run with `--root root` or `--root=root`.
 func rootProcesses(root string) []int {
-	return procs.Find(func(args []string) bool {
-		for i, a := range args {
-			if a == "--root="+root || (a == "--root" && i+1 < len(args) && args[i+1] == root) {
-				return true
-			}
+	return procs.Find(func(args []string) bool { return hasRoot(args, root) })
+}
+
+// hasRoot reports whether a runsc command line passes root as --root.
+func hasRoot(args []string, root string) bool {
+	for i, a := range args {
+		if a == "--root="+root || (a == "--root" && i+1 < len(args) && args[i+1] == root) {
+			return true
 		}
-		return false
-	})
+	}
+	return false
 }
 
 // unmountUnder lazily unmounts every mount point below dir, deepest first.

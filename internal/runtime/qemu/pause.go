@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/hearthsh/hearth/internal/durable"
 	"os"
 	"path/filepath"
 	"strings"
@@ -124,7 +125,7 @@ func (d *Driver) pause(ctx context.Context, s runtime.Spec) (err error) {
 	if err := writeJSON(filepath.Join(tmp, vmConfFile), conf); err != nil {
 		return err
 	}
-	if err := replaceDir(tmp, final); err != nil {
+	if err := durable.ReplaceDir(tmp, final); err != nil {
 		return err
 	}
 	// Committed: from here on the sandbox is paused whatever happens to QEMU.
@@ -164,17 +165,4 @@ func waitMigration(ctx context.Context, q *qmp) error {
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-}
-
-// replaceDir renames tmp to final, replacing an existing final.
-func replaceDir(tmp, final string) error {
-	old := final + ".old"
-	_ = os.RemoveAll(old)
-	if err := os.Rename(final, old); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := os.Rename(tmp, final); err != nil {
-		return err
-	}
-	return os.RemoveAll(old)
 }

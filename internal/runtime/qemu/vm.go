@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/hearthsh/hearth/internal/durable"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -213,11 +214,7 @@ func writeJSON(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	tmp := path + tmpSuffix
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return durable.WriteFile(path, b, 0o600)
 }
 
 func readJSON(path string, v any) error {
