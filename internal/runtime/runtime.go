@@ -44,6 +44,9 @@ type Spec struct {
 	// CPUs and MemoryMiB are hard limits for the whole sandbox (runtime overhead included).
 	CPUs      int
 	MemoryMiB int
+	// DiskMiB bounds what the sandbox can write to its root filesystem: writes past it fail
+	// with ENOSPC inside the sandbox. 0 means unbounded (records from before disk limits).
+	DiskMiB int
 	// EnvdSecret is the credential of envd's internal routes (/init, /freeze, /thaw) in this
 	// sandbox, generated and kept by the agent; drivers that call /freeze or /thaw present it
 	// in auth.AgentHeader. envd holds none until the agent's first /init after a boot.

@@ -163,10 +163,10 @@ func (d *Driver) Create(ctx context.Context, s runtime.Spec) (err error) {
 
 // boot cold-starts the sandbox from its bundle and waits for envd.
 func (d *Driver) boot(ctx context.Context, s runtime.Spec, bundle string) error {
-	if err := d.runsc.spawn(ctx, s.Dir, "create", "--bundle", bundle, s.ID); err != nil {
+	if err := d.runsc.spawn(ctx, s, "create", "--bundle", bundle, s.ID); err != nil {
 		return err
 	}
-	if err := d.runsc.spawn(ctx, s.Dir, "start", s.ID); err != nil {
+	if err := d.runsc.spawn(ctx, s, "start", s.ID); err != nil {
 		return err
 	}
 	return d.waitEnvd(ctx, s)
@@ -174,7 +174,7 @@ func (d *Driver) boot(ctx context.Context, s runtime.Spec, bundle string) error 
 
 // restore starts the sandbox from checkpoint image dir img and waits for envd.
 func (d *Driver) restore(ctx context.Context, s runtime.Spec, bundle, img string) error {
-	if err := d.runsc.spawn(ctx, s.Dir, "restore", "--image-path", img, "--direct", "--bundle", bundle, "--detach", s.ID); err != nil {
+	if err := d.runsc.spawn(ctx, s, "restore", "--image-path", img, "--direct", "--bundle", bundle, "--detach", s.ID); err != nil {
 		return err
 	}
 	if err := d.waitEnvd(ctx, s); err != nil {
@@ -250,7 +250,7 @@ func (d *Driver) checkpoint(ctx context.Context, s runtime.Spec, final string, l
 	if leaveRunning {
 		args = append(args, "--leave-running")
 	}
-	if _, err := d.runsc.output(ctx, s.Dir, append(args, s.ID)...); err != nil {
+	if _, err := d.runsc.output(ctx, s, append(args, s.ID)...); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("checkpoint %s: %w", s.ID, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hearthsh/hearth/internal/procs"
+	"github.com/hearthsh/hearth/internal/runtime"
 
 	"github.com/hearthsh/hearth/internal/cgroups"
 
@@ -29,7 +30,7 @@ func (d *Driver) Reclaim(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("reclaim: %w", err))
 	}
 	for _, id := range ids {
-		_, _ = d.runsc.output(ctx, "", "kill", id, "KILL")
+		_, _ = d.runsc.output(ctx, runtime.Spec{}, "kill", id, "KILL")
 	}
 	for _, id := range ids {
 		if err := d.runsc.stopAndDelete(ctx, id); err != nil {

@@ -1,0 +1,100 @@
+package gvisor
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hearthsh/hearth/internal/runtime"
+)
+
+// hostFreeMiB is the free space of the host filesystem holding dir.
+func hostFreeMiB(tb testing.TB, dir string) int64 {
+	tb.Helper()
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		tb.Fatal(err)
+	}
+	return int64(st.Bavail) * st.Bsize >> 20
+}
+
+// fill writes up to mib MiB of zeros to path in the sandbox and returns dd's output and
+// exit status.
+func fill(tb testing.TB, d *Driver, id, path string, mib int) (string, int) {
+	tb.Helper()
+	out := execIn(tb, d, id, "/bin/sh", "-c", "dd if=/dev/zero of="+path+" bs=1M count="+strconv.Itoa(mib)+" 2>&1; echo rc=$?")
+	i := strings.LastIndex(out, "rc=")
+	rc, _ := strconv.Atoi(out[i+3:])
+	return out[:i], rc
+}
+
+func fileMiB(tb testing.TB, d *Driver, id, path string) int64 {
+	tb.Helper()
+	n, err := strconv.ParseInt(execIn(tb, d, id, "stat", "-c", "%s", path), 10, 64)
+	if err != nil {
+		tb.Fatalf("size of %s in %s: %v", path, id, err)
+	}
+	return n >> 20
+}
+
+// TestDiskLimit: a sandbox cannot write more than Spec.DiskMiB to its root filesystem (dd
+// fails with ENOSPC inside, the host loses at most about the limit), another sandbox is
+// unaffected, and the full sandbox still pauses and resumes with its files and its limit.
+func TestDiskLimit(t *testing.T) {
+	const limit = 64
+	d := testDriver(t, CreateCold)
+	full := newSpec(t, d, 1, 256)
+	full.spec.DiskMiB = limit
+	run := func(op func(context.Context, runtime.Spec) error, s runtime.Spec) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		defer cancel()
+		start := time.Now()
+		if err := op(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s took %v", s.ID, time.Since(start).Round(time.Millisecond))
+	}
+	run(d.Create, full.spec)
+	other := newSpec(t, d, 1, 256)
+	other.spec.DiskMiB = limit
+	run(d.Create, other.spec)
+
+	before := hostFreeMiB(t, full.spec.Dir)
+	out, rc := fill(t, d, full.spec.ID, "/big", 200)
+	if rc == 0 || !strings.Contains(out, "No space left on device") {
+		t.Fatalf("dd of 200 MiB into a %d MiB disk: rc=%d, %q; want ENOSPC", limit, rc, out)
+	}
+	if got := fileMiB(t, d, full.spec.ID, "/big"); got > limit {
+		t.Errorf("/big is %d MiB, above the %d MiB limit", got, limit)
+	}
+	drop := before - hostFreeMiB(t, full.spec.Dir)
+	t.Logf("host free space dropped by %d MiB", drop)
+	if drop > limit+16 {
+		t.Errorf("host free space dropped by %d MiB for a %d MiB disk", drop, limit)
+	}
+	if out, rc := fill(t, d, other.spec.ID, "/ten", 10); rc != 0 {
+		t.Errorf("the other sandbox cannot write 10 MiB: rc=%d %q", rc, out)
+	}
+
+	run(d.Pause, full.spec)
+	if err := full.slot.ReAdd(); err != nil {
+		t.Fatal(err)
+	}
+	run(d.Resume, full.spec)
+	envdHealthy(t, full)
+	if got := fileMiB(t, d, full.spec.ID, "/big"); got < limit/2 {
+		t.Errorf("/big is %d MiB after resume; the file's content was lost", got)
+	}
+	if out, rc := fill(t, d, full.spec.ID, "/more", 100); rc == 0 {
+		t.Errorf("after resume the disk takes 100 MiB more: the limit was lost (%q)", out)
+	}
+	execIn(t, d, full.spec.ID, "rm", "-f", "/big", "/more")
+	if out, rc := fill(t, d, full.spec.ID, "/ten", 10); rc != 0 {
+		t.Errorf("after freeing space the sandbox cannot write 10 MiB: rc=%d %q", rc, out)
+	}
+}
