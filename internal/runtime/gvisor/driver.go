@@ -24,18 +24,18 @@ import (
 
 // Files and directories the driver keeps under a sandbox's data dir.
 const (
-	bundleDir     = "bundle"    // OCI bundle: config.json
-	overlayDir    = "overlay"   // holds the (unlinked) rootfs overlay file
-	snapshotDir   = "snapshot"  // the pause checkpoint; complete or absent
-	runscLog      = "runsc.log" // runsc's own log (--log), appended by every call
-	stdioLog      = "stdio.log" // stdout+stderr of create/restore calls and of envd
-	debugLogDir   = "debug"     // --debug-log output when Config.Debug
-	hostSocketDir = "envd"      // shared with the sandbox at guestSocketDir; holds envdSocket
-	envdSocket    = "envd.sock" // envd's host Unix socket (see runtime.EnvdSocketDriver)
-	tmpSuffix     = ".tmp"      // work dirs renamed into place when complete
-	oldSuffix     = ".old"      // a replaced snapshot, removed right after
-	lockSuffix    = ".lock"     // per-template snapshot build lock
-	platform      = "systrap"   // the KVM platform hangs on PVM hosts; ptrace is slower
+	bundleDir     = "bundle"               // OCI bundle: config.json
+	overlayDir    = "overlay"              // holds the (unlinked) rootfs overlay file
+	snapshotDir   = "snapshot"             // the pause checkpoint; complete or absent
+	runscLog      = logsDir + "/runsc.log" // runsc's own log (--log), appended by every call
+	stdioLog      = logsDir + "/stdio.log" // stdout+stderr of create/restore calls and of envd
+	debugLogDir   = "debug"                // --debug-log output when Config.Debug
+	hostSocketDir = "envd"                 // shared with the sandbox at guestSocketDir; holds envdSocket
+	envdSocket    = "envd.sock"            // envd's host Unix socket (see runtime.EnvdSocketDriver)
+	tmpSuffix     = ".tmp"                 // work dirs renamed into place when complete
+	oldSuffix     = ".old"                 // a replaced snapshot, removed right after
+	lockSuffix    = ".lock"                // per-template snapshot build lock
+	platform      = "systrap"              // the KVM platform hangs on PVM hosts; ptrace is slower
 	defaultCgrp   = "hearth-gvisor"
 )
 
@@ -117,7 +117,8 @@ func New(cfg Config) (*Driver, error) {
 	}, nil
 }
 
-// prepareDir creates the sandbox dir, its overlay dir and its bundle.
+// prepareDir creates the sandbox dir, its overlay dir, its socket and log tmpfs mounts and
+// its bundle.
 func (d *Driver) prepareDir(s runtime.Spec) (string, error) {
 	if s.ID == "" || s.Dir == "" || s.Template.RootFS == "" || s.Net.NetNS == "" || !s.Net.GuestIP.IsValid() {
 		return "", fmt.Errorf("sandbox %q: incomplete spec (need ID, Dir, Template.RootFS, Net)", s.ID)
@@ -126,6 +127,9 @@ func (d *Driver) prepareDir(s runtime.Spec) (string, error) {
 		if err := os.MkdirAll(filepath.Join(s.Dir, sub), 0o700); err != nil {
 			return "", fmt.Errorf("sandbox %s: %w", s.ID, err)
 		}
+	}
+	if err := d.mountHostDirs(s); err != nil {
+		return "", fmt.Errorf("sandbox %s: %w", s.ID, err)
 	}
 	return writeBundle(s, d.cfg.CgroupParent)
 }
@@ -313,6 +317,9 @@ func (d *Driver) Destroy(ctx context.Context, s runtime.Spec) error {
 		return fmt.Errorf("destroy %s: %w", s.ID, err)
 	}
 	if s.Dir != "" {
+		if err := unmountHostDirs(s); err != nil {
+			return fmt.Errorf("destroy %s: %w", s.ID, err)
+		}
 		if err := os.RemoveAll(s.Dir); err != nil {
 			return fmt.Errorf("destroy %s: %w", s.ID, err)
 		}
