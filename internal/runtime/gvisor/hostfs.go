@@ -22,6 +22,7 @@ const (
 	socketDirInodes = 64
 	logsDirBytes    = 8 << 20 // the tail of the logs is what errors show; 8 MiB is plenty
 	logsDirInodes   = 16
+	logKeepBytes    = 2 << 20 // spawn empties a log above this (see runsc.spawn)
 )
 
 // hostMountSource names this driver's tmpfs mounts in /proc/self/mountinfo, so Reclaim finds

@@ -84,6 +84,13 @@ func (r *runsc) spawn(ctx context.Context, s runtime.Spec, args ...string) error
 	}
 	defer null.Close()
 	logPath := filepath.Join(dir, stdioLog)
+	// The sandbox can fill its log tmpfs through envd's stdout; this call's own lines are
+	// what its error shows, so they must fit.
+	for _, p := range []string{logPath, filepath.Join(dir, runscLog)} {
+		if fi, err := os.Stat(p); err == nil && fi.Size() > logKeepBytes {
+			_ = os.Truncate(p, 0)
+		}
+	}
 	out, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return err

@@ -28,15 +28,28 @@ type ImageOptions struct {
 	// MinSizeMiB is the smallest image size; default DefaultImageMiB. Larger templates get
 	// their content size plus the same again (at least 1 GiB) free.
 	MinSizeMiB int
-	Log        *slog.Logger
+	// FreeMiB, when set, sizes the image instead: the template's content plus FreeMiB free,
+	// so a sandbox's writes fail with ENOSPC after about FreeMiB (runtime.Spec.DiskMiB).
+	// Images of one template version are kept per FreeMiB.
+	FreeMiB int
+	Log     *slog.Logger
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]`)
 
-// ImagePath is where EnsureImage keeps t's image under dir.
-func ImagePath(dir string, t runtime.Template) string {
-	return filepath.Join(dir, unsafeName.ReplaceAllString(t.Name+"-"+t.Version, "_")+".ext4")
+// ImagePath is where EnsureImage keeps t's image with freeMiB free (0: the default size)
+// under dir.
+func ImagePath(dir string, t runtime.Template, freeMiB int) string {
+	name := t.Name + "-" + t.Version
+	if freeMiB > 0 {
+		name += fmt.Sprintf("-free%dm", freeMiB)
+	}
+	return filepath.Join(dir, unsafeName.ReplaceAllString(name, "_")+".ext4")
 }
+
+// ext4 keeps inode tables, bitmaps and the journal in the image, and files take whole blocks:
+// imageSlackMiB and a 1/8 margin on the content keep the free space at about FreeMiB.
+const imageSlackMiB = 64
 
 // EnsureImage returns the read-only ext4 image of template t, building it once per template
 // version with mkfs.ext4 -d (which keeps owners, modes, hard links and device nodes). The
@@ -51,7 +64,7 @@ func EnsureImage(ctx context.Context, o ImageOptions, t runtime.Template) (strin
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	final := ImagePath(o.Dir, t)
+	final := ImagePath(o.Dir, t, o.FreeMiB)
 	if _, err := os.Stat(final); err == nil {
 		return final, nil
 	}
@@ -72,6 +85,9 @@ func EnsureImage(ctx context.Context, o ImageOptions, t runtime.Template) (strin
 		return "", fmt.Errorf("image of %s: %w", t.RootFS, err)
 	}
 	sizeMiB := max(int64(o.MinSizeMiB), 2*used>>20+1024)
+	if o.FreeMiB > 0 {
+		sizeMiB = used>>20 + used>>23 + int64(o.FreeMiB) + imageSlackMiB
+	}
 	tmp := final + ".tmp"
 	_ = os.Remove(tmp)
 	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
