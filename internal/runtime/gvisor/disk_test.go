@@ -81,11 +81,7 @@ func TestDiskLimit(t *testing.T) {
 		t.Errorf("the other sandbox cannot write 10 MiB: rc=%d %q", rc, out)
 	}
 
-	run(d.Pause, full.spec)
-	if err := full.slot.ReAdd(); err != nil {
-		t.Fatal(err)
-	}
-	run(d.Resume, full.spec)
+	pauseResume(t, d, full)
 	envdHealthy(t, full)
 	if got := fileMiB(t, d, full.spec.ID, "/big"); got < limit/2 {
 		t.Errorf("/big is %d MiB after resume; the file's content was lost", got)
@@ -122,16 +118,24 @@ func TestHostDirsBounded(t *testing.T) {
 	envdSocketHealthy(t, d, sb)
 
 	execIn(t, d, sb.spec.ID, "rm", "-f", guestSocketDir+"/big")
-	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
-	defer cancel()
-	if err := d.Pause(ctx, sb.spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := sb.slot.ReAdd(); err != nil {
-		t.Fatal(err)
-	}
-	if err := d.Resume(ctx, sb.spec); err != nil {
-		t.Fatal(err)
-	}
+	pauseResume(t, d, sb)
 	envdSocketHealthy(t, d, sb)
+}
+
+// pauseResume pauses sb and resumes it, as the agent does (the slot's address put back first).
+func pauseResume(t *testing.T, d *Driver, sb *sandbox) {
+	t.Helper()
+	for _, op := range []func(context.Context, runtime.Spec) error{d.Pause, func(ctx context.Context, s runtime.Spec) error {
+		if err := sb.slot.ReAdd(); err != nil {
+			return err
+		}
+		return d.Resume(ctx, s)
+	}} {
+		ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+		err := op(ctx, sb.spec)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 }
