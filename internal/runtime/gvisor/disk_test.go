@@ -139,3 +139,37 @@ func pauseResume(t *testing.T, d *Driver, sb *sandbox) {
 		}
 	}
 }
+
+// TestForkKeepsDiskLimit: a fork's children start with the parent's written files and the
+// same disk limit.
+func TestForkKeepsDiskLimit(t *testing.T) {
+	const limit = 64
+	d := testDriver(t, CreateCold)
+	parent := newSpec(t, d, 1, 256)
+	parent.spec.DiskMiB = limit
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	defer cancel()
+	if err := d.Create(ctx, parent.spec); err != nil {
+		t.Fatal(err)
+	}
+	if out, rc := fill(t, d, parent.spec.ID, "/half", 40); rc != 0 {
+		t.Fatalf("40 MiB into a %d MiB disk: rc=%d %q", limit, rc, out)
+	}
+	child := newSpec(t, d, 1, 256)
+	child.spec.DiskMiB = limit
+	errs, err := d.Fork(ctx, parent.spec, []runtime.Spec{child.spec})
+	if err == nil {
+		err = errs[0]
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fileMiB(t, d, child.spec.ID, "/half"); got != 40 {
+		t.Errorf("the child's /half is %d MiB, want the parent's 40", got)
+	}
+	for _, sb := range []*sandbox{parent, child} {
+		if out, rc := fill(t, d, sb.spec.ID, "/more", 40); rc == 0 || !strings.Contains(out, "No space left on device") {
+			t.Errorf("%s: 40 MiB more on top of 40 in a %d MiB disk: rc=%d %q; want ENOSPC", sb.spec.ID, limit, rc, out)
+		}
+	}
+}
