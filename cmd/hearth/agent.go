@@ -351,7 +351,7 @@ func templateResolver(dataDir string) sandbox.TemplateFunc {
 		if err != nil {
 			return runtime.Template{}, err
 		}
-		return runtime.Template{Name: t.Name, RootFS: t.RootFS, Version: t.Version()}, nil
+		return runtime.Template{Name: t.Name, RootFS: t.RootFS, Version: t.Version(), DiskMiB: t.Meta.DiskMiB}, nil
 	}
 }
 
@@ -397,7 +397,7 @@ func builtTemplates(dataDir string) []hostreg.Template {
 		if err != nil {
 			continue
 		}
-		out = append(out, hostreg.Template{Name: t.Name, Version: t.Version(), EnvdVersion: envd.Version})
+		out = append(out, hostreg.Template{Name: t.Name, Version: t.Version(), EnvdVersion: envd.Version, DiskMiB: t.Meta.DiskMiB})
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -34,9 +35,9 @@ func (a *diskAgent) Create(_ context.Context, req *connect.Request[pb.CreateRequ
 	}}), nil
 }
 
-// TestDiskSizeReported: a sandbox's disk size comes from its template, or else from the
-// agent's default, goes to the agent with the create, and is reported as diskSizeMB by GET
-// /sandboxes/{id} and the lists.
+// TestDiskSizeReported: a template's disk size comes with the agents' heartbeats; a sandbox's
+// is its template's, sent to the agent with the create, or else the agent's default, and is
+// reported as diskSizeMB by GET /sandboxes/{id} and the lists.
 func TestDiskSizeReported(t *testing.T) {
 	for _, tc := range []struct {
 		name               string
@@ -55,21 +56,12 @@ func TestDiskSizeReported(t *testing.T) {
 			rpc.Start()
 			t.Cleanup(rpc.Close)
 
-			_, hs, st := newTestCP(t)
+			_, hs, _ := newTestCP(t)
 			hb := hostreg.Heartbeat{RPCAddr: strings.TrimPrefix(rpc.URL, "http://"), ProxyAddr: "127.0.0.1:2", Runtime: "gvisor", CPUs: 2,
-				MemoryTotalMiB: 4096, Templates: []hostreg.Template{{Name: "base", Version: "v1", EnvdVersion: "0.6.4"}}}
+				MemoryTotalMiB: 4096, Templates: []hostreg.Template{{Name: "base", Version: "v1", EnvdVersion: "0.6.4", DiskMiB: tc.templateMiB}}}
 			b, _ := json.Marshal(hb)
 			if status, body, _ := call(t, "POST", hs.URL+hostreg.Path("h1"), string(b), map[string]string{"Authorization": "Bearer " + testAgentToken}); status != http.StatusOK {
 				t.Fatalf("heartbeat: %d %s", status, body)
-			}
-			ctx := context.Background()
-			tpl, err := st.Template(ctx, "base")
-			if err != nil {
-				t.Fatal(err)
-			}
-			tpl.DiskMiB = tc.templateMiB
-			if err := st.PutTemplate(ctx, tpl); err != nil {
-				t.Fatal(err)
 			}
 
 			key := map[string]string{"X-API-Key": testKey}
@@ -82,7 +74,11 @@ func TestDiskSizeReported(t *testing.T) {
 			}
 			var created struct{ SandboxID string }
 			_ = json.Unmarshal([]byte(body), &created)
-			want := `"diskSizeMB":` + jsonInt(tc.wantSize)
+			status, body, _ = call(t, "GET", hs.URL+"/templates/base", "", key)
+			if want := `"diskSizeMB":` + strconv.Itoa(tc.templateMiB); status != http.StatusOK || !strings.Contains(body, want) {
+				t.Errorf("GET /templates/base: %d %s; want %s", status, body, want)
+			}
+			want := `"diskSizeMB":` + strconv.Itoa(int(tc.wantSize))
 			for _, path := range []string{"/sandboxes/" + created.SandboxID, "/sandboxes", "/v2/sandboxes"} {
 				status, body, _ := call(t, "GET", hs.URL+path, "", key)
 				if status != http.StatusOK || !strings.Contains(body, want) {
@@ -92,5 +88,3 @@ func TestDiskSizeReported(t *testing.T) {
 		})
 	}
 }
-
-func jsonInt(n uint32) string { b, _ := json.Marshal(n); return string(b) }

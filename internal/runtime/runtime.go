@@ -22,6 +22,9 @@ type Template struct {
 	// Version changes whenever the rootfs or the injected envd changes. Drivers key any
 	// cached boot snapshot of the template on it, so a stale snapshot is never restored.
 	Version string
+	// DiskMiB is the disk size the template asks for its sandboxes (0: the agent's default).
+	// Drivers use Spec.DiskMiB, which the agent fills from it.
+	DiskMiB int
 }
 
 // Net is the sandbox's network slot, prepared by the caller (internal/netslot).

@@ -181,6 +181,9 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		return Info{}, fmt.Errorf("%w: template %q: %v", ErrInvalid, req.Template, err)
 	}
 	if req.DiskMiB <= 0 {
+		req.DiskMiB = tpl.DiskMiB
+	}
+	if req.DiskMiB <= 0 {
 		req.DiskMiB = m.cfg.DefaultDiskMiB
 	}
 	rec := &record{
