@@ -47,6 +47,8 @@ type agentConfig struct {
 	PoolCIDR    string
 	SlotPrefix  string
 	DefaultUser string
+	// DefaultDiskMiB is the disk size of sandboxes whose template names none.
+	DefaultDiskMiB int
 	// ControlPlane is the control plane's URL for heartbeats; empty runs the agent alone.
 	ControlPlane string
 	AgentToken   string
@@ -96,6 +98,7 @@ func init() {
 	f.StringVar(&c.PoolCIDR, "pool", netslot.DefaultCIDR.String(), "IPv4 pool for sandbox network slots, cut into /30s")
 	f.StringVar(&c.SlotPrefix, "slot-prefix", netslot.DefaultPrefix, "name prefix of this agent's netns, interfaces and nftables table")
 	f.StringVar(&c.DefaultUser, "default-user", "user", "user sandbox commands run as unless the caller names one")
+	diskFlag(f, &c.DefaultDiskMiB)
 	f.StringVar(&c.ControlPlane, "control-plane", "", "control plane URL to register with and send heartbeats to, e.g. http://10.0.0.1:3000")
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the control plane, required: sent with heartbeats and required on every call the agent serves ($HEARTH_AGENT_TOKEN)")
 	f.StringVar(&c.HostID, "host-id", "", "this host's ID in the control plane (default: the hostname)")
@@ -112,6 +115,9 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	}
 	if c.AgentToken == "" {
 		return errors.New("--agent-token (or $HEARTH_AGENT_TOKEN) is required: the control plane's token, which the agent sends with its heartbeats and requires on every call it serves")
+	}
+	if c.DefaultDiskMiB < minDiskMiB {
+		return fmt.Errorf("--default-disk-mib %d: want at least %d", c.DefaultDiskMiB, minDiskMiB)
 	}
 	if c.HostID == "" {
 		c.HostID, _ = os.Hostname()
@@ -164,6 +170,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		Templates:      templateResolver(c.DataDir),
 		Log:            log,
 		DefaultUser:    c.DefaultUser,
+		DefaultDiskMiB: c.DefaultDiskMiB,
 		DefaultWorkdir: home,
 		DropConnections: func(guest netip.Addr) {
 			if n := inspector.CloseFrom(guest); n > 0 {
@@ -269,6 +276,18 @@ func newDriver(c agentConfig, log *slog.Logger) (runtime.Driver, error) {
 	}
 }
 
+// defaultDiskMiB is E2B's disk size on its base (Hobby) tier: 10 GiB. Disk limits bound
+// what a sandbox writes on top of its template; unused space costs the host nothing.
+const (
+	defaultDiskMiB = 10240
+	minDiskMiB     = 64
+)
+
+// diskFlag defines --default-disk-mib (agent and dev).
+func diskFlag(f *pflag.FlagSet, v *int) {
+	f.IntVar(v, "default-disk-mib", defaultDiskMiB, "disk size (MiB) of sandboxes whose template names none: writes past it fail with ENOSPC in the sandbox")
+}
+
 // fcFlags are the firecracker runtime's flags.
 type fcFlags struct{ Firecracker, Jailer, Kernel string }
 
@@ -332,7 +351,7 @@ func templateResolver(dataDir string) sandbox.TemplateFunc {
 		if err != nil {
 			return runtime.Template{}, err
 		}
-		return runtime.Template{Name: t.Name, RootFS: t.RootFS, Version: t.Version()}, nil
+		return runtime.Template{Name: t.Name, RootFS: t.RootFS, Version: t.Version(), DiskMiB: t.Meta.DiskMiB}, nil
 	}
 }
 
@@ -378,7 +397,7 @@ func builtTemplates(dataDir string) []hostreg.Template {
 		if err != nil {
 			continue
 		}
-		out = append(out, hostreg.Template{Name: t.Name, Version: t.Version(), EnvdVersion: envd.Version})
+		out = append(out, hostreg.Template{Name: t.Name, Version: t.Version(), EnvdVersion: envd.Version, DiskMiB: t.Meta.DiskMiB})
 	}
 	return out
 }

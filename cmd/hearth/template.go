@@ -27,6 +27,7 @@ func init() {
 		dataDir, envdPath, mirror, from string
 		run                             []string
 		rebuild                         bool
+		diskMiB                         int
 		timeout                         time.Duration
 	)
 	build := &cobra.Command{
@@ -60,7 +61,7 @@ func init() {
 			}
 			t, err := template.Build(ctx, template.BuildOptions{
 				DataDir: dataDir, Name: args[0], EnvdPath: envdPath, Mirror: mirror,
-				Rebuild: rebuild, Progress: os.Stderr, Logger: log,
+				Rebuild: rebuild, DiskMiB: diskMiB, Progress: os.Stderr, Logger: log,
 			})
 			if err != nil {
 				return err
@@ -77,6 +78,7 @@ func init() {
 	build.Flags().BoolVar(&rebuild, "rebuild", false, "run debootstrap again even when the rootfs is cached")
 	build.Flags().StringVar(&from, "from", "", "derive NAME from this built template (e.g. base), running the --run commands in a copy")
 	build.Flags().StringArrayVar(&run, "run", nil, "shell command to run as root in the derived template, e.g. \"apt-get update && apt-get install -y nodejs\" (repeatable, in order)")
+	build.Flags().IntVar(&diskMiB, "disk-mib", 0, "disk size (MiB) of the template's sandboxes, kept until set again (default: the agent's --default-disk-mib)")
 	build.Flags().DurationVar(&timeout, "timeout", 20*time.Minute, "give up after this long")
 	tmpl.AddCommand(build)
 	rootCmd.AddCommand(tmpl)

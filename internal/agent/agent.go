@@ -127,6 +127,7 @@ func toProto(i sandbox.Info) *pb.Sandbox {
 		State:       stateProto[i.State],
 		Cpus:        uint32(i.CPUs),
 		MemoryMib:   uint32(i.MemoryMiB),
+		DiskMib:     uint32(i.DiskMiB),
 		EnvdVersion: envd.Version,
 		CreatedAt:   timestamppb.New(i.CreatedAt),
 		Metadata:    i.Metadata,
@@ -157,6 +158,7 @@ func (a *Agent) Create(ctx context.Context, req *connect.Request[pb.CreateReques
 	}
 	info, err := a.mgr.Create(ctx, sandbox.CreateRequest{
 		ID: m.GetSandboxId(), Template: m.GetTemplate(), CPUs: int(m.GetCpus()), MemoryMiB: int(m.GetMemoryMib()),
+		DiskMiB: int(m.GetDiskMib()),
 		EnvVars: m.GetEnvVars(), AccessToken: m.GetEnvdAccessToken(), Metadata: m.GetMetadata(),
 		Egress: egress, EgressDomains: domains,
 	})

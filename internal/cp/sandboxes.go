@@ -121,7 +121,7 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	res, err := s.agents.client(host).Create(actx, connect.NewRequest(&pb.CreateRequest{
 		SandboxId: sb.ID, Template: tpl.ID, Cpus: uint32(cpus), MemoryMib: uint32(mem),
 		EnvVars: withSandboxEnv(sb), EnvdAccessToken: sb.EnvdAccessToken, Metadata: sb.Metadata,
-		Egress: egressOf(sb),
+		Egress: egressOf(sb), DiskMib: uint32(max(sb.DiskMiB, 0)),
 	}))
 	if err != nil {
 		cctx := context.WithoutCancel(ctx)
@@ -132,6 +132,10 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	sb, err = s.store.UpdateSandbox(ctx, sb.ID, func(x *store.Sandbox) error {
 		x.State = store.StateRunning
 		x.EnvdVersion = res.Msg.GetSandbox().GetEnvdVersion()
+		// A template without a disk size gets the agent's default, which only it knows.
+		if d := res.Msg.GetSandbox().GetDiskMib(); d > 0 {
+			x.DiskMiB = int(d)
+		}
 		// The deadline counts from when the sandbox is usable.
 		x.EndAt = time.Now().UTC().Add(ttl)
 		return nil

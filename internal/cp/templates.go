@@ -27,10 +27,11 @@ func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) {
 	case err != nil:
 		s.log.Warn("look up template", "template", ht.Name, "err", err)
 		return
-	case t.BuildID == ht.Version && t.BuildStatus == "ready":
+	case t.BuildID == ht.Version && t.BuildStatus == "ready" && t.DiskMiB == max(ht.DiskMiB, 0):
 		return
 	}
 	t.BuildID, t.BuildStatus, t.EnvdVersion, t.UpdatedAt = ht.Version, "ready", ht.EnvdVersion, now
+	t.DiskMiB = max(ht.DiskMiB, 0)
 	if t.CPUs == 0 {
 		t.CPUs, t.MemoryMiB = s.cfg.DefaultCPUs, s.cfg.DefaultMemoryMiB
 	}

@@ -119,6 +119,7 @@ type Template struct {
 	Name        string `json:"name"`
 	Version     string `json:"version"`
 	EnvdVersion string `json:"envdVersion"`
+	DiskMiB     int    `json:"diskMiB,omitempty"` // the template's disk size; 0: the agent's default
 }
 
 // Path is the heartbeat route for a host ID.

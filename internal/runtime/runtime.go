@@ -22,6 +22,9 @@ type Template struct {
 	// Version changes whenever the rootfs or the injected envd changes. Drivers key any
 	// cached boot snapshot of the template on it, so a stale snapshot is never restored.
 	Version string
+	// DiskMiB is the disk size the template asks for its sandboxes (0: the agent's default).
+	// Drivers use Spec.DiskMiB, which the agent fills from it.
+	DiskMiB int
 }
 
 // Net is the sandbox's network slot, prepared by the caller (internal/netslot).
@@ -44,6 +47,9 @@ type Spec struct {
 	// CPUs and MemoryMiB are hard limits for the whole sandbox (runtime overhead included).
 	CPUs      int
 	MemoryMiB int
+	// DiskMiB bounds what the sandbox can write to its root filesystem: writes past it fail
+	// with ENOSPC inside the sandbox. 0 means unbounded (records from before disk limits).
+	DiskMiB int
 	// EnvdSecret is the credential of envd's internal routes (/init, /freeze, /thaw) in this
 	// sandbox, generated and kept by the agent; drivers that call /freeze or /thaw present it
 	// in auth.AgentHeader. envd holds none until the agent's first /init after a boot.

@@ -30,6 +30,8 @@ type BuildOptions struct {
 	Mirror string
 	// Rebuild forces a fresh debootstrap even when a cached rootfs exists.
 	Rebuild bool
+	// DiskMiB, when above 0, sets the template's disk size (Meta.DiskMiB).
+	DiskMiB int
 	// Progress receives debootstrap's output; nil discards it.
 	Progress io.Writer
 	// Logger receives one line per step; nil means slog.Default().
@@ -89,6 +91,12 @@ func Build(ctx context.Context, o BuildOptions) (*Template, error) {
 		return nil, fmt.Errorf("build template %s: cached copy unusable (use a rebuild): %w", o.Name, err)
 	}
 
+	if o.DiskMiB > 0 && o.DiskMiB != t.Meta.DiskMiB {
+		t.Meta.DiskMiB = o.DiskMiB
+		if err := writeMeta(t.Dir, t.Meta); err != nil {
+			return nil, fmt.Errorf("build template %s: %w", o.Name, err)
+		}
+	}
 	sum, err := fileSHA256(o.EnvdPath)
 	if err != nil {
 		return nil, fmt.Errorf("build template %s: hash envd: %w", o.Name, err)

@@ -48,6 +48,9 @@ type Meta struct {
 	// started from and the commands run in it.
 	From string   `json:"from,omitempty"`
 	Run  []string `json:"run,omitempty"`
+	// DiskMiB is the disk size of the template's sandboxes (`hearth template build
+	// --disk-mib`); 0 leaves it to the agent's --default-disk-mib.
+	DiskMiB int `json:"disk_mib,omitempty"`
 }
 
 // Version identifies the exact content of a template: it changes when the rootfs is rebuilt

@@ -109,6 +109,7 @@ func (m *Manager) newChild(ctx context.Context, parent *record, c ForkChild, tpl
 	rec := &record{
 		Info: Info{
 			ID: c.ID, Template: parent.Template, State: Starting, CPUs: parent.CPUs, MemoryMiB: parent.MemoryMiB,
+			DiskMiB:   parent.DiskMiB,
 			CreatedAt: time.Now().UTC(), Metadata: maps.Clone(c.Metadata),
 			Egress: parent.Egress, EgressDomains: slices.Clone(parent.EgressDomains),
 		},

@@ -52,6 +52,8 @@ type Config struct {
 	// DefaultUser and DefaultWorkdir are sent to envd's /init; the base template's user.
 	DefaultUser    string
 	DefaultWorkdir string
+	// DefaultDiskMiB is the disk size of sandboxes whose create names none.
+	DefaultDiskMiB int
 	// DropConnections, when set, closes the host-side connections a sandbox opened (the
 	// egress inspector's). It is called with the sandbox's address when its egress policy
 	// is replaced, so a tighter policy also ends what was allowed before, and when its slot
@@ -65,6 +67,7 @@ type CreateRequest struct {
 	Template    string
 	CPUs        int
 	MemoryMiB   int
+	DiskMiB     int // bounds root filesystem writes; 0 takes Config.DefaultDiskMiB
 	EnvVars     map[string]string
 	AccessToken string
 	Metadata    map[string]string
@@ -82,6 +85,7 @@ type Info struct {
 	State     State             `json:"state"`
 	CPUs      int               `json:"cpus"`
 	MemoryMiB int               `json:"memoryMiB"`
+	DiskMiB   int               `json:"diskMiB,omitempty"` // 0 in records from before disk limits: unbounded
 	CreatedAt time.Time         `json:"createdAt"`
 	Metadata  map[string]string `json:"metadata,omitempty"`
 	Egress    netslot.Egress    `json:"egress"`
@@ -293,9 +297,15 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	if err != nil {
 		return Info{}, fmt.Errorf("%w: template %q: %v", ErrInvalid, req.Template, err)
 	}
+	if req.DiskMiB <= 0 {
+		req.DiskMiB = tpl.DiskMiB
+	}
+	if req.DiskMiB <= 0 {
+		req.DiskMiB = m.cfg.DefaultDiskMiB
+	}
 	rec := &record{
 		Info: Info{
-			ID: req.ID, Template: req.Template, State: Starting, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB,
+			ID: req.ID, Template: req.Template, State: Starting, CPUs: req.CPUs, MemoryMiB: req.MemoryMiB, DiskMiB: req.DiskMiB,
 			CreatedAt: time.Now().UTC(), Metadata: maps.Clone(req.Metadata), Egress: req.Egress,
 			EgressDomains: slices.Clone(req.EgressDomains),
 		},
@@ -690,7 +700,7 @@ func (m *Manager) specFor(rec *record, tpl runtime.Template) runtime.Spec {
 func (m *Manager) spec(rec *record, id string) runtime.Spec {
 	s := runtime.Spec{ID: id, Dir: filepath.Join(m.dir(id), "runtime")}
 	if rec != nil {
-		s.CPUs, s.MemoryMiB = rec.CPUs, rec.MemoryMiB
+		s.CPUs, s.MemoryMiB, s.DiskMiB = rec.CPUs, rec.MemoryMiB, rec.DiskMiB
 		if rec.slot != nil {
 			s.Net = runtime.Net{NetNS: rec.slot.NetnsPath, GuestIP: rec.slot.GuestAddr}
 		} else if rec.SlotAddr.IsValid() { // loaded from a record saved mid-pause or mid-resume

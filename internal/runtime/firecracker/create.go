@@ -38,7 +38,7 @@ func (d *Driver) Create(ctx context.Context, s runtime.Spec) (err error) {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return fmt.Errorf("create %s: %w", s.ID, err)
 	}
-	img, err := microvm.EnsureImage(ctx, microvm.ImageOptions{Dir: d.cfg.ImageDir, Log: d.log}, s.Template)
+	img, err := microvm.EnsureImage(ctx, microvm.ImageOptions{Dir: d.cfg.ImageDir, FreeMiB: s.DiskMiB, Log: d.log}, s.Template)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", s.ID, err)
 	}

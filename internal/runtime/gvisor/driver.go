@@ -25,17 +25,18 @@ import (
 
 // Files and directories the driver keeps under a sandbox's data dir.
 const (
-	bundleDir     = "bundle"    // OCI bundle: config.json
-	overlayDir    = "overlay"   // holds the (unlinked) rootfs overlay file
-	snapshotDir   = "snapshot"  // the pause checkpoint; complete or absent
-	runscLog      = "runsc.log" // runsc's own log (--log), appended by every call
-	stdioLog      = "stdio.log" // stdout+stderr of create/restore calls and of envd
-	debugLogDir   = "debug"     // --debug-log output when Config.Debug
-	hostSocketDir = "envd"      // shared with the sandbox at guestSocketDir; holds envdSocket
-	envdSocket    = "envd.sock" // envd's host Unix socket (see runtime.EnvdSocketDriver)
-	tmpSuffix     = ".tmp"      // work dirs renamed into place when complete
-	lockSuffix    = ".lock"     // per-template snapshot build lock
-	platform      = "systrap"   // the KVM platform hangs on PVM hosts; ptrace is slower
+	bundleDir     = "bundle"               // OCI bundle: config.json
+	overlayDir    = "overlay"              // holds the (unlinked) rootfs overlay file
+	snapshotDir   = "snapshot"             // the pause checkpoint; complete or absent
+	runscLog      = logsDir + "/runsc.log" // runsc's own log (--log), appended by every call
+	stdioLog      = logsDir + "/stdio.log" // stdout+stderr of create/restore calls and of envd
+	debugLogDir   = "debug"                // --debug-log output when Config.Debug
+	hostSocketDir = "envd"                 // shared with the sandbox at guestSocketDir; holds envdSocket
+	envdSocket    = "envd.sock"            // envd's host Unix socket (see runtime.EnvdSocketDriver)
+	tmpSuffix     = ".tmp"                 // work dirs renamed into place when complete
+	oldSuffix     = ".old"                 // a replaced snapshot, removed right after
+	lockSuffix    = ".lock"                // per-template snapshot build lock
+	platform      = "systrap"              // the KVM platform hangs on PVM hosts; ptrace is slower
 	defaultCgrp   = "hearth-gvisor"
 )
 
@@ -117,7 +118,8 @@ func New(cfg Config) (*Driver, error) {
 	}, nil
 }
 
-// prepareDir creates the sandbox dir, its overlay dir and its bundle.
+// prepareDir creates the sandbox dir, its overlay dir, its socket and log tmpfs mounts and
+// its bundle.
 func (d *Driver) prepareDir(s runtime.Spec) (string, error) {
 	if s.ID == "" || s.Dir == "" || s.Template.RootFS == "" || s.Net.NetNS == "" || !s.Net.GuestIP.IsValid() {
 		return "", fmt.Errorf("sandbox %q: incomplete spec (need ID, Dir, Template.RootFS, Net)", s.ID)
@@ -126,6 +128,9 @@ func (d *Driver) prepareDir(s runtime.Spec) (string, error) {
 		if err := os.MkdirAll(filepath.Join(s.Dir, sub), 0o700); err != nil {
 			return "", fmt.Errorf("sandbox %s: %w", s.ID, err)
 		}
+	}
+	if err := d.mountHostDirs(s); err != nil {
+		return "", fmt.Errorf("sandbox %s: %w", s.ID, err)
 	}
 	return writeBundle(s, d.cfg.CgroupParent)
 }
@@ -163,10 +168,10 @@ func (d *Driver) Create(ctx context.Context, s runtime.Spec) (err error) {
 
 // boot cold-starts the sandbox from its bundle and waits for envd.
 func (d *Driver) boot(ctx context.Context, s runtime.Spec, bundle string) error {
-	if err := d.runsc.spawn(ctx, s.Dir, "create", "--bundle", bundle, s.ID); err != nil {
+	if err := d.runsc.spawn(ctx, s, "create", "--bundle", bundle, s.ID); err != nil {
 		return err
 	}
-	if err := d.runsc.spawn(ctx, s.Dir, "start", s.ID); err != nil {
+	if err := d.runsc.spawn(ctx, s, "start", s.ID); err != nil {
 		return err
 	}
 	return d.waitEnvd(ctx, s)
@@ -174,7 +179,7 @@ func (d *Driver) boot(ctx context.Context, s runtime.Spec, bundle string) error 
 
 // restore starts the sandbox from checkpoint image dir img and waits for envd.
 func (d *Driver) restore(ctx context.Context, s runtime.Spec, bundle, img string) error {
-	if err := d.runsc.spawn(ctx, s.Dir, "restore", "--image-path", img, "--direct", "--bundle", bundle, "--detach", s.ID); err != nil {
+	if err := d.runsc.spawn(ctx, s, "restore", "--image-path", img, "--direct", "--bundle", bundle, "--detach", s.ID); err != nil {
 		return err
 	}
 	if err := d.waitEnvd(ctx, s); err != nil {
@@ -250,7 +255,7 @@ func (d *Driver) checkpoint(ctx context.Context, s runtime.Spec, final string, l
 	if leaveRunning {
 		args = append(args, "--leave-running")
 	}
-	if _, err := d.runsc.output(ctx, s.Dir, append(args, s.ID)...); err != nil {
+	if _, err := d.runsc.output(ctx, s, append(args, s.ID)...); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("checkpoint %s: %w", s.ID, err)
 	}
@@ -305,6 +310,9 @@ func (d *Driver) Destroy(ctx context.Context, s runtime.Spec) error {
 		return fmt.Errorf("destroy %s: %w", s.ID, err)
 	}
 	if s.Dir != "" {
+		if err := unmountHostDirs(s); err != nil {
+			return fmt.Errorf("destroy %s: %w", s.ID, err)
+		}
 		if err := os.RemoveAll(s.Dir); err != nil {
 			return fmt.Errorf("destroy %s: %w", s.ID, err)
 		}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hearthsh/hearth/internal/cgroups"
+	"github.com/hearthsh/hearth/internal/runtime"
 )
 
 var modes = []struct {
@@ -231,7 +232,7 @@ func TestDestroyLeavesNothing(t *testing.T) {
 		{"runsc-paused", func(t *testing.T, d *Driver, sb *sandbox) {
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 			defer cancel()
-			if _, err := d.runsc.output(ctx, "", "pause", sb.spec.ID); err != nil {
+			if _, err := d.runsc.output(ctx, runtime.Spec{}, "pause", sb.spec.ID); err != nil {
 				t.Fatal(err)
 			}
 		}},

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/procs"
+	"github.com/hearthsh/hearth/internal/runtime"
 
 	"github.com/hearthsh/hearth/internal/cgroups"
 
@@ -21,7 +23,8 @@ import (
 // kills and deletes every container runsc still knows, SIGKILLs any runsc process (sandbox,
 // gofer, or a runsc call cut off mid-way) started with this root, removes every cgroup below
 // the agent's cgroup parent in every hierarchy, and unmounts the nsfs mounts runsc leaves in
-// its root (null-netns). Sandbox data dirs (and so paused sandboxes' snapshots) are kept.
+// its root (null-netns) and the sandboxes' socket and log tmpfs mounts (mountHostDirs).
+// Sandbox data dirs (and so paused sandboxes' snapshots) are kept.
 func (d *Driver) Reclaim(ctx context.Context) error {
 	var errs []error
 	ids, err := d.runsc.list(ctx)
@@ -29,7 +32,7 @@ func (d *Driver) Reclaim(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("reclaim: %w", err))
 	}
 	for _, id := range ids {
-		_, _ = d.runsc.output(ctx, "", "kill", id, "KILL")
+		_, _ = d.runsc.output(ctx, runtime.Spec{}, "kill", id, "KILL")
 	}
 	for _, id := range ids {
 		if err := d.runsc.stopAndDelete(ctx, id); err != nil {
@@ -44,6 +47,10 @@ func (d *Driver) Reclaim(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("reclaim cgroups: %w", err))
 	}
 	if err := unmountUnder(d.runsc.root); err != nil {
+		errs = append(errs, fmt.Errorf("reclaim mounts: %w", err))
+	}
+	// The sandboxes' socket and log tmpfs (mountHostDirs): Resume mounts them again.
+	if err := unmountWhere(func(mp, source string) bool { return source == d.hostMountSource() }); err != nil {
 		errs = append(errs, fmt.Errorf("reclaim mounts: %w", err))
 	}
 	// State files of containers whose delete failed would make the next create of the same
@@ -83,6 +90,11 @@ func hasRoot(args []string, root string) bool {
 
 // unmountUnder lazily unmounts every mount point below dir, deepest first.
 func unmountUnder(dir string) error {
+	return unmountWhere(func(mp, _ string) bool { return strings.HasPrefix(mp, dir+"/") })
+}
+
+// unmountWhere lazily unmounts every mount point that match accepts, deepest first.
+func unmountWhere(match func(mountPoint, source string) bool) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return err
@@ -91,8 +103,10 @@ func unmountUnder(dir string) error {
 	var mps []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
+		// mount ID, parent ID, dev, root, mount point, options..., "-", fstype, source, ...
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
+		sep := slices.Index(fields, "-")
+		if len(fields) > 4 && sep > 4 && sep+2 < len(fields) && match(fields[4], fields[sep+2]) {
 			mps = append(mps, fields[4])
 		}
 	}

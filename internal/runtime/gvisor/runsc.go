@@ -30,34 +30,45 @@ type runsc struct {
 	debug    bool
 }
 
-// globalArgs are the flags every call for sandbox dir needs. Flags that shape a sandbox must
-// be identical for create, checkpoint and restore.
-func (r *runsc) globalArgs(dir string) []string {
+// globalArgs are the flags every call for sandbox s needs (the zero Spec for root-wide
+// calls). Flags that shape a sandbox must be identical for create, checkpoint and restore.
+func (r *runsc) globalArgs(s runtime.Spec) []string {
 	args := []string{"--root", r.root, "--platform=" + r.platform, "--network=sandbox", "--host-uds=create"}
-	if dir != "" {
+	if s.Dir != "" {
 		args = append(args,
 			// Rootfs writes go to a host file in the sandbox's own dir (unlinked at once, so
 			// a crash leaks nothing): the template stays pristine and disk-backed writes do
 			// not count as sentry memory. Checkpoints carry the overlay content.
-			"--overlay2=root:dir="+filepath.Join(dir, overlayDir),
-			"--log="+filepath.Join(dir, runscLog), "--log-format=text")
+			overlayFlag(s),
+			"--log="+filepath.Join(s.Dir, runscLog), "--log-format=text")
 		if r.debug {
-			args = append(args, "--debug", "--debug-log="+filepath.Join(dir, debugLogDir)+"/")
+			args = append(args, "--debug", "--debug-log="+filepath.Join(s.Dir, debugLogDir)+"/")
 		}
 	}
 	return args
 }
 
+// overlayFlag is the rootfs overlay of s. Its upper layer is a gVisor tmpfs backed by the
+// host file, and size= bounds that tmpfs: past s.DiskMiB, writes in the sandbox fail with
+// ENOSPC and the host file stops growing.
+func overlayFlag(s runtime.Spec) string {
+	f := "--overlay2=root:dir=" + filepath.Join(s.Dir, overlayDir)
+	if s.DiskMiB > 0 {
+		f += fmt.Sprintf(",size=%dm", s.DiskMiB)
+	}
+	return f
+}
+
 // output runs a short-lived runsc command (state, list, kill, delete, checkpoint) whose
 // output the driver reads; those never leave a process holding the pipes.
-func (r *runsc) output(ctx context.Context, dir string, args ...string) ([]byte, error) {
-	full := append(r.globalArgs(dir), args...)
+func (r *runsc) output(ctx context.Context, s runtime.Spec, args ...string) ([]byte, error) {
+	full := append(r.globalArgs(s), args...)
 	cmd := exec.CommandContext(ctx, r.bin, full...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	cmd.WaitDelay = 5 * time.Second
 	if err := cmd.Run(); err != nil {
-		return stdout.Bytes(), r.fail(dir, args, err, stderr.String())
+		return stdout.Bytes(), r.fail(s.Dir, args, err, stderr.String())
 	}
 	return stdout.Bytes(), nil
 }
@@ -65,20 +76,28 @@ func (r *runsc) output(ctx context.Context, dir string, args ...string) ([]byte,
 // spawn runs a runsc command that leaves a sandbox behind (create, restore --detach, start).
 // Its stdio goes to /dev/null and the sandbox's own append-only stdio log; the container's
 // process (envd) inherits that log as its stdout and stderr.
-func (r *runsc) spawn(ctx context.Context, dir string, args ...string) error {
+func (r *runsc) spawn(ctx context.Context, s runtime.Spec, args ...string) error {
+	dir := s.Dir
 	null, err := os.Open(os.DevNull)
 	if err != nil {
 		return err
 	}
 	defer null.Close()
 	logPath := filepath.Join(dir, stdioLog)
+	// The sandbox can fill its log tmpfs through envd's stdout; this call's own lines are
+	// what its error shows, so they must fit.
+	for _, p := range []string{logPath, filepath.Join(dir, runscLog)} {
+		if fi, err := os.Stat(p); err == nil && fi.Size() > logKeepBytes {
+			_ = os.Truncate(p, 0)
+		}
+	}
 	out, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
 	if err != nil {
 		return err
 	}
 	defer out.Close()
 	mark, _ := out.Seek(0, 2)
-	cmd := exec.CommandContext(ctx, r.bin, append(r.globalArgs(dir), args...)...)
+	cmd := exec.CommandContext(ctx, r.bin, append(r.globalArgs(s), args...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, out, out
 	// Own process group: a terminal's Ctrl-C to the agent must not reach sandboxes.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -80,7 +80,8 @@ func (d *Driver) templateSnapshot(ctx context.Context, s runtime.Spec, bundle st
 // to restore a checkpoint whose spec differs in anything but per-sandbox fields (process,
 // capabilities, mounts, ...), and a checkpoint only loads into the runsc that wrote it, so the
 // key covers the template version, the spec with per-sandbox fields blanked, and the runsc
-// binary.
+// binary. A restored overlay keeps the size it was checkpointed with, so the key covers the
+// disk size too.
 func (d *Driver) snapshotKey(s runtime.Spec) (string, error) {
 	shape := s
 	shape.ID, shape.Dir, shape.Net, shape.CPUs, shape.MemoryMiB = "", "", runtime.Net{}, 0, 0
@@ -94,7 +95,7 @@ func (d *Driver) snapshotKey(s runtime.Spec) (string, error) {
 	}
 	h := sha256.New()
 	h.Write(b)
-	fmt.Fprintf(h, "\x00%s\x00%d\x00%d", d.runsc.platform, fi.Size(), fi.ModTime().UnixNano())
+	fmt.Fprintf(h, "\x00%s\x00%d\x00%d\x00%d", d.runsc.platform, fi.Size(), fi.ModTime().UnixNano(), s.DiskMiB)
 	return s.Template.Version + "-" + hex.EncodeToString(h.Sum(nil))[:12], nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/runtime"
 )
 
 // Container statuses as runsc reports them.
@@ -24,7 +26,7 @@ type containerState struct {
 
 // state returns the container's state; the error satisfies isNotExist when there is none.
 func (r *runsc) state(ctx context.Context, id string) (containerState, error) {
-	out, err := r.output(ctx, "", "state", id)
+	out, err := r.output(ctx, runtime.Spec{}, "state", id)
 	if err != nil {
 		return containerState{}, err
 	}
@@ -37,7 +39,7 @@ func (r *runsc) state(ctx context.Context, id string) (containerState, error) {
 
 // list returns the IDs of all containers under this runsc root.
 func (r *runsc) list(ctx context.Context) ([]string, error) {
-	out, err := r.output(ctx, "", "list", "--format=json")
+	out, err := r.output(ctx, runtime.Spec{}, "list", "--format=json")
 	if err != nil {
 		return nil, err
 	}
@@ -83,18 +85,18 @@ func (r *runsc) stopAndDelete(ctx context.Context, id string) error {
 		return nil
 	}
 	if err == nil && st.Status == statusPaused {
-		_, _ = r.output(ctx, "", "resume", id)
+		_, _ = r.output(ctx, runtime.Spec{}, "resume", id)
 	}
-	if _, err := r.output(ctx, "", "delete", "--force", id); err == nil || isNotExist(err) {
+	if _, err := r.output(ctx, runtime.Spec{}, "delete", "--force", id); err == nil || isNotExist(err) {
 		return nil
 	}
 	// An error here (the container stopped on its own in between) is not fatal: a
 	// container that really keeps running fails waitStopped's deadline instead.
-	_, _ = r.output(ctx, "", "kill", id, "KILL")
+	_, _ = r.output(ctx, runtime.Spec{}, "kill", id, "KILL")
 	if err := r.waitStopped(ctx, id); err != nil {
 		return err
 	}
-	if _, err := r.output(ctx, "", "delete", "--force", id); err != nil && !isNotExist(err) {
+	if _, err := r.output(ctx, runtime.Spec{}, "delete", "--force", id); err != nil && !isNotExist(err) {
 		return fmt.Errorf("delete %s: %w", id, err)
 	}
 	return nil

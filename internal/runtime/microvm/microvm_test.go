@@ -152,3 +152,21 @@ func TestModuleOrderPutsDependenciesFirst(t *testing.T) {
 		}
 	}
 }
+
+func TestExt4FreeMiB(t *testing.T) {
+	for _, tc := range []struct {
+		out     string
+		want    int64
+		wantErr bool
+	}{
+		{"Filesystem volume name:   hearth-root\nBlock count:              262144\nFree blocks:              16384\nBlock size:               4096\n", 64, false},
+		{"Free blocks: 2048\nBlock size: 1024\n", 2, false},
+		{"Free blocks: 2048\n", 0, true},
+		{"Free blocks: many\nBlock size: 4096\n", 0, true},
+	} {
+		got, err := ext4FreeMiB(tc.out)
+		if got != tc.want || (err != nil) != tc.wantErr {
+			t.Errorf("ext4FreeMiB(%q) = %d, %v; want %d, error %v", tc.out, got, err, tc.want, tc.wantErr)
+		}
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/filelock"
@@ -28,15 +30,27 @@ type ImageOptions struct {
 	// MinSizeMiB is the smallest image size; default DefaultImageMiB. Larger templates get
 	// their content size plus the same again (at least 1 GiB) free.
 	MinSizeMiB int
-	Log        *slog.Logger
+	// FreeMiB, when set, sizes the image instead: the template's content plus FreeMiB free,
+	// so a sandbox's writes fail with ENOSPC after about FreeMiB (runtime.Spec.DiskMiB).
+	// Images of one template version are kept per FreeMiB.
+	FreeMiB int
+	Log     *slog.Logger
 }
 
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]`)
 
-// ImagePath is where EnsureImage keeps t's image under dir.
-func ImagePath(dir string, t runtime.Template) string {
-	return filepath.Join(dir, unsafeName.ReplaceAllString(t.Name+"-"+t.Version, "_")+".ext4")
+// ImagePath is where EnsureImage keeps t's image with freeMiB free (0: the default size)
+// under dir.
+func ImagePath(dir string, t runtime.Template, freeMiB int) string {
+	name := t.Name + "-" + t.Version
+	if freeMiB > 0 {
+		name += fmt.Sprintf("-free%dm", freeMiB)
+	}
+	return filepath.Join(dir, unsafeName.ReplaceAllString(name, "_")+".ext4")
 }
+
+// imageSlackMiB is the first guess of what ext4's inode tables, bitmaps and journal take.
+const imageSlackMiB = 32
 
 // EnsureImage returns the read-only ext4 image of template t, building it once per template
 // version with mkfs.ext4 -d (which keeps owners, modes, hard links and device nodes). The
@@ -51,7 +65,7 @@ func EnsureImage(ctx context.Context, o ImageOptions, t runtime.Template) (strin
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	final := ImagePath(o.Dir, t)
+	final := ImagePath(o.Dir, t, o.FreeMiB)
 	if _, err := os.Stat(final); err == nil {
 		return final, nil
 	}
@@ -72,22 +86,18 @@ func EnsureImage(ctx context.Context, o ImageOptions, t runtime.Template) (strin
 		return "", fmt.Errorf("image of %s: %w", t.RootFS, err)
 	}
 	sizeMiB := max(int64(o.MinSizeMiB), 2*used>>20+1024)
+	if o.FreeMiB > 0 {
+		sizeMiB = used>>20 + int64(o.FreeMiB) + imageSlackMiB
+	}
 	tmp := final + ".tmp"
-	_ = os.Remove(tmp)
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
-	if err != nil {
-		return "", fmt.Errorf("image: %w", err)
+	free, err := mkfs(ctx, t, tmp, sizeMiB)
+	// ext4's own metadata and the content's block rounding take what is hard to predict:
+	// measure the free space and build again once, corrected, if it is off by more than 1/32.
+	if want := int64(o.FreeMiB); err == nil && want > 0 && abs(free-want) > max(4, want/32) {
+		sizeMiB += want - free
+		free, err = mkfs(ctx, t, tmp, sizeMiB)
 	}
-	err = f.Truncate(sizeMiB << 20)
-	f.Close()
 	if err != nil {
-		os.Remove(tmp)
-		return "", fmt.Errorf("image: %w", err)
-	}
-	// Inode tables and the journal are zeroed now (sparse writes on a file) rather than by
-	// the guest's lazy-init thread, which would fill every sandbox's overlay with zeros.
-	if _, err := run(ctx, "", "mkfs.ext4", "-q", "-F", "-L", "hearth-root", "-m", "0",
-		"-E", "lazy_itable_init=0,lazy_journal_init=0", "-d", t.RootFS, tmp); err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("image of template %s: %w", t.Name, err)
 	}
@@ -101,8 +111,67 @@ func EnsureImage(ctx context.Context, o ImageOptions, t runtime.Template) (strin
 	}
 	alloc, _ := AllocatedBytes(final)
 	o.Log.Info("root filesystem image built", "template", t.Name, "version", t.Version,
-		"size_mib", sizeMiB, "allocated_mib", alloc>>20, "took", time.Since(start).Round(time.Millisecond))
+		"size_mib", sizeMiB, "free_mib", free, "allocated_mib", alloc>>20, "took", time.Since(start).Round(time.Millisecond))
 	return final, nil
+}
+
+// mkfs writes an ext4 image of sizeMiB with t's content to path and returns its free MiB.
+func mkfs(ctx context.Context, t runtime.Template, path string, sizeMiB int64) (int64, error) {
+	_ = os.Remove(path)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
+	if err != nil {
+		return 0, err
+	}
+	err = f.Truncate(sizeMiB << 20)
+	f.Close()
+	if err != nil {
+		return 0, err
+	}
+	// Inode tables and the journal are zeroed now (sparse writes on a file) rather than by
+	// the guest's lazy-init thread, which would fill every sandbox's overlay with zeros.
+	if _, err := run(ctx, "", "mkfs.ext4", "-q", "-F", "-L", "hearth-root", "-m", "0",
+		"-E", "lazy_itable_init=0,lazy_journal_init=0", "-d", t.RootFS, path); err != nil {
+		return 0, err
+	}
+	out, err := run(ctx, "", "dumpe2fs", "-h", path)
+	if err != nil {
+		return 0, err
+	}
+	return ext4FreeMiB(out)
+}
+
+// ext4FreeMiB reads the free space from `dumpe2fs -h` output.
+func ext4FreeMiB(out string) (int64, error) {
+	var blocks, size int64
+	for _, line := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch strings.TrimSpace(k) {
+		case "Free blocks":
+			blocks = n
+		case "Block size":
+			size = n
+		default:
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("dumpe2fs: %q: %w", line, err)
+		}
+	}
+	if size == 0 {
+		return 0, errors.New("dumpe2fs: no block size in its output")
+	}
+	return blocks * size >> 20, nil
+}
+
+func abs(n int64) int64 {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 // treeBytes sums the sizes of the regular files under root.

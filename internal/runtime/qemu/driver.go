@@ -187,7 +187,7 @@ func (d *Driver) Create(ctx context.Context, s runtime.Spec) (err error) {
 	if err != nil {
 		return fmt.Errorf("create %s: %w", s.ID, err)
 	}
-	image, err := microvm.EnsureImage(ctx, microvm.ImageOptions{Dir: filepath.Join(d.cfg.DataDir, "images"), Log: d.log}, s.Template)
+	image, err := microvm.EnsureImage(ctx, microvm.ImageOptions{Dir: filepath.Join(d.cfg.DataDir, "images"), FreeMiB: s.DiskMiB, Log: d.log}, s.Template)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", s.ID, err)
 	}

@@ -55,7 +55,7 @@ func TestCreateBootsWithSpecResources(t *testing.T) {
 func TestSandboxesDoNotSeeEachOthersWrites(t *testing.T) {
 	d := testDriver(t, Config{})
 	a := create(t, d, 1, testMemMiB)
-	image := microvm.ImagePath(filepath.Join(testVMDir, "images"), testEnv.Template)
+	image := microvm.ImagePath(filepath.Join(testVMDir, "images"), testEnv.Template, 0)
 	before := fileHash(t, image)
 	b := create(t, d, 1, testMemMiB)
 	envdRun(t, a, "echo from-a > /root/marker && echo a > /etc/only-a && rm /etc/debian_version && sync")

@@ -96,11 +96,14 @@ type Sandbox struct {
 	Cpus      uint32                 `protobuf:"varint,4,opt,name=cpus,proto3" json:"cpus,omitempty"`
 	MemoryMib uint32                 `protobuf:"varint,5,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
 	// envd_address is host:port of the sandbox's envd, reachable from this agent's host.
-	EnvdAddress   string                 `protobuf:"bytes,6,opt,name=envd_address,json=envdAddress,proto3" json:"envd_address,omitempty"`
-	EnvdVersion   string                 `protobuf:"bytes,7,opt,name=envd_version,json=envdVersion,proto3" json:"envd_version,omitempty"`
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	Metadata      map[string]string      `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Egress        *Egress                `protobuf:"bytes,10,opt,name=egress,proto3" json:"egress,omitempty"`
+	EnvdAddress string                 `protobuf:"bytes,6,opt,name=envd_address,json=envdAddress,proto3" json:"envd_address,omitempty"`
+	EnvdVersion string                 `protobuf:"bytes,7,opt,name=envd_version,json=envdVersion,proto3" json:"envd_version,omitempty"`
+	CreatedAt   *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	Metadata    map[string]string      `protobuf:"bytes,9,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Egress      *Egress                `protobuf:"bytes,10,opt,name=egress,proto3" json:"egress,omitempty"`
+	// disk_mib bounds the sandbox's root filesystem writes; 0 for sandboxes created before
+	// disk limits (unbounded).
+	DiskMib       uint32 `protobuf:"varint,11,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -205,6 +208,13 @@ func (x *Sandbox) GetEgress() *Egress {
 	return nil
 }
 
+func (x *Sandbox) GetDiskMib() uint32 {
+	if x != nil {
+		return x.DiskMib
+	}
+	return 0
+}
+
 type CreateRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// sandbox_id is chosen by the caller so that a retried create is idempotent.
@@ -217,7 +227,10 @@ type CreateRequest struct {
 	EnvdAccessToken string            `protobuf:"bytes,6,opt,name=envd_access_token,json=envdAccessToken,proto3" json:"envd_access_token,omitempty"`
 	Metadata        map[string]string `protobuf:"bytes,7,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// egress is the sandbox's outbound policy; unset allows what the host allows.
-	Egress        *Egress `protobuf:"bytes,8,opt,name=egress,proto3" json:"egress,omitempty"`
+	Egress *Egress `protobuf:"bytes,8,opt,name=egress,proto3" json:"egress,omitempty"`
+	// disk_mib bounds what the sandbox can write to its root filesystem (ENOSPC past it);
+	// 0 takes the agent's default (--default-disk-mib).
+	DiskMib       uint32 `protobuf:"varint,9,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -306,6 +319,13 @@ func (x *CreateRequest) GetEgress() *Egress {
 		return x.Egress
 	}
 	return nil
+}
+
+func (x *CreateRequest) GetDiskMib() uint32 {
+	if x != nil {
+		return x.DiskMib
+	}
+	return 0
 }
 
 // Egress is a sandbox's own outbound policy, applied on top of the host's (which always
@@ -1289,7 +1309,7 @@ var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\n" +
-	"\x1chostagent/v1/hostagent.proto\x12\fhostagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcf\x03\n" +
+	"\x1chostagent/v1/hostagent.proto\x12\fhostagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x03\n" +
 	"\aSandbox\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -1304,10 +1324,11 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12?\n" +
 	"\bmetadata\x18\t \x03(\v2#.hostagent.v1.Sandbox.MetadataEntryR\bmetadata\x12,\n" +
 	"\x06egress\x18\n" +
-	" \x01(\v2\x14.hostagent.v1.EgressR\x06egress\x1a;\n" +
+	" \x01(\v2\x14.hostagent.v1.EgressR\x06egress\x12\x19\n" +
+	"\bdisk_mib\x18\v \x01(\rR\adiskMib\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdc\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf7\x03\n" +
 	"\rCreateRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -1318,7 +1339,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\benv_vars\x18\x05 \x03(\v2(.hostagent.v1.CreateRequest.EnvVarsEntryR\aenvVars\x12*\n" +
 	"\x11envd_access_token\x18\x06 \x01(\tR\x0fenvdAccessToken\x12E\n" +
 	"\bmetadata\x18\a \x03(\v2).hostagent.v1.CreateRequest.MetadataEntryR\bmetadata\x12,\n" +
-	"\x06egress\x18\b \x01(\v2\x14.hostagent.v1.EgressR\x06egress\x1a:\n" +
+	"\x06egress\x18\b \x01(\v2\x14.hostagent.v1.EgressR\x06egress\x12\x19\n" +
+	"\bdisk_mib\x18\t \x01(\rR\adiskMib\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
