@@ -586,6 +586,13 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
   platformSuite(() => env)
 
   test('sandboxes spread across both agents and survive a control plane restart', async () => {
+    // Placement reads the agents' heartbeats (every 5 s): wait until both report the earlier
+    // tests' sandboxes gone, so a lagging figure cannot tip all four creates onto one agent.
+    const hostsNow = async () => (await (await fetch(`${process.env.E2B_API_URL}/hearth/v1/hosts`, { headers: { 'X-API-Key': testKey } })).json())
+    await waitFor('both agents ready, heartbeating, with no running sandbox', async () => {
+      const hs = await hostsNow()
+      return hs.length === 2 && hs.every((h) => h.state === 'ready' && h.sandboxesRunning === 0 && Date.now() - Date.parse(h.lastHeartbeat) < 6000)
+    }, 20_000, 250).catch(async (e) => { console.error('hosts:', JSON.stringify(await hostsNow())); throw e })
     const sbxs = []
     for (let i = 0; i < 4; i++) sbxs.push(await Sandbox.create('base', { timeoutMs: 300_000 }))
     try {
@@ -594,6 +601,7 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
         const r = await fetch(`${process.env.E2B_API_URL}/sandboxes/${s.sandboxId}`, { headers: { 'X-API-Key': testKey } })
         hosts.add((await r.json()).clientID)
       }
+      if (hosts.size !== 2) console.error('hosts at placement:', JSON.stringify(await hostsNow()))
       assert.equal(hosts.size, 2, `sandboxes placed on ${[...hosts]}`)
       await sbxs[0].files.write('/home/user/before-restart.txt', 'persisted')
 
