@@ -265,7 +265,7 @@ func assertNoSlotObjects(tb testing.TB, p *Pool) {
 			tb.Errorf("netns %s left behind", n)
 		}
 	}
-	links, err := netlink.LinkList()
+	links, err := listLinks(context.Background())
 	must(tb, err)
 	for _, l := range links {
 		for _, head := range []string{p.cfg.Prefix + "-h", p.cfg.Prefix + "-i"} {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/vishvananda/netlink"
 )
@@ -73,7 +74,7 @@ func (p *Pool) removeAll(ctx context.Context) error {
 			found[i] = true
 		}
 	}
-	links, err := netlink.LinkList()
+	links, err := listLinks(ctx)
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}
@@ -97,4 +98,21 @@ func (p *Pool) removeAll(ctx context.Context) error {
 		p.log.Info("removed slots found on the host", "count", len(found))
 	}
 	return errors.Join(errs...)
+}
+
+// listLinks lists the host's links, dumping again when the kernel says the dump was
+// interrupted: another process (another agent, a test, a container) added or removed a link
+// meanwhile, and the partial list could miss one of this pool's slots.
+func listLinks(ctx context.Context) ([]netlink.Link, error) {
+	for attempt := 0; ; attempt++ {
+		links, err := netlink.LinkList()
+		if !errors.Is(err, netlink.ErrDumpInterrupted) || attempt >= 20 {
+			return links, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 10 * time.Millisecond):
+		}
+	}
 }
