@@ -474,6 +474,9 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
       assert.deepEqual(await listed(new Date(startedAt.getTime() - 1000)), [sbx.sandboxId], 'a second earlier')
       assert.deepEqual(await listed(new Date(startedAt.getTime() + 1000)), [], 'a second later')
 
+      // The SDK rounds start to the nearest second, so right after the create a range that
+      // starts at startedAt may begin a fraction of a second in the future: wait it out.
+      await new Promise((r) => setTimeout(r, Math.max(0, startedAt.getTime() + 1500 - Date.now())))
       const all = await sbx.getMetrics()
       assert.ok(all.length >= 1, 'a running sandbox has a sample')
       const end = new Date(Date.now() + 60_000)

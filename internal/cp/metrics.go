@@ -48,13 +48,16 @@ func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	if m.Timestamp < *start || (end != nil && m.Timestamp > *end) {
+	// The sample is stamped with the control plane's clock, not the one envd reports: the
+	// guest's clock is the sandbox's to set, and it must not move a sample into or out of a
+	// range.
+	at := time.Now().UTC().Truncate(time.Second)
+	if at.Unix() < *start || (end != nil && at.Unix() > *end) {
 		writeJSON(w, http.StatusOK, []SandboxMetric{})
 		return
 	}
-	ts := time.Unix(m.Timestamp, 0).UTC()
 	writeJSON(w, http.StatusOK, []SandboxMetric{{
-		Timestamp: ts, TimestampUnix: m.Timestamp, CPUCount: m.CPUCount, CPUUsedPct: m.CPUUsedPct,
+		Timestamp: at, TimestampUnix: at.Unix(), CPUCount: m.CPUCount, CPUUsedPct: m.CPUUsedPct,
 		MemUsed: m.MemUsed, MemTotal: m.MemTotal, MemCache: m.MemCache, DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal,
 	}})
 }
