@@ -236,7 +236,7 @@ func (t *Tracker) Drain(ctx context.Context, sandboxID string, p Policy) (forced
 		case <-endTimer:
 			// Ended streams whose clients did not let go: closed, not counted as forced.
 			t.mu.Lock()
-			victims := t.takeEnded(sandboxID, p)
+			victims := t.take(sandboxID, func(c *Conn) bool { return c.ended && p.covers(c) })
 			t.mu.Unlock()
 			closeAll(victims)
 			endTimer = nil
@@ -272,7 +272,7 @@ func (t *Tracker) ForceClose(sandboxID string) int {
 
 func (t *Tracker) forceClose(sandboxID string, p Policy) int {
 	t.mu.Lock()
-	victims := t.take(sandboxID, p)
+	victims := t.take(sandboxID, p.covers)
 	t.mu.Unlock()
 	return closeAll(victims)
 }
@@ -291,40 +291,21 @@ func (t *Tracker) Resume(sandboxID string) {
 // for a sandbox that is gone.
 func (t *Tracker) Forget(sandboxID string) {
 	t.mu.Lock()
-	victims := t.take(sandboxID, Policy{})
+	victims := t.take(sandboxID, Policy{}.covers)
 	delete(t.sandboxes, sandboxID)
 	t.mu.Unlock()
 	closeAll(victims)
 }
 
-// take removes and returns the open connections of id that p covers; t.mu
-// must be held.
-func (t *Tracker) take(id string, p Policy) []*Conn {
-	sb := t.sandboxes[id]
-	if sb == nil || len(sb.conns) == 0 {
-		return nil
-	}
-	victims := make([]*Conn, 0, len(sb.conns))
-	for c := range sb.conns {
-		if p.covers(c) {
-			victims = append(victims, c)
-			delete(sb.conns, c)
-		}
-	}
-	sb.notify()
-	return victims
-}
-
-// takeEnded removes and returns the ended streams of id that p covers; t.mu
-// must be held.
-func (t *Tracker) takeEnded(id string, p Policy) []*Conn {
+// take removes and returns the open connections of id that match; t.mu must be held.
+func (t *Tracker) take(id string, match func(*Conn) bool) []*Conn {
 	sb := t.sandboxes[id]
 	if sb == nil {
 		return nil
 	}
 	var victims []*Conn
 	for c := range sb.conns {
-		if c.ended && p.covers(c) {
+		if match(c) {
 			victims = append(victims, c)
 			delete(sb.conns, c)
 		}

@@ -31,10 +31,11 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/durable"
 )
 
 // Headers of the agent protocol.
@@ -208,28 +209,13 @@ func (s *Sender) Send(ctx context.Context) error {
 }
 
 // saveHostToken keeps the host token for later heartbeats and, when TokenFile is set, on
-// disk (written whole, then renamed, so a crash leaves the old token or the new one).
+// disk, durably: losing it in a crash would lock this host ID out of the control plane.
 func (s *Sender) saveHostToken(tok string) error {
 	s.hostToken = tok
 	if s.TokenFile == "" {
 		return nil
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(s.TokenFile), ".host-token-*")
-	if err != nil {
-		return fmt.Errorf("save host token: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	err = tmp.Chmod(0o600)
-	if err == nil {
-		_, err = tmp.WriteString(tok + "\n")
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), s.TokenFile)
-	}
-	if err != nil {
+	if err := durable.WriteFile(s.TokenFile, []byte(tok+"\n"), 0o600); err != nil {
 		return fmt.Errorf("save host token: %w", err)
 	}
 	return nil

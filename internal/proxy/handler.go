@@ -143,7 +143,8 @@ type routed struct {
 	route Route
 	up    Upstream
 	host  string // the client-facing host, for Location rewriting
-	// cancel aborts the upstream request, to unblock a stream that is being ended.
+	// cancel aborts the upstream request, to unblock a stream that is being ended; set only
+	// when Upstream.OnStream is.
 	cancel context.CancelFunc
 }
 
@@ -170,9 +171,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if up.Ctx != nil {
 		ctx = up.Ctx
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	ctx = context.WithValue(ctx, routeKey{}, &routed{route: route, up: up, host: r.Host, cancel: cancel})
+	rt := &routed{route: route, up: up, host: r.Host}
+	if up.OnStream != nil {
+		// Only a hop that ends streams needs to abort the upstream request itself.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		rt.cancel = cancel
+	}
+	ctx = context.WithValue(ctx, routeKey{}, rt)
 	// Streaming RPCs (envd's Start, WatchDir) answer before the client has finished sending
 	// its request body. Without full duplex, Go's HTTP/1.1 server closes the request body
 	// once the response headers are flushed, the copy of the body upstream fails, and the

@@ -125,23 +125,14 @@ func (b *endableBody) Read(p []byte) (int, error) {
 		}
 		// Ending: let through whole messages only. If one was in flight, everything up to
 		// its end; of what follows, the messages read whole; nothing of one begun after.
-		keep := n
-		if b.framing != nil {
-			keep = b.framing.lastBoundary(p[:n])
-		} else {
-			keep = 0
-		}
-		if keep < 0 { // still inside the message in flight
+		// (Without framing, every byte is a boundary and nothing more is let through.)
+		keep := b.framing.lastBoundary(p[:n])
+		if keep < 0 { // still inside the message in flight; an error here cuts the stream
 			b.framing.advance(p[:n])
 			b.mu.Unlock()
-			if err != nil {
-				return n, err // cut: the end waited too long or the upstream failed
-			}
-			return n, nil
+			return n, err
 		}
-		if b.framing != nil {
-			b.framing.advance(p[:keep])
-		}
+		b.framing.advance(p[:keep])
 		b.mu.Unlock()
 		if keep > 0 {
 			return keep, nil
