@@ -18,9 +18,24 @@ var (
 	ErrInvalidCursor = errors.New("invalid cursor")
 )
 
+// DefaultTeam is the team hearth dev's key and `hearth server --api-key` keys belong to, and
+// the one records from before teams existed joined.
+const DefaultTeam = "default"
+
+// ErrNoTeam is returned when a key, sandbox or template is written without a team.
+var ErrNoTeam = errors.New("no team: every API key, sandbox and template belongs to one")
+
+// Team owns API keys, sandboxes and templates; a key sees only its team's objects.
+type Team struct {
+	ID        string
+	Name      string // unique
+	CreatedAt time.Time
+}
+
 // APIKey is a team API key. Only its SHA-256 hash is stored.
 type APIKey struct {
 	ID         string
+	TeamID     string
 	Name       string
 	Hash       string // hex SHA-256 of the whole key
 	Mask       string // first and last characters, for display: "e2b_12…cdef"
@@ -31,6 +46,8 @@ type APIKey struct {
 // Template is a sandbox template known to the control plane.
 type Template struct {
 	ID          string
+	// TeamID owns the template; a Public template is visible to every team.
+	TeamID      string
 	Aliases     []string // unique across templates
 	CPUs        int
 	MemoryMiB   int
@@ -57,6 +74,7 @@ const (
 // Sandbox is one sandbox's record.
 type Sandbox struct {
 	ID         string
+	TeamID     string
 	TemplateID string
 	Alias      string // the template alias it was created from, if any
 	HostID     string // agent that runs it, or holds its snapshot while paused
@@ -92,6 +110,7 @@ type Sandbox struct {
 
 // SandboxFilter selects sandboxes for listing. Zero fields do not filter.
 type SandboxFilter struct {
+	TeamID   string
 	States   []string
 	Metadata map[string]string // every pair must match exactly
 	Template string            // template ID
@@ -139,25 +158,33 @@ const (
 type Store interface {
 	Close() error
 
-	CreateAPIKey(ctx context.Context, k APIKey) error // ErrConflict on a duplicate ID or hash
+	CreateTeam(ctx context.Context, t Team) error // ErrConflict on a duplicate ID or name
+	// Team finds a team by ID, then by name.
+	Team(ctx context.Context, idOrName string) (Team, error)
+	ListTeams(ctx context.Context) ([]Team, error)
+
+	// CreateAPIKey stores k: ErrConflict on a duplicate ID or hash, ErrNoTeam without a
+	// TeamID, ErrNotFound for a team that does not exist.
+	CreateAPIKey(ctx context.Context, k APIKey) error
 	// APIKeyByHash returns the key with this hash and records its use.
 	APIKeyByHash(ctx context.Context, hash string) (APIKey, error)
-	ListAPIKeys(ctx context.Context) ([]APIKey, error)
+	// ListAPIKeys returns the keys of one team, or of every team when teamID is "".
+	ListAPIKeys(ctx context.Context, teamID string) ([]APIKey, error)
 	DeleteAPIKey(ctx context.Context, id string) error
 
 	// PutTemplate creates or replaces a template (by ID); ErrConflict if an alias belongs to
-	// another template.
+	// another template, ErrNoTeam without a TeamID.
 	PutTemplate(ctx context.Context, t Template) error
 	// Template finds a template by ID or alias.
 	Template(ctx context.Context, idOrAlias string) (Template, error)
 	ListTemplates(ctx context.Context) ([]Template, error)
 	DeleteTemplate(ctx context.Context, id string) error
 
-	CreateSandbox(ctx context.Context, s Sandbox) error // ErrConflict on a duplicate ID
+	CreateSandbox(ctx context.Context, s Sandbox) error // ErrConflict on a duplicate ID, ErrNoTeam without a TeamID
 	Sandbox(ctx context.Context, id string) (Sandbox, error)
 	// UpdateSandbox reads the sandbox, applies fn and writes it back atomically (no other
 	// update interleaves), increasing Version. If fn returns an error nothing is written and
-	// that error is returned.
+	// that error is returned. A sandbox's team never changes: fn cannot change TeamID.
 	UpdateSandbox(ctx context.Context, id string, fn func(*Sandbox) error) (Sandbox, error)
 	DeleteSandbox(ctx context.Context, id string) error
 	// ListSandboxes returns one page and the cursor of the next ("" when it is the last).

@@ -7,7 +7,7 @@ import (
 	"github.com/hearthsh/hearth/internal/store"
 )
 
-const apiKeyCols = `id, name, hash, mask, created_at, last_used_at`
+const apiKeyCols = `id, name, hash, mask, created_at, last_used_at, team_id`
 
 func scanAPIKey(r Row) (store.APIKey, error) {
 	var (
@@ -15,7 +15,7 @@ func scanAPIKey(r Row) (store.APIKey, error) {
 		created  int64
 		lastUsed *int64
 	)
-	if err := r.Scan(&k.ID, &k.Name, &k.Hash, &k.Mask, &created, &lastUsed); err != nil {
+	if err := r.Scan(&k.ID, &k.Name, &k.Hash, &k.Mask, &created, &lastUsed, &k.TeamID); err != nil {
 		return store.APIKey{}, err
 	}
 	k.CreatedAt = fromMillis(created)
@@ -26,8 +26,11 @@ func scanAPIKey(r Row) (store.APIKey, error) {
 	return k, nil
 }
 
-// CreateAPIKey stores k; a zero CreatedAt becomes now.
+// CreateAPIKey stores k in its team, which must exist; a zero CreatedAt becomes now.
 func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
+	if k.TeamID == "" {
+		return fmt.Errorf("create api key %s: %w", k.ID, store.ErrNoTeam)
+	}
 	if k.CreatedAt.IsZero() {
 		k.CreatedAt = now()
 	}
@@ -36,8 +39,14 @@ func (s *Store) CreateAPIKey(ctx context.Context, k store.APIKey) error {
 		ms := millis(*k.LastUsedAt)
 		lastUsed = &ms
 	}
-	_, err := s.db.Exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
-		k.ID, k.Name, k.Hash, k.Mask, millis(k.CreatedAt), lastUsed)
+	// The insert names its team in the same statement, so a key cannot land in a team that
+	// does not exist (there is no foreign key: SQLite cannot add one to an existing table).
+	n, err := s.db.Exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`)
+SELECT $1, $2, $3, $4, $5, $6, id FROM teams WHERE id = $7`,
+		k.ID, k.Name, k.Hash, k.Mask, millis(k.CreatedAt), lastUsed, k.TeamID)
+	if err == nil && n == 0 {
+		return fmt.Errorf("create api key %s: team %s: %w", k.ID, k.TeamID, store.ErrNotFound)
+	}
 	if err != nil {
 		if s.d.IsUniqueViolation(err) {
 			return fmt.Errorf("api key %s: %w", k.ID, store.ErrConflict)
@@ -66,9 +75,10 @@ func (s *Store) APIKeyByHash(ctx context.Context, hash string) (store.APIKey, er
 	return k, nil
 }
 
-// ListAPIKeys returns every key, oldest first.
-func (s *Store) ListAPIKeys(ctx context.Context) ([]store.APIKey, error) {
-	rows, err := s.db.Query(ctx, `SELECT `+apiKeyCols+` FROM api_keys ORDER BY created_at, id`)
+// ListAPIKeys returns one team's keys (every key for ""), oldest first.
+func (s *Store) ListAPIKeys(ctx context.Context, teamID string) ([]store.APIKey, error) {
+	rows, err := s.db.Query(ctx, `SELECT `+apiKeyCols+` FROM api_keys
+WHERE $1 = '' OR team_id = $1 ORDER BY created_at, id`, teamID)
 	if err != nil {
 		return nil, fmt.Errorf("list api keys: %w", err)
 	}

@@ -37,6 +37,9 @@ func (s *Store) ListSandboxes(ctx context.Context, f store.SandboxFilter) ([]sto
 		a     args
 		where []string
 	)
+	if f.TeamID != "" {
+		where = append(where, "team_id = "+a.add(f.TeamID))
+	}
 	if len(f.States) > 0 {
 		ph := make([]string, len(f.States))
 		for i, st := range f.States {

@@ -12,7 +12,7 @@ import (
 const sandboxCols = `id, template_id, alias, host_id, state, cpus, memory_mib, disk_mib,
     started_at, end_at, metadata, env_vars, envd_version, envd_access_token,
     traffic_access_token, secure, allow_internet, auto_pause, auto_resume, version, updated_at,
-    allow_out, deny_out, allow_public_traffic`
+    allow_out, deny_out, allow_public_traffic, team_id`
 
 func scanSandbox(r Row) (store.Sandbox, error) {
 	var (
@@ -24,7 +24,7 @@ func scanSandbox(r Row) (store.Sandbox, error) {
 	if err := r.Scan(&s.ID, &s.TemplateID, &s.Alias, &s.HostID, &s.State, &s.CPUs, &s.MemoryMiB,
 		&s.DiskMiB, &started, &end, &metadataJSON, &envVarsJS, &s.EnvdVersion, &s.EnvdAccessToken,
 		&s.TrafficAccessToken, &s.Secure, &s.AllowInternet, &s.AutoPause, &s.AutoResume,
-		&s.Version, &updated, &allowOutJS, &denyOutJS, &s.AllowPublicTraffic); err != nil {
+		&s.Version, &updated, &allowOutJS, &denyOutJS, &s.AllowPublicTraffic, &s.TeamID); err != nil {
 		return store.Sandbox{}, err
 	}
 	s.StartedAt, s.EndAt, s.UpdatedAt = fromMillis(started), fromMillis(end), fromMillis(updated)
@@ -65,11 +65,14 @@ func sandboxArgs(s store.Sandbox) ([]any, error) {
 	return []any{s.ID, s.TemplateID, s.Alias, s.HostID, s.State, s.CPUs, s.MemoryMiB, s.DiskMiB,
 		millis(s.StartedAt), millis(s.EndAt), md, env, s.EnvdVersion, s.EnvdAccessToken,
 		s.TrafficAccessToken, s.Secure, s.AllowInternet, s.AutoPause, s.AutoResume,
-		s.Version, millis(s.UpdatedAt), allowOut, denyOut, s.AllowPublicTraffic}, nil
+		s.Version, millis(s.UpdatedAt), allowOut, denyOut, s.AllowPublicTraffic, s.TeamID}, nil
 }
 
 // CreateSandbox stores s as Version 1, updated now.
 func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
+	if sb.TeamID == "" {
+		return fmt.Errorf("create sandbox %s: %w", sb.ID, store.ErrNoTeam)
+	}
 	sb.Version, sb.UpdatedAt = 1, now()
 	args, err := sandboxArgs(sb)
 	if err != nil {
@@ -77,7 +80,7 @@ func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	}
 	_, err = s.db.Exec(ctx, `INSERT INTO sandboxes (`+sandboxCols+`) VALUES ($1, $2, $3, $4,
     $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-    $22, $23, $24)`, args...)
+    $22, $23, $24, $25)`, args...)
 	if err != nil {
 		if s.d.IsUniqueViolation(err) {
 			return fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrConflict)
@@ -105,8 +108,8 @@ type fnError struct{ err error }
 func (e fnError) Error() string { return e.err.Error() }
 
 // UpdateSandbox reads the row locked (FOR UPDATE, or SQLite's database write lock), applies
-// fn and writes every column back. fn cannot change the ID, Version or UpdatedAt: the store
-// owns them. The version check in the UPDATE cannot fail while the lock holds; it is there
+// fn and writes every column back. fn cannot change the ID, TeamID, Version or UpdatedAt:
+// the store owns them. The version check in the UPDATE cannot fail while the lock holds; it is there
 // so that a driver whose locking broke loses no update silently.
 func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.Sandbox) error) (store.Sandbox, error) {
 	var out store.Sandbox
@@ -123,7 +126,7 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.San
 		if err := fn(&next); err != nil {
 			return fnError{err}
 		}
-		next.ID, next.Version, next.UpdatedAt = id, cur.Version+1, now()
+		next.ID, next.TeamID, next.Version, next.UpdatedAt = id, cur.TeamID, cur.Version+1, now()
 		args, err := sandboxArgs(next)
 		if err != nil {
 			return fmt.Errorf("update sandbox %s: %w", id, err)
@@ -134,7 +137,7 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.San
     traffic_access_token = $15, secure = $16, allow_internet = $17, auto_pause = $18,
     auto_resume = $19, version = $20, updated_at = $21, allow_out = $22, deny_out = $23,
     allow_public_traffic = $24
-WHERE id = $1 AND version = $25`, append(args, cur.Version)...)
+WHERE id = $1 AND team_id = $25 AND version = $26`, append(args, cur.Version)...)
 		if err != nil {
 			return fmt.Errorf("update sandbox %s: %w", id, err)
 		}

@@ -12,7 +12,7 @@ import (
 // templateSelect reads templates with their aliases in one statement, one row per alias (or
 // one row with a NULL alias), so a concurrent PutTemplate cannot be seen half done.
 const templateSelect = `SELECT t.id, t.cpus, t.memory_mib, t.disk_mib, t.envd_version, t.build_id,
-    t.build_status, t.public, t.created_at, t.updated_at, a.alias
+    t.build_status, t.public, t.created_at, t.updated_at, t.team_id, a.alias
 FROM templates t LEFT JOIN template_aliases a ON a.template_id = t.id`
 
 // scanTemplates folds templateSelect rows, which must be ordered by template, into templates.
@@ -26,7 +26,7 @@ func scanTemplates(rows Rows) ([]store.Template, error) {
 			alias            *string
 		)
 		if err := rows.Scan(&t.ID, &t.CPUs, &t.MemoryMiB, &t.DiskMiB, &t.EnvdVersion, &t.BuildID,
-			&t.BuildStatus, &t.Public, &created, &updated, &alias); err != nil {
+			&t.BuildStatus, &t.Public, &created, &updated, &t.TeamID, &alias); err != nil {
 			return nil, err
 		}
 		if n := len(out); n == 0 || out[n-1].ID != t.ID {
@@ -46,9 +46,12 @@ func scanTemplates(rows Rows) ([]store.Template, error) {
 }
 
 // PutTemplate creates or replaces t and its aliases. A replaced template keeps its
-// CreatedAt; zero times become now. The aliases' primary key turns an alias that belongs to
+// CreatedAt and its team (ErrConflict if t names another); zero times become now. The aliases' primary key turns an alias that belongs to
 // another template into ErrConflict, also when two puts race.
 func (s *Store) PutTemplate(ctx context.Context, t store.Template) error {
+	if t.TeamID == "" {
+		return fmt.Errorf("put template %s: %w", t.ID, store.ErrNoTeam)
+	}
 	aliases, err := uniqueAliases(t.Aliases)
 	if err != nil {
 		return fmt.Errorf("template %s: %w", t.ID, err)
@@ -60,18 +63,27 @@ func (s *Store) PutTemplate(ctx context.Context, t store.Template) error {
 	if t.UpdatedAt.IsZero() {
 		t.UpdatedAt = ts
 	}
-	var conflict string
+	var (
+		conflict  string
+		otherTeam bool
+	)
 	err = s.db.Tx(ctx, func(q Querier) error {
-		if _, err := q.Exec(ctx, `INSERT INTO templates (id, cpus, memory_mib, disk_mib, envd_version,
-    build_id, build_status, public, created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+		n, err := q.Exec(ctx, `INSERT INTO templates (id, cpus, memory_mib, disk_mib, envd_version,
+    build_id, build_status, public, created_at, updated_at, team_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
 ON CONFLICT (id) DO UPDATE SET cpus = excluded.cpus, memory_mib = excluded.memory_mib,
     disk_mib = excluded.disk_mib, envd_version = excluded.envd_version,
     build_id = excluded.build_id, build_status = excluded.build_status,
-    public = excluded.public, updated_at = excluded.updated_at`,
+    public = excluded.public, updated_at = excluded.updated_at
+WHERE templates.team_id = excluded.team_id`,
 			t.ID, t.CPUs, t.MemoryMiB, t.DiskMiB, t.EnvdVersion, t.BuildID, t.BuildStatus, t.Public,
-			millis(t.CreatedAt), millis(t.UpdatedAt)); err != nil {
+			millis(t.CreatedAt), millis(t.UpdatedAt), t.TeamID)
+		if err != nil {
 			return err
+		}
+		if n == 0 { // the ID is another team's: a template never changes hands
+			otherTeam = true
+			return store.ErrConflict
 		}
 		if _, err := q.Exec(ctx, `DELETE FROM template_aliases WHERE template_id = $1`, t.ID); err != nil {
 			return err
@@ -89,6 +101,8 @@ ON CONFLICT (id) DO UPDATE SET cpus = excluded.cpus, memory_mib = excluded.memor
 	switch {
 	case err == nil:
 		return nil
+	case otherTeam:
+		return fmt.Errorf("template %s belongs to another team: %w", t.ID, store.ErrConflict)
 	case conflict != "":
 		return fmt.Errorf("template %s: alias %q is another template's: %w", t.ID, conflict, store.ErrConflict)
 	default:

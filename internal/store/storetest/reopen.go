@@ -14,7 +14,7 @@ func testReopen(t *testing.T, open Opener) {
 	sb := sandbox("sb1", base)
 	sb.Metadata = specialMetadata
 	tpl := template("t1", base, "alias")
-	key := store.APIKey{ID: "k1", Name: "key", Hash: "h1", Mask: "m", CreatedAt: base}
+	key := store.APIKey{ID: "k1", TeamID: store.DefaultTeam, Name: "key", Hash: "h1", Mask: "m", CreatedAt: base}
 	must(t, "create sandbox", s.CreateSandbox(ctx, sb))
 	must(t, "put template", s.PutTemplate(ctx, tpl))
 	must(t, "create key", s.CreateAPIKey(ctx, key))

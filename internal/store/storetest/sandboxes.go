@@ -15,7 +15,7 @@ import (
 // forgets shows up as a difference.
 func sandbox(id string, started time.Time) store.Sandbox {
 	return store.Sandbox{
-		ID: id, TemplateID: "tpl", Alias: "base", HostID: "host-1", State: store.StateRunning,
+		ID: id, TeamID: store.DefaultTeam, TemplateID: "tpl", Alias: "base", HostID: "host-1", State: store.StateRunning,
 		CPUs: 2, MemoryMiB: 512, DiskMiB: 2048,
 		StartedAt: started, EndAt: started.Add(5 * time.Minute),
 		Metadata:           map[string]string{"user": "u1"},
@@ -62,7 +62,8 @@ func testSandboxCRUD(t *testing.T, open Opener) {
 	wantErr(t, "missing", err, store.ErrNotFound)
 
 	// Empty and nil maps read back as empty maps, never nil ones.
-	bare := store.Sandbox{ID: "bare", State: store.StatePaused}
+	wantErr(t, "no team", s.CreateSandbox(ctx, store.Sandbox{ID: "teamless", State: store.StateRunning}), store.ErrNoTeam)
+	bare := store.Sandbox{ID: "bare", TeamID: store.DefaultTeam, State: store.StatePaused}
 	must(t, "create bare", s.CreateSandbox(ctx, bare))
 	if got := getSandbox(t, s, "bare"); got.Metadata == nil || len(got.Metadata) != 0 || got.EnvVars == nil ||
 		!got.StartedAt.IsZero() || !got.EndAt.IsZero() {
@@ -198,5 +199,34 @@ func testExpiredSandboxes(t *testing.T, open Opener) {
 	must(t, "expired at base", err)
 	if len(got) != 0 {
 		t.Fatalf("expired before any deadline: %d sandboxes", len(got))
+	}
+}
+
+// testSandboxTeam checks that listing filters by team and that an update cannot move a
+// sandbox to another team.
+func testSandboxTeam(t *testing.T, open Opener) {
+	s, ctx := open(t), ctxFor(t)
+	mine, theirs := sandbox("mine", base), sandbox("theirs", base.Add(time.Second))
+	theirs.TeamID = "t2"
+	must(t, "create mine", s.CreateSandbox(ctx, mine))
+	must(t, "create theirs", s.CreateSandbox(ctx, theirs))
+	for _, tc := range []struct {
+		team string
+		want []string
+	}{{"", []string{"theirs", "mine"}}, {store.DefaultTeam, []string{"mine"}}, {"t2", []string{"theirs"}}, {"t3", nil}} {
+		page, _, err := s.ListSandboxes(ctx, store.SandboxFilter{TeamID: tc.team})
+		must(t, "list "+tc.team, err)
+		var ids []string
+		for _, sb := range page {
+			ids = append(ids, sb.ID)
+		}
+		if !reflect.DeepEqual(ids, tc.want) {
+			t.Fatalf("team %q lists %v, want %v", tc.team, ids, tc.want)
+		}
+	}
+	got, err := s.UpdateSandbox(ctx, "mine", func(x *store.Sandbox) error { x.TeamID = "t2"; x.State = store.StatePaused; return nil })
+	must(t, "update", err)
+	if got.TeamID != store.DefaultTeam || getSandbox(t, s, "mine").TeamID != store.DefaultTeam {
+		t.Fatalf("update moved the sandbox to team %q", got.TeamID)
 	}
 }

@@ -24,7 +24,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		name string
 		fn   func(t *testing.T, open Opener)
 	}{
+		{"Teams", testTeams},
 		{"APIKeys", testAPIKeys},
+		{"TemplateTeam", testTemplateTeam},
+		{"SandboxTeam", testSandboxTeam},
 		{"Templates", testTemplates},
 		{"TemplateAliasConflict", testTemplateAliasConflict},
 		{"SandboxCRUD", testSandboxCRUD},

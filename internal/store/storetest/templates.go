@@ -9,7 +9,7 @@ import (
 )
 
 func template(id string, created time.Time, aliases ...string) store.Template {
-	return store.Template{ID: id, Aliases: aliases, CPUs: 2, MemoryMiB: 512, DiskMiB: 1024,
+	return store.Template{ID: id, TeamID: store.DefaultTeam, Aliases: aliases, CPUs: 2, MemoryMiB: 512, DiskMiB: 1024,
 		EnvdVersion: "0.2.0", BuildID: "b-" + id, BuildStatus: "ready", Public: true,
 		CreatedAt: created, UpdatedAt: created}
 }
@@ -106,4 +106,23 @@ func testTemplateAliasConflict(t *testing.T, open Opener) {
 	if got := getTemplate(t, s, "mine"); got.ID != "a" {
 		t.Fatalf("alias mine moved to %s", got.ID)
 	}
+}
+
+// testTemplateTeam checks that a template keeps its team: a put naming another team for an
+// existing ID is a conflict and changes nothing.
+func testTemplateTeam(t *testing.T, open Opener) {
+	s, ctx := open(t), ctxFor(t)
+	must(t, "create team", s.CreateTeam(ctx, store.Team{ID: "t2", Name: "two"}))
+	mine := template("mine", base, "mine-alias")
+	mine.Public = false
+	must(t, "put", s.PutTemplate(ctx, mine))
+	theirs := mine
+	theirs.TeamID, theirs.BuildID = "t2", "b-hijack"
+	wantErr(t, "put by another team", s.PutTemplate(ctx, theirs), store.ErrConflict)
+	if got := getTemplate(t, s, "mine"); !reflect.DeepEqual(got, mine) {
+		t.Fatalf("after another team's put:\n got %+v\nwant %+v", got, mine)
+	}
+	noTeam := template("orphan", base)
+	noTeam.TeamID = ""
+	wantErr(t, "put without team", s.PutTemplate(ctx, noTeam), store.ErrNoTeam)
 }
