@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/spf13/cobra"
+
 	"github.com/hearthsh/hearth/sdk/go/hearthtest"
 )
 
@@ -114,6 +116,12 @@ func freshCLICommands() {
 		rootCmd.RemoveCommand(old)
 	}
 	rootCmd.AddCommand(newSandboxCmd())
+	for name, mk := range map[string]func() *cobra.Command{"team": newTeamCmd, "key": newKeyCmd} {
+		if old := findCommand(rootCmd, name); old != nil {
+			rootCmd.RemoveCommand(old)
+		}
+		rootCmd.AddCommand(mk())
+	}
 	tmpl := findCommand(rootCmd, "template")
 	if ls := findCommand(tmpl, "ls"); ls != nil {
 		tmpl.RemoveCommand(ls)

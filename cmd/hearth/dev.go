@@ -18,6 +18,7 @@ import (
 	"github.com/hearthsh/hearth/internal/cp"
 	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/netslot"
+	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/template"
 )
 
@@ -107,7 +108,7 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 		return err
 	}
 	defer st.Close()
-	if err := cp.RegisterKey(ctx, st, key, "hearth dev"); err != nil {
+	if err := cp.RegisterKey(ctx, st, key, "hearth dev", store.DefaultTeam); err != nil {
 		return err
 	}
 

@@ -56,7 +56,7 @@ func init() {
 			}
 			defer st.Close()
 			if c.APIKey != "" {
-				if err := cp.RegisterKey(ctx, st, c.APIKey, "--api-key"); err != nil {
+				if err := cp.RegisterKey(ctx, st, c.APIKey, "--api-key", store.DefaultTeam); err != nil {
 					return err
 				}
 			}

@@ -43,56 +43,108 @@ func HashKey(k string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// RegisterKey stores a key (hashed) if it is not stored yet.
-func RegisterKey(ctx context.Context, st store.Store, key, name string) error {
+// RegisterKey stores a key (hashed) in a team if it is not stored yet. A key stored in
+// another team is an error: a key belongs to one team for good.
+func RegisterKey(ctx context.Context, st store.Store, key, name, teamID string) error {
 	if !ValidKey(key) {
 		return fmt.Errorf("API key must be \"e2b_\" followed by hex digits (the E2B SDKs reject other shapes)")
 	}
-	mask := key[:6] + "…" + key[len(key)-4:]
-	err := st.CreateAPIKey(ctx, store.APIKey{ID: HashKey(key)[:16], Name: name, Hash: HashKey(key), Mask: mask, CreatedAt: time.Now().UTC()})
+	k := keyRecord(key, name, teamID)
+	err := st.CreateAPIKey(ctx, k)
 	if errors.Is(err, store.ErrConflict) {
-		return nil
+		have, herr := st.APIKeyByHash(ctx, k.Hash)
+		if herr == nil && have.TeamID != teamID {
+			return fmt.Errorf("API key %s belongs to team %s, not %s", have.Mask, have.TeamID, teamID)
+		}
+		return herr
 	}
 	return err
 }
 
-// keyCache remembers valid keys for a minute so that a busy client does not cost a store
-// round trip (and a last-used write) per request.
+// keyRecord is what the store keeps of a key: its hash and a mask for display.
+func keyRecord(key, name, teamID string) store.APIKey {
+	h := HashKey(key)
+	return store.APIKey{ID: h[:16], TeamID: teamID, Name: name, Hash: h, Mask: key[:6] + "…" + key[len(key)-4:],
+		CreatedAt: time.Now().UTC()}
+}
+
+// keyCacheTTL is how long a key found valid is trusted without the store. It bounds how
+// long a key revoked on another replica keeps working here; the replica that revokes a key
+// forgets it at once.
+const keyCacheTTL = 2 * time.Second
+
+// keyCache remembers valid keys briefly so that a busy client does not cost a store round
+// trip (and a last-used write) per request.
 type keyCache struct {
 	st   store.Store
 	mu   sync.Mutex
-	seen map[string]time.Time
+	seen map[string]cachedKey // by key hash
+	// gen counts revocations; a lookup that raced one does not cache what it read, which
+	// may be the revoked key.
+	gen uint64
 }
 
-func newKeyCache(st store.Store) *keyCache { return &keyCache{st: st, seen: map[string]time.Time{}} }
+type cachedKey struct {
+	key  store.APIKey
+	seen time.Time
+}
 
-func (c *keyCache) valid(ctx context.Context, key string) (bool, error) {
+func newKeyCache(st store.Store) *keyCache { return &keyCache{st: st, seen: map[string]cachedKey{}} }
+
+// lookup returns the stored key for key, and false if there is none.
+func (c *keyCache) lookup(ctx context.Context, key string) (store.APIKey, bool, error) {
 	h := HashKey(key)
 	c.mu.Lock()
-	t, ok := c.seen[h]
+	e, ok := c.seen[h]
+	gen := c.gen
 	c.mu.Unlock()
-	if ok && time.Since(t) < time.Minute {
-		return true, nil
+	if ok && time.Since(e.seen) < keyCacheTTL {
+		return e.key, true, nil
 	}
-	if _, err := c.st.APIKeyByHash(ctx, h); err != nil {
+	k, err := c.st.APIKeyByHash(ctx, h)
+	if err != nil {
+		c.mu.Lock()
+		delete(c.seen, h)
+		c.mu.Unlock()
 		if errors.Is(err, store.ErrNotFound) {
-			return false, nil
+			return store.APIKey{}, false, nil
 		}
-		return false, err
+		return store.APIKey{}, false, err
 	}
 	c.mu.Lock()
-	c.seen[h] = time.Now()
-	c.mu.Unlock()
-	return true, nil
+	defer c.mu.Unlock()
+	if c.gen != gen {
+		return k, true, nil // the key was read before a revocation: use it once, never cache it
+	}
+	if len(c.seen) >= maxCachedKeys {
+		clear(c.seen)
+	}
+	c.seen[h] = cachedKey{key: k, seen: time.Now()}
+	return k, true, nil
 }
 
-// cached reports whether key was found valid within the last minute, without the store.
+// maxCachedKeys bounds the cache; valid keys are few, so this is never reached in use.
+const maxCachedKeys = 4096
+
+// cached reports whether key was found valid within the TTL, without the store.
 func (c *keyCache) cached(key string) bool {
 	h := HashKey(key)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t, ok := c.seen[h]
-	return ok && time.Since(t) < time.Minute
+	e, ok := c.seen[h]
+	return ok && time.Since(e.seen) < keyCacheTTL
+}
+
+// forget drops the key with this ID (revoked here: it must stop working at once).
+func (c *keyCache) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gen++
+	for h, e := range c.seen {
+		if e.key.ID == id {
+			delete(c.seen, h)
+		}
+	}
 }
 
 // Invalid API keys are limited per source address: a bucket of failBurst attempts refilled
@@ -168,7 +220,7 @@ func (s *Server) requireKey(h http.HandlerFunc) http.Handler {
 			tooManyFailures(w)
 			return
 		}
-		ok, err := s.keys.valid(r.Context(), key)
+		k, ok, err := s.keys.lookup(r.Context(), key)
 		if err != nil {
 			writeError(w, http.StatusInternalServerError, "check API key: "+err.Error())
 			return
@@ -182,8 +234,50 @@ func (s *Server) requireKey(h http.HandlerFunc) http.Handler {
 			writeError(w, http.StatusUnauthorized, "invalid API key")
 			return
 		}
-		h(w, r)
+		h(w, r.WithContext(withCaller(r.Context(), k)))
 	})
+}
+
+type callerKey struct{}
+
+func withCaller(ctx context.Context, k store.APIKey) context.Context {
+	return context.WithValue(ctx, callerKey{}, k)
+}
+
+// callerOf is the API key a request was authenticated with. Handlers behind requireKey
+// always have one; without one (a bug) the team is "", which owns nothing.
+func callerOf(ctx context.Context) store.APIKey {
+	k, _ := ctx.Value(callerKey{}).(store.APIKey)
+	return k
+}
+
+// teamOf is the team of the request's API key.
+func teamOf(ctx context.Context) string { return callerOf(ctx).TeamID }
+
+// ownSandbox lets a request for /sandboxes/{id}/... through only if the sandbox is the
+// caller's team's. Another team's sandbox gets the same 404 as one that does not exist, so
+// IDs of other teams' sandboxes cannot be probed. It is the one place the check is made for
+// every sandbox route, so a new route cannot forget it.
+func (s *Server) ownSandbox(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		id := r.PathValue("id")
+		team := teamOf(r.Context())
+		sb, err := s.store.Sandbox(r.Context(), id)
+		switch {
+		case err == nil && sb.TeamID == team && team != "":
+		case err == nil || errors.Is(err, store.ErrNotFound):
+			// A killed sandbox's logs stay readable by its team until they age out.
+			if errors.Is(err, store.ErrNotFound) && team != "" && s.events.ownerOf(id) == team {
+				break
+			}
+			fail(w, sandboxErr(id, store.ErrNotFound))
+			return
+		default:
+			fail(w, sandboxErr(id, err))
+			return
+		}
+		h(w, r)
+	}
 }
 
 func tooManyFailures(w http.ResponseWriter) {

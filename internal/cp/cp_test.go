@@ -34,7 +34,7 @@ func newTestCP(t *testing.T) (*Server, *httptest.Server, store.Store) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	if err := RegisterKey(context.Background(), st, testKey, "test"); err != nil {
+	if err := RegisterKey(context.Background(), st, testKey, "test", store.DefaultTeam); err != nil {
 		t.Fatal(err)
 	}
 	s := New(Config{Store: st, Log: slog.New(slog.DiscardHandler), HostDeadAfter: time.Minute, AgentToken: testAgentToken})
@@ -59,8 +59,12 @@ func call(t *testing.T, method, url, body string, hdr map[string]string) (int, s
 }
 
 func TestAuthAndErrors(t *testing.T) {
-	_, hs, _ := newTestCP(t)
+	_, hs, st := newTestCP(t)
 	key := map[string]string{"X-API-Key": testKey}
+	// A sandbox of the key's team, for the checks of a request's body.
+	if err := st.CreateSandbox(context.Background(), store.Sandbox{ID: "mine", TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h", State: store.StateRunning}); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name, method, path, body string
 		hdr                      map[string]string
@@ -69,7 +73,7 @@ func TestAuthAndErrors(t *testing.T) {
 	}{
 		{"no key", "GET", "/v2/sandboxes", "", nil, 401, "missing API key"},
 		{"wrong key", "GET", "/v2/sandboxes", "", map[string]string{"X-API-Key": "e2b_" + strings.Repeat("1", 40)}, 401, "invalid API key"},
-		{"list empty", "GET", "/v2/sandboxes", "", key, 200, "[]"},
+		{"list", "GET", "/v2/sandboxes", "", key, 200, `"sandboxID":"mine"`},
 		{"unknown sandbox", "GET", "/sandboxes/nosuch", "", key, 404, "sandbox nosuch not found"},
 		{"kill unknown", "DELETE", "/sandboxes/nosuch", "", key, 404, "not found"},
 		{"pause unknown", "POST", "/sandboxes/nosuch/pause", "", key, 404, "not found"},
@@ -93,11 +97,11 @@ func TestAuthAndErrors(t *testing.T) {
 		{"volume mounts", "POST", "/v2/sandboxes", `{"templateID":"base","volumeMounts":[{"name":"v","path":"/data"}]}`, key, 400, "volumeMounts: not supported"},
 		{"empty extras are fine", "POST", "/v2/sandboxes", `{"templateID":"nope","volumeMounts":[],"network":{"rules":{},"allowOut":[]}}`, key, 404, `template \"nope\" not found`},
 		{"network of unknown sandbox", "PUT", "/sandboxes/nosuch/network", `{"denyOut":["0.0.0.0/0"]}`, key, 404, "sandbox nosuch not found"},
-		{"network update checked first", "PUT", "/sandboxes/nosuch/network", `{"denyOut":["example.com"]}`, key, 400, "is a domain name"},
+		{"network update checked", "PUT", "/sandboxes/mine/network", `{"denyOut":["example.com"]}`, key, 400, "is a domain name"},
 		{"fork unknown", "POST", "/sandboxes/nosuch/fork", `{"count":1}`, key, 404, "sandbox nosuch not found"},
-		{"fork count too high", "POST", "/sandboxes/nosuch/fork", `{"count":101}`, key, 400, "count must be 1 to 100"},
-		{"fork count zero", "POST", "/sandboxes/nosuch/fork", `{"count":0}`, key, 400, "count must be 1 to 100"},
-		{"network update without rules", "PUT", "/sandboxes/nosuch/network", `{"rules":{"a.com":[{}]}}`, key, 400, "rules: not supported"},
+		{"fork count too high", "POST", "/sandboxes/mine/fork", `{"count":101}`, key, 400, "count must be 1 to 100"},
+		{"fork count zero", "POST", "/sandboxes/mine/fork", `{"count":0}`, key, 400, "count must be 1 to 100"},
+		{"network update without rules", "PUT", "/sandboxes/mine/network", `{"rules":{"a.com":[{}]}}`, key, 400, "rules: not supported"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,7 +190,7 @@ func TestListFilterAndPaging(t *testing.T) {
 			state = store.StatePaused
 		}
 		err := st.CreateSandbox(ctx, store.Sandbox{
-			ID: fmt.Sprintf("sbx%02d", i), TemplateID: "base", HostID: "h", State: state, CPUs: 1, MemoryMiB: 256,
+			ID: fmt.Sprintf("sbx%02d", i), TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h", State: state, CPUs: 1, MemoryMiB: 256,
 			StartedAt: base.Add(time.Duration(i) * time.Minute), EndAt: base.Add(2 * time.Hour),
 			Metadata: map[string]string{"team": map[bool]string{true: "a", false: "b"}[i < 3], "odd&key": "v=1"},
 		})
@@ -249,7 +253,7 @@ func TestTimeoutAndRefresh(t *testing.T) {
 	_, hs, st := newTestCP(t)
 	ctx := context.Background()
 	end := time.Now().Add(time.Minute).UTC()
-	st.CreateSandbox(ctx, store.Sandbox{ID: "t1", TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: time.Now().UTC(), EndAt: end})
+	st.CreateSandbox(ctx, store.Sandbox{ID: "t1", TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: time.Now().UTC(), EndAt: end})
 	key := map[string]string{"X-API-Key": testKey}
 	if status, body, _ := call(t, "POST", hs.URL+"/sandboxes/t1/timeout", `{"timeout":3600}`, key); status != 204 {
 		t.Fatalf("timeout: %d %s", status, body)

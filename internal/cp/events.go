@@ -13,6 +13,9 @@ import (
 type eventLog struct {
 	mu     sync.Mutex
 	events map[string][]SandboxLog
+	// owners is each logged sandbox's team, so that its logs stay its team's after the
+	// sandbox record is gone.
+	owners map[string]string
 }
 
 const (
@@ -20,7 +23,30 @@ const (
 	maxSandboxesLogged  = 10000
 )
 
-func newEventLog() *eventLog { return &eventLog{events: map[string][]SandboxLog{}} }
+func newEventLog() *eventLog {
+	return &eventLog{events: map[string][]SandboxLog{}, owners: map[string]string{}}
+}
+
+// own records the team of a sandbox about to be logged.
+func (l *eventLog) own(id, team string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.owners[id] = team
+	if len(l.owners) > 2*maxSandboxesLogged {
+		for k := range l.owners {
+			if _, ok := l.events[k]; !ok && k != id {
+				delete(l.owners, k)
+			}
+		}
+	}
+}
+
+// ownerOf is the team recorded for a sandbox, or "".
+func (l *eventLog) ownerOf(id string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.owners[id]
+}
 
 func (l *eventLog) add(id, level, msg string) {
 	l.mu.Lock()
@@ -36,6 +62,7 @@ func (l *eventLog) add(id, level, msg string) {
 		for k, v := range l.events {
 			if time.Since(v[len(v)-1].Timestamp) > time.Hour {
 				delete(l.events, k)
+				delete(l.owners, k)
 			}
 		}
 	}

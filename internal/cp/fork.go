@@ -92,6 +92,7 @@ func (s *Server) fork(ctx context.Context, parent store.Sandbox, host store.Host
 			cleanup()
 			return nil, err
 		}
+		s.events.own(c.ID, c.TeamID)
 		children = append(children, c)
 		req.Children = append(req.Children, &pb.ForkChild{
 			SandboxId: c.ID, EnvdAccessToken: c.EnvdAccessToken, EnvVars: withSandboxEnv(c), Metadata: c.Metadata,

@@ -282,6 +282,11 @@ type HostInfo struct {
 }
 
 func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
+	// Hosts are the operator's: their addresses and loads are not for every tenant.
+	if teamOf(r.Context()) != store.DefaultTeam {
+		writeError(w, http.StatusForbidden, "hosts are shown to the operator's team (\"default\") only")
+		return
+	}
 	hosts, err := s.store.ListHosts(r.Context())
 	if err != nil {
 		fail(w, err)

@@ -20,7 +20,7 @@ func TestTimeoutBounds(t *testing.T) {
 	_, hs, st := newTestCP(t)
 	ctx := context.Background()
 	end := time.Now().Add(time.Minute).UTC().Truncate(time.Millisecond)
-	st.CreateSandbox(ctx, store.Sandbox{ID: "t1", TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: time.Now().UTC(), EndAt: end})
+	st.CreateSandbox(ctx, store.Sandbox{ID: "t1", TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: time.Now().UTC(), EndAt: end})
 	key := map[string]string{"X-API-Key": testKey}
 	for _, ep := range []struct{ path, body string }{
 		{"/sandboxes", `{"templateID":"base","timeout":%d}`},

@@ -66,7 +66,7 @@ func TestProxyNotRunning(t *testing.T) {
 		{ID: "resuming", State: store.StateResuming, HostID: "up"},
 		{ID: "hostdown", State: store.StateRunning, HostID: "down"},
 	} {
-		sb.TemplateID, sb.StartedAt, sb.EndAt, sb.AllowPublicTraffic = "base", now, now.Add(time.Hour), true
+		sb.TeamID, sb.TemplateID, sb.StartedAt, sb.EndAt, sb.AllowPublicTraffic = store.DefaultTeam, "base", now, now.Add(time.Hour), true
 		if err := st.CreateSandbox(ctx, sb); err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +149,7 @@ func TestMetricsRange(t *testing.T) {
 	ctx := context.Background()
 	st.PutHost(ctx, store.Host{ID: "h", State: store.HostReady, ProxyAddr: strings.TrimPrefix(agentProxy.URL, "http://")})
 	started := time.Now().Add(-time.Minute).UTC()
-	st.CreateSandbox(ctx, store.Sandbox{ID: "m1", TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: started, EndAt: started.Add(time.Hour)})
+	st.CreateSandbox(ctx, store.Sandbox{ID: "m1", TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: started, EndAt: started.Add(time.Hour)})
 	before, now := started.Add(-time.Hour).Unix(), time.Now().Unix()
 	key := map[string]string{"X-API-Key": testKey}
 

@@ -74,7 +74,11 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	if err != nil {
 		return store.Sandbox{}, err
 	}
-	tpl, err := s.store.Template(ctx, req.TemplateID)
+	team := teamOf(ctx)
+	if team == "" {
+		return store.Sandbox{}, errors.New("create sandbox: request has no team")
+	}
+	tpl, err := s.visibleTemplate(ctx, req.TemplateID)
 	if errors.Is(err, store.ErrNotFound) {
 		return store.Sandbox{}, errorf(http.StatusNotFound, "template %q not found: build it on an agent with `hearth template build %s`", req.TemplateID, req.TemplateID)
 	} else if err != nil {
@@ -95,7 +99,7 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 
 	now := time.Now().UTC()
 	sb := store.Sandbox{
-		ID: newSandboxID(), TemplateID: tpl.ID, HostID: host.ID, State: store.StateStarting,
+		ID: newSandboxID(), TeamID: team, TemplateID: tpl.ID, HostID: host.ID, State: store.StateStarting,
 		CPUs: cpus, MemoryMiB: mem, DiskMiB: tpl.DiskMiB, StartedAt: now, EndAt: now.Add(ttl),
 		Metadata: req.Metadata, EnvVars: req.EnvVars, EnvdVersion: envd.Version,
 		AllowInternet: req.AllowInternetAccess == nil || *req.AllowInternetAccess,
@@ -114,6 +118,7 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	if err := s.store.CreateSandbox(ctx, sb); err != nil {
 		return store.Sandbox{}, err
 	}
+	s.events.own(sb.ID, team)
 	s.events.add(sb.ID, "info", fmt.Sprintf("creating from template %s on host %s", tpl.ID, host.ID))
 
 	actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
@@ -224,9 +229,12 @@ func sandboxErr(id string, err error) error {
 	return err
 }
 
-// listFilter parses the query of GET /v2/sandboxes.
-func listFilter(q url.Values) (store.SandboxFilter, error) {
-	f := store.SandboxFilter{Cursor: q.Get("nextToken"), Template: q.Get("template")}
+// listFilter parses the query of GET /v2/sandboxes; the list is of team's sandboxes.
+func listFilter(team string, q url.Values) (store.SandboxFilter, error) {
+	f := store.SandboxFilter{TeamID: team, Cursor: q.Get("nextToken"), Template: q.Get("template")}
+	if team == "" { // an empty team filter would list every team's sandboxes
+		return f, errors.New("list sandboxes: request has no team")
+	}
 	if m := q.Get("metadata"); m != "" {
 		pairs, err := url.ParseQuery(m)
 		if err != nil {
@@ -282,7 +290,7 @@ func listFilter(q url.Values) (store.SandboxFilter, error) {
 }
 
 func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
-	f, err := listFilter(r.URL.Query())
+	f, err := listFilter(teamOf(r.Context()), r.URL.Query())
 	if err != nil {
 		fail(w, err)
 		return
@@ -310,7 +318,7 @@ func (s *Server) listRunning(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	q.Del("state")
 	q.Set("state", "running")
-	f, err := listFilter(q)
+	f, err := listFilter(teamOf(r.Context()), q)
 	if err != nil {
 		fail(w, err)
 		return

@@ -123,26 +123,31 @@ func New(cfg Config) *Server {
 func (s *Server) APIHandler() http.Handler {
 	mux := http.NewServeMux()
 	auth := s.requireKey
+	// own is for routes that name a sandbox: the caller's team must own it.
+	own := func(h http.HandlerFunc) http.Handler { return s.requireKey(s.ownSandbox(h)) }
 	for _, p := range []string{"POST /sandboxes", "POST /v2/sandboxes"} {
 		mux.Handle(p, auth(s.createSandbox))
 	}
 	mux.Handle("GET /sandboxes", auth(s.listRunning))
 	mux.Handle("GET /v2/sandboxes", auth(s.listSandboxes))
-	mux.Handle("GET /sandboxes/{id}", auth(s.getSandbox))
-	mux.Handle("DELETE /sandboxes/{id}", auth(s.killSandbox))
-	mux.Handle("POST /sandboxes/{id}/timeout", auth(s.setTimeout))
-	mux.Handle("POST /sandboxes/{id}/refreshes", auth(s.refresh))
-	mux.Handle("POST /sandboxes/{id}/pause", auth(s.pauseSandbox))
-	mux.Handle("POST /sandboxes/{id}/resume", auth(s.resumeSandbox))
+	mux.Handle("GET /sandboxes/{id}", own(s.getSandbox))
+	mux.Handle("DELETE /sandboxes/{id}", own(s.killSandbox))
+	mux.Handle("POST /sandboxes/{id}/timeout", own(s.setTimeout))
+	mux.Handle("POST /sandboxes/{id}/refreshes", own(s.refresh))
+	mux.Handle("POST /sandboxes/{id}/pause", own(s.pauseSandbox))
+	mux.Handle("POST /sandboxes/{id}/resume", own(s.resumeSandbox))
 	for _, p := range []string{"POST /sandboxes/{id}/connect", "POST /v2/sandboxes/{id}/connect"} {
-		mux.Handle(p, auth(s.connectSandbox))
+		mux.Handle(p, own(s.connectSandbox))
 	}
-	mux.Handle("PUT /sandboxes/{id}/network", auth(s.updateNetwork))
-	mux.Handle("POST /sandboxes/{id}/fork", auth(s.forkSandbox))
-	mux.Handle("GET /sandboxes/{id}/metrics", auth(s.sandboxMetrics))
+	mux.Handle("PUT /sandboxes/{id}/network", own(s.updateNetwork))
+	mux.Handle("POST /sandboxes/{id}/fork", own(s.forkSandbox))
+	mux.Handle("GET /sandboxes/{id}/metrics", own(s.sandboxMetrics))
 	for _, p := range []string{"GET /sandboxes/{id}/logs", "GET /v2/sandboxes/{id}/logs"} {
-		mux.Handle(p, auth(s.sandboxLogs))
+		mux.Handle(p, own(s.sandboxLogs))
 	}
+	mux.Handle("GET /api-keys", auth(s.listKeys))
+	mux.Handle("POST /api-keys", auth(s.createKey))
+	mux.Handle("DELETE /api-keys/{id}", auth(s.revokeKey))
 	mux.Handle("GET /templates", auth(s.listTemplates))
 	mux.Handle("GET /templates/{id}", auth(s.getTemplate))
 	mux.HandleFunc("POST /hearth/v1/hosts/{id}/heartbeat", s.heartbeat)

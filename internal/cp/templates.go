@@ -3,6 +3,7 @@ package cp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -23,7 +24,8 @@ func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) {
 	t, err := s.store.Template(ctx, ht.Name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		t = store.Template{ID: ht.Name, Aliases: []string{ht.Name}, CreatedAt: now, Public: true}
+		// Templates built on a host are the operator's: public to every team.
+		t = store.Template{ID: ht.Name, TeamID: store.DefaultTeam, Aliases: []string{ht.Name}, CreatedAt: now, Public: true}
 	case err != nil:
 		s.log.Warn("look up template", "template", ht.Name, "err", err)
 		return
@@ -54,9 +56,12 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
+	team := teamOf(r.Context())
 	out := make([]Template, 0, len(ts))
 	for _, t := range ts {
-		out = append(out, templateJSON(t))
+		if visibleTo(t, team) {
+			out = append(out, templateJSON(t))
+		}
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -66,7 +71,7 @@ func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	t, err := s.store.Template(r.Context(), r.PathValue("id"))
+	t, err := s.visibleTemplate(r.Context(), r.PathValue("id"))
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			err = errorf(http.StatusNotFound, "template %s not found", r.PathValue("id"))
@@ -75,4 +80,22 @@ func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, templateJSON(t))
+}
+
+// visibleTo reports whether team may see and use t: its own templates and public ones.
+func visibleTo(t store.Template, team string) bool {
+	return team != "" && (t.Public || t.TeamID == team)
+}
+
+// visibleTemplate finds a template by ID or alias among those the request's team may use;
+// another team's private template is ErrNotFound, as if it did not exist.
+func (s *Server) visibleTemplate(ctx context.Context, idOrAlias string) (store.Template, error) {
+	t, err := s.store.Template(ctx, idOrAlias)
+	if err != nil {
+		return store.Template{}, err
+	}
+	if !visibleTo(t, teamOf(ctx)) {
+		return store.Template{}, fmt.Errorf("template %s: %w", idOrAlias, store.ErrNotFound)
+	}
+	return t, nil
 }

@@ -45,7 +45,7 @@ type APIKey struct {
 
 // Template is a sandbox template known to the control plane.
 type Template struct {
-	ID          string
+	ID string
 	// TeamID owns the template; a Public template is visible to every team.
 	TeamID      string
 	Aliases     []string // unique across templates
