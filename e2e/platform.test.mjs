@@ -43,6 +43,43 @@ function waitGone(what, id, timeoutMs) {
 
 // The suite every topology must pass. canFork: whether the runtime can copy running sandboxes.
 function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
+  test('another team sees none of this team\'s sandboxes; its revoked key stops at once', async () => {
+    const made = JSON.parse(execFileSync(hearthBin, ['team', 'create', `e2e-other-${Date.now()}`, '--json', ...getEnv().storeArgs], { encoding: 'utf8' }))
+    const other = { apiKey: made.key }
+    const mine = await Sandbox.create('base', { timeoutMs: 120_000 })
+    let theirs
+    try {
+      const id = mine.sandboxId
+      assert.ok(!(await Sandbox.list(other).nextItems()).some((s) => s.sandboxId === id))
+      await assert.rejects(Sandbox.getInfo(id, other), SandboxNotFoundError)
+      await assert.rejects(Sandbox.connect(id, other), SandboxNotFoundError)
+      await assert.rejects(Sandbox.setTimeout(id, 1000, other), SandboxNotFoundError)
+      await assert.rejects(Sandbox.pause(id, other), SandboxNotFoundError)
+      assert.equal(await Sandbox.kill(id, other), false) // the SDK's answer for a 404
+      // Untouched by all of that.
+      assert.equal((await mine.commands.run('echo still-mine')).stdout, 'still-mine\n')
+      assert.equal((await Sandbox.getInfo(id)).state, 'running')
+
+      // The other team creates from the public base; this team does not see it.
+      theirs = await Sandbox.create('base', { ...other, timeoutMs: 120_000 })
+      assert.equal((await theirs.commands.run('echo theirs')).stdout, 'theirs\n')
+      assert.ok(!(await Sandbox.list().nextItems()).some((s) => s.sandboxId === theirs.sandboxId))
+      assert.deepEqual((await Sandbox.list(other).nextItems()).map((s) => s.sandboxId), [theirs.sandboxId])
+
+      // A key made through the API works until it is revoked, then at once not.
+      const api = process.env.E2B_API_URL
+      const res = await fetch(`${api}/api-keys`, { method: 'POST', headers: { 'X-API-Key': made.key, 'Content-Type': 'application/json' }, body: JSON.stringify({ name: 'e2e' }) })
+      assert.equal(res.status, 201)
+      const created = await res.json()
+      assert.equal((await Sandbox.list({ apiKey: created.key }).nextItems()).length, 1)
+      assert.equal((await fetch(`${api}/api-keys/${created.id}`, { method: 'DELETE', headers: { 'X-API-Key': made.key } })).status, 204)
+      await assert.rejects(Sandbox.list({ apiKey: created.key }).nextItems(), /401|invalid|unauthori/i)
+    } finally {
+      await mine.kill()
+      if (theirs) await Sandbox.kill(theirs.sandboxId, other)
+    }
+  })
+
   test('create, list with metadata filter, getInfo', async () => {
     const tag = `run-${Date.now()}`
     const a = await Sandbox.create('base', { metadata: { suite: tag, role: 'a', 'odd key&x': 'v=1 %' }, timeoutMs: 120_000 })
@@ -504,7 +541,7 @@ describe('hearth dev (SQLite)', () => {
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
       '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
       '--slot-prefix', 'he2ed', '--pool', '10.233.0.0/16', ...egressResolve]))
-    env = { apiPort: api, proxyPort: proxy }
+    env = { apiPort: api, proxyPort: proxy, storeArgs: ['--data-dir', dir] }
     useEnv(api, proxy)
     await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
   })
@@ -546,7 +583,7 @@ describe('hearth dev --runtime qemu', { skip: process.env.HEARTH_E2E_QEMU === '0
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
       '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
       '--slot-prefix', 'he2eq', '--pool', '10.237.0.0/16', ...egressResolve]))
-    env = { apiPort: api, proxyPort: proxy }
+    env = { apiPort: api, proxyPort: proxy, storeArgs: ['--data-dir', dir] }
     useEnv(api, proxy)
     await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
   })
@@ -566,7 +603,7 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
     serverArgs = ['server', '--database-url', pgURL, '--api-key', testKey, '--agent-token', token,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`]
     server = track(new Proc('hearth server', serverArgs))
-    env = { apiPort: api, proxyPort: proxy }
+    env = { apiPort: api, proxyPort: proxy, storeArgs: ['--database-url', pgURL] }
     useEnv(api, proxy)
     await waitFor('server answers', async () => (await fetch(`http://127.0.0.1:${api}/health`)).ok)
     for (const [i, prefix, pool] of [[1, 'he2ea', '10.234.0.0/16'], [2, 'he2eb', '10.235.0.0/16']]) {
