@@ -174,7 +174,7 @@ func run(ctx context.Context, c config) (*Report, error) {
 			return rep, fmt.Errorf("work sandbox: %w", err)
 		}
 	}
-	section("exec", execDefinition, func(s *Section) error { return runExec(ctx, work, 200, s) })
+	section("exec", execDefinition, func(s *Section) error { return runExec(ctx, e, work, 200, s) })
 	section("pty", ptyDefinition, func(s *Section) error { return runPTY(ctx, e, work, c.PTY, s) })
 	section("proxy", proxyDefinition, func(s *Section) error {
 		return runProxy(ctx, work, proxyConfig{BlobBytes: 100e6, Rounds: 5, RPSClients: 8, RPSDuration: 5 * time.Second, LatencyN: 200}, s)
