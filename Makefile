@@ -70,6 +70,7 @@ bench: deps build runsc
 
 bench-go: deps build runsc
 	$(GO) test -run '^$$' -bench . -benchtime 20x ./internal/envd/ ./internal/agent/ ./internal/uffd/
+	$(GO) test -run '^$$' -bench List -benchtime 300x ./internal/store/sqlite/ ./internal/store/postgres/
 
 dev: deps build runsc
 	$(BIN)/hearth dev

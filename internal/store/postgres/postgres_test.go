@@ -70,3 +70,13 @@ func TestConcurrentOpen(t *testing.T) {
 		t.Fatalf("hosts seen by store 0: %d, %v; want %d", len(hosts), err, n)
 	}
 }
+
+// BenchmarkList: control plane list latency over storetest.BenchRecords sandboxes.
+func BenchmarkList(b *testing.B) {
+	s, err := Open(context.Background(), pgtest.NewDatabase(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchList(b, s)
+}

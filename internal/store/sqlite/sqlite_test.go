@@ -84,3 +84,13 @@ func TestPathWithURISyntax(t *testing.T) {
 		t.Fatalf("database file not at its path: %v", err)
 	}
 }
+
+// BenchmarkList: control plane list latency over storetest.BenchRecords sandboxes.
+func BenchmarkList(b *testing.B) {
+	s, err := Open(context.Background(), filepath.Join(b.TempDir(), "hearth.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	storetest.BenchList(b, s)
+}

@@ -49,7 +49,7 @@ func Main(m *testing.M) int {
 
 // NewDatabase creates an empty database for t and returns its URL. The database is dropped
 // in t's cleanup, which runs after the cleanups t registers later (closing pools on it).
-func NewDatabase(t *testing.T) string {
+func NewDatabase(t testing.TB) string {
 	t.Helper()
 	once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
