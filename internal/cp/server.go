@@ -115,7 +115,8 @@ func New(cfg Config) *Server {
 		resuming:      map[string]*resumeCall{},
 		inflight:      map[string]int64{},
 	}
-	s.proxy = proxy.New(s.resolveProxy, proxy.Options{Domain: cfg.Domain, StatusFor: proxyStatus, Log: cfg.Log})
+	s.proxy = proxy.New(s.resolveProxy, proxy.Options{Domain: cfg.Domain, StatusFor: proxyStatus, Log: cfg.Log,
+		Unrouted: newSignedRouter(cfg.Store, cfg.Log).route})
 	return s
 }
 
