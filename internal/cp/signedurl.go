@@ -9,8 +9,9 @@ package cp
 // access token (internal/envd/auth), so it does name its sandbox, to whoever knows every
 // sandbox's token: the control plane does. The proxy hashes the request's fields with each
 // secure sandbox's token and routes to the one that matches; envd then checks the
-// signature again and enforces what it grants. Non-secure sandboxes have no token and
-// their URLs no signature: those must name the sandbox in the host (49983-ID.<domain>).
+// signature again and enforces what it grants. Hearth makes every sandbox secure (as E2B
+// does today); a URL without a signature, as E2B's SDKs build for a sandbox without a
+// token, must name the sandbox in the host (49983-ID.<domain>) or a header.
 //
 // The lookup is linear in secure sandboxes (about a microsecond per sandbox: see
 // BenchmarkSignedLookup). What bounds it:
@@ -63,9 +64,9 @@ const (
 var (
 	errSignatureInvalid = errorf(http.StatusUnauthorized, "invalid signature")
 	errSignatureExpired = errorf(http.StatusUnauthorized, "signature is already expired")
-	errUnsignedFiles    = fmt.Errorf("%w. A /files URL without a sandbox is routed by its signature, and this one has none: "+
-		"sandboxes created without secure have no access token to sign with, so their file URLs must name the sandbox "+
-		"in the host (49983-ID.<domain>, what the SDKs build when E2B_SANDBOX_URL is unset) or send the E2b-Sandbox-Id header", proxy.ErrNoRoute)
+	errUnsignedFiles    = fmt.Errorf("%w. A /files URL without a sandbox is routed by its signature (sbx.downloadUrl and "+
+		"sbx.uploadUrl sign theirs), and this one has none: name the sandbox in the host (49983-ID.<domain>, what the SDKs "+
+		"build when E2B_SANDBOX_URL is unset) or in the E2b-Sandbox-Id header, and send its X-Access-Token", proxy.ErrNoRoute)
 )
 
 type signedEntry struct {
