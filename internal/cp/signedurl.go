@@ -18,7 +18,8 @@ package cp
 //   - the candidate list is a snapshot of the store, refreshed at most once a second however
 //     many requests miss, so bad signatures cannot turn into store load;
 //   - it holds at most maxSignedCandidates sandboxes;
-//   - at most GOMAXPROCS lookups hash at once; the others wait, within their request.
+//   - at most GOMAXPROCS lookups hash at once; the others wait, within their request;
+//   - a signature no sandbox made waits for the next refresh (up to a second) to say so.
 //
 // Every candidate is hashed and compared in constant time, and the match is recorded
 // without a branch, so how long a lookup takes depends on the number of sandboxes only,
@@ -141,32 +142,40 @@ func (sr *signedRouter) route(r *http.Request) (proxy.Route, error) {
 		return proxy.Route{}, err
 	}
 	ctx := r.Context()
-	select {
-	case sr.sem <- struct{}{}:
-		defer func() { <-sr.sem }()
-	case <-ctx.Done():
-		return proxy.Route{}, ctx.Err()
-	}
 	// A snapshot up to signedIndexMaxAge old finds sandboxes that have been running a while;
 	// a miss looks again in one taken after the request arrived, which has every sandbox
 	// created before it.
-	entries, err := sr.snapshot(ctx, arrived.Add(-signedIndexMaxAge))
+	id, ok, err := sr.lookup(ctx, req, arrived.Add(-signedIndexMaxAge))
+	if err == nil && !ok {
+		id, ok, err = sr.lookup(ctx, req, arrived)
+	}
 	if err != nil {
 		return proxy.Route{}, err
 	}
-	id, ok := req.match(entries)
 	if !ok {
-		if entries, err = sr.snapshot(ctx, arrived); err != nil {
-			return proxy.Route{}, err
-		}
-		if id, ok = req.match(entries); !ok {
-			return proxy.Route{}, errSignatureInvalid
-		}
+		return proxy.Route{}, errSignatureInvalid
 	}
 	if req.expiration != 0 && sr.now().Unix() > req.expiration {
 		return proxy.Route{}, errSignatureExpired
 	}
 	return proxy.Route{SandboxID: id, Port: proxy.EnvdPort, Path: r.URL.EscapedPath()}, nil
+}
+
+// lookup matches req against a snapshot taken at or after notBefore. Only the hashing holds
+// a slot of sem: a lookup waiting for a refresh keeps no one else from hashing.
+func (sr *signedRouter) lookup(ctx context.Context, req *signedRequest, notBefore time.Time) (string, bool, error) {
+	entries, err := sr.snapshot(ctx, notBefore)
+	if err != nil {
+		return "", false, err
+	}
+	select {
+	case sr.sem <- struct{}{}:
+	case <-ctx.Done():
+		return "", false, ctx.Err()
+	}
+	defer func() { <-sr.sem }()
+	id, ok := req.match(entries)
+	return id, ok, nil
 }
 
 // snapshot returns the candidates from a load that started at or after notBefore, loading
