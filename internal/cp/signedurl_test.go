@@ -82,6 +82,7 @@ func TestSignedFileURLWithoutSandbox(t *testing.T) {
 		{"unknown token", "GET", signedURL(base, "a.txt", "read", "", "not-a-sandbox-token", 0), 401,
 			`{"code":401,"message":"invalid signature"}`},
 		{"malformed signature", "GET", base + "/files?path=a&signature=v1_abc", 401, `{"code":401,"message":"invalid signature"}`},
+		{"signature one character long", "GET", base + "/files?path=a&signature=v1_" + strings.Repeat("0", 44), 401, `{"code":401,"message":"invalid signature"}`},
 		{"expired", "GET", signedURL(base, "a.txt", "read", "", tok(7), past), 401,
 			`{"code":401,"message":"signature is already expired"}`},
 		{"expiration changed after signing", "GET", strings.Replace(signedURL(base, "a.txt", "read", "", tok(7), past),
@@ -187,4 +188,65 @@ func BenchmarkSignedLookup(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzSignedRoute: the proxy's lookup agrees with envd's check (auth.CheckFileRequest) on
+// every request: it routes to a sandbox exactly when envd would accept the URL with that
+// sandbox's token, and answers "expired" exactly when envd would.
+func FuzzSignedRoute(f *testing.F) {
+	now := time.Unix(1_800_000_000, 0)
+	entries := []signedEntry{{"a", []byte("token-a")}, {"b", []byte("token-b")}, {"c", []byte("token-c")}}
+	sr := &signedRouter{
+		list: func(context.Context) ([]signedEntry, error) { return entries, nil },
+		now:  func() time.Time { return now },
+		sem:  make(chan struct{}, 1),
+	}
+	for _, seed := range []string{
+		strings.TrimPrefix(signedURL("", "/home/user/a", "read", "", "token-b", 0), "/files?"),
+		strings.TrimPrefix(signedURL("", "x", "read", "root", "token-a", now.Unix()+5), "/files?"),
+		strings.TrimPrefix(signedURL("", "x", "read", "user", "token-c", now.Unix()-5), "/files?"),
+		strings.TrimPrefix(signedURL("", "", "write", "undefined", "token-c", 0), "/files?"),
+		"path=x&signature=v1_&signature_expiration=0",
+		"signature=v1_AAAA&username=&username=root",
+	} {
+		f.Add("GET", seed)
+		f.Add("POST", seed)
+	}
+	f.Fuzz(func(t *testing.T, method, rawQuery string) {
+		r, err := http.NewRequest(method, "http://proxy/files?"+rawQuery, nil)
+		if err != nil {
+			return
+		}
+		route, err := sr.route(r)
+		q := r.URL.Query()
+		accepted := map[string]error{}
+		for _, e := range entries {
+			_, accepted[e.id] = auth.CheckFileRequest(method, http.Header{}, q, string(e.token), e2bDefaultUser, now)
+		}
+		switch {
+		case err == nil:
+			if accepted[route.SandboxID] != nil {
+				t.Fatalf("routed to %s, which envd refuses: %v", route.SandboxID, accepted[route.SandboxID])
+			}
+		case err == errSignatureExpired:
+			if !slicesAny(accepted, auth.ErrSignatureExpired) {
+				t.Fatalf("expired, but envd says %v", accepted)
+			}
+		default:
+			for id, e := range accepted {
+				if e == nil || e == auth.ErrSignatureExpired {
+					t.Fatalf("refused with %v, but envd of %s says %v", err, id, e)
+				}
+			}
+		}
+	})
+}
+
+func slicesAny(m map[string]error, want error) bool {
+	for _, e := range m {
+		if e == want {
+			return true
+		}
+	}
+	return false
 }
