@@ -82,7 +82,7 @@ func TestSignedFileURLWithoutSandbox(t *testing.T) {
 		{"unknown token", "GET", signedURL(base, "a.txt", "read", "", "not-a-sandbox-token", 0), 401,
 			`{"code":401,"message":"invalid signature"}`},
 		{"malformed signature", "GET", base + "/files?path=a&signature=v1_abc", 401, `{"code":401,"message":"invalid signature"}`},
-		{"signature one character long", "GET", base + "/files?path=a&signature=v1_" + strings.Repeat("0", 44), 401, `{"code":401,"message":"invalid signature"}`},
+		{"signature one character too long", "GET", base + "/files?path=a&signature=v1_" + strings.Repeat("0", 44), 401, `{"code":401,"message":"invalid signature"}`},
 		{"expired", "GET", signedURL(base, "a.txt", "read", "", tok(7), past), 401,
 			`{"code":401,"message":"signature is already expired"}`},
 		{"expiration changed after signing", "GET", strings.Replace(signedURL(base, "a.txt", "read", "", tok(7), past),
