@@ -119,7 +119,7 @@ func listSecure(ctx context.Context, st store.Store, log *slog.Logger) ([]signed
 				continue
 			}
 			if len(out) == maxSignedCandidates {
-				log.Warn("more secure sandboxes than signed URLs without a host are looked up among; the others' need host routing (49983-ID.<domain>)", "limit", maxSignedCandidates)
+				log.Warn("too many sandboxes to look signed file URLs up among: those of the others need host routing (49983-ID.<domain>)", "limit", maxSignedCandidates)
 				return out, nil
 			}
 			out = append(out, signedEntry{id: sb.ID, token: []byte(sb.EnvdAccessToken)})
