@@ -1,11 +1,18 @@
 package main
 
 import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestSDKDomain(t *testing.T) {
@@ -74,5 +81,63 @@ func TestSetupProxyTLS(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestControlPlaneServesTLS: `hearth server --tls --domain D` (and so hearth dev) serves
+// https://PORT-ID.D on the proxy port with a certificate from the generated CA, and plain
+// HTTP on the same port; both route by host (here to a sandbox that does not exist).
+func TestControlPlaneServesTLS(t *testing.T) {
+	dir := t.TempDir()
+	c := serverConfig{DataDir: dir, APIAddr: "127.0.0.1:0", ProxyAddr: "127.0.0.1:0", Domain: "hearth.localhost",
+		AgentToken: "t", TLS: proxyTLSConfig{On: true, AddPort: true}}
+	st, err := openStore(context.Background(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	type up struct {
+		proxy  net.Addr
+		domain string
+		tls    *proxyTLS
+	}
+	ready := make(chan up, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- runControlPlane(ctx, c, st, slog.New(slog.DiscardHandler), func(_, proxy net.Addr, domain string, ptls *proxyTLS) {
+			ready <- up{proxy, domain, ptls}
+		})
+	}()
+	defer func() { cancel(); <-done }()
+	var u up
+	select {
+	case u = <-ready:
+	case err := <-done:
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(u.proxy.String())
+	if u.domain != "hearth.localhost:"+port {
+		t.Fatalf("domain told to SDKs %q, want hearth.localhost:%s", u.domain, port)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(u.tls.CA.Cert)
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+		Dial:            func(network, _ string) (net.Conn, error) { return net.Dial(network, u.proxy.String()) },
+	}}
+	for _, scheme := range []string{"https", "http"} {
+		res, err := client.Get(scheme + "://8000-nosuchsandbox." + u.domain + "/")
+		if err != nil {
+			t.Fatalf("%s: %v", scheme, err)
+		}
+		b, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), `"sandboxId":"nosuchsandbox"`) {
+			t.Fatalf("%s: %d %s", scheme, res.StatusCode, b)
+		}
+		if (res.TLS != nil) != (scheme == "https") {
+			t.Fatalf("%s: TLS state %v", scheme, res.TLS)
+		}
 	}
 }
