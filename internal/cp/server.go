@@ -24,6 +24,8 @@ type Config struct {
 	Log   *slog.Logger
 	// Domain is the sandbox domain for host routing ("PORT-ID.<Domain>"), returned to SDKs as
 	// the sandbox domain; empty means host routing accepts any domain and none is returned.
+	// It may end in a port ("hearth.localhost:3002"): the SDKs build https://PORT-ID.<Domain>
+	// from it, and routing ignores it.
 	Domain string
 	// AgentToken is the secret shared with the agents: their heartbeats carry it, and so do
 	// the control plane's calls to them. Empty refuses every agent.
