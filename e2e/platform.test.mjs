@@ -156,8 +156,8 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
         return r.status === 200 && r
       }, 20_000, 250)
       assert.equal(viaHeaders.body, 'root-page\n')
-      // Host form.
-      const viaHost = await rawGet(proxyPort, '/dir/', { Host: `8000-${id}.localhost:${proxyPort}` })
+      // Host form (hearth dev's domain is hearth.localhost; hearth server here accepts any).
+      const viaHost = await rawGet(proxyPort, '/dir/', { Host: `8000-${id}.hearth.localhost:${proxyPort}` })
       assert.equal(viaHost.status, 200)
       assert.equal(viaHost.body, 'in-dir\n')
       // Path form: a directory redirect keeps the prefix.

@@ -53,7 +53,10 @@ func init() {
 	f.StringVar(&c.APIAddr, "listen", "127.0.0.1:3000", "address of the REST API")
 	f.StringVar(&c.ProxyAddr, "proxy-listen", "127.0.0.1:3002", "address of the sandbox proxy")
 	f.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "API key to use instead of the saved or generated one (e2b_ followed by hex)")
-	f.StringVar(&c.Domain, "domain", "", "sandbox domain for host routing (PORT-ID.<domain>); empty accepts any")
+	f.StringVar(&c.Domain, "domain", "hearth.localhost", "sandbox domain for host routing (PORT-ID.<domain>), told to the SDKs with the proxy's port "+
+		"(browsers resolve *.localhost to loopback); empty accepts any and tells none")
+	c.TLS.flags(f, true)
+	c.TLS.AddPort = true
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret between the control plane and the agent (default: a new random one each start; set it to call the agent's API yourself)")
 	f.StringVar(&c.DatabaseURL, "database-url", os.Getenv("HEARTH_DATABASE_URL"), "PostgreSQL URL instead of SQLite")
 	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none")
@@ -124,9 +127,9 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 	errc := make(chan error, 2)
 	apiReady := make(chan string, 1)
 	go func() {
-		errc <- runControlPlane(ctx, c, st, log, func(api, proxy net.Addr) {
+		errc <- runControlPlane(ctx, c, st, log, func(api, proxy net.Addr, domain string, ptls *proxyTLS) {
 			apiReady <- api.String()
-			printDevBanner(key, api, proxy)
+			printDevBanner(key, api, proxy, tlsBanner(ptls, domain))
 		})
 	}()
 	var apiAddr string
@@ -172,7 +175,7 @@ func devAPIKey(c serverConfig) (string, error) {
 	return k, nil
 }
 
-func printDevBanner(key string, api, proxy net.Addr) {
+func printDevBanner(key string, api, proxy net.Addr, tlsNote string) {
 	fmt.Printf(`
 Hearth is running. Point the E2B SDKs at it:
 
@@ -181,6 +184,9 @@ Hearth is running. Point the E2B SDKs at it:
   export E2B_API_KEY=%s
 
 `, localhostAddr(api), localhostAddr(proxy), key)
+	if tlsNote != "" {
+		fmt.Print(tlsNote, "\n")
+	}
 }
 
 // localhostAddr shows loopback addresses as localhost, as users type them.

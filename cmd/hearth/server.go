@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/hearthsh/hearth/internal/cp"
+	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/store/postgres"
 	"github.com/hearthsh/hearth/internal/store/sqlite"
@@ -32,6 +34,7 @@ type serverConfig struct {
 	DefaultTimeout time.Duration
 	// LocalProxySockets: see cp.Config (hearth dev).
 	LocalProxySockets map[string]string
+	TLS               proxyTLSConfig
 }
 
 func init() {
@@ -68,7 +71,9 @@ func init() {
 	f.StringVar(&c.DatabaseURL, "database-url", os.Getenv("HEARTH_DATABASE_URL"), "PostgreSQL URL; default SQLite in the data dir ($HEARTH_DATABASE_URL)")
 	f.StringVar(&c.APIAddr, "listen", ":3000", "address of the REST API")
 	f.StringVar(&c.ProxyAddr, "proxy-listen", ":3002", "address of the sandbox proxy")
-	f.StringVar(&c.Domain, "domain", "", "sandbox domain: host routing PORT-ID.<domain> and the domain SDKs are told")
+	f.StringVar(&c.Domain, "domain", "", "sandbox domain: host routing PORT-ID.<domain> and the domain SDKs are told; "+
+		"add the public port when it is not 443 (sandbox.example.com:8443): the SDKs build https://PORT-ID.<domain> from it")
+	c.TLS.flags(f, false)
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the agents, required: authenticates their heartbeats and the control plane's calls to them ($HEARTH_AGENT_TOKEN)")
 	f.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "an API key to accept (e2b_ followed by hex), added to the store")
 	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none (E2B's API default)")
@@ -95,13 +100,22 @@ func openStore(ctx context.Context, c serverConfig) (store.Store, error) {
 }
 
 // runControlPlane serves the API and the proxy until ctx ends.
-func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *slog.Logger, ready func(api, proxy net.Addr)) error {
-	srv := cp.New(cp.Config{Store: st, Log: log, Domain: c.Domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout,
-		LocalProxySockets: c.LocalProxySockets})
+func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *slog.Logger, ready func(api, proxy net.Addr, domain string, tls *proxyTLS)) error {
+	ptls, err := setupProxyTLS(c.TLS, c.DataDir, c.Domain)
+	if err != nil {
+		return fmt.Errorf("proxy TLS: %w", err)
+	}
 	apiLn, proxyLn, err := listenBoth(c.APIAddr, c.ProxyAddr)
 	if err != nil {
 		return err
 	}
+	domain := sdkDomain(c.Domain, c.TLS.AddPort, proxyLn.Addr())
+	proxyAddr := proxyLn.Addr()
+	if ptls != nil {
+		proxyLn = proxy.ServeTLSAndPlain(proxyLn, ptls.config, 10*time.Second)
+	}
+	srv := cp.New(cp.Config{Store: st, Log: log, Domain: domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout,
+		LocalProxySockets: c.LocalProxySockets})
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	srv.Reconcile(rctx)
 	cancel()
@@ -109,9 +123,9 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 
 	apiSrv := newServer(srv.APIHandler(), false)
 	proxySrv := newServer(srv.ProxyHandler(), false)
-	log.Info("control plane ready", "api", apiLn.Addr().String(), "proxy", proxyLn.Addr().String())
+	log.Info("control plane ready", "api", apiLn.Addr().String(), "proxy", proxyAddr.String(), "domain", domain, "tls", ptls != nil)
 	if ready != nil {
-		ready(apiLn.Addr(), proxyLn.Addr())
+		ready(apiLn.Addr(), proxyAddr, domain, ptls)
 	}
 	return serveUntil(ctx, []*http.Server{apiSrv, proxySrv}, []net.Listener{apiLn, proxyLn})
 }

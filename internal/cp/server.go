@@ -24,6 +24,8 @@ type Config struct {
 	Log   *slog.Logger
 	// Domain is the sandbox domain for host routing ("PORT-ID.<Domain>"), returned to SDKs as
 	// the sandbox domain; empty means host routing accepts any domain and none is returned.
+	// It may end in a port ("hearth.localhost:3002"): the SDKs build https://PORT-ID.<Domain>
+	// from it, and routing ignores it.
 	Domain string
 	// AgentToken is the secret shared with the agents: their heartbeats carry it, and so do
 	// the control plane's calls to them. Empty refuses every agent.
@@ -115,7 +117,8 @@ func New(cfg Config) *Server {
 		resuming:      map[string]*resumeCall{},
 		inflight:      map[string]int64{},
 	}
-	s.proxy = proxy.New(s.resolveProxy, proxy.Options{Domain: cfg.Domain, StatusFor: proxyStatus, Log: cfg.Log})
+	s.proxy = proxy.New(s.resolveProxy, proxy.Options{Domain: cfg.Domain, StatusFor: proxyStatus, Log: cfg.Log,
+		Unrouted: newSignedRouter(cfg.Store, cfg.Log).route})
 	return s
 }
 

@@ -51,6 +51,7 @@ type ResolveFunc func(r *http.Request, route Route) (Upstream, error)
 type Handler struct {
 	domain    string
 	resolve   ResolveFunc
+	unrouted  func(*http.Request) (Route, error)
 	statusFor func(error) int
 	log       *slog.Logger
 	transport *http.Transport
@@ -67,8 +68,14 @@ type cacheKey struct {
 
 // Options configure a Handler.
 type Options struct {
-	// Domain is the suffix of host routes ("PORT-ID.<domain>"); empty accepts any.
+	// Domain is the suffix of host routes ("PORT-ID.<domain>"); empty accepts any. A port
+	// after it ("hearth.localhost:3002", the form SDKs are told so that the URLs they build
+	// carry the port) is ignored here: the Host header's port is not part of the route.
 	Domain string
+	// Unrouted, when set, is asked for the route of a request that names no sandbox (the
+	// control plane finds signed file URLs by their signature). An error it returns is
+	// answered with StatusFor's status, or 400 when it wraps ErrNoRoute.
+	Unrouted func(r *http.Request) (Route, error)
 	// StatusFor maps a resolve error to an HTTP status; nil means 502 for everything.
 	StatusFor func(error) int
 	Log       *slog.Logger
@@ -89,8 +96,9 @@ func New(resolve ResolveFunc, o Options) *Handler {
 		o.DialRetries = 3
 	}
 	return &Handler{
-		domain:    o.Domain,
+		domain:    routeDomain(o.Domain),
 		resolve:   resolve,
+		unrouted:  o.Unrouted,
 		statusFor: o.StatusFor,
 		log:       o.Log,
 		transport: NewTransport(o.DialRetries),
@@ -151,6 +159,12 @@ type routed struct {
 // ServeHTTP routes, resolves and forwards one request.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route, err := ParseRoute(r, h.domain)
+	if errors.Is(err, ErrNoRoute) && h.unrouted != nil {
+		if route, err = h.unrouted(r); err != nil && !errors.Is(err, ErrNoRoute) {
+			h.fail(w, r, h.statusFor(err), Route{}, err)
+			return
+		}
+	}
 	if err != nil {
 		h.fail(w, r, http.StatusBadRequest, Route{}, err)
 		return

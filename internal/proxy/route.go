@@ -13,6 +13,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -74,6 +75,15 @@ func ParseRoute(r *http.Request, domain string) (Route, error) {
 		return Route{SandboxID: id, Port: port, Path: path}, nil
 	}
 	return Route{}, ErrNoRoute
+}
+
+// routeDomain drops a port from a configured domain: "hearth.localhost:3002" routes hosts
+// under hearth.localhost, whatever port the client reached.
+func routeDomain(d string) string {
+	if host, _, err := net.SplitHostPort(d); err == nil {
+		return host
+	}
+	return d
 }
 
 // parseHost reads "PORT-ID[.domain][:hostport]".
