@@ -24,6 +24,7 @@ import (
 // store with two teams, each with a key and a sandbox.
 type dashboard struct {
 	srv                *httptest.Server
+	api                http.Handler
 	keyMine, keyOther  string
 	sandboxMine, other string
 }
@@ -48,7 +49,8 @@ func newDashboard(t *testing.T) *dashboard {
 	}
 	now := time.Now().UTC()
 	for _, sb := range []store.Sandbox{
-		{ID: d.sandboxMine, TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: now, EndAt: now.Add(time.Hour)},
+		{ID: d.sandboxMine, TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: now, EndAt: now.Add(time.Hour),
+			EnvdAccessToken: testEnvdToken},
 		{ID: d.other, TeamID: "t-other", TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: now, EndAt: now.Add(time.Hour)},
 	} {
 		if err := st.CreateSandbox(ctx, sb); err != nil {
@@ -56,7 +58,8 @@ func newDashboard(t *testing.T) *dashboard {
 		}
 	}
 	s := cp.New(cp.Config{Store: st, Log: slog.New(slog.DiscardHandler), AgentToken: "agent-token"})
-	d.srv = httptest.NewServer(s.APIHandler())
+	d.api = s.APIHandler()
+	d.srv = httptest.NewServer(d.api)
 	t.Cleanup(d.srv.Close)
 	return d
 }
@@ -103,6 +106,9 @@ func (b *browser) signin(key string) *http.Response {
 		map[string]string{"Content-Type": "application/x-www-form-urlencoded"})
 	return res
 }
+
+// testEnvdToken is the envd access token of the team's stored sandbox.
+const testEnvdToken = "envd-token-of-sbxmine"
 
 var csrfMeta = regexp.MustCompile(`<meta name="csrf-token" content="([0-9a-f]+)">`)
 

@@ -1,0 +1,179 @@
+package web_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/hearthsh/hearth/internal/web"
+	"github.com/hearthsh/hearth/sdk/go/hearthtest"
+)
+
+var envdBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// withEnvd serves a dashboard whose sandbox proxy is a real envd on this machine standing in
+// for the team's sandbox (envd ignores the routing headers), over the control plane's API.
+func withEnvd(t *testing.T) (*dashboard, *browser) {
+	t.Helper()
+	envdBuild.once.Do(func() {
+		dir := filepath.Join(os.TempDir(), "hearth-web-test-envd")
+		if envdBuild.err = os.MkdirAll(dir, 0o755); envdBuild.err == nil {
+			envdBuild.path, envdBuild.err = hearthtest.BuildEnvd(dir)
+		}
+	})
+	if envdBuild.err != nil {
+		t.Fatal(envdBuild.err)
+	}
+	e, err := hearthtest.StartEnvd(envdBuild.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	if err := e.Init(`{"accessToken":"` + testEnvdToken + `"}`); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(e.URL)
+	d := newDashboard(t)
+	d.srv.Config.Handler = web.New(web.Config{API: d.api, Proxy: httputil.NewSingleHostReverseProxy(u)})
+	b := d.browser(t)
+	b.signin(d.keyMine)
+	return d, b
+}
+
+// dialTerminal opens the terminal WebSocket as the page does.
+func dialTerminal(t *testing.T, d *dashboard, b *browser, origin, token string) (*websocket.Conn, *http.Response, error) {
+	t.Helper()
+	q := url.Values{"cols": {"100"}, "rows": {"30"}}
+	if token != "" {
+		q.Set("csrf", token)
+	}
+	hdr := http.Header{}
+	if origin != "" {
+		hdr.Set("Origin", origin)
+	}
+	u, _ := url.Parse(d.srv.URL)
+	for _, c := range b.c.Jar.Cookies(&url.URL{Scheme: "http", Host: u.Host, Path: "/dashboard/"}) {
+		hdr.Add("Cookie", c.Name+"="+c.Value)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return websocket.Dial(ctx, "ws"+strings.TrimPrefix(d.srv.URL, "http")+"/dashboard/sbx/"+d.sandboxMine+"/terminal?"+q.Encode(),
+		&websocket.DialOptions{HTTPHeader: hdr})
+}
+
+func TestTerminal(t *testing.T) {
+	d, b := withEnvd(t)
+	tok := b.csrf()
+	for _, c := range []struct{ name, origin, token string }{
+		{"without CSRF token", d.srv.URL, ""},
+		{"from another origin", "https://evil.example", tok},
+	} {
+		if conn, res, err := dialTerminal(t, d, b, c.origin, c.token); err == nil {
+			conn.CloseNow()
+			t.Errorf("terminal %s: connected, want refused", c.name)
+		} else if res == nil || res.StatusCode != http.StatusForbidden {
+			t.Errorf("terminal %s: %v, want 403", c.name, err)
+		}
+	}
+
+	conn, _, err := dialTerminal(t, d, b, d.srv.URL, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resize, _ := json.Marshal(map[string]any{"type": "resize", "cols": 123, "rows": 40})
+	if err := conn.Write(ctx, websocket.MessageText, resize); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.Write(ctx, websocket.MessageBinary, []byte("echo $((6*7)); stty size\r")); err != nil {
+		t.Fatal(err)
+	}
+	var screen strings.Builder
+	for !strings.Contains(screen.String(), "42\r\n40 123") {
+		_, data, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("terminal output %q, then: %v", screen.String(), err)
+		}
+		screen.Write(data)
+	}
+	// exit ends the shell: the page is told so, to start a new one.
+	if err := conn.Write(ctx, websocket.MessageBinary, []byte("exit\r")); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, _, err = conn.Read(ctx); err != nil {
+			break
+		}
+	}
+	if got := websocket.CloseStatus(err); got != 4003 {
+		t.Errorf("close after exit: %v (status %d), want 4003 shell exited", err, got)
+	}
+}
+
+func TestFiles(t *testing.T) {
+	d, b := withEnvd(t)
+	tok := b.csrf()
+	dir := t.TempDir()
+	hdr := map[string]string{"X-CSRF-Token": tok, "Content-Type": "application/octet-stream"}
+	q := func(p string) string { return url.Values{"path": {p}}.Encode() }
+	base := "/dashboard/sbx/" + d.sandboxMine + "/files"
+
+	if res, body := b.do("POST", base+"/upload?"+q(dir+"/notes.txt"), "dropped in the browser", d.srv.URL, nil); res.StatusCode != http.StatusForbidden {
+		t.Errorf("upload without token: %d %s, want 403", res.StatusCode, body)
+	}
+	if res, body := b.do("POST", base+"/upload?"+q(dir+"/notes.txt"), "dropped in the browser", d.srv.URL, hdr); res.StatusCode != 200 {
+		t.Fatalf("upload: %d %s", res.StatusCode, body)
+	}
+	list := func() string {
+		res, body := b.do("GET", base+"?"+q(dir), "", "", nil)
+		if res.StatusCode != 200 {
+			t.Fatalf("list: %d %s", res.StatusCode, body)
+		}
+		return body
+	}
+	if l := list(); !strings.Contains(l, `"name":"notes.txt"`) || !strings.Contains(l, `"size":22`) {
+		t.Errorf("list after upload: %s", l)
+	}
+	res, body := b.do("GET", base+"/download?"+q(dir+"/notes.txt"), "", "", nil)
+	if res.StatusCode != 200 || body != "dropped in the browser" {
+		t.Errorf("download: %d %q", res.StatusCode, body)
+	}
+	if cd := res.Header.Get("Content-Disposition"); !strings.HasPrefix(cd, "attachment") || res.Header.Get("Content-Type") != "application/octet-stream" {
+		t.Errorf("download headers %v: a sandbox's file must never render in the dashboard's origin", res.Header)
+	}
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", base + "/download?" + q(dir+"/missing"), http.StatusNotFound},
+		{"GET", base + "?" + q("relative/dir"), http.StatusBadRequest},
+		{"GET", base + "?path=", http.StatusBadRequest},
+		{"DELETE", base + "?" + q("/"), http.StatusBadRequest},
+	} {
+		if res, body := b.do(c.method, c.path, "", d.srv.URL, hdr); res.StatusCode != c.want {
+			t.Errorf("%s %s: %d %s, want %d", c.method, c.path, res.StatusCode, body, c.want)
+		}
+	}
+	if res, body := b.do("DELETE", base+"?"+q(dir+"/notes.txt"), "", d.srv.URL, hdr); res.StatusCode != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", res.StatusCode, body)
+	}
+	if l := list(); strings.Contains(l, "notes.txt") {
+		t.Errorf("list after delete still has the file: %s", l)
+	}
+}
