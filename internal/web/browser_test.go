@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 
 	"github.com/hearthsh/hearth/internal/cp"
@@ -192,11 +194,27 @@ func (b *chrome) waitJS(what, cond string) {
 }
 
 // typeInTerminal types keys into the terminal as a user does: key events into xterm.js's
-// focused input.
+// focused input. Each key is one keyDown carrying its text, as a keyboard makes (chromedp's
+// KeyEvent adds a char event too, which xterm.js reads as a second keystroke).
 func (b *chrome) typeInTerminal(keys string) {
 	b.t.Helper()
 	b.eval(`(window.hearthTerminal.focus(), "")`)
-	b.do(chromedp.KeyEvent(keys))
+	b.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		for _, r := range keys {
+			down := input.DispatchKeyEventParams{Type: "keyDown", Key: string(r), Text: string(r), UnmodifiedText: string(r)}
+			if r == '\r' {
+				down.Key, down.Code, down.WindowsVirtualKeyCode = "Enter", "Enter", 13
+			}
+			up := down
+			up.Type, up.Text, up.UnmodifiedText = "keyUp", "", ""
+			for _, ev := range []input.DispatchKeyEventParams{down, up} {
+				if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, ev); err != nil {
+					return fmt.Errorf("type %q: %w", r, err)
+				}
+			}
+		}
+		return nil
+	}))
 }
 
 // waitScreenLine waits until a line of the terminal's screen (its buffer) reads exactly
