@@ -102,7 +102,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitJS("the uploaded file listed", `!!document.querySelector('#files tr[data-name="hello-dashboard.txt"]')`)
 	b.typeInTerminal("cat ~/hello-dashboard.txt\r")
 	b.waitScreenLine("uploaded through the dashboard")
-	b.waitJS("a metrics sample", `document.getElementById("metrics-now").textContent.startsWith("now:")`)
+	b.waitJS("metrics samples", `document.getElementById("metrics-now").textContent.startsWith("now:") && Number(document.getElementById("metrics").dataset.samples) >= 3`)
 	b.shot("sandbox")
 
 	// Pause: the terminal's stream ends. Resume: it comes back with a new shell.
@@ -114,6 +114,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitJS("the terminal to reconnect", `document.body.dataset.terminal === "connected"`)
 	b.typeInTerminal("echo back-$((2+3))\r")
 	b.waitScreenLine("back-5")
+
+	// A new timeout shows as the new expiry; kill removes the sandbox from the list.
+	b.do(chromedp.SetValue(chromedp.CSS("#sb-timeout"), "1200"), chromedp.Click(chromedp.CSS("#sb-set-timeout")))
+	b.waitJS("the new expiry", `/in (19m|20m)/.test(document.querySelector("#sb-info").textContent)`)
+	b.do(chromedp.Click(chromedp.CSS("#sb-kill")))
+	b.waitJS("the empty list after kill", `location.pathname === "/dashboard/" && !document.getElementById("empty").hidden`)
 
 	// API keys: create one, see it listed.
 	b.do(chromedp.Navigate(dev.url + "/dashboard/keys"))
@@ -238,13 +244,13 @@ func (b *chrome) waitScreenLine(line string) {
 	}
 }
 
-// shot saves a PNG of the viewport as NAME.png.
+// shot saves a PNG of the whole page as NAME.png.
 func (b *chrome) shot(name string) {
 	b.t.Helper()
 	time.Sleep(300 * time.Millisecond) // let the last redraw land
 	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
 	defer cancel()
-	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100: PNG
 	if err != nil {
 		b.t.Fatalf("screenshot %s: %v", name, err)
 	}

@@ -190,9 +190,16 @@ function metricsChart (id, stateOf) {
       p.setAttribute('points', vals.map((v, i) => `${(i * step).toFixed(1)},${(130 - Math.min(100, v) * 1.2).toFixed(1)}`).join(' '))
       p.setAttribute('fill', 'none'); p.setAttribute('stroke', color); p.setAttribute('stroke-width', 2)
       svg.append(p)
+      vals.forEach((v, i) => { // a dot per sample, so one sample shows too
+        const c = document.createElementNS(ns, 'circle')
+        c.setAttribute('cx', (i * step).toFixed(1)); c.setAttribute('cy', (130 - Math.min(100, v) * 1.2).toFixed(1))
+        c.setAttribute('r', 2.5); c.setAttribute('fill', color)
+        svg.append(c)
+      })
     }
     line(samples.map(s => s.cpuUsedPct), '#c4501b')
     line(samples.map(s => s.memTotal ? 100 * s.memUsed / s.memTotal : 0), '#2a6fb0')
+    svg.dataset.samples = samples.length
   }
   draw()
   every(2000, async () => {
