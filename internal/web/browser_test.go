@@ -24,8 +24,9 @@ import (
 )
 
 // TestDashboardInBrowser drives the dashboard in headless Chromium against a real hearth dev
-// (gVisor): sign in, create a sandbox, run a command in its terminal, upload a file, pause
-// and resume it and use the terminal again, create an API key, sign out.
+// (gVisor): sign in, create a sandbox, run a command in its terminal, upload a file (file
+// picker and drop), pause and resume it and use the terminal again, set its timeout, kill it,
+// create an API key, sign out.
 //
 // It needs root, runsc and chromium (scripts/deps.sh installs it). Under `make test`
 // (HEARTH_REQUIRE_RUNTIME) a missing prerequisite fails the test. With
@@ -100,6 +101,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitJS("the file list", `document.querySelectorAll("#files tbody tr").length > 0`)
 	b.do(chromedp.SetUploadFiles(chromedp.CSS("#files-input"), []string{local}, chromedp.NodeReady))
 	b.waitJS("the uploaded file listed", `!!document.querySelector('#files tr[data-name="hello-dashboard.txt"]')`)
+	// A drop on the drop zone (the event a drag from the desktop ends with) uploads too.
+	b.eval(`(() => { const dt = new DataTransfer(); dt.items.add(new File(["dropped\n"], "dropped.txt"));
+		document.getElementById("dropzone").dispatchEvent(new DragEvent("drop", { dataTransfer: dt, bubbles: true, cancelable: true })); return "" })()`)
+	b.waitJS("the dropped file listed", `!!document.querySelector('#files tr[data-name="dropped.txt"]')`)
 	b.typeInTerminal("cat ~/hello-dashboard.txt\r")
 	b.waitScreenLine("uploaded through the dashboard")
 	b.waitJS("metrics samples", `document.getElementById("metrics-now").textContent.startsWith("now:") && Number(document.getElementById("metrics").dataset.samples) >= 3`)
