@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -23,6 +24,9 @@ const (
 	// closeFailed: the terminal could not be started; the reason says why.
 	closeFailed websocket.StatusCode = 4004
 )
+
+// terminalStartTimeout bounds starting the shell in the sandbox.
+const terminalStartTimeout = 30 * time.Second
 
 // outputQueue bounds terminal output waiting for a slow browser; a browser that falls this
 // far behind is disconnected (it reconnects to a fresh shell) rather than stalling envd.
@@ -71,8 +75,13 @@ func (h *Handler) terminal(w http.ResponseWriter, r *http.Request, key string) {
 			close(overflow)
 		}
 	}
-	// The PTY's output stream lives as long as ctx (the WebSocket's request).
+	// The PTY's output stream lives as long as ctx (the WebSocket's request); a start that
+	// takes longer than terminalStartTimeout is given up.
+	startTimer := time.AfterFunc(terminalStartTimeout, cancel)
 	pty, err := h.envd.sandbox(id, sb.EnvdAccessToken).PTY.Create(ctx, size, onData, nil)
+	if !startTimer.Stop() && err == nil {
+		err = fmt.Errorf("start terminal: no answer within %s", terminalStartTimeout)
+	}
 	if err != nil {
 		h.log.Info("dashboard: start terminal", "sandbox", id, "err", err)
 		conn.Close(closeFailed, truncateReason(err.Error()))

@@ -111,6 +111,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func staticFiles(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/") || r.URL.Path == "" {
+			http.NotFound(w, r) // files only, no directory listings
+			return
+		}
 		w.Header().Set("Cache-Control", "no-cache") // revalidate: assets change with the binary
 		next.ServeHTTP(w, r)
 	})

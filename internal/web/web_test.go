@@ -297,4 +297,9 @@ func TestAssetsAreEmbedded(t *testing.T) {
 			t.Errorf("GET %s: %d, body without %q", c.path, res.StatusCode, c.want)
 		}
 	}
+	for _, p := range []string{"/dashboard/static/", "/dashboard/static/vendor/"} {
+		if res, _ := b.do("GET", p, "", "", nil); res.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404 (no directory listings)", p, res.StatusCode)
+		}
+	}
 }
