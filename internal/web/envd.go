@@ -16,12 +16,18 @@ import (
 // HTTP client dials that listener. The proxy then routes, auto-resumes and ends streams on
 // pause exactly as for any SDK client.
 type envdDialer struct {
+	proxy http.Handler
+	once  sync.Once
+	// client is made on first use, so a handler that never opens a terminal or a file (most
+	// control planes in tests) runs no server goroutine.
 	client *hearth.Client
 }
 
-func newEnvdDialer(proxyHandler http.Handler) *envdDialer {
+func newEnvdDialer(proxyHandler http.Handler) *envdDialer { return &envdDialer{proxy: proxyHandler} }
+
+func (d *envdDialer) start() {
 	ln := newMemListener()
-	srv := &http.Server{Handler: proxyHandler, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: d.proxy, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }() // lives as long as the process, like the control plane's
 	tr := &http.Transport{
 		DialContext:         func(ctx context.Context, _, _ string) (net.Conn, error) { return ln.dial(ctx) },
@@ -29,16 +35,19 @@ func newEnvdDialer(proxyHandler http.Handler) *envdDialer {
 		MaxIdleConnsPerHost: 16,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	return &envdDialer{client: hearth.NewClient(
+	d.client = hearth.NewClient(
 		hearth.WithAPIURL("http://hearth-api.invalid"), // never used: the dashboard reads the API in-process
 		hearth.WithSandboxURL("http://hearth-proxy.internal"),
 		hearth.WithAPIKey(""),
 		hearth.WithHTTPClient(&http.Client{Transport: tr}),
-	)}
+	)
 }
 
 // sandbox returns an SDK handle on a sandbox's envd.
-func (d *envdDialer) sandbox(id, token string) *hearth.Sandbox { return d.client.Attach(id, token) }
+func (d *envdDialer) sandbox(id, token string) *hearth.Sandbox {
+	d.once.Do(d.start)
+	return d.client.Attach(id, token)
+}
 
 // memListener is a net.Listener whose connections are in-memory pipes.
 type memListener struct {
