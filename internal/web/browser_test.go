@@ -76,7 +76,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	// Create a sandbox from the base template.
 	b.waitJS("the template list", `[...document.querySelectorAll("#create-template option")].some(o => o.value === "base")`)
 	b.do(chromedp.SendKeys(chromedp.CSS("#create-metadata"), "owner=browser-test"), chromedp.Click(chromedp.CSS("#create-submit")))
+	clicked := time.Now()
 	b.waitJS("a running sandbox in the list", `!!document.querySelector('#sandboxes tr[data-state="running"]')`)
+	t.Logf("create: click to running row in %v", time.Since(clicked).Round(time.Millisecond))
 	id := b.eval(`document.querySelector('#sandboxes tr[data-state="running"]').dataset.id`)
 	t.Cleanup(func() { dev.kill(id) })
 	row := b.eval(`document.querySelector('#sandboxes tr[data-state="running"]').textContent`)
@@ -90,8 +92,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	// Its page: a terminal that runs commands.
 	b.do(chromedp.Click(chromedp.CSS(`#sandboxes tr[data-id="` + id + `"] a`)))
 	b.waitJS("the terminal to connect", `document.body.dataset.terminal === "connected"`)
+	typed := time.Now()
 	b.typeInTerminal("echo $((6*7))\r")
 	b.waitScreenLine("42")
+	t.Logf("terminal: keystrokes to output on screen in %v (polled every 200 ms)", time.Since(typed).Round(time.Millisecond))
 
 	// Upload a file (the drop zone and the file input share the upload path) and see it.
 	local := filepath.Join(t.TempDir(), "hello-dashboard.txt")
@@ -115,8 +119,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitJS("the sandbox paused", `document.querySelector("#sb-state").textContent === "paused"`)
 	b.waitJS("the terminal to disconnect", `document.body.dataset.terminal === "closed"`)
 	b.do(chromedp.Click(chromedp.CSS("#sb-resume")))
+	resumed := time.Now()
 	b.waitJS("the sandbox running", `document.querySelector("#sb-state").textContent === "running"`)
 	b.waitJS("the terminal to reconnect", `document.body.dataset.terminal === "connected"`)
+	t.Logf("resume: click to terminal reconnected in %v", time.Since(resumed).Round(time.Millisecond))
 	b.typeInTerminal("echo back-$((2+3))\r")
 	b.waitScreenLine("back-5")
 

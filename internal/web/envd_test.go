@@ -90,13 +90,26 @@ func TestTerminal(t *testing.T) {
 		}
 	}
 
-	conn, _, err := dialTerminal(t, d, b, d.srv.URL, tok)
+	// Another team's key gets no terminal in this team's sandbox: the REST check says 404.
+	stranger := d.browser(t)
+	stranger.signin(d.keyOther)
+	conn, _, err := dialTerminal(t, d, stranger, d.srv.URL, stranger.csrf())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, _, err = conn.Read(ctx)
+	if websocket.CloseStatus(err) != 4004 || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("another team's terminal: %v, want close 4004 not found", err)
+	}
+	conn.CloseNow()
+
+	conn, _, err = dialTerminal(t, d, b, d.srv.URL, tok)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer conn.CloseNow()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	resize, _ := json.Marshal(map[string]any{"type": "resize", "cols": 123, "rows": 40})
 	if err := conn.Write(ctx, websocket.MessageText, resize); err != nil {
 		t.Fatal(err)
