@@ -114,7 +114,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitJS("metrics samples", `document.getElementById("metrics-now").textContent.startsWith("now:") && Number(document.getElementById("metrics").dataset.samples) >= 3`)
 	b.shot("sandbox")
 
-	// Pause: the terminal's stream ends. Resume: it comes back with a new shell.
+	// Pause: the terminal's stream ends. Resume: it comes back to the same shell.
+	b.typeInTerminal("KEPT=$((2+3)); echo set-$KEPT\r")
+	b.waitScreenLine("set-5") // the shell has the line: keys typed while pausing are lost
+	pid := b.eval(`document.body.dataset.terminalPid`)
 	b.do(chromedp.Click(chromedp.CSS("#sb-pause")))
 	b.waitJS("the sandbox paused", `document.querySelector("#sb-state").textContent === "paused"`)
 	b.waitJS("the terminal to disconnect", `document.body.dataset.terminal === "closed"`)
@@ -123,8 +126,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitJS("the sandbox running", `document.querySelector("#sb-state").textContent === "running"`)
 	b.waitJS("the terminal to reconnect", `document.body.dataset.terminal === "connected"`)
 	t.Logf("resume: click to terminal reconnected in %v", time.Since(resumed).Round(time.Millisecond))
-	b.typeInTerminal("echo back-$((2+3))\r")
+	b.typeInTerminal("echo back-$KEPT\r")
 	b.waitScreenLine("back-5")
+	if now := b.eval(`document.body.dataset.terminalPid`); now != pid {
+		t.Errorf("terminal after resume is shell %s, want the same shell %s", now, pid)
+	}
 
 	// A new timeout shows as the new expiry; kill removes the sandbox from the list.
 	b.do(chromedp.SetValue(chromedp.CSS("#sb-timeout"), "1200"), chromedp.Click(chromedp.CSS("#sb-set-timeout")))

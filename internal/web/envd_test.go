@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/hearthsh/hearth/internal/web"
+	hearth "github.com/hearthsh/hearth/sdk/go"
 	"github.com/hearthsh/hearth/sdk/go/hearthtest"
 )
 
@@ -27,7 +29,7 @@ var envdBuild struct {
 
 // withEnvd serves a dashboard whose sandbox proxy is a real envd on this machine standing in
 // for the team's sandbox (envd ignores the routing headers), over the control plane's API.
-func withEnvd(t *testing.T) (*dashboard, *browser) {
+func withEnvd(t *testing.T) (*dashboard, *browser, *hearthtest.Envd) {
 	t.Helper()
 	envdBuild.once.Do(func() {
 		dir := filepath.Join(os.TempDir(), "hearth-web-test-envd")
@@ -51,13 +53,16 @@ func withEnvd(t *testing.T) (*dashboard, *browser) {
 	d.srv.Config.Handler = web.New(web.Config{API: d.api, Proxy: httputil.NewSingleHostReverseProxy(u)})
 	b := d.browser(t)
 	b.signin(d.keyMine)
-	return d, b
+	return d, b, e
 }
 
 // dialTerminal opens the terminal WebSocket as the page does.
-func dialTerminal(t *testing.T, d *dashboard, b *browser, origin, token string) (*websocket.Conn, *http.Response, error) {
+func dialTerminal(t *testing.T, d *dashboard, b *browser, origin, token string, pid ...uint32) (*websocket.Conn, *http.Response, error) {
 	t.Helper()
 	q := url.Values{"cols": {"100"}, "rows": {"30"}}
+	for _, p := range pid {
+		q.Set("pid", strconv.FormatUint(uint64(p), 10))
+	}
 	if token != "" {
 		q.Set("csrf", token)
 	}
@@ -76,7 +81,7 @@ func dialTerminal(t *testing.T, d *dashboard, b *browser, origin, token string) 
 }
 
 func TestTerminal(t *testing.T) {
-	d, b := withEnvd(t)
+	d, b, _ := withEnvd(t)
 	tok := b.csrf()
 	for _, c := range []struct{ name, origin, token string }{
 		{"without CSRF token", d.srv.URL, ""},
@@ -140,7 +145,7 @@ func TestTerminal(t *testing.T) {
 }
 
 func TestFiles(t *testing.T) {
-	d, b := withEnvd(t)
+	d, b, _ := withEnvd(t)
 	tok := b.csrf()
 	dir := t.TempDir()
 	hdr := map[string]string{"X-CSRF-Token": tok, "Content-Type": "application/octet-stream"}
@@ -188,5 +193,62 @@ func TestFiles(t *testing.T) {
 	}
 	if l := list(); strings.Contains(l, "notes.txt") {
 		t.Errorf("list after delete still has the file: %s", l)
+	}
+}
+
+// readUntil reads terminal frames until the text seen contains want.
+func readUntil(ctx context.Context, t *testing.T, conn *websocket.Conn, want string) string {
+	t.Helper()
+	var seen strings.Builder
+	for !strings.Contains(seen.String(), want) {
+		_, data, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("terminal output %q without %q, then: %v", seen.String(), want, err)
+		}
+		seen.Write(data)
+	}
+	return seen.String()
+}
+
+// TestTerminalReattach: a page that lost its stream (a pause cuts it) comes back to the
+// same shell by pid; a pid that is gone gets a new shell, and the page is told which.
+func TestTerminalReattach(t *testing.T) {
+	d, b, e := withEnvd(t)
+	tok := b.csrf()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// A shell whose first client has gone, as after a pause.
+	sb := hearth.NewClient(hearth.WithSandboxURL(e.URL), hearth.WithAPIKey("unused")).Attach(d.sandboxMine, testEnvdToken)
+	shell, err := sb.PTY.Create(ctx, hearth.PTYSize{Cols: 80, Rows: 24}, func([]byte) {}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := shell.SendInput(ctx, []byte("KEPT=$((3*7))\r")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	shell.Disconnect()
+
+	conn, _, err := dialTerminal(t, d, b, d.srv.URL, tok, shell.PID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	if hello := readUntil(ctx, t, conn, "}"); !strings.Contains(hello, `"reattached":true`) || !strings.Contains(hello, `"pid":`+strconv.Itoa(int(shell.PID))) {
+		t.Errorf("first message %s, want the same pid reattached", hello)
+	}
+	if err := conn.Write(ctx, websocket.MessageBinary, []byte("echo kept-$KEPT\r")); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(ctx, t, conn, "kept-21\r\n")
+	conn.Close(websocket.StatusNormalClosure, "")
+
+	conn, _, err = dialTerminal(t, d, b, d.srv.URL, tok, 999999)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	if hello := readUntil(ctx, t, conn, "}"); !strings.Contains(hello, `"reattached":false`) {
+		t.Errorf("first message for a gone pid %s, want a new shell", hello)
 	}
 }

@@ -78,7 +78,7 @@ func (h *Handler) terminal(w http.ResponseWriter, r *http.Request, key string) {
 	// The PTY's output stream lives as long as ctx (the WebSocket's request); a start that
 	// takes longer than terminalStartTimeout is given up.
 	startTimer := time.AfterFunc(terminalStartTimeout, cancel)
-	pty, err := h.envd.sandbox(id, sb.EnvdAccessToken).PTY.Create(ctx, size, onData, nil)
+	pty, reattached, err := h.openPTY(ctx, h.envd.sandbox(id, sb.EnvdAccessToken), queryPID(r), size, onData)
 	if !startTimer.Stop() && err == nil {
 		err = fmt.Errorf("start terminal: no answer within %s", terminalStartTimeout)
 	}
@@ -87,12 +87,21 @@ func (h *Handler) terminal(w http.ResponseWriter, r *http.Request, key string) {
 		conn.Close(closeFailed, truncateReason(err.Error()))
 		return
 	}
+	// The browser going away ends its shell; a stream cut under it (a pause) does not: the
+	// page reconnects to the same shell by pid once the sandbox runs again.
+	keepShell := false
 	defer func() {
-		// The browser is gone or the stream ended: do not leave the shell behind.
+		if keepShell {
+			return
+		}
 		kctx, kcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = pty.Kill(kctx)
 		kcancel()
 	}()
+	hello, _ := json.Marshal(map[string]any{"type": "pty", "pid": pty.PID, "reattached": reattached})
+	if err := conn.Write(ctx, websocket.MessageText, hello); err != nil {
+		return
+	}
 
 	go func() {
 		defer cancel()
@@ -127,6 +136,7 @@ func (h *Handler) terminal(w http.ResponseWriter, r *http.Request, key string) {
 				return
 			}
 		case <-overflow:
+			keepShell = true
 			conn.Close(closeStreamEnded, "browser too slow for the terminal's output")
 			return
 		case <-pty.Done():
@@ -148,6 +158,7 @@ func (h *Handler) terminal(w http.ResponseWriter, r *http.Request, key string) {
 			if werr == nil {
 				conn.Close(closeShellExited, "shell exited with code "+strconv.Itoa(code))
 			} else {
+				keepShell = true
 				conn.Close(closeStreamEnded, truncateReason("terminal stream ended: "+werr.Error()))
 			}
 			return
@@ -162,6 +173,32 @@ func (h *Handler) terminal(w http.ResponseWriter, r *http.Request, key string) {
 			return
 		}
 	}
+}
+
+// openPTY reattaches to the shell pid when it still runs (reattached true), else starts a
+// new one of the given size.
+func (h *Handler) openPTY(ctx context.Context, sb *hearth.Sandbox, pid uint32, size hearth.PTYSize, onData func([]byte)) (*hearth.PTYHandle, bool, error) {
+	if pid != 0 {
+		pty, err := sb.PTY.Connect(ctx, pid, onData)
+		if err == nil {
+			return pty, true, nil
+		}
+		if ctx.Err() != nil {
+			return nil, false, err
+		}
+		h.log.Debug("dashboard: reattach terminal, starting a new one", "pid", pid, "err", err)
+	}
+	pty, err := sb.PTY.Create(ctx, size, onData, nil)
+	return pty, false, err
+}
+
+// queryPID is the ?pid= of a shell to reattach to, 0 for none.
+func queryPID(r *http.Request) uint32 {
+	v, err := strconv.ParseUint(r.URL.Query().Get("pid"), 10, 32)
+	if err != nil {
+		return 0
+	}
+	return uint32(v)
 }
 
 func queryUint(r *http.Request, name string, def uint32) uint32 {

@@ -228,8 +228,8 @@ function logsView (id) {
 }
 
 // terminalView runs a shell in the sandbox over a WebSocket. When the stream ends (the
-// sandbox paused, the network dropped, the shell exited) it reconnects to a new shell once
-// the sandbox runs again.
+// sandbox paused, the network dropped) it reconnects to the same shell, by pid, once the
+// sandbox runs again; when the shell exits it starts a new one.
 function terminalView (id, stateOf) {
   const status = document.getElementById('term-status')
   const term = new window.Terminal({ cursorBlink: true, fontSize: 13, scrollback: 5000, convertEol: false })
@@ -240,6 +240,7 @@ function terminalView (id, stateOf) {
   window.hearthTerminal = term // tests read the screen through it
   let ws = null
   let retry = 500
+  let pid = 0 // the shell to reattach to
   const enc = new TextEncoder()
   term.onData(d => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)) })
   term.onResize(({ cols, rows }) => {
@@ -249,17 +250,31 @@ function terminalView (id, stateOf) {
   const connect = () => {
     if (stateOf() !== 'running') { status.textContent = 'waiting for the sandbox to run'; setTimeout(connect, 1000); return }
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'
-    const q = new URLSearchParams({ cols: term.cols, rows: term.rows, csrf })
+    const q = new URLSearchParams({ cols: term.cols, rows: term.rows, csrf, pid })
     ws = new WebSocket(`${proto}//${location.host}/dashboard/sbx/${encodeURIComponent(id)}/terminal?${q}`)
     ws.binaryType = 'arraybuffer'
     status.textContent = 'connecting'
-    ws.onopen = () => { status.textContent = 'connected'; document.body.dataset.terminal = 'connected'; retry = 500 }
-    ws.onmessage = ev => term.write(new Uint8Array(ev.data))
+    ws.onopen = () => {
+      status.textContent = 'connected'; document.body.dataset.terminal = 'connected'; retry = 500
+      ws.send(JSON.stringify({ type: 'resize', cols: term.cols, rows: term.rows })) // a reattached shell has the old size
+    }
+    ws.onmessage = ev => {
+      if (typeof ev.data === 'string') { // control: which shell this is
+        const m = JSON.parse(ev.data)
+        if (m.type === 'pty') {
+          if (pid && !m.reattached) term.write('\r\n\x1b[2m[the previous shell is gone; this is a new one]\x1b[0m\r\n')
+          pid = m.pid
+          document.body.dataset.terminalPid = m.pid
+        }
+        return
+      }
+      term.write(new Uint8Array(ev.data))
+    }
     ws.onclose = ev => {
       document.body.dataset.terminal = 'closed'
       const why = ev.reason || 'disconnected'
       status.textContent = why + ' — reconnecting'
-      if (ev.code === 4003) term.write('\r\n\x1b[2m[' + why + '; starting a new shell]\x1b[0m\r\n')
+      if (ev.code === 4003) { pid = 0; term.write('\r\n\x1b[2m[' + why + '; starting a new shell]\x1b[0m\r\n') }
       else if (ev.code !== 4001) term.write('\r\n\x1b[2m[' + why + ']\x1b[0m\r\n')
       setTimeout(connect, retry)
       retry = Math.min(retry * 2, 5000)
