@@ -92,6 +92,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// Its page: a terminal that runs commands.
 	b.do(chromedp.Click(chromedp.CSS(`#sandboxes tr[data-id="` + id + `"] a`)))
 	b.waitJS("the terminal to connect", `document.body.dataset.terminal === "connected"`)
+	b.waitJS("the shell's prompt", `window.hearthTerminal.buffer.active.getLine(0).translateToString(true).includes("$")`)
 	typed := time.Now()
 	b.typeInTerminal("echo $((6*7))\r")
 	b.waitScreenLine("42")
