@@ -12,7 +12,6 @@ package web
 
 import (
 	"crypto/hmac"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
@@ -52,9 +51,6 @@ type Handler struct {
 	log   *slog.Logger
 	pages *template.Template
 	mux   *http.ServeMux
-	// secret keys the CSRF tokens: random per process, so a restart only costs open pages a
-	// reload.
-	secret []byte
 }
 
 // New returns the dashboard handler. It serves paths under Prefix.
@@ -62,16 +58,11 @@ func New(cfg Config) *Handler {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	secret := make([]byte, 32)
-	if _, err := rand.Read(secret); err != nil {
-		panic(err)
-	}
 	h := &Handler{
-		api:    cfg.API,
-		envd:   newEnvdDialer(cfg.Proxy),
-		log:    cfg.Log,
-		pages:  template.Must(template.ParseFS(templateFS, "templates/*.html")),
-		secret: secret,
+		api:   cfg.API,
+		envd:  newEnvdDialer(cfg.Proxy),
+		log:   cfg.Log,
+		pages: template.Must(template.ParseFS(templateFS, "templates/*.html")),
 	}
 	static, _ := fs.Sub(staticFS, "static")
 	mux := http.NewServeMux()
@@ -141,11 +132,13 @@ func keyOf(r *http.Request) string {
 	return c.Value
 }
 
-// csrfToken is bound to the session's key: an attacker who cannot read the cookie cannot
-// compute it, and a token from another session does not fit this one.
+// csrfToken is an HMAC keyed with the session's API key: an attacker who cannot read the
+// (HttpOnly) cookie cannot compute it, a token from another session does not fit this one,
+// and every control plane replica (and a restarted one) computes the same token, so a page
+// keeps working behind a load balancer. The token reveals nothing of the key.
 func (h *Handler) csrfToken(key string) string {
-	m := hmac.New(sha256.New, h.secret)
-	m.Write([]byte("hearth dashboard csrf\x00" + key))
+	m := hmac.New(sha256.New, []byte(key))
+	m.Write([]byte("hearth dashboard csrf token"))
 	return hex.EncodeToString(m.Sum(nil))
 }
 

@@ -25,6 +25,7 @@ import (
 type dashboard struct {
 	srv                *httptest.Server
 	api                http.Handler
+	st                 store.Store
 	keyMine, keyOther  string
 	sandboxMine, other string
 }
@@ -58,6 +59,7 @@ func newDashboard(t *testing.T) *dashboard {
 		}
 	}
 	s := cp.New(cp.Config{Store: st, Log: slog.New(slog.DiscardHandler), AgentToken: "agent-token"})
+	d.st = st
 	d.api = s.APIHandler()
 	d.srv = httptest.NewServer(d.api)
 	t.Cleanup(d.srv.Close)
@@ -301,5 +303,27 @@ func TestAssetsAreEmbedded(t *testing.T) {
 		if res, _ := b.do("GET", p, "", "", nil); res.StatusCode != http.StatusNotFound {
 			t.Errorf("GET %s: %d, want 404 (no directory listings)", p, res.StatusCode)
 		}
+	}
+}
+
+// TestCSRFTokenWorksOnEveryReplica: a page served by one control plane replica keeps working
+// when its next request reaches another (or the same one restarted).
+func TestCSRFTokenWorksOnEveryReplica(t *testing.T) {
+	d := newDashboard(t)
+	b := d.browser(t)
+	b.signin(d.keyMine)
+	tok := b.csrf()
+	replica := httptest.NewServer(cp.New(cp.Config{Store: d.st, Log: slog.New(slog.DiscardHandler), AgentToken: "agent-token"}).APIHandler())
+	defer replica.Close()
+	u, _ := url.Parse(d.srv.URL)
+	r, _ := url.Parse(replica.URL)
+	for _, c := range b.c.Jar.Cookies(&url.URL{Scheme: "http", Host: u.Host, Path: "/dashboard/"}) {
+		b.c.Jar.SetCookies(&url.URL{Scheme: "http", Host: r.Host, Path: "/dashboard/"}, []*http.Cookie{{Name: c.Name, Value: c.Value, Path: "/dashboard/"}})
+	}
+	b.base = replica.URL
+	res, body := b.do("POST", "/dashboard/api/api-keys", `{"name":"via-replica"}`, replica.URL,
+		map[string]string{"Content-Type": "application/json", "X-CSRF-Token": tok})
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("change on another replica with the page's token: %d %s, want 201", res.StatusCode, body)
 	}
 }
