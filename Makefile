@@ -14,7 +14,7 @@ PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 # Debian packages the tests and the platform need; installed only when a command is missing.
 APT_PACKAGES := iproute2 nftables curl ca-certificates
 
-.PHONY: all build envd hearth runsc generate deps test test-go test-fuzz test-e2e vet fmt bench bench-go dev clean
+.PHONY: all build envd hearth runsc web-assets generate deps test test-go test-fuzz test-e2e vet fmt bench bench-go dev clean
 
 all: build
 
@@ -25,6 +25,14 @@ envd:
 
 hearth:
 	$(GO) build -trimpath -o $(BIN)/hearth ./cmd/hearth
+
+# The dashboard's browser libraries (xterm.js), copied from their npm packages (pinned in
+# internal/web/assets/package-lock.json) into internal/web/static/vendor, which is committed
+# and embedded: building hearth needs no npm. Run after changing the pins.
+web-assets:
+	cd internal/web/assets && npm ci --no-audit --no-fund --loglevel=error
+	cp internal/web/assets/node_modules/@xterm/xterm/lib/xterm.js internal/web/assets/node_modules/@xterm/xterm/css/xterm.css \
+	  internal/web/assets/node_modules/@xterm/addon-fit/lib/addon-fit.js internal/web/static/vendor/
 
 # runsc (gVisor) is built from its Go module at a pinned version; see scripts/build-runsc.sh.
 runsc:

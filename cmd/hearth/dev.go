@@ -183,7 +183,9 @@ Hearth is running. Point the E2B SDKs at it:
   export E2B_SANDBOX_URL=http://%s
   export E2B_API_KEY=%s
 
-`, localhostAddr(api), localhostAddr(proxy), key)
+Dashboard: http://%s/dashboard/ (sign in with the API key above)
+
+`, localhostAddr(api), localhostAddr(proxy), key, localhostAddr(api))
 	if tlsNote != "" {
 		fmt.Print(tlsNote, "\n")
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/internal/web"
 )
 
 // Config configures a control plane.
@@ -161,7 +162,13 @@ func (s *Server) APIHandler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
-	return cors(limitBodies(mux))
+	api := cors(limitBodies(mux))
+	// The dashboard calls api in-process with the signed-in key, so the team checks above
+	// apply to it unchanged; it caps its own bodies (uploads are larger than REST bodies).
+	root := http.NewServeMux()
+	root.Handle(web.Prefix, web.New(web.Config{API: api, Proxy: s.proxy, Log: s.log}))
+	root.Handle("/", api)
+	return root
 }
 
 // ProxyHandler serves sandbox traffic.

@@ -100,3 +100,22 @@ func (h *PTYHandle) Kill(ctx context.Context) error { return h.cmd.Kill(ctx) }
 
 // Disconnect stops following the terminal's output; the shell keeps running.
 func (h *PTYHandle) Disconnect() { h.cmd.Disconnect() }
+
+// Connect follows a terminal started earlier (by this or another client) by its shell's
+// pid, e.g. after the sandbox was paused and resumed, which cuts output streams but keeps the
+// shell. Output from before the call is not replayed. onData is as for Create.
+func (p *PTY) Connect(ctx context.Context, pid uint32, onData func([]byte)) (*PTYHandle, error) {
+	req := connect.NewRequest(&pb.ConnectRequest{Process: pidSelector(pid)})
+	req.Header().Set(headerKeepalive, keepaliveInterval)
+	sctx, cancel := context.WithCancel(ctx)
+	stream, err := p.conn.process.Connect(sctx, req)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("connect to terminal %d: %w", pid, err)
+	}
+	h, err := follow(sctx, p.conn, connectStream{stream}, cancel, &outputSink{pty: onData}, fmt.Sprintf("terminal %d", pid))
+	if err != nil {
+		return nil, err
+	}
+	return &PTYHandle{PID: h.PID, cmd: h}, nil
+}

@@ -48,3 +48,39 @@ func TestPTYInputResizeExit(t *testing.T) {
 		t.Fatalf("Wait = %d, %v; want the shell's exit code 7", code, err)
 	}
 }
+
+// TestPTYConnect: a terminal followed again by pid after its first stream ended keeps its
+// shell (its variables) and takes input and resizes through the new handle.
+func TestPTYConnect(t *testing.T) {
+	sb := sandbox(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	first, err := sb.PTY.Create(ctx, hearth.PTYSize{Cols: 80, Rows: 24}, func([]byte) {}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := first.SendInput(ctx, []byte("KEPT=$((20+1))\n")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	first.Disconnect()
+	var out syncBuffer
+	h, err := sb.PTY.Connect(ctx, first.PID, func(b []byte) { out.Write(b) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.PID != first.PID {
+		t.Fatalf("connected to pid %d, want %d", h.PID, first.PID)
+	}
+	if err := h.Resize(ctx, hearth.PTYSize{Cols: 90, Rows: 30}); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SendInput(ctx, []byte("echo K${KEPT}K $(stty size)\n")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the shell's variable and new size", 10*time.Second, func() bool { return strings.Contains(out.String(), "K21K 30 90") })
+	if _, err := sb.PTY.Connect(ctx, 999999, func([]byte) {}); err == nil {
+		t.Error("Connect to a pid that does not exist succeeded")
+	}
+	_ = h.Kill(ctx)
+}

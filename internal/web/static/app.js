@@ -1,0 +1,346 @@
+// Hearth dashboard. Plain DOM, no framework: every page reads the REST API through
+// /dashboard/api/ (the server adds the session's API key) and redraws on a timer. Text from
+// the API and from sandboxes is only ever set as textContent, never parsed as HTML.
+'use strict'
+
+const csrf = document.querySelector('meta[name="csrf-token"]')?.content || ''
+const page = document.body.dataset.page
+const sandboxID = document.body.dataset.id
+
+// el builds an element; string children become text nodes.
+function el (tag, attrs, ...children) {
+  const e = document.createElement(tag)
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v)
+    else if (v !== undefined && v !== null && v !== false) e.setAttribute(k, v === true ? '' : v)
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c instanceof Node ? c : String(c))
+  return e
+}
+
+function flash (msg, ok) {
+  const f = document.getElementById('flash')
+  f.textContent = msg
+  f.className = ok ? 'ok' : ''
+  f.hidden = false
+  clearTimeout(flash.t)
+  flash.t = setTimeout(() => { f.hidden = true }, ok ? 3000 : 8000)
+}
+
+// request calls the dashboard's server; a lost session goes back to the sign-in page.
+async function request (method, url, body, headers) {
+  const opts = { method, headers: { 'X-CSRF-Token': csrf, ...(headers || {}) }, credentials: 'same-origin' }
+  if (body !== undefined) {
+    if (body instanceof Blob || typeof body === 'string') opts.body = body
+    else { opts.body = JSON.stringify(body); opts.headers['Content-Type'] = 'application/json' }
+  }
+  const res = await fetch(url, opts)
+  if (res.status === 401) { location.href = '/dashboard/signin'; throw new Error('signed out') }
+  const text = await res.text()
+  let data = null
+  try { data = text ? JSON.parse(text) : null } catch { data = text }
+  if (!res.ok) throw new Error((data && data.message) || `${method} ${url}: ${res.status}`)
+  return data
+}
+const api = (method, path, body) => request(method, '/dashboard/api' + path, body)
+
+// act runs a user's action and reports its failure.
+async function act (what, fn) {
+  try { await fn(); flash(what + ': done', true) } catch (e) { flash(what + ': ' + e.message) }
+}
+
+function age (from) {
+  const s = Math.max(0, Math.round((Date.now() - new Date(from)) / 1000))
+  if (s < 60) return s + 's'
+  if (s < 3600) return Math.floor(s / 60) + 'm ' + (s % 60) + 's'
+  return Math.floor(s / 3600) + 'h ' + Math.floor((s % 3600) / 60) + 'm'
+}
+function until (to) {
+  const s = Math.round((new Date(to) - Date.now()) / 1000)
+  return s <= 0 ? 'now' : 'in ' + age(Date.now() - s * 1000)
+}
+function bytes (n) {
+  if (n < 1024) return n + ' B'
+  const u = ['KiB', 'MiB', 'GiB', 'TiB']; let i = -1
+  do { n /= 1024; i++ } while (n >= 1024 && i < u.length - 1)
+  return n.toFixed(1) + ' ' + u[i]
+}
+function metadataText (md) {
+  return Object.entries(md || {}).map(([k, v]) => k + '=' + v).join(', ')
+}
+function stateBadge (s) { return el('span', { class: 'state ' + s }, s) }
+
+// every runs fn now and then every ms, skipping a tick while the previous one is running
+// or the tab is hidden.
+function every (ms, fn) {
+  let busy = false
+  const tick = async () => {
+    if (busy || document.hidden) return
+    busy = true
+    try { await fn() } catch (e) { if (e.message !== 'signed out') flash(e.message) } finally { busy = false }
+  }
+  tick()
+  return setInterval(tick, ms)
+}
+
+// Sandbox actions shared by the list and the detail page.
+const actions = {
+  pause: id => api('POST', `/sandboxes/${id}/pause`),
+  resume: (id, timeout) => api('POST', `/sandboxes/${id}/resume`, timeout ? { timeout } : {}),
+  kill: id => api('DELETE', `/sandboxes/${id}`),
+  setTimeout: (id, timeout) => api('POST', `/sandboxes/${id}/timeout`, { timeout })
+}
+
+// ---- sandboxes list ----
+async function sandboxesPage () {
+  const tbody = document.querySelector('#sandboxes tbody')
+  const refresh = async () => {
+    const list = await api('GET', '/v2/sandboxes?state=running,paused&limit=100')
+    list.sort((a, b) => new Date(b.startedAt) - new Date(a.startedAt))
+    tbody.replaceChildren(...list.map(sb => el('tr', { 'data-id': sb.sandboxID, 'data-state': sb.state },
+      el('td', {}, el('a', { href: '/dashboard/sandboxes/' + encodeURIComponent(sb.sandboxID) }, el('code', {}, sb.sandboxID))),
+      el('td', {}, stateBadge(sb.state)),
+      el('td', {}, sb.alias || sb.templateID),
+      el('td', {}, sb.clientID),
+      el('td', {}, sb.cpuCount),
+      el('td', {}, sb.memoryMB + ' MiB'),
+      el('td', {}, age(sb.startedAt)),
+      el('td', {}, until(sb.endAt)),
+      el('td', {}, metadataText(sb.metadata)),
+      el('td', { class: 'actions' },
+        sb.state === 'running'
+          ? el('button', { class: 'pause', onclick: () => act('pause ' + sb.sandboxID, async () => { await actions.pause(sb.sandboxID); await refresh() }) }, 'Pause')
+          : el('button', { class: 'resume', onclick: () => act('resume ' + sb.sandboxID, async () => { await actions.resume(sb.sandboxID); await refresh() }) }, 'Resume'),
+        ' ',
+        el('button', { class: 'kill danger', onclick: () => act('kill ' + sb.sandboxID, async () => { await actions.kill(sb.sandboxID); await refresh() }) }, 'Kill')))))
+    document.getElementById('empty').hidden = list.length > 0
+    document.getElementById('refreshed').textContent = 'updated ' + new Date().toLocaleTimeString()
+  }
+  every(3000, refresh)
+
+  const select = document.getElementById('create-template')
+  const templates = await api('GET', '/templates')
+  select.replaceChildren(...templates.map(t => el('option', { value: t.templateID }, (t.aliases && t.aliases[0]) || t.templateID)))
+  document.getElementById('create').addEventListener('submit', ev => {
+    ev.preventDefault()
+    const metadata = {}
+    for (const pair of document.getElementById('create-metadata').value.split(',')) {
+      const [k, ...v] = pair.split('=')
+      if (k.trim()) metadata[k.trim()] = v.join('=').trim()
+    }
+    const timeout = parseInt(document.getElementById('create-timeout').value, 10) || undefined
+    act('create sandbox', async () => {
+      const sb = await api('POST', '/sandboxes', { templateID: select.value, timeout, metadata })
+      flash('created ' + sb.sandboxID, true)
+      await refresh()
+    })
+  })
+}
+
+// ---- one sandbox ----
+function sandboxPage () {
+  const id = sandboxID
+  const info = document.getElementById('sb-info')
+  let state = ''
+  const refresh = async () => {
+    let sb
+    try { sb = await api('GET', '/sandboxes/' + encodeURIComponent(id)) } catch (e) {
+      state = 'gone'
+      document.getElementById('sb-state').replaceChildren(stateBadge('gone'))
+      throw e
+    }
+    state = sb.state
+    document.getElementById('sb-state').replaceChildren(stateBadge(sb.state))
+    const rows = [['Template', sb.alias || sb.templateID], ['Host', sb.clientID], ['CPU', sb.cpuCount],
+      ['Memory', sb.memoryMB + ' MiB'], ['Disk', sb.diskSizeMB + ' MiB'], ['Started', new Date(sb.startedAt).toLocaleString() + ' (' + age(sb.startedAt) + ' ago)'],
+      ['Expires', new Date(sb.endAt).toLocaleString() + ' (' + until(sb.endAt) + ', then ' + (sb.lifecycle?.onTimeout || 'kill') + ')'],
+      ['Metadata', metadataText(sb.metadata) || '—'], ['envd', sb.envdVersion]]
+    info.replaceChildren(...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)]))
+  }
+  every(3000, refresh)
+  const timeoutInput = document.getElementById('sb-timeout')
+  document.getElementById('sb-pause').onclick = () => act('pause', async () => { await actions.pause(id); await refresh() })
+  document.getElementById('sb-resume').onclick = () => act('resume', async () => { await actions.resume(id, parseInt(timeoutInput.value, 10)); await refresh() })
+  document.getElementById('sb-kill').onclick = () => act('kill', async () => { await actions.kill(id); location.href = '/dashboard/' })
+  document.getElementById('sb-set-timeout').onclick = () => act('set timeout', async () => { await actions.setTimeout(id, parseInt(timeoutInput.value, 10)); await refresh() })
+
+  metricsChart(id, () => state)
+  logsView(id)
+  terminalView(id, () => state)
+  filesView(id)
+}
+
+// metricsChart keeps the samples seen while the page is open (the API reports the current
+// one) and draws CPU and memory as two polylines.
+function metricsChart (id, stateOf) {
+  const svg = document.getElementById('metrics')
+  const samples = []
+  const ns = 'http://www.w3.org/2000/svg'
+  const draw = () => {
+    while (svg.firstChild) svg.firstChild.remove()
+    for (const y of [0, 50, 100]) {
+      const l = document.createElementNS(ns, 'line')
+      l.setAttribute('x1', 0); l.setAttribute('x2', 400); l.setAttribute('y1', 130 - y * 1.2); l.setAttribute('y2', 130 - y * 1.2)
+      l.setAttribute('stroke', '#e4e7ea'); svg.append(l)
+    }
+    const line = (vals, color) => {
+      if (vals.length === 0) return
+      const step = 400 / Math.max(1, 59)
+      const p = document.createElementNS(ns, 'polyline')
+      p.setAttribute('points', vals.map((v, i) => `${(i * step).toFixed(1)},${(130 - Math.min(100, v) * 1.2).toFixed(1)}`).join(' '))
+      p.setAttribute('fill', 'none'); p.setAttribute('stroke', color); p.setAttribute('stroke-width', 2)
+      svg.append(p)
+      vals.forEach((v, i) => { // a dot per sample, so one sample shows too
+        const c = document.createElementNS(ns, 'circle')
+        c.setAttribute('cx', (i * step).toFixed(1)); c.setAttribute('cy', (130 - Math.min(100, v) * 1.2).toFixed(1))
+        c.setAttribute('r', 2.5); c.setAttribute('fill', color)
+        svg.append(c)
+      })
+    }
+    line(samples.map(s => s.cpuUsedPct), '#c4501b')
+    line(samples.map(s => s.memTotal ? 100 * s.memUsed / s.memTotal : 0), '#2a6fb0')
+    svg.dataset.samples = samples.length
+  }
+  draw()
+  every(2000, async () => {
+    if (stateOf() !== 'running') return
+    const m = await api('GET', `/sandboxes/${encodeURIComponent(id)}/metrics`)
+    const s = m[m.length - 1]
+    if (!s) return
+    if (samples.length && samples[samples.length - 1].timestampUnix === s.timestampUnix) return
+    samples.push(s)
+    if (samples.length > 60) samples.shift()
+    document.getElementById('metrics-now').textContent =
+      `now: CPU ${s.cpuUsedPct.toFixed(1)}% of ${s.cpuCount}, memory ${bytes(s.memUsed)} of ${bytes(s.memTotal)}, disk ${bytes(s.diskUsed)} of ${bytes(s.diskTotal)}`
+    draw()
+  })
+}
+
+function logsView (id) {
+  const pre = document.getElementById('logs')
+  every(5000, async () => {
+    const res = await api('GET', `/v2/sandboxes/${encodeURIComponent(id)}/logs?limit=200`)
+    const lines = (res.logs || []).map(l => new Date(l.timestamp).toLocaleTimeString() + ' ' + (l.level ? l.level.toUpperCase() + ' ' : '') + (l.message || l.line))
+    const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4
+    pre.textContent = lines.join('\n') || 'no log entries'
+    if (atBottom) pre.scrollTop = pre.scrollHeight
+  })
+}
+
+// terminalView runs a shell in the sandbox over a WebSocket. When the stream ends (the
+// sandbox paused, the network dropped) it reconnects to the same shell, by pid, once the
+// sandbox runs again; when the shell exits it starts a new one.
+function terminalView (id, stateOf) {
+  const status = document.getElementById('term-status')
+  const term = new window.Terminal({ cursorBlink: true, fontSize: 13, scrollback: 5000, convertEol: false })
+  const fit = new window.FitAddon.FitAddon()
+  term.loadAddon(fit)
+  term.open(document.getElementById('terminal'))
+  fit.fit()
+  window.hearthTerminal = term // tests read the screen through it
+  let ws = null
+  let retry = 500
+  let pid = 0 // the shell to reattach to
+  const enc = new TextEncoder()
+  term.onData(d => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)) })
+  term.onResize(({ cols, rows }) => {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'resize', cols, rows }))
+  })
+  window.addEventListener('resize', () => fit.fit())
+  const connect = () => {
+    if (stateOf() !== 'running') { status.textContent = 'waiting for the sandbox to run'; setTimeout(connect, 1000); return }
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'
+    const q = new URLSearchParams({ cols: term.cols, rows: term.rows, csrf, pid })
+    ws = new WebSocket(`${proto}//${location.host}/dashboard/sbx/${encodeURIComponent(id)}/terminal?${q}`)
+    ws.binaryType = 'arraybuffer'
+    status.textContent = 'connecting'
+    ws.onopen = () => {
+      status.textContent = 'connected'; document.body.dataset.terminal = 'connected'; retry = 500
+      ws.send(JSON.stringify({ type: 'resize', cols: term.cols, rows: term.rows })) // a reattached shell has the old size
+    }
+    ws.onmessage = ev => {
+      if (typeof ev.data === 'string') { // control: which shell this is
+        const m = JSON.parse(ev.data)
+        if (m.type === 'pty') {
+          if (pid && !m.reattached) term.write('\r\n\x1b[2m[the previous shell is gone; this is a new one]\x1b[0m\r\n')
+          pid = m.pid
+          document.body.dataset.terminalPid = m.pid
+        }
+        return
+      }
+      term.write(new Uint8Array(ev.data))
+    }
+    ws.onclose = ev => {
+      document.body.dataset.terminal = 'closed'
+      const why = ev.reason || 'disconnected'
+      status.textContent = why + ' — reconnecting'
+      if (ev.code === 4003) { pid = 0; term.write('\r\n\x1b[2m[' + why + '; starting a new shell]\x1b[0m\r\n') }
+      else if (ev.code !== 4001) term.write('\r\n\x1b[2m[' + why + ']\x1b[0m\r\n')
+      setTimeout(connect, retry)
+      retry = Math.min(retry * 2, 5000)
+    }
+  }
+  connect()
+}
+
+function filesView (id) {
+  const pathInput = document.getElementById('files-path')
+  const tbody = document.querySelector('#files tbody')
+  const base = `/dashboard/sbx/${encodeURIComponent(id)}/files`
+  const load = async (path) => {
+    const res = await request('GET', base + '?' + new URLSearchParams({ path }))
+    pathInput.value = res.path
+    tbody.replaceChildren(...res.entries.map(e => el('tr', { 'data-name': e.name },
+      el('td', {}, e.type === 'dir'
+        ? el('a', { href: '#', onclick: ev => { ev.preventDefault(); open(e.path) } }, e.name + '/')
+        : el('a', { href: base + '/download?' + new URLSearchParams({ path: e.path }), download: e.name }, e.name + (e.symlinkTarget ? ' → ' + e.symlinkTarget : ''))),
+      el('td', {}, e.type === 'dir' ? '' : bytes(e.size)),
+      el('td', {}, el('code', {}, e.permissions)),
+      el('td', {}, new Date(e.modTime).toLocaleString()),
+      el('td', { class: 'actions' }, el('button', { class: 'danger', onclick: () => act('delete ' + e.name, async () => { await request('DELETE', base + '?' + new URLSearchParams({ path: e.path })); await load(pathInput.value) }) }, 'Delete')))))
+  }
+  const open = path => load(path).catch(e => flash(e.message))
+  const upload = async files => {
+    for (const f of files) {
+      const dir = pathInput.value.replace(/\/+$/, '')
+      await act('upload ' + f.name, () => request('POST', base + '/upload?' + new URLSearchParams({ path: dir + '/' + f.name }), f, { 'Content-Type': 'application/octet-stream' }))
+    }
+    await open(pathInput.value)
+  }
+  document.getElementById('files-nav').addEventListener('submit', ev => { ev.preventDefault(); open(pathInput.value) })
+  document.getElementById('files-up').onclick = () => open(pathInput.value.replace(/\/[^/]*\/?$/, '') || '/')
+  document.getElementById('files-input').addEventListener('change', ev => upload(ev.target.files))
+  const dz = document.getElementById('dropzone')
+  dz.addEventListener('dragover', ev => { ev.preventDefault(); dz.classList.add('over') })
+  dz.addEventListener('dragleave', () => dz.classList.remove('over'))
+  dz.addEventListener('drop', ev => { ev.preventDefault(); dz.classList.remove('over'); upload(ev.dataTransfer.files) })
+  const waitRunning = () => open(pathInput.value)
+  setTimeout(waitRunning, 300)
+}
+
+// ---- API keys ----
+function keysPage () {
+  const tbody = document.querySelector('#keys tbody')
+  const refresh = async () => {
+    const keys = await api('GET', '/api-keys')
+    tbody.replaceChildren(...keys.map(k => el('tr', { 'data-id': k.id },
+      el('td', {}, k.name), el('td', {}, el('code', {}, k.mask)),
+      el('td', {}, new Date(k.createdAt).toLocaleString()),
+      el('td', {}, k.lastUsed ? new Date(k.lastUsed).toLocaleString() : 'never'),
+      el('td', { class: 'actions' }, el('button', { class: 'danger', onclick: () => act('revoke ' + k.name, async () => { await api('DELETE', '/api-keys/' + encodeURIComponent(k.id)); await refresh() }) }, 'Revoke')))))
+  }
+  every(10000, refresh)
+  document.getElementById('key-create').addEventListener('submit', ev => {
+    ev.preventDefault()
+    act('create key', async () => {
+      const k = await api('POST', '/api-keys', { name: document.getElementById('key-name').value })
+      document.getElementById('key-new-value').textContent = k.key
+      document.getElementById('key-new').hidden = false
+      await refresh()
+    })
+  })
+}
+
+if (page === 'sandboxes') sandboxesPage().catch(e => flash(e.message))
+else if (page === 'sandbox') sandboxPage()
+else if (page === 'keys') keysPage()
