@@ -49,7 +49,7 @@ describe('snapshots and filesystem-only pause (hearth dev, gVisor)', () => {
     dev = new Proc('hearth dev snapshots', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${apiPort}`, '--proxy-listen', `127.0.0.1:${proxy}`,
       '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
-      '--slot-prefix', 'he2es', '--pool', '10.239.0.0/16'])
+      '--slot-prefix', 'he2es', '--pool', '10.227.0.0/16'])
     process.env.E2B_API_URL = api
     process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`
     process.env.E2B_API_KEY = testKey
@@ -132,7 +132,7 @@ describe('snapshots and filesystem-only pause (hearth dev, gVisor)', () => {
     const sbx = await Sandbox.create('base', { timeoutMs: 120_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
     try {
       await sbx.files.write('/home/user/kept.txt', 'kept on disk')
-      await sbx.commands.run('sudo mkdir -p /opt/extra && echo root-file | sudo tee /opt/extra/f >/dev/null && rm -f /home/user/.bashrc')
+      await sbx.commands.run('mkdir -p /opt/extra && echo root-file > /opt/extra/f && rm /home/user/.bashrc', { user: 'root' })
       const bootBefore = (await sbx.files.read('/proc/sys/kernel/random/boot_id')).trim()
       await startCounter(sbx, '/home/user/counter')
 
@@ -154,6 +154,8 @@ describe('snapshots and filesystem-only pause (hearth dev, gVisor)', () => {
       assert.ok(!ps.includes('sleep 0.1'), `the counter survived a filesystem-only pause: ${ps}`)
       // A memory pause after it works as before.
       assert.equal(await back.pause(), true)
+      const memSnap = join(dir, 'sandboxes', sbx.sandboxId, 'runtime', 'snapshot')
+      console.log(`memory pause size of the same sandbox (du -sb ${memSnap}): ${duBytes(memSnap)} bytes`)
       const again = await Sandbox.connect(sbx.sandboxId)
       assert.equal(await again.files.read('/home/user/kept.txt'), 'kept on disk')
       assert.equal((await again.files.read('/proc/sys/kernel/random/boot_id')).trim(), bootAfter)
