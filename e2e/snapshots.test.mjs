@@ -186,3 +186,44 @@ describe('snapshots and filesystem-only pause (hearth dev, gVisor)', () => {
     assert.match((await res.json()).message, /autoResume cannot be enabled with autoPauseMemory false/)
   })
 })
+
+// QEMU microVMs (software emulation here): filesystem-only pauses work; snapshots need a fork
+// of a running VM, which this runtime does not have, so they are refused with 501.
+describe('filesystem-only pause on QEMU (hearth dev --runtime qemu)', { skip: process.env.HEARTH_E2E_QEMU === '0' && 'HEARTH_E2E_QEMU=0' }, () => {
+  let dev, dir
+  before(async () => {
+    const [apiPort, proxy, arpc, aproxy, inspect] = await freePorts(5)
+    const api = `http://127.0.0.1:${apiPort}`
+    dir = dataDir('snapshotsqemu')
+    dev = new Proc('hearth dev snapshots qemu', ['dev', '--runtime', 'qemu', '--data-dir', dir, '--api-key', testKey,
+      '--listen', `127.0.0.1:${apiPort}`, '--proxy-listen', `127.0.0.1:${proxy}`,
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+      '--slot-prefix', 'he2er', '--pool', '10.228.0.0/16'])
+    process.env.E2B_API_URL = api
+    process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`
+    process.env.E2B_API_KEY = testKey
+    await apiReady(api, testKey).catch((e) => { console.error(dev.tail()); throw e })
+  })
+  after(async () => {
+    console.error(`hearth process log: ${dev?.logFile}`)
+    await dev?.stop()
+  })
+
+  test('pause({keepMemory: false}) and connect cold-boot the VM with its files; snapshots are refused', async () => {
+    const sbx = await Sandbox.create('base', { timeoutMs: 300_000 })
+    try {
+      await sbx.files.write('/home/user/kept.txt', 'kept on the VM disk')
+      const bootBefore = (await sbx.files.read('/proc/sys/kernel/random/boot_id')).trim()
+      await assert.rejects(sbx.createSnapshot(), /cannot snapshot/)
+      assert.equal(await sbx.pause({ keepMemory: false }), true)
+      const fsSnap = join(dir, 'sandboxes', sbx.sandboxId, 'runtime', 'fs-snapshot')
+      console.log(`qemu filesystem-only pause size (du -sb ${fsSnap}): ${duBytes(fsSnap)} bytes`)
+      assert.equal(await sbx.isRunning(), false)
+      const back = await Sandbox.connect(sbx.sandboxId, { timeoutMs: 300_000 })
+      assert.equal(await back.files.read('/home/user/kept.txt'), 'kept on the VM disk')
+      assert.notEqual((await back.files.read('/proc/sys/kernel/random/boot_id')).trim(), bootBefore)
+    } finally {
+      await Sandbox.kill(sbx.sandboxId).catch(() => {})
+    }
+  })
+})
