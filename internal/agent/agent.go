@@ -291,7 +291,7 @@ func (a *Agent) Usage() (*pb.StatsResponse, error) {
 	}
 	for _, i := range a.mgr.List() {
 		switch i.State {
-		case sandbox.Running, sandbox.Starting, sandbox.Resuming, sandbox.Pausing:
+		case sandbox.Running, sandbox.Starting, sandbox.Resuming, sandbox.Pausing, sandbox.Forking:
 			res.SandboxesRunning++
 			res.MemoryCommittedMib += uint64(i.MemoryMiB)
 		case sandbox.Paused:
