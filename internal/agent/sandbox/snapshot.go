@@ -201,6 +201,9 @@ func (m *Manager) DeleteSnapshot(ctx context.Context, id string) error {
 		return err
 	}
 	defer unlock()
+	if _, err := m.loadSnapshot(id); err != nil { // deleted while this one waited
+		return err
+	}
 	// Renamed away first: a crash mid-removal leaves no half snapshot under its name.
 	gone := m.snapshotDir(id) + ".deleting"
 	if err := durable.Rename(m.snapshotDir(id), gone); err != nil {
@@ -255,6 +258,12 @@ func (m *Manager) startFromSnapshot(ctx context.Context, rec *record, snapID str
 	if !ok {
 		return ErrSnapshotUnsupported
 	}
+	unlock, err := m.lockSnapshot(ctx, snapID, false)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// Read under the lock: a delete that ran meanwhile has removed it.
 	meta, err := m.loadSnapshot(snapID)
 	if err != nil {
 		return err
@@ -266,11 +275,6 @@ func (m *Manager) startFromSnapshot(ctx context.Context, rec *record, snapID str
 		return fmt.Errorf("%w: snapshot %s was taken of template %s version %s; this host has version %s, which it cannot restore into",
 			ErrInvalid, snapID, meta.Template, meta.TemplateVersion, tpl.Version)
 	}
-	unlock, err := m.lockSnapshot(ctx, snapID, false)
-	if err != nil {
-		return err
-	}
-	defer unlock()
 	spec := m.specFor(rec, tpl)
 	if err := sd.StartFromSnapshot(ctx, spec, filepath.Join(m.snapshotDir(snapID), snapshotImageDir), meta.SourceSecret); err != nil {
 		return fmt.Errorf("create sandbox %s from snapshot %s: %w", rec.ID, snapID, err)
