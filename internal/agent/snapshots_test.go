@@ -126,8 +126,17 @@ func TestFilesystemOnlyPause(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(rt, "snapshot")); !os.IsNotExist(err) {
 		t.Fatalf("a filesystem-only pause wrote a memory snapshot: %v", err)
 	}
-	// It survives an agent restart as a paused sandbox.
+	// It survives an agent restart as a paused sandbox, also one killed between saving the
+	// disk and recording the pause (the record still says pausing).
 	h.stop()
+	recPath := filepath.Join(dataDir, "sandboxes", "fspause", "sandbox.json")
+	rec, err := os.ReadFile(recPath)
+	if err != nil || !strings.Contains(string(rec), `"state": "paused"`) || !strings.Contains(string(rec), `"filesystemOnly": true`) {
+		t.Fatalf("record of the paused sandbox: %s, %v", rec, err)
+	}
+	if err := os.WriteFile(recPath, []byte(strings.Replace(string(rec), `"state": "paused"`, `"state": "pausing"`, 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	h = startAgent(t, env, dataDir)
 	defer h.stop()
 	if _, err := h.rpc.Resume(ctx, connect.NewRequest(&pb.ResumeRequest{SandboxId: "fspause"})); err != nil {

@@ -240,7 +240,10 @@ func (m *Manager) finishInterrupted(ctx context.Context, rec *record) {
 	if err != nil {
 		log.Warn("finish interrupted pause without its template", "err", fmt.Errorf("template %q: %w", rec.Template, err))
 	}
-	if fp, ok := m.cfg.Driver.(runtime.FilesystemPauser); ok && rec.State == Pausing && rec.FilesystemOnly && fp.HasFilesystemSnapshot(m.specFor(rec, tpl)) {
+	// A filesystem-only pause whose saved disk is complete, or a resume of one killed before
+	// it removed that disk: paused as it was (whatever a cut-off cold boot wrote since was
+	// never acknowledged; the reclaim stops it).
+	if fp, ok := m.cfg.Driver.(runtime.FilesystemPauser); ok && rec.FilesystemOnly && fp.HasFilesystemSnapshot(m.specFor(rec, tpl)) {
 		rec.State, rec.SlotAddr, rec.SlotNetns = Paused, netip.Addr{}, ""
 		if err := m.save(rec); err != nil {
 			log.Error("persist paused sandbox", "err", err)
