@@ -109,7 +109,10 @@ func rpcError(err error) error {
 		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.Is(err, sandbox.ErrInvalid):
 		return connect.NewError(connect.CodeInvalidArgument, err)
-	case errors.Is(err, sandbox.ErrForkUnsupported):
+	case errors.Is(err, sandbox.ErrSnapshotNotFound):
+		return connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, sandbox.ErrForkUnsupported), errors.Is(err, sandbox.ErrSnapshotUnsupported),
+		errors.Is(err, sandbox.ErrFilesystemPauseUnsupported):
 		return connect.NewError(connect.CodeUnimplemented, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, err)
@@ -160,7 +163,7 @@ func (a *Agent) Create(ctx context.Context, req *connect.Request[pb.CreateReques
 		ID: m.GetSandboxId(), Template: m.GetTemplate(), CPUs: int(m.GetCpus()), MemoryMiB: int(m.GetMemoryMib()),
 		DiskMiB: int(m.GetDiskMib()),
 		EnvVars: m.GetEnvVars(), AccessToken: m.GetEnvdAccessToken(), Metadata: m.GetMetadata(),
-		Egress: egress, EgressDomains: domains,
+		Egress: egress, EgressDomains: domains, SnapshotID: m.GetSnapshotId(),
 	})
 	if err != nil {
 		return nil, rpcError(err)
@@ -201,12 +204,16 @@ func (a *Agent) Destroy(ctx context.Context, req *connect.Request[pb.DestroyRequ
 func (a *Agent) Pause(ctx context.Context, req *connect.Request[pb.PauseRequest]) (*connect.Response[pb.PauseResponse], error) {
 	id := req.Msg.GetSandboxId()
 	start := time.Now()
-	info, err := a.mgr.Pause(ctx, id)
+	pause := a.mgr.Pause
+	if req.Msg.GetFilesystemOnly() {
+		pause = a.mgr.PauseFilesystem
+	}
+	info, err := pause(ctx, id)
 	if err != nil {
 		return nil, rpcError(err)
 	}
 	a.proxy.Evict(id)
-	a.log.Info("sandbox paused", "sandbox", id, "took", time.Since(start))
+	a.log.Info("sandbox paused", "sandbox", id, "filesystem_only", req.Msg.GetFilesystemOnly(), "took", time.Since(start))
 	return connect.NewResponse(&pb.PauseResponse{Sandbox: toProto(info)}), nil
 }
 
@@ -284,7 +291,7 @@ func (a *Agent) Usage() (*pb.StatsResponse, error) {
 	}
 	for _, i := range a.mgr.List() {
 		switch i.State {
-		case sandbox.Running, sandbox.Starting, sandbox.Resuming, sandbox.Pausing:
+		case sandbox.Running, sandbox.Starting, sandbox.Resuming, sandbox.Pausing, sandbox.Forking:
 			res.SandboxesRunning++
 			res.MemoryCommittedMib += uint64(i.MemoryMiB)
 		case sandbox.Paused:

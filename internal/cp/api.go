@@ -21,8 +21,8 @@ type NewSandbox struct {
 	Metadata            map[string]string `json:"metadata,omitempty"`
 	EnvVars             map[string]string `json:"envVars,omitempty"`
 	Network             *SandboxNetwork   `json:"network,omitempty"`
-	// Accepted and ignored: a paused sandbox always keeps its memory, which is what
-	// autoPauseMemory true asks for and more than false does.
+	// AutoPauseMemory false makes the timeout's pause keep only the filesystem (resuming
+	// boots the sandbox afresh); it cannot be combined with autoResume. Default true.
 	AutoPauseMemory *bool `json:"autoPauseMemory,omitempty"`
 	// E2B options Hearth does not implement. A request that sets one is refused: ignoring
 	// it would leave the caller believing in a volume, credentials or a gateway that

@@ -19,7 +19,7 @@ func (s *Server) expire(ctx context.Context) {
 	}
 	for _, sb := range due {
 		if sb.AutoPause {
-			if err := s.pause(ctx, sb.ID); err != nil {
+			if err := s.pause(ctx, sb.ID, sb.AutoPauseFilesystemOnly); err != nil {
 				s.log.Warn("auto-pause on timeout failed; killing instead", "sandbox", sb.ID, "err", err)
 				if err := s.kill(ctx, sb.ID, "killed: timeout (auto-pause failed)"); err != nil {
 					s.log.Warn("kill on timeout", "sandbox", sb.ID, "err", err)

@@ -122,6 +122,10 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 	switch sb.State {
 	case store.StateRunning:
 	case store.StatePaused:
+		if sb.PausedFilesystemOnly {
+			return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: sb.ID,
+				Detail: "sandbox " + sb.ID + " is paused keeping only its filesystem, which traffic never resumes: resume it with Sandbox.connect or `hearth sandbox resume`"}
+		}
 		if !sb.AutoResume {
 			return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: sb.ID,
 				Detail: "sandbox " + sb.ID + " is paused and does not resume on traffic: resume it with Sandbox.connect or `hearth sandbox resume`"}

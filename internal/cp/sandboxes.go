@@ -63,8 +63,14 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	if req.TemplateID == "" {
 		return store.Sandbox{}, errorf(http.StatusBadRequest, "templateID is required (for example \"base\")")
 	}
-	if err := checkTemplateName("templateID", req.TemplateID); err != nil {
+	snap, fromSnapshot, err := s.snapshotFor(ctx, req.TemplateID)
+	if err != nil {
 		return store.Sandbox{}, err
+	}
+	if !fromSnapshot {
+		if err := checkTemplateName("templateID", req.TemplateID); err != nil {
+			return store.Sandbox{}, err
+		}
 	}
 	ttl, err := s.timeoutFor(req.Timeout)
 	if err != nil {
@@ -78,36 +84,54 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	if team == "" {
 		return store.Sandbox{}, errors.New("create sandbox: request has no team")
 	}
-	tpl, err := s.visibleTemplate(ctx, req.TemplateID)
-	if errors.Is(err, store.ErrNotFound) {
-		return store.Sandbox{}, errorf(http.StatusNotFound, "template %q not found: build it on an agent with `hearth template build %s`", req.TemplateID, req.TemplateID)
-	} else if err != nil {
-		return store.Sandbox{}, err
+	autoPause := req.AutoPause != nil && *req.AutoPause
+	autoResume := req.AutoResume != nil && req.AutoResume.Enabled
+	fsOnly := autoPause && req.AutoPauseMemory != nil && !*req.AutoPauseMemory
+	if fsOnly && autoResume {
+		return store.Sandbox{}, errorf(http.StatusBadRequest, "autoResume cannot be enabled with autoPauseMemory false: a filesystem-only pause is resumed only by connect or resume, never by traffic")
 	}
-	cpus, mem := tpl.CPUs, tpl.MemoryMiB
-	if cpus <= 0 {
-		cpus = s.cfg.DefaultCPUs
-	}
-	if mem <= 0 {
-		mem = s.cfg.DefaultMemoryMiB
-	}
-	host, err := s.place(ctx, mem)
-	if err != nil {
-		return store.Sandbox{}, err
+	var (
+		tplID, alias    string
+		cpus, mem, disk int
+		host            store.Host
+	)
+	if fromSnapshot {
+		// A sandbox from a snapshot is a copy of the snapshot's sandbox, on the host that
+		// keeps it.
+		tplID, alias, cpus, mem, disk = snap.TemplateID, snap.Alias, snap.CPUs, snap.MemoryMiB, snap.DiskMiB
+		if host, err = s.store.Host(ctx, snap.HostID); err != nil || host.State != store.HostReady || time.Since(host.LastHeartbeat) > s.cfg.HostDeadAfter {
+			return store.Sandbox{}, errorf(http.StatusServiceUnavailable, "snapshot %s is kept on host %s, which is not available", req.TemplateID, snap.HostID)
+		}
+	} else {
+		tpl, err := s.visibleTemplate(ctx, req.TemplateID)
+		if errors.Is(err, store.ErrNotFound) {
+			return store.Sandbox{}, errorf(http.StatusNotFound, "template %q not found: build it on an agent with `hearth template build %s`", req.TemplateID, req.TemplateID)
+		} else if err != nil {
+			return store.Sandbox{}, err
+		}
+		tplID, cpus, mem, disk = tpl.ID, tpl.CPUs, tpl.MemoryMiB, tpl.DiskMiB
+		if req.TemplateID != tpl.ID {
+			alias = req.TemplateID
+		}
+		if cpus <= 0 {
+			cpus = s.cfg.DefaultCPUs
+		}
+		if mem <= 0 {
+			mem = s.cfg.DefaultMemoryMiB
+		}
+		if host, err = s.place(ctx, mem); err != nil {
+			return store.Sandbox{}, err
+		}
 	}
 	s.addPending(host.ID, int64(mem))
 
 	now := time.Now().UTC()
 	sb := store.Sandbox{
-		ID: newSandboxID(), TeamID: team, TemplateID: tpl.ID, HostID: host.ID, State: store.StateStarting,
-		CPUs: cpus, MemoryMiB: mem, DiskMiB: tpl.DiskMiB, StartedAt: now, EndAt: now.Add(ttl),
+		ID: newSandboxID(), TeamID: team, TemplateID: tplID, Alias: alias, HostID: host.ID, State: store.StateStarting,
+		CPUs: cpus, MemoryMiB: mem, DiskMiB: disk, StartedAt: now, EndAt: now.Add(ttl),
 		Metadata: req.Metadata, EnvVars: req.EnvVars, EnvdVersion: envd.Version,
 		AllowInternet: req.AllowInternetAccess == nil || *req.AllowInternetAccess,
-		AutoPause:     req.AutoPause != nil && *req.AutoPause,
-		AutoResume:    req.AutoResume != nil && req.AutoResume.Enabled,
-	}
-	if req.TemplateID != tpl.ID {
-		sb.Alias = req.TemplateID
+		AutoPause:     autoPause, AutoResume: autoResume, AutoPauseFilesystemOnly: fsOnly,
 	}
 	sb.AllowOut, sb.DenyOut, sb.AllowPublicTraffic = network.AllowOut, network.DenyOut, network.AllowPublicTraffic
 	// Every sandbox's envd requires its access token, whatever `secure` says, as on E2B
@@ -119,15 +143,21 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 		return store.Sandbox{}, err
 	}
 	s.events.own(sb.ID, team)
-	s.events.add(sb.ID, "info", fmt.Sprintf("creating from template %s on host %s", tpl.ID, host.ID))
+	creq := &pb.CreateRequest{
+		SandboxId: sb.ID, Template: tplID, Cpus: uint32(cpus), MemoryMib: uint32(mem),
+		EnvVars: withSandboxEnv(sb), EnvdAccessToken: sb.EnvdAccessToken, Metadata: sb.Metadata,
+		Egress: egressOf(sb), DiskMib: uint32(max(sb.DiskMiB, 0)),
+	}
+	if fromSnapshot {
+		creq.SnapshotId = snap.ID
+		s.events.add(sb.ID, "info", fmt.Sprintf("creating from snapshot %s on host %s", snap.ID, host.ID))
+	} else {
+		s.events.add(sb.ID, "info", fmt.Sprintf("creating from template %s on host %s", tplID, host.ID))
+	}
 
 	actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
 	defer cancel()
-	res, err := s.agents.client(host).Create(actx, connect.NewRequest(&pb.CreateRequest{
-		SandboxId: sb.ID, Template: tpl.ID, Cpus: uint32(cpus), MemoryMib: uint32(mem),
-		EnvVars: withSandboxEnv(sb), EnvdAccessToken: sb.EnvdAccessToken, Metadata: sb.Metadata,
-		Egress: egressOf(sb), DiskMib: uint32(max(sb.DiskMiB, 0)),
-	}))
+	res, err := s.agents.client(host).Create(actx, connect.NewRequest(creq))
 	if err != nil {
 		cctx := context.WithoutCancel(ctx)
 		_, _ = s.agents.client(host).Destroy(cctx, connect.NewRequest(&pb.DestroyRequest{SandboxId: sb.ID}))
@@ -459,16 +489,28 @@ func (s *Server) setState(ctx context.Context, id, state string, also func(*stor
 	})
 }
 
+// PauseBody is POST /sandboxes/{id}/pause (E2B's SandboxPauseRequest).
+type PauseBody struct {
+	// Memory false keeps only the filesystem: resuming boots the sandbox afresh, and
+	// traffic cannot resume it. Default true.
+	Memory *bool `json:"memory,omitempty"`
+}
+
 func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
-	if err := s.pause(r.Context(), r.PathValue("id")); err != nil {
+	var body PauseBody
+	if err := decode(r, &body); err != nil {
+		fail(w, err)
+		return
+	}
+	if err := s.pause(r.Context(), r.PathValue("id"), body.Memory != nil && !*body.Memory); err != nil {
 		fail(w, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// pause snapshots a running sandbox on its agent.
-func (s *Server) pause(ctx context.Context, id string) error {
+// pause snapshots a running sandbox on its agent; fsOnly keeps only its disk.
+func (s *Server) pause(ctx context.Context, id string, fsOnly bool) error {
 	sb, err := s.transition(ctx, id, "pause", []string{store.StateRunning}, store.StatePausing)
 	if err != nil {
 		return err
@@ -483,15 +525,22 @@ func (s *Server) pause(ctx context.Context, id string) error {
 	}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
 	defer cancel()
-	if _, err := s.agents.client(host).Pause(actx, connect.NewRequest(&pb.PauseRequest{SandboxId: id})); err != nil {
+	if _, err := s.agents.client(host).Pause(actx, connect.NewRequest(&pb.PauseRequest{SandboxId: id, FilesystemOnly: fsOnly})); err != nil {
 		s.setState(ctx, id, store.StateRunning, nil)
+		if connect.CodeOf(err) == connect.CodeUnimplemented {
+			return errorf(http.StatusNotImplemented, "pause %s: %s", id, connectMessage(err))
+		}
 		return fmt.Errorf("pause %s: %w", id, err)
 	}
 	s.forgetRoute(id)
-	if _, err := s.setState(ctx, id, store.StatePaused, nil); err != nil {
+	if _, err := s.setState(ctx, id, store.StatePaused, func(x *store.Sandbox) { x.PausedFilesystemOnly = fsOnly }); err != nil {
 		return err
 	}
-	s.events.add(id, "info", "sandbox paused")
+	if fsOnly {
+		s.events.add(id, "info", "sandbox paused (filesystem only)")
+	} else {
+		s.events.add(id, "info", "sandbox paused")
+	}
 	return nil
 }
 
@@ -514,6 +563,7 @@ func (s *Server) resume(ctx context.Context, id string, ttl time.Duration, autoP
 	}
 	sb, err = s.setState(ctx, id, store.StateRunning, func(x *store.Sandbox) {
 		x.EndAt = time.Now().UTC().Add(ttl)
+		x.PausedFilesystemOnly = false
 		if autoPause != nil {
 			x.AutoPause = *autoPause
 		}

@@ -154,6 +154,9 @@ func (s *Server) APIHandler() http.Handler {
 	mux.Handle("DELETE /api-keys/{id}", auth(s.revokeKey))
 	mux.Handle("GET /templates", auth(s.listTemplates))
 	mux.Handle("GET /templates/{id}", auth(s.getTemplate))
+	mux.Handle("POST /sandboxes/{id}/snapshots", own(s.createSnapshot))
+	mux.Handle("GET /snapshots", auth(s.listSnapshots))
+	mux.Handle("DELETE /templates/{id}", auth(s.deleteTemplate))
 	mux.HandleFunc("POST /hearth/v1/hosts/{id}/heartbeat", s.heartbeat)
 	mux.Handle("GET /hearth/v1/hosts", auth(s.listHosts))
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {

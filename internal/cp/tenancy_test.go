@@ -194,3 +194,36 @@ func TestRegisterKeyKeepsItsTeam(t *testing.T) {
 		t.Fatalf("registering another team's key: %v", err)
 	}
 }
+
+// TestSnapshotsStayTheTeams: another team's snapshot is not listed, cannot be deleted and
+// cannot be created from; the snapshot route of another team's sandbox is a 404.
+func TestSnapshotsStayTheTeams(t *testing.T) {
+	_, hs, st, otherKey := tenants(t)
+	if _, err := st.CreateSnapshot(context.Background(), store.Snapshot{ID: "golden", Name: "golden", TeamID: store.DefaultTeam,
+		SourceSandboxID: "mine", HostID: "h", TemplateID: "base", CPUs: 1, MemoryMiB: 512}); err != nil {
+		t.Fatal(err)
+	}
+	other := map[string]string{"X-API-Key": otherKey}
+	for _, tc := range []struct {
+		name, method, path, body string
+		hdr                      map[string]string
+		status                   int
+		has, hasNot              string
+	}{
+		{"other team's list", "GET", "/snapshots", "", other, 200, "[]", "golden"},
+		{"own list", "GET", "/snapshots", "", map[string]string{"X-API-Key": testKey}, 200, "golden", ""},
+		{"delete", "DELETE", "/templates/golden:default", "", other, 404, "not found", ""},
+		{"create from it", "POST", "/v2/sandboxes", `{"templateID":"golden:default"}`, other, 404, "not found", ""},
+		{"snapshot another team's sandbox", "POST", "/sandboxes/mine/snapshots", `{}`, other, 404, "sandbox mine not found", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body, _ := call(t, tc.method, hs.URL+tc.path, tc.body, tc.hdr)
+			if status != tc.status || !strings.Contains(body, tc.has) || (tc.hasNot != "" && strings.Contains(body, tc.hasNot)) {
+				t.Fatalf("%s %s = %d %s; want %d with %q and without %q", tc.method, tc.path, status, body, tc.status, tc.has, tc.hasNot)
+			}
+		})
+	}
+	if _, err := st.Snapshot(context.Background(), store.DefaultTeam, "golden"); err != nil {
+		t.Fatalf("the other team's delete removed the snapshot: %v", err)
+	}
+}

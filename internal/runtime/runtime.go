@@ -121,3 +121,37 @@ type ForkDriver interface {
 	// error of its own means no child was started and the parent runs as before.
 	Fork(ctx context.Context, parent Spec, children []Spec) ([]error, error)
 }
+
+// SnapshotDriver is implemented by drivers that can keep a copy of a running sandbox apart
+// from it, to start new sandboxes from later (E2B's snapshots). The agent refuses snapshots
+// on drivers without it; it never asks which kind of driver it has.
+type SnapshotDriver interface {
+	// Snapshot writes the running sandbox s (its files, memory and processes) into dir,
+	// which must not exist: written to a temporary dir and renamed, so dir is complete or
+	// absent. s keeps running (its clients only see a pause). Nothing in dir refers to s.Dir.
+	Snapshot(ctx context.Context, s Spec, dir string) error
+	// StartFromSnapshot starts s from a snapshot dir written by Snapshot of a sandbox of the
+	// same template and disk size, and returns once envd answers. envd then holds the
+	// source's token and sourceSecret until the caller's /init. The new sandbox loads what
+	// it needs from dir while starting and never reads dir again: dir can be removed while
+	// it runs. On error nothing of s is left running.
+	StartFromSnapshot(ctx context.Context, s Spec, dir, sourceSecret string) error
+}
+
+// FilesystemPauser is implemented by drivers that can pause a sandbox keeping only its
+// disk: the memory is dropped and resuming boots the sandbox afresh on the saved
+// filesystem (a new kernel boot, no processes). The agent refuses such pauses on drivers
+// without it.
+type FilesystemPauser interface {
+	// PauseFilesystem saves the root filesystem of the running sandbox s into s.Dir
+	// (complete or absent) and releases its processes and cgroups. On error the sandbox is
+	// still running.
+	PauseFilesystem(ctx context.Context, s Spec) error
+	// ResumeFilesystem boots s on the filesystem PauseFilesystem saved and returns once envd
+	// answers; envd holds no token or secret yet. On error the saved filesystem is kept and
+	// nothing is left running.
+	ResumeFilesystem(ctx context.Context, s Spec) error
+	// HasFilesystemSnapshot reports whether s.Dir holds a complete saved filesystem, for an
+	// agent finishing a pause its predecessor was killed in.
+	HasFilesystemSnapshot(s Spec) bool
+}

@@ -103,6 +103,11 @@ type Sandbox struct {
 	AllowPublicTraffic bool
 	AutoPause          bool
 	AutoResume         bool
+	// AutoPauseFilesystemOnly makes the timeout's pause keep only the disk (E2B's
+	// autoPauseMemory false); PausedFilesystemOnly says the pause the sandbox is in did, so
+	// only an explicit resume or connect (never traffic) brings it back, booted afresh.
+	AutoPauseFilesystemOnly bool
+	PausedFilesystemOnly    bool
 	// Version increases on every update (optimistic concurrency between replicas).
 	Version   int64
 	UpdatedAt time.Time
@@ -123,6 +128,37 @@ type SandboxFilter struct {
 	Cursor string
 	// Ascending orders by start time oldest first; the default is newest first.
 	Ascending bool
+}
+
+// Snapshot is a copy of a running sandbox (files, memory, processes) kept on the host that
+// took it, which new sandboxes start from (E2B's snapshots). It outlives its sandbox.
+type Snapshot struct {
+	ID   string
+	Name string // unique within a team; "" for an unnamed snapshot
+	// TeamID is the team that owns it: the source sandbox's ("" without teams).
+	TeamID          string
+	SourceSandboxID string
+	HostID          string // the host that keeps it; sandboxes start from it there
+	TemplateID      string
+	Alias           string // the template alias the source was created from, if any
+	CPUs            int
+	MemoryMiB       int
+	DiskMiB         int
+	EnvdVersion     string
+	SizeBytes       int64
+	CreatedAt       time.Time
+}
+
+// SnapshotFilter selects snapshots for listing. Zero fields do not filter.
+type SnapshotFilter struct {
+	TeamID          string
+	SourceSandboxID string
+	// NameOrID keeps the snapshot with this name or this ID.
+	NameOrID string
+	// Limit caps the page (1..100; 0 means 100). Cursor is the next cursor of the previous
+	// page. Pages are newest first.
+	Limit  int
+	Cursor string
 }
 
 // Host is a registered host agent.
@@ -191,6 +227,17 @@ type Store interface {
 	ListSandboxes(ctx context.Context, f SandboxFilter) (page []Sandbox, nextCursor string, err error)
 	// ExpiredSandboxes returns running sandboxes whose EndAt is before now.
 	ExpiredSandboxes(ctx context.Context, now time.Time) ([]Sandbox, error)
+
+	// CreateSnapshot stores a snapshot; ErrConflict on a duplicate ID. A snapshot with a
+	// name takes it over from the team's snapshot that had it, atomically: that one's record
+	// is deleted and returned (replaced), so its files can be removed from its host.
+	CreateSnapshot(ctx context.Context, s Snapshot) (replaced *Snapshot, err error)
+	// Snapshot finds a snapshot of a team by ID or name: an ID wins over an equal name.
+	Snapshot(ctx context.Context, teamID, idOrName string) (Snapshot, error)
+	// ListSnapshots returns one page, newest first, and the cursor of the next ("" when it
+	// is the last).
+	ListSnapshots(ctx context.Context, f SnapshotFilter) (page []Snapshot, nextCursor string, err error)
+	DeleteSnapshot(ctx context.Context, id string) error
 
 	// PutHost registers or updates a host (by ID). It sets TokenHash only when it creates
 	// the host; an update keeps the stored one.

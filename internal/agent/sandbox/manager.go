@@ -76,6 +76,10 @@ type CreateRequest struct {
 	// EgressDomains are domain patterns let through Egress.Deny on TCP ports 80 and 443,
 	// judged by the agent's egress inspector.
 	EgressDomains []string
+	// SnapshotID, when set, starts the sandbox from that snapshot on this host (see
+	// Snapshot) instead of booting Template: files, memory and processes as they were. The
+	// template and disk size must be the snapshot's (empty and 0 take them).
+	SnapshotID string
 }
 
 // Info is a snapshot of a sandbox's public state.
@@ -105,6 +109,9 @@ type record struct {
 	// newEnvdSecret). It is kept here, so it survives an agent restart, and nowhere else:
 	// the control plane never sees it.
 	EnvdSecret string `json:"envdSecret,omitempty"`
+	// FilesystemOnly marks a pause that kept only the disk: resuming boots the sandbox
+	// afresh on it (see PauseFilesystem).
+	FilesystemOnly bool `json:"filesystemOnly,omitempty"`
 	// SlotAddr and SlotNetns are the network slot the sandbox had when the record was
 	// saved (unset once paused): an agent restarted in the middle of a pause or resume
 	// reaches envd there to finish the pause (see Recover).
@@ -123,6 +130,8 @@ type Manager struct {
 	mu          sync.Mutex
 	sandboxes   map[string]*record
 	quarantined []Quarantined
+	// snapUsers counts the starts in progress from each snapshot; -1 while it is deleted.
+	snapUsers map[string]int
 }
 
 // Quarantined is a sandbox directory whose record could not be loaded at start: it was moved,
@@ -140,7 +149,7 @@ func New(cfg Config) *Manager {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Manager{cfg: cfg, sandboxes: map[string]*record{}}
+	return &Manager{cfg: cfg, sandboxes: map[string]*record{}, snapUsers: map[string]int{}}
 }
 
 // Recover brings the host to a clean state after a previous run of the agent, which may
@@ -186,6 +195,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 		all = append(all, found{id: id, rec: rec})
 	}
 	m.reportQuarantine()
+	m.cleanSnapshots()
 	if err := m.cfg.Driver.Reclaim(ctx); err != nil {
 		return fmt.Errorf("reclaim runtime: %w", err)
 	}
@@ -230,6 +240,19 @@ func (m *Manager) finishInterrupted(ctx context.Context, rec *record) {
 	if err != nil {
 		log.Warn("finish interrupted pause without its template", "err", fmt.Errorf("template %q: %w", rec.Template, err))
 	}
+	// A filesystem-only pause whose saved disk is complete, or a resume of one killed before
+	// it removed that disk: paused as it was (whatever a cut-off cold boot wrote since was
+	// never acknowledged; the reclaim stops it).
+	if fp, ok := m.cfg.Driver.(runtime.FilesystemPauser); ok && rec.FilesystemOnly && fp.HasFilesystemSnapshot(m.specFor(rec, tpl)) {
+		rec.State, rec.SlotAddr, rec.SlotNetns = Paused, netip.Addr{}, ""
+		if err := m.save(rec); err != nil {
+			log.Error("persist paused sandbox", "err", err)
+		}
+		log.Info("finished interrupted pause: the sandbox is paused (filesystem only)")
+		return
+	}
+	// Whatever the pause asked for, a recovered one keeps the memory.
+	rec.FilesystemOnly = false
 	if err := rd.RecoverPause(ctx, m.specFor(rec, tpl)); err != nil {
 		log.Error("finish interrupted pause", "err", err)
 		return
@@ -293,6 +316,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	if req.CPUs < 1 || req.MemoryMiB < 64 {
 		return Info{}, fmt.Errorf("%w: a sandbox needs at least 1 CPU and 64 MiB of memory (got %d CPUs, %d MiB)", ErrInvalid, req.CPUs, req.MemoryMiB)
 	}
+	if req.SnapshotID != "" {
+		if err := m.snapshotShape(&req); err != nil {
+			return Info{}, err
+		}
+	}
 	tpl, err := m.cfg.Templates(req.Template)
 	if err != nil {
 		return Info{}, fmt.Errorf("%w: template %q: %v", ErrInvalid, req.Template, err)
@@ -340,6 +368,12 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		return fail(fmt.Errorf("acquire network slot: %w", err))
 	}
 	rec.slot = slot
+	if req.SnapshotID != "" {
+		if err := m.startFromSnapshot(ctx, rec, req.SnapshotID, tpl); err != nil {
+			return fail(err)
+		}
+		return m.settle(rec, Running)
+	}
 	spec := m.specFor(rec, tpl)
 	if err := m.cfg.Driver.Create(ctx, spec); err != nil {
 		return fail(fmt.Errorf("create sandbox %s: %w", req.ID, err))
@@ -352,13 +386,32 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	return m.settle(rec, Running)
 }
 
+// ErrFilesystemPauseUnsupported means the runtime driver cannot pause keeping only the disk.
+var ErrFilesystemPauseUnsupported = errors.New("this runtime cannot pause a sandbox keeping only its filesystem")
+
 // Pause runs DESIGN.md's pause sequence. On any failure the sandbox is running again, as
 // before the call, with nothing lost.
 func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
+	return m.pause(ctx, id, false)
+}
+
+// PauseFilesystem pauses keeping only the sandbox's disk: its memory and processes are
+// dropped, and Resume boots it afresh on the saved filesystem. The rest is Pause's sequence.
+func (m *Manager) PauseFilesystem(ctx context.Context, id string) (Info, error) {
+	if _, ok := m.cfg.Driver.(runtime.FilesystemPauser); !ok {
+		return Info{}, ErrFilesystemPauseUnsupported
+	}
+	return m.pause(ctx, id, true)
+}
+
+func (m *Manager) pause(ctx context.Context, id string, fsOnly bool) (Info, error) {
 	rec, err := m.begin(id, "pause", Running, Pausing)
 	if err != nil {
 		return Info{}, err
 	}
+	m.mu.Lock()
+	rec.FilesystemOnly = fsOnly
+	m.mu.Unlock()
 	tpl, err := m.cfg.Templates(rec.Template)
 	if err != nil {
 		m.settle(rec, Running)
@@ -373,6 +426,9 @@ func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
 	spec := m.specFor(rec, tpl)
 	rollback := func(err error) (Info, error) {
 		m.cfg.Conns.Resume(id)
+		m.mu.Lock()
+		rec.FilesystemOnly = false
+		m.mu.Unlock()
 		m.settle(rec, Running)
 		return Info{}, fmt.Errorf("pause %s: %w", id, err)
 	}
@@ -394,7 +450,12 @@ func (m *Manager) Pause(ctx context.Context, id string) (Info, error) {
 	}
 	// 4–5. freeze and snapshot.
 	rec.envd.close()
-	if err := m.cfg.Driver.Pause(ctx, spec); err != nil {
+	if fsOnly {
+		err = m.cfg.Driver.(runtime.FilesystemPauser).PauseFilesystem(ctx, spec)
+	} else {
+		err = m.cfg.Driver.Pause(ctx, spec)
+	}
+	if err != nil {
 		return rollback(err)
 	}
 	// 6. release the slot: the snapshot is restored into whatever slot is free on resume.
@@ -437,6 +498,9 @@ func (m *Manager) Resume(ctx context.Context, id string) (Info, error) {
 		return fail(fmt.Errorf("persist: %w", err))
 	}
 	spec := m.specFor(rec, tpl)
+	if rec.FilesystemOnly {
+		return m.resumeFilesystem(ctx, rec, spec, fail)
+	}
 	if err := m.cfg.Driver.Resume(ctx, spec); err != nil {
 		return fail(err)
 	}
@@ -449,6 +513,31 @@ func (m *Manager) Resume(ctx context.Context, id string) (Info, error) {
 		return fail(err)
 	}
 	m.cfg.Conns.Resume(id)
+	return m.settle(rec, Running)
+}
+
+// resumeFilesystem boots a sandbox paused with PauseFilesystem on its saved disk: a new
+// kernel, no processes, envd initialised as on a create.
+func (m *Manager) resumeFilesystem(ctx context.Context, rec *record, spec runtime.Spec, fail func(error) (Info, error)) (Info, error) {
+	fp, ok := m.cfg.Driver.(runtime.FilesystemPauser)
+	if !ok {
+		return fail(ErrFilesystemPauseUnsupported)
+	}
+	if err := fp.ResumeFilesystem(ctx, spec); err != nil {
+		return fail(err)
+	}
+	rec.envd = newEnvdClient(spec.EnvdAddr(), rec.AccessToken)
+	// A booted envd holds no token or secret yet: this /init sets them.
+	if err := m.initEnvd(ctx, rec, "", rec.EnvdSecret); err != nil {
+		if perr := fp.PauseFilesystem(context.WithoutCancel(ctx), spec); perr != nil {
+			m.cfg.Log.Error("re-pause after failed init", "sandbox", rec.ID, "err", perr)
+		}
+		return fail(err)
+	}
+	m.mu.Lock()
+	rec.FilesystemOnly = false
+	m.mu.Unlock()
+	m.cfg.Conns.Resume(rec.ID)
 	return m.settle(rec, Running)
 }
 

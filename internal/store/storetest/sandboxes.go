@@ -26,7 +26,7 @@ func sandbox(id string, started time.Time) store.Sandbox {
 		Secure:             true, AllowInternet: true, AutoPause: true, AutoResume: true,
 		AllowOut:           []string{"1.1.1.1/32", "8.8.8.0/24"},
 		DenyOut:            []string{"0.0.0.0/0"},
-		AllowPublicTraffic: true,
+		AllowPublicTraffic: true, AutoPauseFilesystemOnly: true, PausedFilesystemOnly: true,
 	}
 }
 

@@ -42,6 +42,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Hosts", testHosts},
 		{"HostClaim", testHostClaim},
 		{"HostClaimRace", testHostClaimRace},
+		{"Snapshots", testSnapshots},
+		{"SnapshotNames", testSnapshotNames},
+		{"SnapshotPaging", testSnapshotPaging},
 		{"Context", testContext},
 		{"Reopen", testReopen},
 	}

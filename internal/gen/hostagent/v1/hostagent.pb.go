@@ -230,7 +230,11 @@ type CreateRequest struct {
 	Egress *Egress `protobuf:"bytes,8,opt,name=egress,proto3" json:"egress,omitempty"`
 	// disk_mib bounds what the sandbox can write to its root filesystem (ENOSPC past it);
 	// 0 takes the agent's default (--default-disk-mib).
-	DiskMib       uint32 `protobuf:"varint,9,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
+	DiskMib uint32 `protobuf:"varint,9,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
+	// snapshot_id, when set, starts the sandbox from that snapshot on this host instead of
+	// booting the template; template and disk_mib must be the snapshot's (empty and 0 take
+	// them).
+	SnapshotId    string `protobuf:"bytes,10,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -326,6 +330,13 @@ func (x *CreateRequest) GetDiskMib() uint32 {
 		return x.DiskMib
 	}
 	return 0
+}
+
+func (x *CreateRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
 }
 
 // Egress is a sandbox's own outbound policy, applied on top of the host's (which always
@@ -687,10 +698,14 @@ func (*DestroyResponse) Descriptor() ([]byte, []int) {
 }
 
 type PauseRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// filesystem_only keeps only the disk: memory and processes are dropped, and resuming
+	// boots the sandbox afresh on the saved filesystem. Drivers that cannot answer
+	// UNIMPLEMENTED.
+	FilesystemOnly bool `protobuf:"varint,2,opt,name=filesystem_only,json=filesystemOnly,proto3" json:"filesystem_only,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PauseRequest) Reset() {
@@ -728,6 +743,13 @@ func (x *PauseRequest) GetSandboxId() string {
 		return x.SandboxId
 	}
 	return ""
+}
+
+func (x *PauseRequest) GetFilesystemOnly() bool {
+	if x != nil {
+		return x.FilesystemOnly
+	}
+	return false
 }
 
 type PauseResponse struct {
@@ -1305,6 +1327,365 @@ func (x *ForkResult) GetError() string {
 	return ""
 }
 
+type Snapshot struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	// source_sandbox_id is the sandbox it was taken of.
+	SourceSandboxId string `protobuf:"bytes,2,opt,name=source_sandbox_id,json=sourceSandboxId,proto3" json:"source_sandbox_id,omitempty"`
+	Template        string `protobuf:"bytes,3,opt,name=template,proto3" json:"template,omitempty"`
+	Cpus            uint32 `protobuf:"varint,4,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryMib       uint32 `protobuf:"varint,5,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	DiskMib         uint32 `protobuf:"varint,6,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
+	// size_bytes is what the snapshot takes on this host's disk.
+	SizeBytes     uint64                 `protobuf:"varint,7,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Snapshot) Reset() {
+	*x = Snapshot{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Snapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Snapshot) ProtoMessage() {}
+
+func (x *Snapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
+func (*Snapshot) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Snapshot) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+func (x *Snapshot) GetSourceSandboxId() string {
+	if x != nil {
+		return x.SourceSandboxId
+	}
+	return ""
+}
+
+func (x *Snapshot) GetTemplate() string {
+	if x != nil {
+		return x.Template
+	}
+	return ""
+}
+
+func (x *Snapshot) GetCpus() uint32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *Snapshot) GetMemoryMib() uint32 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *Snapshot) GetDiskMib() uint32 {
+	if x != nil {
+		return x.DiskMib
+	}
+	return 0
+}
+
+func (x *Snapshot) GetSizeBytes() uint64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *Snapshot) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+type CreateSnapshotRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// snapshot_id is chosen by the caller (lower-case letters, digits and dashes).
+	SnapshotId    string `protobuf:"bytes,2,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSnapshotRequest) Reset() {
+	*x = CreateSnapshotRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSnapshotRequest) ProtoMessage() {}
+
+func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *CreateSnapshotRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *CreateSnapshotRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+type CreateSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Snapshot      *Snapshot              `protobuf:"bytes,1,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateSnapshotResponse) Reset() {
+	*x = CreateSnapshotResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateSnapshotResponse) ProtoMessage() {}
+
+func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *CreateSnapshotResponse) GetSnapshot() *Snapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+type DeleteSnapshotRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	SnapshotId    string                 `protobuf:"bytes,1,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSnapshotRequest) Reset() {
+	*x = DeleteSnapshotRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSnapshotRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSnapshotRequest) ProtoMessage() {}
+
+func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
+func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *DeleteSnapshotRequest) GetSnapshotId() string {
+	if x != nil {
+		return x.SnapshotId
+	}
+	return ""
+}
+
+type DeleteSnapshotResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteSnapshotResponse) Reset() {
+	*x = DeleteSnapshotResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteSnapshotResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteSnapshotResponse) ProtoMessage() {}
+
+func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
+func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+}
+
+type ListSnapshotsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSnapshotsRequest) Reset() {
+	*x = ListSnapshotsRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSnapshotsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSnapshotsRequest) ProtoMessage() {}
+
+func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
+func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+}
+
+type ListSnapshotsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Snapshots     []*Snapshot            `protobuf:"bytes,1,rep,name=snapshots,proto3" json:"snapshots,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListSnapshotsResponse) Reset() {
+	*x = ListSnapshotsResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListSnapshotsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListSnapshotsResponse) ProtoMessage() {}
+
+func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
+func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
+	if x != nil {
+		return x.Snapshots
+	}
+	return nil
+}
+
 var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_hostagent_v1_hostagent_proto_rawDesc = "" +
@@ -1328,7 +1709,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\bdisk_mib\x18\v \x01(\rR\adiskMib\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xf7\x03\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x04\n" +
 	"\rCreateRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -1340,7 +1721,10 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x11envd_access_token\x18\x06 \x01(\tR\x0fenvdAccessToken\x12E\n" +
 	"\bmetadata\x18\a \x03(\v2).hostagent.v1.CreateRequest.MetadataEntryR\bmetadata\x12,\n" +
 	"\x06egress\x18\b \x01(\v2\x14.hostagent.v1.EgressR\x06egress\x12\x19\n" +
-	"\bdisk_mib\x18\t \x01(\rR\adiskMib\x1a:\n" +
+	"\bdisk_mib\x18\t \x01(\rR\adiskMib\x12\x1f\n" +
+	"\vsnapshot_id\x18\n" +
+	" \x01(\tR\n" +
+	"snapshotId\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
@@ -1365,10 +1749,11 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x0eDestroyRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"\x11\n" +
-	"\x0fDestroyResponse\"-\n" +
+	"\x0fDestroyResponse\"V\n" +
 	"\fPauseRequest\x12\x1d\n" +
 	"\n" +
-	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"@\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12'\n" +
+	"\x0ffilesystem_only\x18\x02 \x01(\bR\x0efilesystemOnly\"@\n" +
 	"\rPauseResponse\x12/\n" +
 	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\".\n" +
 	"\rResumeRequest\x12\x1d\n" +
@@ -1412,7 +1797,34 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\n" +
 	"ForkResult\x12/\n" +
 	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error*\xa5\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\x9b\x02\n" +
+	"\bSnapshot\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\x12*\n" +
+	"\x11source_sandbox_id\x18\x02 \x01(\tR\x0fsourceSandboxId\x12\x1a\n" +
+	"\btemplate\x18\x03 \x01(\tR\btemplate\x12\x12\n" +
+	"\x04cpus\x18\x04 \x01(\rR\x04cpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\x05 \x01(\rR\tmemoryMib\x12\x19\n" +
+	"\bdisk_mib\x18\x06 \x01(\rR\adiskMib\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\a \x01(\x04R\tsizeBytes\x129\n" +
+	"\n" +
+	"created_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"W\n" +
+	"\x15CreateSnapshotRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1f\n" +
+	"\vsnapshot_id\x18\x02 \x01(\tR\n" +
+	"snapshotId\"L\n" +
+	"\x16CreateSnapshotResponse\x122\n" +
+	"\bsnapshot\x18\x01 \x01(\v2\x16.hostagent.v1.SnapshotR\bsnapshot\"8\n" +
+	"\x15DeleteSnapshotRequest\x12\x1f\n" +
+	"\vsnapshot_id\x18\x01 \x01(\tR\n" +
+	"snapshotId\"\x18\n" +
+	"\x16DeleteSnapshotResponse\"\x16\n" +
+	"\x14ListSnapshotsRequest\"M\n" +
+	"\x15ListSnapshotsResponse\x124\n" +
+	"\tsnapshots\x18\x01 \x03(\v2\x16.hostagent.v1.SnapshotR\tsnapshots*\xa5\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATE_STARTING\x10\x01\x12\x11\n" +
@@ -1421,7 +1833,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fSTATE_PAUSED\x10\x04\x12\x12\n" +
 	"\x0eSTATE_RESUMING\x10\x05\x12\x12\n" +
 	"\x0eSTATE_STOPPING\x10\x06\x12\x11\n" +
-	"\rSTATE_STOPPED\x10\a2\xf0\x04\n" +
+	"\rSTATE_STOPPED\x10\a2\x84\a\n" +
 	"\x10HostAgentService\x12C\n" +
 	"\x06Create\x12\x1b.hostagent.v1.CreateRequest\x1a\x1c.hostagent.v1.CreateResponse\x12:\n" +
 	"\x03Get\x12\x18.hostagent.v1.GetRequest\x1a\x19.hostagent.v1.GetResponse\x12=\n" +
@@ -1431,7 +1843,10 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x06Resume\x12\x1b.hostagent.v1.ResumeRequest\x1a\x1c.hostagent.v1.ResumeResponse\x12@\n" +
 	"\x05Stats\x12\x1a.hostagent.v1.StatsRequest\x1a\x1b.hostagent.v1.StatsResponse\x12L\n" +
 	"\tSetEgress\x12\x1e.hostagent.v1.SetEgressRequest\x1a\x1f.hostagent.v1.SetEgressResponse\x12=\n" +
-	"\x04Fork\x12\x19.hostagent.v1.ForkRequest\x1a\x1a.hostagent.v1.ForkResponseBBZ@github.com/hearthsh/hearth/internal/gen/hostagent/v1;hostagentv1b\x06proto3"
+	"\x04Fork\x12\x19.hostagent.v1.ForkRequest\x1a\x1a.hostagent.v1.ForkResponse\x12[\n" +
+	"\x0eCreateSnapshot\x12#.hostagent.v1.CreateSnapshotRequest\x1a$.hostagent.v1.CreateSnapshotResponse\x12[\n" +
+	"\x0eDeleteSnapshot\x12#.hostagent.v1.DeleteSnapshotRequest\x1a$.hostagent.v1.DeleteSnapshotResponse\x12X\n" +
+	"\rListSnapshots\x12\".hostagent.v1.ListSnapshotsRequest\x1a#.hostagent.v1.ListSnapshotsResponseBBZ@github.com/hearthsh/hearth/internal/gen/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -1446,45 +1861,52 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
-	(State)(0),                    // 0: hostagent.v1.State
-	(*Sandbox)(nil),               // 1: hostagent.v1.Sandbox
-	(*CreateRequest)(nil),         // 2: hostagent.v1.CreateRequest
-	(*Egress)(nil),                // 3: hostagent.v1.Egress
-	(*CreateResponse)(nil),        // 4: hostagent.v1.CreateResponse
-	(*GetRequest)(nil),            // 5: hostagent.v1.GetRequest
-	(*GetResponse)(nil),           // 6: hostagent.v1.GetResponse
-	(*ListRequest)(nil),           // 7: hostagent.v1.ListRequest
-	(*ListResponse)(nil),          // 8: hostagent.v1.ListResponse
-	(*DestroyRequest)(nil),        // 9: hostagent.v1.DestroyRequest
-	(*DestroyResponse)(nil),       // 10: hostagent.v1.DestroyResponse
-	(*PauseRequest)(nil),          // 11: hostagent.v1.PauseRequest
-	(*PauseResponse)(nil),         // 12: hostagent.v1.PauseResponse
-	(*ResumeRequest)(nil),         // 13: hostagent.v1.ResumeRequest
-	(*ResumeResponse)(nil),        // 14: hostagent.v1.ResumeResponse
-	(*StatsRequest)(nil),          // 15: hostagent.v1.StatsRequest
-	(*StatsResponse)(nil),         // 16: hostagent.v1.StatsResponse
-	(*SetEgressRequest)(nil),      // 17: hostagent.v1.SetEgressRequest
-	(*SetEgressResponse)(nil),     // 18: hostagent.v1.SetEgressResponse
-	(*ForkRequest)(nil),           // 19: hostagent.v1.ForkRequest
-	(*ForkChild)(nil),             // 20: hostagent.v1.ForkChild
-	(*ForkResponse)(nil),          // 21: hostagent.v1.ForkResponse
-	(*ForkResult)(nil),            // 22: hostagent.v1.ForkResult
-	nil,                           // 23: hostagent.v1.Sandbox.MetadataEntry
-	nil,                           // 24: hostagent.v1.CreateRequest.EnvVarsEntry
-	nil,                           // 25: hostagent.v1.CreateRequest.MetadataEntry
-	nil,                           // 26: hostagent.v1.ForkChild.EnvVarsEntry
-	nil,                           // 27: hostagent.v1.ForkChild.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(State)(0),                     // 0: hostagent.v1.State
+	(*Sandbox)(nil),                // 1: hostagent.v1.Sandbox
+	(*CreateRequest)(nil),          // 2: hostagent.v1.CreateRequest
+	(*Egress)(nil),                 // 3: hostagent.v1.Egress
+	(*CreateResponse)(nil),         // 4: hostagent.v1.CreateResponse
+	(*GetRequest)(nil),             // 5: hostagent.v1.GetRequest
+	(*GetResponse)(nil),            // 6: hostagent.v1.GetResponse
+	(*ListRequest)(nil),            // 7: hostagent.v1.ListRequest
+	(*ListResponse)(nil),           // 8: hostagent.v1.ListResponse
+	(*DestroyRequest)(nil),         // 9: hostagent.v1.DestroyRequest
+	(*DestroyResponse)(nil),        // 10: hostagent.v1.DestroyResponse
+	(*PauseRequest)(nil),           // 11: hostagent.v1.PauseRequest
+	(*PauseResponse)(nil),          // 12: hostagent.v1.PauseResponse
+	(*ResumeRequest)(nil),          // 13: hostagent.v1.ResumeRequest
+	(*ResumeResponse)(nil),         // 14: hostagent.v1.ResumeResponse
+	(*StatsRequest)(nil),           // 15: hostagent.v1.StatsRequest
+	(*StatsResponse)(nil),          // 16: hostagent.v1.StatsResponse
+	(*SetEgressRequest)(nil),       // 17: hostagent.v1.SetEgressRequest
+	(*SetEgressResponse)(nil),      // 18: hostagent.v1.SetEgressResponse
+	(*ForkRequest)(nil),            // 19: hostagent.v1.ForkRequest
+	(*ForkChild)(nil),              // 20: hostagent.v1.ForkChild
+	(*ForkResponse)(nil),           // 21: hostagent.v1.ForkResponse
+	(*ForkResult)(nil),             // 22: hostagent.v1.ForkResult
+	(*Snapshot)(nil),               // 23: hostagent.v1.Snapshot
+	(*CreateSnapshotRequest)(nil),  // 24: hostagent.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil), // 25: hostagent.v1.CreateSnapshotResponse
+	(*DeleteSnapshotRequest)(nil),  // 26: hostagent.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil), // 27: hostagent.v1.DeleteSnapshotResponse
+	(*ListSnapshotsRequest)(nil),   // 28: hostagent.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),  // 29: hostagent.v1.ListSnapshotsResponse
+	nil,                            // 30: hostagent.v1.Sandbox.MetadataEntry
+	nil,                            // 31: hostagent.v1.CreateRequest.EnvVarsEntry
+	nil,                            // 32: hostagent.v1.CreateRequest.MetadataEntry
+	nil,                            // 33: hostagent.v1.ForkChild.EnvVarsEntry
+	nil,                            // 34: hostagent.v1.ForkChild.MetadataEntry
+	(*timestamppb.Timestamp)(nil),  // 35: google.protobuf.Timestamp
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.State
-	28, // 1: hostagent.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
-	23, // 2: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
+	35, // 1: hostagent.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
+	30, // 2: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
 	3,  // 3: hostagent.v1.Sandbox.egress:type_name -> hostagent.v1.Egress
-	24, // 4: hostagent.v1.CreateRequest.env_vars:type_name -> hostagent.v1.CreateRequest.EnvVarsEntry
-	25, // 5: hostagent.v1.CreateRequest.metadata:type_name -> hostagent.v1.CreateRequest.MetadataEntry
+	31, // 4: hostagent.v1.CreateRequest.env_vars:type_name -> hostagent.v1.CreateRequest.EnvVarsEntry
+	32, // 5: hostagent.v1.CreateRequest.metadata:type_name -> hostagent.v1.CreateRequest.MetadataEntry
 	3,  // 6: hostagent.v1.CreateRequest.egress:type_name -> hostagent.v1.Egress
 	1,  // 7: hostagent.v1.CreateResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	1,  // 8: hostagent.v1.GetResponse.sandbox:type_name -> hostagent.v1.Sandbox
@@ -1494,33 +1916,42 @@ var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	3,  // 12: hostagent.v1.SetEgressRequest.egress:type_name -> hostagent.v1.Egress
 	1,  // 13: hostagent.v1.SetEgressResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	20, // 14: hostagent.v1.ForkRequest.children:type_name -> hostagent.v1.ForkChild
-	26, // 15: hostagent.v1.ForkChild.env_vars:type_name -> hostagent.v1.ForkChild.EnvVarsEntry
-	27, // 16: hostagent.v1.ForkChild.metadata:type_name -> hostagent.v1.ForkChild.MetadataEntry
+	33, // 15: hostagent.v1.ForkChild.env_vars:type_name -> hostagent.v1.ForkChild.EnvVarsEntry
+	34, // 16: hostagent.v1.ForkChild.metadata:type_name -> hostagent.v1.ForkChild.MetadataEntry
 	22, // 17: hostagent.v1.ForkResponse.results:type_name -> hostagent.v1.ForkResult
 	1,  // 18: hostagent.v1.ForkResult.sandbox:type_name -> hostagent.v1.Sandbox
-	2,  // 19: hostagent.v1.HostAgentService.Create:input_type -> hostagent.v1.CreateRequest
-	5,  // 20: hostagent.v1.HostAgentService.Get:input_type -> hostagent.v1.GetRequest
-	7,  // 21: hostagent.v1.HostAgentService.List:input_type -> hostagent.v1.ListRequest
-	9,  // 22: hostagent.v1.HostAgentService.Destroy:input_type -> hostagent.v1.DestroyRequest
-	11, // 23: hostagent.v1.HostAgentService.Pause:input_type -> hostagent.v1.PauseRequest
-	13, // 24: hostagent.v1.HostAgentService.Resume:input_type -> hostagent.v1.ResumeRequest
-	15, // 25: hostagent.v1.HostAgentService.Stats:input_type -> hostagent.v1.StatsRequest
-	17, // 26: hostagent.v1.HostAgentService.SetEgress:input_type -> hostagent.v1.SetEgressRequest
-	19, // 27: hostagent.v1.HostAgentService.Fork:input_type -> hostagent.v1.ForkRequest
-	4,  // 28: hostagent.v1.HostAgentService.Create:output_type -> hostagent.v1.CreateResponse
-	6,  // 29: hostagent.v1.HostAgentService.Get:output_type -> hostagent.v1.GetResponse
-	8,  // 30: hostagent.v1.HostAgentService.List:output_type -> hostagent.v1.ListResponse
-	10, // 31: hostagent.v1.HostAgentService.Destroy:output_type -> hostagent.v1.DestroyResponse
-	12, // 32: hostagent.v1.HostAgentService.Pause:output_type -> hostagent.v1.PauseResponse
-	14, // 33: hostagent.v1.HostAgentService.Resume:output_type -> hostagent.v1.ResumeResponse
-	16, // 34: hostagent.v1.HostAgentService.Stats:output_type -> hostagent.v1.StatsResponse
-	18, // 35: hostagent.v1.HostAgentService.SetEgress:output_type -> hostagent.v1.SetEgressResponse
-	21, // 36: hostagent.v1.HostAgentService.Fork:output_type -> hostagent.v1.ForkResponse
-	28, // [28:37] is the sub-list for method output_type
-	19, // [19:28] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	35, // 19: hostagent.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
+	23, // 20: hostagent.v1.CreateSnapshotResponse.snapshot:type_name -> hostagent.v1.Snapshot
+	23, // 21: hostagent.v1.ListSnapshotsResponse.snapshots:type_name -> hostagent.v1.Snapshot
+	2,  // 22: hostagent.v1.HostAgentService.Create:input_type -> hostagent.v1.CreateRequest
+	5,  // 23: hostagent.v1.HostAgentService.Get:input_type -> hostagent.v1.GetRequest
+	7,  // 24: hostagent.v1.HostAgentService.List:input_type -> hostagent.v1.ListRequest
+	9,  // 25: hostagent.v1.HostAgentService.Destroy:input_type -> hostagent.v1.DestroyRequest
+	11, // 26: hostagent.v1.HostAgentService.Pause:input_type -> hostagent.v1.PauseRequest
+	13, // 27: hostagent.v1.HostAgentService.Resume:input_type -> hostagent.v1.ResumeRequest
+	15, // 28: hostagent.v1.HostAgentService.Stats:input_type -> hostagent.v1.StatsRequest
+	17, // 29: hostagent.v1.HostAgentService.SetEgress:input_type -> hostagent.v1.SetEgressRequest
+	19, // 30: hostagent.v1.HostAgentService.Fork:input_type -> hostagent.v1.ForkRequest
+	24, // 31: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
+	26, // 32: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
+	28, // 33: hostagent.v1.HostAgentService.ListSnapshots:input_type -> hostagent.v1.ListSnapshotsRequest
+	4,  // 34: hostagent.v1.HostAgentService.Create:output_type -> hostagent.v1.CreateResponse
+	6,  // 35: hostagent.v1.HostAgentService.Get:output_type -> hostagent.v1.GetResponse
+	8,  // 36: hostagent.v1.HostAgentService.List:output_type -> hostagent.v1.ListResponse
+	10, // 37: hostagent.v1.HostAgentService.Destroy:output_type -> hostagent.v1.DestroyResponse
+	12, // 38: hostagent.v1.HostAgentService.Pause:output_type -> hostagent.v1.PauseResponse
+	14, // 39: hostagent.v1.HostAgentService.Resume:output_type -> hostagent.v1.ResumeResponse
+	16, // 40: hostagent.v1.HostAgentService.Stats:output_type -> hostagent.v1.StatsResponse
+	18, // 41: hostagent.v1.HostAgentService.SetEgress:output_type -> hostagent.v1.SetEgressResponse
+	21, // 42: hostagent.v1.HostAgentService.Fork:output_type -> hostagent.v1.ForkResponse
+	25, // 43: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
+	27, // 44: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
+	29, // 45: hostagent.v1.HostAgentService.ListSnapshots:output_type -> hostagent.v1.ListSnapshotsResponse
+	34, // [34:46] is the sub-list for method output_type
+	22, // [22:34] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_hostagent_proto_init() }
@@ -1534,7 +1965,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -55,6 +55,15 @@ const (
 	HostAgentServiceSetEgressProcedure = "/hostagent.v1.HostAgentService/SetEgress"
 	// HostAgentServiceForkProcedure is the fully-qualified name of the HostAgentService's Fork RPC.
 	HostAgentServiceForkProcedure = "/hostagent.v1.HostAgentService/Fork"
+	// HostAgentServiceCreateSnapshotProcedure is the fully-qualified name of the HostAgentService's
+	// CreateSnapshot RPC.
+	HostAgentServiceCreateSnapshotProcedure = "/hostagent.v1.HostAgentService/CreateSnapshot"
+	// HostAgentServiceDeleteSnapshotProcedure is the fully-qualified name of the HostAgentService's
+	// DeleteSnapshot RPC.
+	HostAgentServiceDeleteSnapshotProcedure = "/hostagent.v1.HostAgentService/DeleteSnapshot"
+	// HostAgentServiceListSnapshotsProcedure is the fully-qualified name of the HostAgentService's
+	// ListSnapshots RPC.
+	HostAgentServiceListSnapshotsProcedure = "/hostagent.v1.HostAgentService/ListSnapshots"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -79,6 +88,15 @@ type HostAgentServiceClient interface {
 	// environment and the parent's outbound policy. Drivers that cannot fork answer
 	// UNIMPLEMENTED.
 	Fork(context.Context, *connect.Request[v1.ForkRequest]) (*connect.Response[v1.ForkResponse], error)
+	// CreateSnapshot copies a running sandbox into a snapshot kept on this host (files, memory
+	// and processes); the sandbox keeps running and the snapshot outlives it. Create with
+	// snapshot_id starts sandboxes from it. Drivers that cannot snapshot answer UNIMPLEMENTED.
+	CreateSnapshot(context.Context, *connect.Request[v1.CreateSnapshotRequest]) (*connect.Response[v1.CreateSnapshotResponse], error)
+	// DeleteSnapshot removes a snapshot; sandboxes started from it keep running. NOT_FOUND
+	// for an unknown one.
+	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
+	// ListSnapshots returns the snapshots kept on this host.
+	ListSnapshots(context.Context, *connect.Request[v1.ListSnapshotsRequest]) (*connect.Response[v1.ListSnapshotsResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -146,20 +164,41 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("Fork")),
 			connect.WithClientOptions(opts...),
 		),
+		createSnapshot: connect.NewClient[v1.CreateSnapshotRequest, v1.CreateSnapshotResponse](
+			httpClient,
+			baseURL+HostAgentServiceCreateSnapshotProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("CreateSnapshot")),
+			connect.WithClientOptions(opts...),
+		),
+		deleteSnapshot: connect.NewClient[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse](
+			httpClient,
+			baseURL+HostAgentServiceDeleteSnapshotProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteSnapshot")),
+			connect.WithClientOptions(opts...),
+		),
+		listSnapshots: connect.NewClient[v1.ListSnapshotsRequest, v1.ListSnapshotsResponse](
+			httpClient,
+			baseURL+HostAgentServiceListSnapshotsProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("ListSnapshots")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // hostAgentServiceClient implements HostAgentServiceClient.
 type hostAgentServiceClient struct {
-	create    *connect.Client[v1.CreateRequest, v1.CreateResponse]
-	get       *connect.Client[v1.GetRequest, v1.GetResponse]
-	list      *connect.Client[v1.ListRequest, v1.ListResponse]
-	destroy   *connect.Client[v1.DestroyRequest, v1.DestroyResponse]
-	pause     *connect.Client[v1.PauseRequest, v1.PauseResponse]
-	resume    *connect.Client[v1.ResumeRequest, v1.ResumeResponse]
-	stats     *connect.Client[v1.StatsRequest, v1.StatsResponse]
-	setEgress *connect.Client[v1.SetEgressRequest, v1.SetEgressResponse]
-	fork      *connect.Client[v1.ForkRequest, v1.ForkResponse]
+	create         *connect.Client[v1.CreateRequest, v1.CreateResponse]
+	get            *connect.Client[v1.GetRequest, v1.GetResponse]
+	list           *connect.Client[v1.ListRequest, v1.ListResponse]
+	destroy        *connect.Client[v1.DestroyRequest, v1.DestroyResponse]
+	pause          *connect.Client[v1.PauseRequest, v1.PauseResponse]
+	resume         *connect.Client[v1.ResumeRequest, v1.ResumeResponse]
+	stats          *connect.Client[v1.StatsRequest, v1.StatsResponse]
+	setEgress      *connect.Client[v1.SetEgressRequest, v1.SetEgressResponse]
+	fork           *connect.Client[v1.ForkRequest, v1.ForkResponse]
+	createSnapshot *connect.Client[v1.CreateSnapshotRequest, v1.CreateSnapshotResponse]
+	deleteSnapshot *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
+	listSnapshots  *connect.Client[v1.ListSnapshotsRequest, v1.ListSnapshotsResponse]
 }
 
 // Create calls hostagent.v1.HostAgentService.Create.
@@ -207,6 +246,21 @@ func (c *hostAgentServiceClient) Fork(ctx context.Context, req *connect.Request[
 	return c.fork.CallUnary(ctx, req)
 }
 
+// CreateSnapshot calls hostagent.v1.HostAgentService.CreateSnapshot.
+func (c *hostAgentServiceClient) CreateSnapshot(ctx context.Context, req *connect.Request[v1.CreateSnapshotRequest]) (*connect.Response[v1.CreateSnapshotResponse], error) {
+	return c.createSnapshot.CallUnary(ctx, req)
+}
+
+// DeleteSnapshot calls hostagent.v1.HostAgentService.DeleteSnapshot.
+func (c *hostAgentServiceClient) DeleteSnapshot(ctx context.Context, req *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error) {
+	return c.deleteSnapshot.CallUnary(ctx, req)
+}
+
+// ListSnapshots calls hostagent.v1.HostAgentService.ListSnapshots.
+func (c *hostAgentServiceClient) ListSnapshots(ctx context.Context, req *connect.Request[v1.ListSnapshotsRequest]) (*connect.Response[v1.ListSnapshotsResponse], error) {
+	return c.listSnapshots.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// Create boots a sandbox from a template and returns once envd answers.
@@ -229,6 +283,15 @@ type HostAgentServiceHandler interface {
 	// environment and the parent's outbound policy. Drivers that cannot fork answer
 	// UNIMPLEMENTED.
 	Fork(context.Context, *connect.Request[v1.ForkRequest]) (*connect.Response[v1.ForkResponse], error)
+	// CreateSnapshot copies a running sandbox into a snapshot kept on this host (files, memory
+	// and processes); the sandbox keeps running and the snapshot outlives it. Create with
+	// snapshot_id starts sandboxes from it. Drivers that cannot snapshot answer UNIMPLEMENTED.
+	CreateSnapshot(context.Context, *connect.Request[v1.CreateSnapshotRequest]) (*connect.Response[v1.CreateSnapshotResponse], error)
+	// DeleteSnapshot removes a snapshot; sandboxes started from it keep running. NOT_FOUND
+	// for an unknown one.
+	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
+	// ListSnapshots returns the snapshots kept on this host.
+	ListSnapshots(context.Context, *connect.Request[v1.ListSnapshotsRequest]) (*connect.Response[v1.ListSnapshotsResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -292,6 +355,24 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("Fork")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceCreateSnapshotHandler := connect.NewUnaryHandler(
+		HostAgentServiceCreateSnapshotProcedure,
+		svc.CreateSnapshot,
+		connect.WithSchema(hostAgentServiceMethods.ByName("CreateSnapshot")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceDeleteSnapshotHandler := connect.NewUnaryHandler(
+		HostAgentServiceDeleteSnapshotProcedure,
+		svc.DeleteSnapshot,
+		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteSnapshot")),
+		connect.WithHandlerOptions(opts...),
+	)
+	hostAgentServiceListSnapshotsHandler := connect.NewUnaryHandler(
+		HostAgentServiceListSnapshotsProcedure,
+		svc.ListSnapshots,
+		connect.WithSchema(hostAgentServiceMethods.ByName("ListSnapshots")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateProcedure:
@@ -312,6 +393,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceSetEgressHandler.ServeHTTP(w, r)
 		case HostAgentServiceForkProcedure:
 			hostAgentServiceForkHandler.ServeHTTP(w, r)
+		case HostAgentServiceCreateSnapshotProcedure:
+			hostAgentServiceCreateSnapshotHandler.ServeHTTP(w, r)
+		case HostAgentServiceDeleteSnapshotProcedure:
+			hostAgentServiceDeleteSnapshotHandler.ServeHTTP(w, r)
+		case HostAgentServiceListSnapshotsProcedure:
+			hostAgentServiceListSnapshotsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -355,4 +442,16 @@ func (UnimplementedHostAgentServiceHandler) SetEgress(context.Context, *connect.
 
 func (UnimplementedHostAgentServiceHandler) Fork(context.Context, *connect.Request[v1.ForkRequest]) (*connect.Response[v1.ForkResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.Fork is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) CreateSnapshot(context.Context, *connect.Request[v1.CreateSnapshotRequest]) (*connect.Response[v1.CreateSnapshotResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.CreateSnapshot is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.DeleteSnapshot is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) ListSnapshots(context.Context, *connect.Request[v1.ListSnapshotsRequest]) (*connect.Response[v1.ListSnapshotsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ListSnapshots is not implemented"))
 }
