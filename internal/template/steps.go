@@ -138,11 +138,12 @@ func APIBuild(ctx context.Context, o APIBuildOptions) (*Template, error) {
 		o.Log(step, "info", fmt.Sprintf("[builder %d/%d] %s %s", i+1, len(o.Steps), s.Type, strings.Join(s.Args, " ")))
 		sctx, cancel := context.WithTimeout(ctx, o.StepTimeout)
 		err := st.apply(sctx, step, s, o)
+		timedOut := sctx.Err() != nil
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				err = fmt.Errorf("%w (build canceled)", err)
-			} else if sctx.Err() != nil {
+			} else if timedOut {
 				err = fmt.Errorf("%w (step timed out after %v)", err, o.StepTimeout)
 			}
 			return nil, &StepError{step, err}
