@@ -105,12 +105,13 @@ describe('template builds through the API (hearth dev)', () => {
   })
 
   test('figure: create → first HTTP 200 without a start snapshot (server started after create)', async () => {
+    const created = Date.now()
     const sbx = await Sandbox.create('base', { timeoutMs: 60_000 })
     try {
-      const created = Date.now()
+      const createMs = Date.now() - created
       await sbx.commands.run('cd /tmp && echo ok > index.html && python3 -m http.server 8000', { background: true })
       const ok = await firstOK(proxyPort, sbx.sandboxId, '/index.html')
-      console.error(`no start snapshot: server started after create, first HTTP 200 after ${Date.now() - created} ms`)
+      console.error(`no start snapshot: create ${createMs} ms, server started then; create → 200 ${Date.now() - created} ms`)
       assert.equal(ok.body, 'ok\n')
     } finally {
       await sbx.kill()
