@@ -25,6 +25,9 @@ func (a *Agent) EnableTemplateBuilds(dataDir string) { a.buildDataDir = dataDir 
 // buildTimeout bounds a whole template build on the agent.
 const buildTimeout = 2 * time.Hour
 
+// buildSlots bounds the builds an agent runs at once; more wait their turn.
+var buildSlots = make(chan struct{}, 2)
+
 // BuildTemplate implements hostagent.v1: it runs template.APIBuild and streams its log.
 func (a *Agent) BuildTemplate(ctx context.Context, req *connect.Request[pb.BuildTemplateRequest], stream *connect.ServerStream[pb.BuildTemplateResponse]) error {
 	if a.buildDataDir == "" {
@@ -44,6 +47,13 @@ func (a *Agent) BuildTemplate(ctx context.Context, req *connect.Request[pb.Build
 	steps := make([]template.Step, 0, len(m.GetSteps()))
 	for _, s := range m.GetSteps() {
 		steps = append(steps, template.Step{Type: s.GetType(), Args: s.GetArgs(), FilesHash: s.GetFilesHash()})
+	}
+	// Builds are heavy (a rootfs copy, package installs): a few at a time per host.
+	select {
+	case buildSlots <- struct{}{}:
+		defer func() { <-buildSlots }()
+	case <-ctx.Done():
+		return connect.NewError(connect.CodeCanceled, ctx.Err())
 	}
 	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()

@@ -127,6 +127,10 @@ const (
 	baseImage    = "e2bdev/base"
 	baseTemplate = "base"
 	supersededBy = "The build was canceled because it was superseded by a newer one."
+	// buildLeaseEvery is how often a running build's record is touched; one untouched for
+	// buildLeaseExpiry has no control plane following it any more.
+	buildLeaseEvery  = 20 * time.Second
+	buildLeaseExpiry = 2 * time.Minute
 )
 
 var (
@@ -574,6 +578,20 @@ func (s *Server) placeOn(ctx context.Context, memMiB int, hostID string) (store.
 func (s *Server) runBuild(host store.Host, buildID string, req *pb.BuildTemplateRequest) {
 	ctx, cancel := context.WithTimeout(context.Background(), buildRunTimeout)
 	defer cancel()
+	// The build's record is touched while this control plane follows it: a build whose
+	// record goes stale was being followed by one that stopped (see expireBuild).
+	go func() {
+		t := time.NewTicker(buildLeaseEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				_, _ = s.store.UpdateTemplateBuild(ctx, buildID, func(*store.TemplateBuild) error { return nil })
+			}
+		}
+	}()
 	stream, err := s.agents.client(host).BuildTemplate(ctx, connect.NewRequest(req))
 	if err != nil {
 		s.finishBuild(ctx, buildID, host.ID, &pb.BuildResult{Error: fmt.Sprintf("build on host %s: %v", host.ID, err)})
@@ -698,6 +716,13 @@ func (s *Server) templateBuildStatus(w http.ResponseWriter, r *http.Request) {
 	} else if err != nil {
 		fail(w, err)
 		return
+	}
+	if b.Status == store.BuildBuilding && time.Since(b.UpdatedAt) > buildLeaseExpiry {
+		s.finishBuild(ctx, b.ID, "", &pb.BuildResult{Error: "the control plane that ran this build stopped before it ended: build again"})
+		if b, err = s.store.TemplateBuild(ctx, buildID); err != nil {
+			fail(w, err)
+			return
+		}
 	}
 	info := TemplateBuildInfo{TemplateID: b.TemplateID, BuildID: b.ID, Status: b.Status, LogEntries: []BuildLogEntry{}, Logs: []string{}}
 	if limit > 0 && b.Status != store.BuildWaiting {

@@ -16,6 +16,7 @@ import (
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearthsh/hearth/internal/hostreg"
+	"github.com/hearthsh/hearth/internal/store"
 )
 
 // buildAgent answers BuildTemplate with a scripted log and result once release is closed.
@@ -236,5 +237,33 @@ func TestTemplateBuildRefusals(t *testing.T) {
 	}
 	if status, body, _ := call(t, "GET", hs.URL+"/templates/x/builds/"+newBuildID()+"/status", "", key); status != 400 || !strings.Contains(body, "not found") {
 		t.Errorf("unknown build: %d %s", status, body)
+	}
+}
+
+// TestTemplateBuildOrphaned: a build whose control plane stopped following it (its record
+// went stale) ends in error at the next status poll instead of building forever.
+func TestTemplateBuildOrphaned(t *testing.T) {
+	_, hs, st := newTestCP(t)
+	key := map[string]string{"X-API-Key": testKey}
+	_, body, _ := call(t, "POST", hs.URL+"/v3/templates", `{"name":"orphan"}`, key)
+	var req TemplateRequestResponseV3
+	_ = json.Unmarshal([]byte(body), &req)
+	ctx := context.Background()
+	if _, err := st.UpdateTemplateBuild(ctx, req.BuildID, func(b *store.TemplateBuild) error { b.Status = store.BuildBuilding; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	statusURL := fmt.Sprintf("%s/templates/%s/builds/%s/status", hs.URL, req.TemplateID, req.BuildID)
+	if _, body, _ := call(t, "GET", statusURL, "", key); !strings.Contains(body, `"status":"building"`) {
+		t.Fatalf("fresh build: %s", body)
+	}
+	// A record untouched for longer than the lease (UpdateTemplateBuild stamps now, so a new one).
+	b, _ := st.TemplateBuild(ctx, req.BuildID)
+	b.ID, b.UpdatedAt, b.CreatedAt = newBuildID(), time.Now().Add(-buildLeaseExpiry-time.Minute), time.Now().Add(-time.Hour)
+	if err := st.CreateTemplateBuild(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	statusURL = fmt.Sprintf("%s/templates/%s/builds/%s/status", hs.URL, req.TemplateID, b.ID)
+	if _, body, _ := call(t, "GET", statusURL, "", key); !strings.Contains(body, `"status":"error"`) || !strings.Contains(body, "stopped before it ended") {
+		t.Fatalf("stale build: %s", body)
 	}
 }

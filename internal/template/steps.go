@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path"
@@ -110,6 +111,7 @@ func APIBuild(ctx context.Context, o APIBuildOptions) (*Template, error) {
 		return nil, &StepError{PhaseBase, err}
 	}
 	defer unlock()
+	removeStale(root, o.Name, slog.Default())
 	tmp := filepath.Join(root, "."+o.Name+".tmp-"+randHex(4))
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, &StepError{PhaseBase, err}
