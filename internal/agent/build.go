@@ -25,6 +25,12 @@ func (a *Agent) EnableTemplateBuilds(dataDir string) { a.buildDataDir = dataDir 
 // buildTimeout bounds a whole template build on the agent.
 const buildTimeout = 2 * time.Hour
 
+// maxBuildLogLines and maxBuildLogLine cap what one build logs.
+const (
+	maxBuildLogLines = 20_000
+	maxBuildLogLine  = 16 << 10
+)
+
 // buildSlots bounds the builds an agent runs at once; more wait their turn.
 var buildSlots = make(chan struct{}, 2)
 
@@ -60,11 +66,23 @@ func (a *Agent) BuildTemplate(ctx context.Context, req *connect.Request[pb.Build
 
 	var mu sync.Mutex
 	var sendErr error
+	lines := 0
 	logf := func(step, level, msg string) {
 		mu.Lock()
 		defer mu.Unlock()
 		if sendErr != nil {
 			return
+		}
+		// A step's output is the caller's: past the cap only errors and finalize lines get through.
+		if lines++; lines > maxBuildLogLines && level != "error" && step != template.PhaseFinalize {
+			if lines == maxBuildLogLines+1 {
+				msg, level = fmt.Sprintf("(build log truncated after %d lines)", maxBuildLogLines), "warn"
+			} else {
+				return
+			}
+		}
+		if len(msg) > maxBuildLogLine {
+			msg = msg[:maxBuildLogLine] + "…"
 		}
 		sendErr = stream.Send(&pb.BuildTemplateResponse{Log: &pb.BuildLogEntry{
 			Timestamp: timestamppb.Now(), Level: level, Message: msg, Step: step,
