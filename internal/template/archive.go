@@ -183,6 +183,12 @@ func (w *rootWriter) entry(h *tar.Header, target string, body io.Reader) error {
 	}
 	switch h.Typeflag {
 	case tar.TypeDir:
+		// A directory that exists keeps its owner and mode (the target of a merge, /, /usr):
+		// only the directories the copy creates take the archive's.
+		if fd, err := w.openIn(target); err == nil {
+			unix.Close(fd)
+			return nil
+		}
 		fd, err := w.mkdirAll(target)
 		if err != nil {
 			return err
@@ -260,6 +266,9 @@ func (w *rootWriter) own(fd int, name string, perm uint32, chmod bool) error {
 // openIn resolves p (absolute, inside the rootfs) as a directory, through the rootfs's own
 // symlinks but never out of it.
 func (w *rootWriter) openIn(p string) (int, error) {
+	if p == "/" {
+		return unix.Dup(w.root)
+	}
 	for {
 		fd, err := unix.Openat2(w.root, strings.TrimPrefix(p, "/"), &unix.OpenHow{
 			Flags: unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC, Resolve: inRoot,

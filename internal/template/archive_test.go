@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -233,6 +234,37 @@ func TestCopyArchiveSemantics(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestCopyArchiveKeepsExistingDirs: merging into / or another directory that exists leaves
+// its owner and mode alone.
+func TestCopyArchiveKeepsExistingDirs(t *testing.T) {
+	rootfs := t.TempDir()
+	if err := os.Mkdir(filepath.Join(rootfs, "usr"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.Stat(rootfs)
+	tarball := makeTar(t, false,
+		tarEntry{name: "ctx/", typ: tar.TypeDir, mode: 0o777},
+		tarEntry{name: "ctx/usr/", typ: tar.TypeDir, mode: 0o700},
+		tarEntry{name: "ctx/usr/new/", typ: tar.TypeDir, mode: 0o700},
+	)
+	if err := CopyArchive(bytes.NewReader(tarball), rootfs, CopyOptions{Src: "ctx", Dest: "/", UID: 4242, GID: 4242}); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{rootfs, filepath.Join(rootfs, "usr")} {
+		fi, _ := os.Stat(p)
+		if fi.Mode().Perm() != 0o755 && p != rootfs || fi.Mode() != before.Mode() && p == rootfs {
+			t.Errorf("%s: mode changed to %v", p, fi.Mode())
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid == 4242 {
+			t.Errorf("%s: chowned to the copy's owner", p)
+		}
+	}
+	fi, err := os.Stat(filepath.Join(rootfs, "usr", "new"))
+	if err != nil || fi.Mode().Perm() != 0o700 || fi.Sys().(*syscall.Stat_t).Uid != 4242 {
+		t.Errorf("a new directory: %v %v, want mode 0700 owned by the copy's owner", fi, err)
 	}
 }
 
