@@ -115,7 +115,7 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 		proxyLn = proxy.ServeTLSAndPlain(proxyLn, ptls.config, 10*time.Second)
 	}
 	srv := cp.New(cp.Config{Store: st, Log: log, Domain: domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout,
-		LocalProxySockets: c.LocalProxySockets})
+		LocalProxySockets: c.LocalProxySockets, BuildFilesDir: filepath.Join(c.DataDir, "build-files")})
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	srv.Reconcile(rctx)
 	cancel()

@@ -119,7 +119,12 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 		if mem <= 0 {
 			mem = s.cfg.DefaultMemoryMiB
 		}
-		if host, err = s.place(ctx, mem); err != nil {
+		// An API-built template lives on the agent that built it.
+		tplHost, err := s.templateHost(ctx, tpl)
+		if err != nil {
+			return store.Sandbox{}, err
+		}
+		if host, err = s.placeTemplate(ctx, mem, tplHost); err != nil {
 			return store.Sandbox{}, err
 		}
 	}

@@ -227,3 +227,28 @@ func TestSnapshotsStayTheTeams(t *testing.T) {
 		t.Fatalf("the other team's delete removed the snapshot: %v", err)
 	}
 }
+
+// TestTemplateBuildsAreTheOperatorsForNow: API builds run their steps outside a sandbox, so
+// only the operator's team may start them; another team's alias lookups see only what it may
+// use.
+func TestTemplateBuildsAreTheOperatorsForNow(t *testing.T) {
+	_, hs, _, otherKey := tenants(t)
+	other := map[string]string{"X-API-Key": otherKey}
+	for _, tc := range []struct {
+		name, method, path, body string
+		status                   int
+		has                      string
+	}{
+		{"request a build", "POST", "/v3/templates", `{"name":"mine2"}`, 403, "operator's team"},
+		{"start a build", "POST", "/v2/templates/x/builds/00000000-0000-4000-8000-000000000000", `{}`, 403, "operator's team"},
+		{"private alias", "GET", "/templates/aliases/secret-tpl", "", 404, "not found"},
+		{"public alias", "GET", "/templates/aliases/base", "", 200, `"templateID":"base"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body, _ := call(t, tc.method, hs.URL+tc.path, tc.body, other)
+			if status != tc.status || !strings.Contains(body, tc.has) {
+				t.Fatalf("%s %s = %d %s; want %d with %q", tc.method, tc.path, status, body, tc.status, tc.has)
+			}
+		})
+	}
+}

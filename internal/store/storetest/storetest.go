@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"SandboxTeam", testSandboxTeam},
 		{"Templates", testTemplates},
 		{"TemplateAliasConflict", testTemplateAliasConflict},
+		{"TemplateBuilds", testTemplateBuilds},
 		{"SandboxCRUD", testSandboxCRUD},
 		{"UpdateSandbox", testUpdateSandbox},
 		{"UpdateSandboxAtomic", testUpdateSandboxAtomic},

@@ -64,6 +64,9 @@ const (
 	// HostAgentServiceListSnapshotsProcedure is the fully-qualified name of the HostAgentService's
 	// ListSnapshots RPC.
 	HostAgentServiceListSnapshotsProcedure = "/hostagent.v1.HostAgentService/ListSnapshots"
+	// HostAgentServiceBuildTemplateProcedure is the fully-qualified name of the HostAgentService's
+	// BuildTemplate RPC.
+	HostAgentServiceBuildTemplateProcedure = "/hostagent.v1.HostAgentService/BuildTemplate"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -97,6 +100,12 @@ type HostAgentServiceClient interface {
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
 	// ListSnapshots returns the snapshots kept on this host.
 	ListSnapshots(context.Context, *connect.Request[v1.ListSnapshotsRequest]) (*connect.Response[v1.ListSnapshotsResponse], error)
+	// BuildTemplate builds a template on this host from E2B Template SDK steps, streaming its
+	// log lines and ending with one message that carries the result. When the recipe has a
+	// start command, the template is booted once at the end, the start command run and the
+	// ready command polled, and the snapshot its sandboxes restore from is taken then. A
+	// failed build leaves the previous build of that template in place.
+	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -182,6 +191,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("ListSnapshots")),
 			connect.WithClientOptions(opts...),
 		),
+		buildTemplate: connect.NewClient[v1.BuildTemplateRequest, v1.BuildTemplateResponse](
+			httpClient,
+			baseURL+HostAgentServiceBuildTemplateProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -199,6 +214,7 @@ type hostAgentServiceClient struct {
 	createSnapshot *connect.Client[v1.CreateSnapshotRequest, v1.CreateSnapshotResponse]
 	deleteSnapshot *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
 	listSnapshots  *connect.Client[v1.ListSnapshotsRequest, v1.ListSnapshotsResponse]
+	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
 }
 
 // Create calls hostagent.v1.HostAgentService.Create.
@@ -261,6 +277,11 @@ func (c *hostAgentServiceClient) ListSnapshots(ctx context.Context, req *connect
 	return c.listSnapshots.CallUnary(ctx, req)
 }
 
+// BuildTemplate calls hostagent.v1.HostAgentService.BuildTemplate.
+func (c *hostAgentServiceClient) BuildTemplate(ctx context.Context, req *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error) {
+	return c.buildTemplate.CallServerStream(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// Create boots a sandbox from a template and returns once envd answers.
@@ -292,6 +313,12 @@ type HostAgentServiceHandler interface {
 	DeleteSnapshot(context.Context, *connect.Request[v1.DeleteSnapshotRequest]) (*connect.Response[v1.DeleteSnapshotResponse], error)
 	// ListSnapshots returns the snapshots kept on this host.
 	ListSnapshots(context.Context, *connect.Request[v1.ListSnapshotsRequest]) (*connect.Response[v1.ListSnapshotsResponse], error)
+	// BuildTemplate builds a template on this host from E2B Template SDK steps, streaming its
+	// log lines and ending with one message that carries the result. When the recipe has a
+	// start command, the template is booted once at the end, the start command run and the
+	// ready command polled, and the snapshot its sandboxes restore from is taken then. A
+	// failed build leaves the previous build of that template in place.
+	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -373,6 +400,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("ListSnapshots")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceBuildTemplateHandler := connect.NewServerStreamHandler(
+		HostAgentServiceBuildTemplateProcedure,
+		svc.BuildTemplate,
+		connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateProcedure:
@@ -399,6 +432,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceDeleteSnapshotHandler.ServeHTTP(w, r)
 		case HostAgentServiceListSnapshotsProcedure:
 			hostAgentServiceListSnapshotsHandler.ServeHTTP(w, r)
+		case HostAgentServiceBuildTemplateProcedure:
+			hostAgentServiceBuildTemplateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -454,4 +489,8 @@ func (UnimplementedHostAgentServiceHandler) DeleteSnapshot(context.Context, *con
 
 func (UnimplementedHostAgentServiceHandler) ListSnapshots(context.Context, *connect.Request[v1.ListSnapshotsRequest]) (*connect.Response[v1.ListSnapshotsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.ListSnapshots is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.BuildTemplate is not implemented"))
 }
