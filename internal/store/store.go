@@ -267,7 +267,7 @@ type Store interface {
 	// BuildLogs returns up to limit entries of a build's log from Seq offset on.
 	BuildLogs(ctx context.Context, buildID string, offset, limit int) ([]BuildLogEntry, error)
 
-		CreateSandbox(ctx context.Context, s Sandbox) error // ErrConflict on a duplicate ID, ErrNoTeam without a TeamID
+	CreateSandbox(ctx context.Context, s Sandbox) error // ErrConflict on a duplicate ID, ErrNoTeam without a TeamID
 	Sandbox(ctx context.Context, id string) (Sandbox, error)
 	// UpdateSandbox reads the sandbox, applies fn and writes it back atomically (no other
 	// update interleaves), increasing Version. If fn returns an error nothing is written and
