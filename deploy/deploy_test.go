@@ -412,7 +412,7 @@ func expandable(s string, defined []string) error {
 func checkServer(t *testing.T, r *rendered, d *appsv1.Deployment, tls bool) {
 	t.Helper()
 	if d.Spec.Replicas == nil || *d.Spec.Replicas < 2 {
-		t.Errorf("hearth-server replicas %v: want at least 2", d.Spec.Replicas)
+		t.Errorf("hearth-server replicas %s: want at least 2", deref(d.Spec.Replicas))
 	}
 	if len(d.Spec.Template.Spec.Containers) != 1 {
 		t.Fatalf("hearth-server: want one container, got %d", len(d.Spec.Template.Spec.Containers))
@@ -652,7 +652,7 @@ func TestNomad(t *testing.T) {
 			t.Fatal(err)
 		}
 		if job.Type == nil || *job.Type != "system" {
-			t.Errorf("agent job type %v: want system (one agent per eligible client)", job.Type)
+			t.Errorf("agent job type %s: want system (one agent per eligible client)", deref(job.Type))
 		}
 		if !slices.ContainsFunc(job.Constraints, func(c *nomad.Constraint) bool {
 			return c.LTarget == "${meta.hearth_agent}" && c.Operand == "=" && c.RTarget == "true"
@@ -703,14 +703,14 @@ func TestNomad(t *testing.T) {
 			t.Fatal(err)
 		}
 		if job.Type == nil || *job.Type != "service" {
-			t.Errorf("server job type %v: want service", job.Type)
+			t.Errorf("server job type %s: want service", deref(job.Type))
 		}
 		if len(job.TaskGroups) != 1 {
 			t.Fatalf("server job: want one group, got %d", len(job.TaskGroups))
 		}
 		g := job.TaskGroups[0]
 		if g.Count == nil || *g.Count < 2 {
-			t.Errorf("server count %v: want at least 2", g.Count)
+			t.Errorf("server count %s: want at least 2", deref(g.Count))
 		}
 		labels := map[string]bool{}
 		for _, n := range g.Networks {
@@ -764,4 +764,12 @@ func reserved(g *nomad.TaskGroup, port int) bool {
 		}
 	}
 	return false
+}
+
+// deref shows a pointer field's value in messages ("unset" for nil).
+func deref[T any](p *T) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
 }
