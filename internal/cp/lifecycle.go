@@ -2,6 +2,7 @@ package cp
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"connectrpc.com/connect"
@@ -9,6 +10,24 @@ import (
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
 )
+
+// errNotDue says a sandbox listed as expired was dealt with meanwhile: its deadline moved, or
+// it was paused or killed, by a request or by another control plane replica.
+var errNotDue = errors.New("no longer due")
+
+// claimExpired moves a sandbox that is still running past its deadline to state to, in one
+// store update. Replicas that listed the same sandbox race here and exactly one wins, so a
+// timeout acts once: it never pauses a sandbox twice, nor kills one another replica paused.
+func (s *Server) claimExpired(ctx context.Context, id, to string) (store.Sandbox, error) {
+	now := time.Now().UTC()
+	return s.store.UpdateSandbox(ctx, id, func(x *store.Sandbox) error {
+		if x.State != store.StateRunning || !x.EndAt.Before(now) {
+			return errNotDue
+		}
+		x.State = to
+		return nil
+	})
+}
 
 // expire kills or pauses running sandboxes whose deadline passed.
 func (s *Server) expire(ctx context.Context) {
@@ -18,23 +37,46 @@ func (s *Server) expire(ctx context.Context) {
 		return
 	}
 	for _, sb := range due {
-		if sb.AutoPause {
-			if err := s.pause(ctx, sb.ID, sb.AutoPauseFilesystemOnly); err != nil {
-				s.log.Warn("auto-pause on timeout failed; killing instead", "sandbox", sb.ID, "err", err)
-				if err := s.kill(ctx, sb.ID, "killed: timeout (auto-pause failed)"); err != nil {
-					s.log.Warn("kill on timeout", "sandbox", sb.ID, "err", err)
-				}
-				continue
-			}
-			s.log.Info("sandbox paused on timeout", "sandbox", sb.ID)
-			continue
-		}
-		if err := s.kill(ctx, sb.ID, "killed: timeout"); err != nil {
-			s.log.Warn("kill on timeout", "sandbox", sb.ID, "err", err)
-			continue
-		}
-		s.log.Info("sandbox killed on timeout", "sandbox", sb.ID)
+		s.expireOne(ctx, sb)
 	}
+}
+
+func (s *Server) expireOne(ctx context.Context, listed store.Sandbox) {
+	id := listed.ID
+	if listed.AutoPause {
+		sb, err := s.claimExpired(ctx, id, store.StatePausing)
+		if err != nil {
+			if !errors.Is(err, errNotDue) && !errors.Is(err, store.ErrNotFound) {
+				s.log.Warn("auto-pause on timeout", "sandbox", id, "err", err)
+			}
+			return
+		}
+		err = s.pauseClaimed(ctx, sb, sb.AutoPauseFilesystemOnly)
+		if err == nil {
+			s.expired.Add(1)
+			s.log.Info("sandbox paused on timeout", "sandbox", id)
+			return
+		}
+		// pauseClaimed left it running; kill it if it is still due and nobody else did.
+		s.log.Warn("auto-pause on timeout failed; killing instead", "sandbox", id, "err", err)
+	}
+	sb, err := s.claimExpired(ctx, id, store.StateStopping)
+	if err != nil {
+		if !errors.Is(err, errNotDue) && !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("kill on timeout", "sandbox", id, "err", err)
+		}
+		return
+	}
+	reason := "killed: timeout"
+	if listed.AutoPause {
+		reason = "killed: timeout (auto-pause failed)"
+	}
+	if err := s.killClaimed(ctx, sb, reason); err != nil {
+		s.log.Warn("kill on timeout", "sandbox", id, "err", err)
+		return
+	}
+	s.expired.Add(1)
+	s.log.Info("sandbox killed on timeout", "sandbox", id)
 }
 
 // Reconcile compares the store with every ready agent's own list, for a control plane that

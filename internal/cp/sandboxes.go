@@ -450,6 +450,12 @@ func (s *Server) kill(ctx context.Context, id, reason string) error {
 	if err != nil {
 		return err
 	}
+	return s.killClaimed(ctx, sb, reason)
+}
+
+// killClaimed destroys a sandbox this caller moved to stopping.
+func (s *Server) killClaimed(ctx context.Context, sb store.Sandbox, reason string) error {
+	id := sb.ID
 	s.forgetRoute(id)
 	host, err := s.store.Host(ctx, sb.HostID)
 	if err == nil && host.State == store.HostReady {
@@ -520,6 +526,12 @@ func (s *Server) pause(ctx context.Context, id string, fsOnly bool) error {
 	if err != nil {
 		return err
 	}
+	return s.pauseClaimed(ctx, sb, fsOnly)
+}
+
+// pauseClaimed pauses a sandbox this caller moved to pausing; on failure it is running again.
+func (s *Server) pauseClaimed(ctx context.Context, sb store.Sandbox, fsOnly bool) error {
+	id := sb.ID
 	// New traffic asks the store from now on, which says pausing (409) and then paused
 	// (auto-resume or 502), rather than reaching the agent on a cached route.
 	s.forgetRoute(id)

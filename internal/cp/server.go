@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/proxy"
@@ -101,6 +102,9 @@ type Server struct {
 	// resuming deduplicates concurrent auto-resumes of one sandbox.
 	resumeMu sync.Mutex
 	resuming map[string]*resumeCall
+
+	// expired counts the timeouts this replica acted on (paused or killed).
+	expired atomic.Int64
 
 	// inflight is memory being placed on each host since its last heartbeat.
 	pendMu   sync.Mutex

@@ -72,6 +72,13 @@ func (a *snapshotAgent) Resume(_ context.Context, req *connect.Request[pb.Resume
 func startSnapshotAgent(t *testing.T, st store.Store, id string) *snapshotAgent {
 	t.Helper()
 	agent := &snapshotAgent{snapshot: map[string]bool{}}
+	startAgentServer(t, st, id, agent)
+	return agent
+}
+
+// startAgentServer serves an agent's RPCs over h2c and registers it as ready host id.
+func startAgentServer(t *testing.T, st store.Store, id string, agent hostagentv1connect.HostAgentServiceHandler) {
+	t.Helper()
 	rpc := httptest.NewUnstartedServer(http.NewServeMux())
 	path, h := hostagentv1connect.NewHostAgentServiceHandler(agent)
 	rpc.Config.Handler.(*http.ServeMux).Handle(path, h)
@@ -84,7 +91,6 @@ func startSnapshotAgent(t *testing.T, st store.Store, id string) *snapshotAgent 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return agent
 }
 
 func putRunning(t *testing.T, st store.Store, id, host string) {

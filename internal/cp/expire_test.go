@@ -1,0 +1,117 @@
+package cp
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
+	"github.com/hearthsh/hearth/internal/store"
+)
+
+// expiryAgent counts pauses and destroys; a pause takes a while, so replicas that listed the
+// same expired sandbox overlap.
+type expiryAgent struct {
+	snapshotAgent
+	pauses, destroys atomic.Int64
+}
+
+func (a *expiryAgent) Pause(ctx context.Context, req *connect.Request[pb.PauseRequest]) (*connect.Response[pb.PauseResponse], error) {
+	a.pauses.Add(1)
+	time.Sleep(100 * time.Millisecond)
+	return connect.NewResponse(&pb.PauseResponse{Sandbox: &pb.Sandbox{SandboxId: req.Msg.GetSandboxId()}}), nil
+}
+
+func (a *expiryAgent) Destroy(_ context.Context, req *connect.Request[pb.DestroyRequest]) (*connect.Response[pb.DestroyResponse], error) {
+	a.destroys.Add(1)
+	return connect.NewResponse(&pb.DestroyResponse{}), nil
+}
+
+// TestTimeoutsActOnceAcrossReplicas: two control plane replicas on one store expire the same
+// sandboxes over and over, at once; each timeout acts exactly once, and a sandbox one replica
+// paused on its timeout is never killed by the other.
+func TestTimeoutsActOnceAcrossReplicas(t *testing.T) {
+	s1, _, st := newTestCP(t)
+	s2 := New(Config{Store: st, Log: slog.New(slog.DiscardHandler), HostDeadAfter: time.Minute, AgentToken: testAgentToken})
+	agent := &expiryAgent{snapshotAgent: snapshotAgent{snapshot: map[string]bool{}}}
+	startAgentServer(t, st, "h1", agent)
+	ctx := context.Background()
+	past := time.Now().UTC().Add(-time.Second)
+	for _, sb := range []store.Sandbox{
+		{ID: "autopause", TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h1", State: store.StateRunning, AutoPause: true, StartedAt: past, EndAt: past},
+		{ID: "autokill", TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h1", State: store.StateRunning, StartedAt: past, EndAt: past},
+	} {
+		if err := st.CreateSandbox(ctx, sb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for round := 0; round < 5; round++ {
+		for _, s := range []*Server{s1, s2, s1, s2} {
+			wg.Add(1)
+			go func() { defer wg.Done(); s.expire(ctx) }()
+		}
+		wg.Wait()
+	}
+	if p, d := agent.pauses.Load(), agent.destroys.Load(); p != 1 || d != 1 {
+		t.Fatalf("agent saw %d pauses and %d destroys, want 1 and 1", p, d)
+	}
+	if n := s1.expired.Load() + s2.expired.Load(); n != 2 {
+		t.Fatalf("replicas acted on %d timeouts, want 2", n)
+	}
+	got, err := st.Sandbox(ctx, "autopause")
+	if err != nil || got.State != store.StatePaused {
+		t.Fatalf("auto-pause sandbox after its timeout: %+v, %v; want paused", got, err)
+	}
+	if _, err := st.Sandbox(ctx, "autokill"); err == nil {
+		t.Fatal("the killed sandbox's record is still there")
+	}
+}
+
+// TestStaleExpiryListingActsOnNothing: a replica whose list of expired sandboxes was read
+// before another replica paused one of them (on its timeout) or extended another leaves both
+// alone; before claimExpired it failed to pause the paused one and then killed it.
+func TestStaleExpiryListingActsOnNothing(t *testing.T) {
+	s1, _, st := newTestCP(t)
+	s2 := New(Config{Store: st, Log: slog.New(slog.DiscardHandler), HostDeadAfter: time.Minute, AgentToken: testAgentToken})
+	agent := &expiryAgent{snapshotAgent: snapshotAgent{snapshot: map[string]bool{}}}
+	startAgentServer(t, st, "h1", agent)
+	ctx := context.Background()
+	past := time.Now().UTC().Add(-time.Second)
+	for _, sb := range []store.Sandbox{
+		{ID: "paused-by-1", TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h1", State: store.StateRunning, AutoPause: true, StartedAt: past, EndAt: past},
+		{ID: "extended", TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h1", State: store.StateRunning, StartedAt: past, EndAt: past},
+	} {
+		if err := st.CreateSandbox(ctx, sb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stale, err := st.ExpiredSandboxes(ctx, time.Now().UTC())
+	if err != nil || len(stale) != 2 {
+		t.Fatalf("expired: %v %v", stale, err)
+	}
+	for _, sb := range stale {
+		switch sb.ID {
+		case "paused-by-1": // replica 1 acts on its timeout
+			s1.expireOne(ctx, sb)
+		case "extended": // a client extends it
+			if _, err := st.UpdateSandbox(ctx, sb.ID, func(x *store.Sandbox) error { x.EndAt = time.Now().UTC().Add(time.Hour); return nil }); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, sb := range stale {
+		s2.expireOne(ctx, sb)
+	}
+	if d := agent.destroys.Load(); d != 0 {
+		t.Fatalf("%d destroys from a stale listing, want 0", d)
+	}
+	if got, err := st.Sandbox(ctx, "paused-by-1"); err != nil || got.State != store.StatePaused {
+		t.Fatalf("paused-by-1: %+v %v, want paused", got, err)
+	}
+}
