@@ -27,8 +27,12 @@ import (
 func main() {
 	// The sandbox's /usr/bin/sudo is a link to envd (see package sudo): a set-user-ID sudo
 	// cannot work under gVisor.
-	if filepath.Base(os.Args[0]) == "sudo" {
+	switch filepath.Base(os.Args[0]) {
+	case "sudo":
 		os.Exit(sudo.Main(os.Args[1:], envd.Version))
+	case "sudoedit": // Debian's sudoedit is a link to sudo
+		fmt.Fprintln(os.Stderr, "sudoedit: not supported in Hearth sandboxes: edit as root with sudo EDITOR FILE")
+		os.Exit(1)
 	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "envd:", err)

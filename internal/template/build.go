@@ -78,8 +78,12 @@ func Build(ctx context.Context, o BuildOptions) (*Template, error) {
 	removeStale(root, o.Name, log)
 
 	t, err := Open(o.DataDir, o.Name)
+	stale := err == nil && ok && t.Meta.From == "" && t.Meta.Recipe != rc.fingerprint()
+	if stale {
+		log.Info("recipe changed since the cached rootfs was built: rebuilding", "built_from", t.Meta.Recipe, "recipe", rc.fingerprint())
+	}
 	switch {
-	case err == nil && (!o.Rebuild || t.Meta.From != ""):
+	case err == nil && !stale && (!o.Rebuild || t.Meta.From != ""):
 		log.Info("using cached rootfs", "dir", t.RootFS, "built_at", t.Meta.BuiltAt)
 	case !ok:
 		return nil, fmt.Errorf("build template %s: derived template gone while building: %w", o.Name, err)
@@ -132,7 +136,7 @@ func bootstrap(ctx context.Context, o BuildOptions, rc recipe, root string, log 
 		if err := rc.configure(ctx, rootfs); err != nil {
 			return Meta{}, fmt.Errorf("configure: %w", err)
 		}
-		return Meta{Suite: rc.suite, Mirror: mirror}, nil
+		return Meta{Suite: rc.suite, Mirror: mirror, Recipe: rc.fingerprint()}, nil
 	})
 }
 

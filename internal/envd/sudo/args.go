@@ -170,7 +170,9 @@ func parseArgs(args []string) (invocation, error) {
 		inv.req.SetVars = append(inv.req.SetVars, rest[0])
 		rest = rest[1:]
 	}
-	inv.req.Args = rest
+	if len(rest) > 0 {
+		inv.req.Args = rest
+	}
 	if inv.act != actRun {
 		return inv, nil
 	}
