@@ -133,6 +133,12 @@ func bootstrap(ctx context.Context, o BuildOptions, rc recipe, root string, log 
 		if err := debootstrap(ctx, rc, rootfs, mirror, o.Progress); err != nil {
 			return Meta{}, err
 		}
+		if err := slim(rootfs); err != nil {
+			return Meta{}, err
+		}
+		if err := aptInstall(ctx, rootfs, rc.aptPackages, o.Progress); err != nil {
+			return Meta{}, err
+		}
 		if err := rc.configure(ctx, rootfs); err != nil {
 			return Meta{}, fmt.Errorf("configure: %w", err)
 		}
@@ -208,6 +214,35 @@ func debootstrap(ctx context.Context, rc recipe, rootfs, mirror string, progress
 			return fmt.Errorf("debootstrap: %w", ctx.Err())
 		}
 		return fmt.Errorf("debootstrap %s from %s: %w (see %s/debootstrap/debootstrap.log)", rc.suite, mirror, err, rootfs)
+	}
+	return nil
+}
+
+// aptInstall installs packages inside rootfs with its own apt (its sources name the mirror
+// debootstrap used), without recommended packages. The package lists it downloads are
+// dropped later with the other apt caches.
+func aptInstall(ctx context.Context, rootfs string, packages []string, progress io.Writer) error {
+	if len(packages) == 0 {
+		return nil
+	}
+	if progress == nil {
+		progress = io.Discard
+	}
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+	for _, args := range [][]string{
+		{"apt-get", "update", "-q"},
+		append([]string{"apt-get", "install", "-q", "-y", "--no-install-recommends"}, packages...),
+	} {
+		cmd := exec.CommandContext(ctx, "chroot", append([]string{rootfs}, args...)...)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = progress, progress
+		killGroupOnCancel(cmd)
+		if err := cmd.Run(); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: %w", strings.Join(args, " "), ctx.Err())
+			}
+			return fmt.Errorf("%s in the rootfs: %w", strings.Join(args[:2], " "), err)
+		}
 	}
 	return nil
 }

@@ -16,6 +16,10 @@ type recipe struct {
 	suite    string
 	variant  string
 	packages []string
+	// aptPackages are installed after debootstrap with apt-get inside the rootfs, without
+	// recommended packages: debootstrap's own dependency resolver is simplistic and fails on
+	// packages such as npm, whose dependencies apt resolves fine.
+	aptPackages []string
 	// configure runs after debootstrap on the finished rootfs directory.
 	configure func(ctx context.Context, rootfs string) error
 	// revision changes whenever configure does what it did not before: with the suite,
@@ -31,6 +35,9 @@ func (r recipe) fingerprint() string {
 	for _, p := range r.packages {
 		fmt.Fprintf(h, "package=%s\n", p)
 	}
+	for _, p := range r.aptPackages {
+		fmt.Fprintf(h, "apt=%s\n", p)
+	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
@@ -44,11 +51,12 @@ var recipes = map[string]recipe{
 		suite:   "bookworm",
 		variant: "minbase",
 		packages: []string{
-			"bash", "coreutils", "python3", "python-is-python3", "python3-pip", "python3-venv",
-			"nodejs", "npm", "curl", "git", "ca-certificates", "procps", "sudo",
+			"bash", "coreutils", "python3", "python-is-python3", "curl", "git",
+			"ca-certificates", "procps", "sudo",
 		},
-		configure: configureBase,
-		revision:  2, // 2: envd's sudo, user in group sudo, pip.conf
+		aptPackages: []string{"python3-pip", "python3-venv", "nodejs", "npm"},
+		configure:   configureBase,
+		revision:    3, // 2: envd's sudo, user in group sudo, pip.conf; 3: no docs (slim)
 	},
 }
 
