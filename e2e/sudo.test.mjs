@@ -45,6 +45,12 @@ function edgeSuite({ slow = false } = {}) {
       assert.equal(await exitCodeOf(sbx, 'sudo sh -c "exit 7"'), 7)
       assert.equal((await sbx.commands.run('echo piped | sudo cat')).stdout, 'piped\n')
       assert.equal(await exitCodeOf(sbx, 'sudo no-such-command-anywhere'), 1)
+      // Only root and group sudo may: envd asks the kernel who is calling (SO_PEERCRED).
+      await sbx.commands.run('useradd --no-create-home outsider', { user: 'root' })
+      const refused = await sbx.commands.run('sudo -u outsider sudo id -u 2>&1; echo "exit $?"')
+      assert.equal(refused.stdout, 'sudo: outsider may not use sudo: only root and members of group "sudo" may (as root: usermod -aG sudo outsider)\nexit 1\n')
+      // The socket is in a directory only root can write, inside the sandbox.
+      assert.equal((await sbx.commands.run('stat -c "%U %a" /run/envd')).stdout, 'root 755\n')
     } finally {
       await sbx.kill()
     }
