@@ -233,7 +233,7 @@ func (s *Server) handle(c *net.UnixConn) {
 	closeFiles(stdio)
 	stdio = nil
 	pid := cmd.Process.Pid
-	log.Info("sudo started", "caller", caller.Name, "pid", pid, "as", cmd.SysProcAttr.Credential.Uid, "cmd", cmd.Path)
+	log.Info("sudo started", "caller", caller.Name, "pid", pid, "as", targetName(req.User), "cmd", cmd.Path)
 	if _, err := c.Write(encode(reply{Started: pid})); err != nil {
 		// The client is gone already; the command must not outlive it (see relay).
 		_ = killGroup(pid, unix.SIGKILL)
@@ -288,6 +288,14 @@ func killGroup(pid int, sig unix.Signal) error {
 		err = unix.Kill(pid, sig)
 	}
 	return err
+}
+
+// targetName names the account a request runs as, for the log.
+func targetName(user string) string {
+	if user == "" {
+		return "root"
+	}
+	return user
 }
 
 // Args0 names the command for messages.
