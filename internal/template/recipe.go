@@ -56,7 +56,7 @@ var recipes = map[string]recipe{
 		},
 		aptPackages: []string{"python3-pip", "python3-venv", "nodejs", "npm"},
 		configure:   configureBase,
-		revision:    3, // 2: envd's sudo, user in group sudo, pip.conf; 3: no docs (slim)
+		revision:    4, // 2: envd's sudo, user in group sudo, pip.conf; 3: no docs (slim); 4: no distutils .pth
 	},
 }
 
