@@ -160,7 +160,7 @@ function topology(name, { runtime, prefix, pool, slow }) {
   })
 }
 
-topology('base template edges: hearth dev (gVisor)', { prefix: 'he2es', pool: '10.238.0.0/16' })
+topology('base template edges: hearth dev (gVisor)', { prefix: 'he2eu', pool: '10.246.0.0/16' })
 describe('base template edges on QEMU', { skip: process.env.HEARTH_E2E_QEMU === '0' && 'HEARTH_E2E_QEMU=0' }, () => {
-  topology('base template edges: hearth dev --runtime qemu', { runtime: 'qemu', prefix: 'he2esq', pool: '10.239.0.0/16', slow: true })
+  topology('base template edges: hearth dev --runtime qemu', { runtime: 'qemu', prefix: 'he2euq', pool: '10.247.0.0/16', slow: true })
 })
