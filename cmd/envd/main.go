@@ -14,15 +14,26 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/envd"
 	"github.com/hearthsh/hearth/internal/envd/identity"
 	"github.com/hearthsh/hearth/internal/envd/ports"
+	"github.com/hearthsh/hearth/internal/envd/sudo"
 )
 
 func main() {
+	// The sandbox's /usr/bin/sudo is a link to envd (see package sudo): a set-user-ID sudo
+	// cannot work under gVisor.
+	switch filepath.Base(os.Args[0]) {
+	case "sudo":
+		os.Exit(sudo.Main(os.Args[1:], envd.Version))
+	case "sudoedit": // Debian's sudoedit is a link to sudo
+		fmt.Fprintln(os.Stderr, "sudoedit: not supported in Hearth sandboxes: edit as root with sudo EDITOR FILE")
+		os.Exit(1)
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "envd:", err)
 		os.Exit(1)
@@ -37,6 +48,8 @@ func run() error {
 	reap := fs.Bool("reap", pid1, "reap orphaned processes (default on when envd is PID 1)")
 	forward := fs.Bool("port-forward", pid1, "forward servers listening on localhost to the sandbox's external addresses (default on when envd is PID 1; never turn it on on a shared host)")
 	hostSocket := fs.String("host-socket", "", "also serve on this Unix socket path (in a directory the host shares with the sandbox; POST /freeze closes it for a snapshot, POST /thaw reopens it)")
+	sudoSocket := fs.String("sudo-socket", "", `serve sudo requests on this Unix socket inside the sandbox (default `+sudo.SocketPath+` when envd is PID 1; never in a directory the host shares)`)
+	sudoGroup := fs.String("sudo-group", sudo.DefaultGroup, "group whose members may use sudo (root always may)")
 	setClock := fs.Bool("set-clock", false, "let POST /init set the system clock (VM guests)")
 	stall := fs.Duration("stall-timeout", 10*time.Second, "cut off an output stream whose client has not read for this long")
 	verbose := fs.Bool("verbose", false, "log debug messages")
@@ -81,10 +94,15 @@ func run() error {
 		log.Error("envd cannot act as other users; their file requests will be refused", "err", err)
 	}
 
+	if *sudoSocket == "" && pid1 {
+		*sudoSocket = sudo.SocketPath
+	}
+
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	srv := envd.NewServer(envd.Config{Log: log, DefaultUser: user, Reap: *reap, SetClock: *setClock, StallTimeout: *stall, HostSocket: *hostSocket})
+	srv := envd.NewServer(envd.Config{Log: log, DefaultUser: user, Reap: *reap, SetClock: *setClock, StallTimeout: *stall, HostSocket: *hostSocket,
+		SudoSocket: *sudoSocket, SudoGroup: *sudoGroup})
 	defer srv.Close()
 	hs := envd.NewHTTPServer(srv)
 	ln, err := net.Listen("tcp", *addr)
@@ -93,6 +111,11 @@ func run() error {
 	}
 	if err := srv.OpenHostSocket(); err != nil {
 		return err
+	}
+	// Without sudo the sandbox still works (commands can run as root directly), so a
+	// failure is logged, not fatal.
+	if err := srv.OpenSudo(); err != nil {
+		log.Error("sudo unavailable in this sandbox", "err", err)
 	}
 	if *forward {
 		go ports.New(log).Run(ctx)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -20,6 +21,7 @@ import (
 	"github.com/hearthsh/hearth/internal/envd/identity"
 	"github.com/hearthsh/hearth/internal/envd/process"
 	"github.com/hearthsh/hearth/internal/envd/sandboxenv"
+	"github.com/hearthsh/hearth/internal/envd/sudo"
 	"github.com/hearthsh/hearth/internal/gen/filesystem/filesystemconnect"
 	"github.com/hearthsh/hearth/internal/gen/process/processconnect"
 )
@@ -39,6 +41,12 @@ type Config struct {
 	// HostSocket, when set, is a Unix socket path in a directory the host shares with the
 	// sandbox, served alongside the TCP port once OpenHostSocket is called (see hostSocket).
 	HostSocket string
+	// SudoSocket, when set, is where envd serves sudo requests from inside the sandbox (see
+	// package sudo) once OpenSudo is called. It must be on the sandbox's own filesystem, never
+	// in a directory the host shares.
+	SudoSocket string
+	// SudoGroup is the group whose members may use sudo (sudo.DefaultGroup when empty).
+	SudoGroup string
 }
 
 // Server is envd's HTTP handler.
@@ -49,6 +57,8 @@ type Server struct {
 	mux   *http.ServeMux
 	fs    *filesystem.Service
 	sock  *hostSocket // nil without Config.HostSocket
+	procs *process.Service
+	sudo  *sudo.Server // nil until OpenSudo
 
 	// agentSecret is the credential of the internal routes (see agentAuthorized); empty
 	// until the first /init after a boot sets it.
@@ -56,8 +66,44 @@ type Server struct {
 	agentSecret string
 }
 
-// Close stops the filesystem watchers clients created and never removed.
-func (s *Server) Close() { s.fs.Close() }
+// Close stops the filesystem watchers clients created and never removed, and the sudo
+// socket.
+func (s *Server) Close() {
+	s.fs.Close()
+	if s.sudo != nil {
+		_ = s.sudo.Close()
+	}
+}
+
+// OpenSudo starts serving sudo requests on Config.SudoSocket; it does nothing without one.
+func (s *Server) OpenSudo() error {
+	if s.cfg.SudoSocket == "" || s.sudo != nil {
+		return nil
+	}
+	srv, err := sudo.Listen(sudo.Config{
+		Path:        s.cfg.SudoSocket,
+		Group:       s.cfg.SudoGroup,
+		SandboxVars: s.env.Vars,
+		Spawn: func(cmd *exec.Cmd) (<-chan sudo.Exit, error) {
+			exited, err := s.procs.Spawn(cmd)
+			if err != nil {
+				return nil, err
+			}
+			out := make(chan sudo.Exit, 1)
+			go func() {
+				st := <-exited
+				out <- sudo.Exit{Status: st.Status, Err: st.Err}
+			}()
+			return out, nil
+		},
+		Log: s.cfg.Log,
+	})
+	if err != nil {
+		return fmt.Errorf("sudo: %w", err)
+	}
+	s.sudo = srv
+	return nil
+}
 
 // NewServer builds envd's routes.
 func NewServer(cfg Config) *Server {
@@ -70,7 +116,8 @@ func NewServer(cfg Config) *Server {
 		stats: hoststats.NewSampler("/"),
 		mux:   http.NewServeMux(),
 	}
-	procPath, procHandler := processconnect.NewProcessHandler(process.New(s.env, cfg.Log, process.Options{Reap: cfg.Reap, StallTimeout: cfg.StallTimeout}))
+	s.procs = process.New(s.env, cfg.Log, process.Options{Reap: cfg.Reap, StallTimeout: cfg.StallTimeout})
+	procPath, procHandler := processconnect.NewProcessHandler(s.procs)
 	s.fs = filesystem.New(s.env, cfg.Log)
 	fsPath, fsHandler := filesystemconnect.NewFilesystemHandler(s.fs)
 	s.mux.Handle(procPath, procHandler)

@@ -78,8 +78,12 @@ func Build(ctx context.Context, o BuildOptions) (*Template, error) {
 	removeStale(root, o.Name, log)
 
 	t, err := Open(o.DataDir, o.Name)
+	stale := err == nil && ok && t.Meta.From == "" && t.Meta.Recipe != rc.fingerprint()
+	if stale {
+		log.Info("recipe changed since the cached rootfs was built: rebuilding", "built_from", t.Meta.Recipe, "recipe", rc.fingerprint())
+	}
 	switch {
-	case err == nil && (!o.Rebuild || t.Meta.From != ""):
+	case err == nil && !stale && (!o.Rebuild || t.Meta.From != ""):
 		log.Info("using cached rootfs", "dir", t.RootFS, "built_at", t.Meta.BuiltAt)
 	case !ok:
 		return nil, fmt.Errorf("build template %s: derived template gone while building: %w", o.Name, err)
@@ -129,10 +133,16 @@ func bootstrap(ctx context.Context, o BuildOptions, rc recipe, root string, log 
 		if err := debootstrap(ctx, rc, rootfs, mirror, o.Progress); err != nil {
 			return Meta{}, err
 		}
+		if err := slim(rootfs); err != nil {
+			return Meta{}, err
+		}
+		if err := aptInstall(ctx, rootfs, rc.aptPackages, o.Progress); err != nil {
+			return Meta{}, err
+		}
 		if err := rc.configure(ctx, rootfs); err != nil {
 			return Meta{}, fmt.Errorf("configure: %w", err)
 		}
-		return Meta{Suite: rc.suite, Mirror: mirror}, nil
+		return Meta{Suite: rc.suite, Mirror: mirror, Recipe: rc.fingerprint()}, nil
 	})
 }
 
@@ -204,6 +214,35 @@ func debootstrap(ctx context.Context, rc recipe, rootfs, mirror string, progress
 			return fmt.Errorf("debootstrap: %w", ctx.Err())
 		}
 		return fmt.Errorf("debootstrap %s from %s: %w (see %s/debootstrap/debootstrap.log)", rc.suite, mirror, err, rootfs)
+	}
+	return nil
+}
+
+// aptInstall installs packages inside rootfs with its own apt (its sources name the mirror
+// debootstrap used), without recommended packages. The package lists it downloads are
+// dropped later with the other apt caches.
+func aptInstall(ctx context.Context, rootfs string, packages []string, progress io.Writer) error {
+	if len(packages) == 0 {
+		return nil
+	}
+	if progress == nil {
+		progress = io.Discard
+	}
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C")
+	for _, args := range [][]string{
+		{"apt-get", "update", "-q"},
+		append([]string{"apt-get", "install", "-q", "-y", "--no-install-recommends"}, packages...),
+	} {
+		cmd := exec.CommandContext(ctx, "chroot", append([]string{rootfs}, args...)...)
+		cmd.Env = env
+		cmd.Stdout, cmd.Stderr = progress, progress
+		killGroupOnCancel(cmd)
+		if err := cmd.Run(); err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("%s: %w", strings.Join(args, " "), ctx.Err())
+			}
+			return fmt.Errorf("%s in the rootfs: %w", strings.Join(args[:2], " "), err)
+		}
 	}
 	return nil
 }

@@ -2,6 +2,8 @@ package template
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,14 +16,37 @@ type recipe struct {
 	suite    string
 	variant  string
 	packages []string
+	// aptPackages are installed after debootstrap with apt-get inside the rootfs, without
+	// recommended packages: debootstrap's own dependency resolver is simplistic and fails on
+	// packages such as npm, whose dependencies apt resolves fine.
+	aptPackages []string
 	// configure runs after debootstrap on the finished rootfs directory.
 	configure func(ctx context.Context, rootfs string) error
+	// revision changes whenever configure does what it did not before: with the suite,
+	// variant and packages it makes the recipe's fingerprint, and a cached rootfs built
+	// from another fingerprint is rebuilt (see Build).
+	revision int
+}
+
+// fingerprint identifies what the recipe builds. It is recorded in Meta.Recipe.
+func (r recipe) fingerprint() string {
+	h := sha256.New()
+	fmt.Fprintf(h, "suite=%s\nvariant=%s\nrevision=%d\n", r.suite, r.variant, r.revision)
+	for _, p := range r.packages {
+		fmt.Fprintf(h, "package=%s\n", p)
+	}
+	for _, p := range r.aptPackages {
+		fmt.Fprintf(h, "apt=%s\n", p)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // recipes are the templates Hearth knows how to build.
 var recipes = map[string]recipe{
-	// base mirrors E2B's base template: Debian with the everyday tools, and an unprivileged
-	// default user `user` with passwordless sudo that commands run as unless told otherwise.
+	// base mirrors E2B's base template: Debian with the everyday tools, Python with pip and
+	// venv, Node.js with npm, and an unprivileged default user `user` with passwordless sudo
+	// that commands run as unless told otherwise. debootstrap installs only what packages
+	// depend on, never what they recommend, which keeps the image lean.
 	"base": {
 		suite:   "bookworm",
 		variant: "minbase",
@@ -29,7 +54,9 @@ var recipes = map[string]recipe{
 			"bash", "coreutils", "python3", "python-is-python3", "curl", "git",
 			"ca-certificates", "procps", "sudo",
 		},
-		configure: configureBase,
+		aptPackages: []string{"python3-pip", "python3-venv", "nodejs", "npm"},
+		configure:   configureBase,
+		revision:    4, // 2: envd's sudo, user in group sudo, pip.conf; 3: no docs (slim); 4: no distutils .pth
 	},
 }
 
@@ -52,15 +79,24 @@ const (
 func configureBase(ctx context.Context, rootfs string) error {
 	// useradd runs inside the rootfs so that /etc/passwd, shadow, group and the skeleton home
 	// are made by Debian's own tools, exactly as on a normal install.
+	// Membership of group sudo is what lets the user use envd's sudo (see installSudo).
 	cmd := exec.CommandContext(ctx, "chroot", rootfs, "useradd",
 		"--create-home", "--home-dir", UserHome, "--uid", fmt.Sprint(UserUID),
-		"--user-group", "--shell", "/bin/bash", UserName)
+		"--user-group", "--groups", "sudo", "--shell", "/bin/bash", UserName)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("useradd %s: %w: %s", UserName, err, strings.TrimSpace(string(out)))
 	}
+	// Debian's sudo stays installed (as /usr/bin/sudo.distrib, see installSudo) with the same
+	// policy, for VM sandboxes where set-user-ID works and someone calls it by that name.
 	sudoers := fmt.Sprintf("%s ALL=(ALL:ALL) NOPASSWD: ALL\n", UserName)
 	if err := os.WriteFile(filepath.Join(rootfs, "etc/sudoers.d/hearth-user"), []byte(sudoers), 0o440); err != nil {
 		return fmt.Errorf("sudoers: %w", err)
+	}
+	if err := installSudo(ctx, rootfs); err != nil {
+		return err
+	}
+	if err := configurePip(rootfs); err != nil {
+		return err
 	}
 	// The host's resolv.conf (which debootstrap copies in) often names a resolver on the
 	// host's loopback, unreachable from a sandbox's own network stack.

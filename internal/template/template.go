@@ -37,7 +37,10 @@ type Meta struct {
 	Name    string `json:"name"`
 	BuildID string `json:"build_id"` // random, new for every debootstrap
 	Suite   string `json:"suite"`
-	Mirror  string `json:"mirror"`
+	// Recipe is the fingerprint of the recipe the rootfs was built from; Build rebuilds a
+	// cached rootfs whose recipe has changed since.
+	Recipe string `json:"recipe,omitempty"`
+	Mirror string `json:"mirror"`
 	// BuiltAt and BuildSeconds describe the debootstrap run.
 	BuiltAt      time.Time `json:"built_at"`
 	BuildSeconds float64   `json:"build_seconds"`

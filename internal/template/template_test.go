@@ -66,8 +66,15 @@ func testTemplate(t *testing.T, envdPath string) *Template {
 		shared = "/var/lib/hearth-test"
 	}
 	data := filepath.Join(shared, "template-pkg-test")
-	if _, err := Open(data, "base"); err != nil {
-		if _, err := Open(shared, "base"); err == nil {
+	current := func(dir string) bool {
+		tpl, err := Open(dir, "base")
+		return err == nil && tpl.Meta.Recipe == recipes["base"].fingerprint()
+	}
+	if !current(data) {
+		if current(shared) {
+			if err := os.RemoveAll(Dir(data, "base")); err != nil {
+				t.Fatal(err)
+			}
 			if err := os.MkdirAll(filepath.Join(data, "templates"), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -103,7 +110,8 @@ func fakeEnvd(t *testing.T, content string) string {
 func TestBaseTemplateHasWhatE2BBaseHas(t *testing.T) {
 	tpl := testTemplate(t, fakeEnvd(t, "a"))
 	root := tpl.RootFS
-	for _, bin := range []string{"bin/bash", "usr/bin/python3", "usr/bin/curl", "usr/bin/git", "usr/bin/sudo", "bin/ps", "usr/bin/env"} {
+	for _, bin := range []string{"bin/bash", "usr/bin/python3", "usr/bin/curl", "usr/bin/git", "usr/bin/sudo", "bin/ps", "usr/bin/env",
+		"usr/bin/pip", "usr/bin/pip3", "usr/bin/node", "usr/bin/npm", "usr/bin/sudo.distrib"} {
 		if fi, err := os.Stat(filepath.Join(root, bin)); err != nil || fi.Mode()&0o111 == 0 {
 			t.Errorf("%s missing or not executable: %v", bin, err)
 		}
@@ -127,6 +135,23 @@ func TestBaseTemplateHasWhatE2BBaseHas(t *testing.T) {
 	sudo, err := os.ReadFile(filepath.Join(root, "etc/sudoers.d/hearth-user"))
 	if err != nil || !strings.Contains(string(sudo), "user ALL=(ALL:ALL) NOPASSWD: ALL") {
 		t.Errorf("passwordless sudo for user missing: %q %v", sudo, err)
+	}
+	// sudo is envd's (a set-user-ID sudo cannot work under gVisor), for the members of group
+	// sudo, user among them; Debian's is diverted aside.
+	if dst, err := os.Readlink(filepath.Join(root, "usr/bin/sudo")); err != nil || dst != "envd" {
+		t.Errorf("/usr/bin/sudo should link to envd, got %q (%v)", dst, err)
+	}
+	if group, err := os.ReadFile(filepath.Join(root, "etc/group")); err != nil || !strings.Contains(string(group), "\nsudo:x:27:user\n") {
+		t.Errorf("user is not in group sudo: %v", err)
+	}
+	if conf, err := os.ReadFile(filepath.Join(root, "etc/pip.conf")); err != nil || !strings.Contains(string(conf), "break-system-packages = true") {
+		t.Errorf("pip.conf does not let pip install outside a venv: %q %v", conf, err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "usr/lib/python3.11/ensurepip")); err != nil {
+		t.Errorf("ensurepip (python3-venv), which python3 -m venv needs, missing: %v", err)
+	}
+	if tpl.Meta.Recipe != recipes["base"].fingerprint() {
+		t.Errorf("meta records recipe %q, want %q", tpl.Meta.Recipe, recipes["base"].fingerprint())
 	}
 	if fi, err := os.Lstat(root); err != nil || !fi.IsDir() {
 		t.Errorf("rootfs must be a real directory: %v", err)
@@ -245,6 +270,29 @@ func TestDerive(t *testing.T) {
 		bad.DataDir = data
 		if _, err := Derive(ctx, bad); err == nil {
 			t.Errorf("Derive(%+v) succeeded", bad)
+		}
+	}
+}
+
+// A change to what a recipe installs or configures changes its fingerprint, which makes Build
+// rebuild cached copies (CI's and developers' caches pick up a new base that way).
+func TestRecipeFingerprint(t *testing.T) {
+	base := recipes["base"]
+	fp := base.fingerprint()
+	if fp != recipes["base"].fingerprint() {
+		t.Fatal("fingerprint is not stable")
+	}
+	changes := map[string]func(r *recipe){
+		"revision":     func(r *recipe) { r.revision++ },
+		"packages":     func(r *recipe) { r.packages = append(append([]string(nil), r.packages...), "jq") },
+		"apt packages": func(r *recipe) { r.aptPackages = r.aptPackages[1:] },
+		"suite":        func(r *recipe) { r.suite = "trixie" },
+	}
+	for name, change := range changes {
+		r := base
+		change(&r)
+		if r.fingerprint() == fp {
+			t.Errorf("changing the %s leaves the fingerprint %s", name, fp)
 		}
 	}
 }

@@ -81,21 +81,22 @@ func EnsureImage(ctx context.Context, o ImageOptions, t runtime.Template) (strin
 		return final, nil
 	}
 	start := time.Now()
-	used, err := treeBytes(t.RootFS)
+	used, entries, err := treeBytes(t.RootFS)
 	if err != nil {
 		return "", fmt.Errorf("image of %s: %w", t.RootFS, err)
 	}
 	sizeMiB := max(int64(o.MinSizeMiB), 2*used>>20+1024)
 	if o.FreeMiB > 0 {
-		sizeMiB = used>>20 + int64(o.FreeMiB) + imageSlackMiB
+		// Each entry's inode on top of ext4's default table (see mkfs) takes 256 bytes.
+		sizeMiB = used>>20 + int64(o.FreeMiB) + imageSlackMiB + entries*256>>20
 	}
 	tmp := final + ".tmp"
-	free, err := mkfs(ctx, t, tmp, sizeMiB)
+	free, err := mkfs(ctx, t, tmp, sizeMiB, entries)
 	// ext4's own metadata and the content's block rounding take what is hard to predict:
 	// measure the free space and build again once, corrected, if it is off by more than 1/32.
 	if want := int64(o.FreeMiB); err == nil && want > 0 && abs(free-want) > max(4, want/32) {
 		sizeMiB += want - free
-		free, err = mkfs(ctx, t, tmp, sizeMiB)
+		free, err = mkfs(ctx, t, tmp, sizeMiB, entries)
 	}
 	if err != nil {
 		os.Remove(tmp)
@@ -116,7 +117,11 @@ func EnsureImage(ctx context.Context, o ImageOptions, t runtime.Template) (strin
 }
 
 // mkfs writes an ext4 image of sizeMiB with t's content to path and returns its free MiB.
-func mkfs(ctx context.Context, t runtime.Template, path string, sizeMiB int64) (int64, error) {
+//
+// ext4 sizes its inode table by the disk size (one inode per 16 KiB), which a template of many
+// small files (npm's modules) outgrows in an image sized to the content plus a little free
+// space: it gets an inode for each of its entries on top of that default.
+func mkfs(ctx context.Context, t runtime.Template, path string, sizeMiB, entries int64) (int64, error) {
 	_ = os.Remove(path)
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o644)
 	if err != nil {
@@ -129,7 +134,8 @@ func mkfs(ctx context.Context, t runtime.Template, path string, sizeMiB int64) (
 	}
 	// Inode tables and the journal are zeroed now (sparse writes on a file) rather than by
 	// the guest's lazy-init thread, which would fill every sandbox's overlay with zeros.
-	if _, err := run(ctx, "", "mkfs.ext4", "-q", "-F", "-L", "hearth-root", "-m", "0",
+	inodes := entries + sizeMiB<<20/16384
+	if _, err := run(ctx, "", "mkfs.ext4", "-q", "-F", "-L", "hearth-root", "-m", "0", "-N", strconv.FormatInt(inodes, 10),
 		"-E", "lazy_itable_init=0,lazy_journal_init=0", "-d", t.RootFS, path); err != nil {
 		return 0, err
 	}
@@ -174,21 +180,27 @@ func abs(n int64) int64 {
 	return n
 }
 
-// treeBytes sums the sizes of the regular files under root.
-func treeBytes(root string) (int64, error) {
+// treeBytes estimates what the tree under root takes on ext4, every regular file and
+// directory rounded up to whole 4 KiB blocks (a template of many small files wastes much of
+// its blocks), and counts its entries.
+func treeBytes(root string) (size, entries int64, err error) {
 	var n int64
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.Type().IsRegular() {
+		entries++
+		switch {
+		case d.IsDir():
+			n += 4096
+		case d.Type().IsRegular():
 			fi, err := d.Info()
 			if err != nil {
 				return err
 			}
-			n += fi.Size()
+			n += (fi.Size() + 4095) &^ 4095
 		}
 		return nil
 	})
-	return n, err
+	return n, entries, err
 }
