@@ -1,6 +1,7 @@
 package codeinterp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -272,11 +273,11 @@ func (s *Server) fetchEnvs(token string) (map[string]string, error) {
 // stream writes NDJSON lines, flushing each, and remembers when it last wrote. After a
 // write fails (the client left) it writes nothing more.
 type stream struct {
-	w       http.ResponseWriter
-	rc      *http.ResponseController
-	last    time.Time
-	failed  bool
-	encoded []byte
+	w      http.ResponseWriter
+	rc     *http.ResponseController
+	last   time.Time
+	failed bool
+	buf    bytes.Buffer
 }
 
 func newStream(w http.ResponseWriter) *stream {
@@ -287,13 +288,15 @@ func (s *stream) write(l line) {
 	if s.failed {
 		return
 	}
-	b, err := json.Marshal(l)
-	if err != nil {
-		b, _ = json.Marshal(errorLine("SerializationError", err.Error()))
+	s.buf.Reset()
+	enc := json.NewEncoder(&s.buf) // Encode ends the line with \n
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(l); err != nil {
+		s.buf.Reset()
+		_ = enc.Encode(errorLine("SerializationError", err.Error()))
 	}
 	// One write per line: a line (and so a multi-byte character) is never split by us.
-	s.encoded = append(append(s.encoded[:0], b...), '\n')
-	if _, err := s.w.Write(s.encoded); err != nil {
+	if _, err := s.w.Write(s.buf.Bytes()); err != nil {
 		s.failed = true
 		return
 	}

@@ -68,8 +68,12 @@ type executeContent struct {
 	StopOnError     bool              `json:"stop_on_error"`
 }
 
+// execute sends stop_on_error false, unlike E2B: with true, ipykernel aborts requests that
+// reach it just after a failed one (it keeps aborting for a moment after it reports idle),
+// so the next cell would fail with ExecutionAborted. The server never queues requests in a
+// kernel (one execution per context at a time), so the flag has nothing else to stop.
 func (k *pythonKernel) execute(ctx context.Context, code string, emit func(line)) error {
-	return k.proc().run(ctx, executeContent{Code: code, StoreHistory: true, StopOnError: true, UserExpressions: map[string]string{}}, emit)
+	return k.proc().run(ctx, executeContent{Code: code, StoreHistory: true, UserExpressions: map[string]string{}}, emit)
 }
 
 // Environment code: a JSON object of strings is also a Python dict literal (Go escapes
