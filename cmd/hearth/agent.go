@@ -191,6 +191,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		return fmt.Errorf("recover: %w", err)
 	}
 	a := agent.New(mgr, conns, c.Runtime, log)
+	a.EnableTemplateBuilds(c.DataDir)
 	go func() {
 		if err := inspector.Serve(inspectLn); err != nil {
 			log.Error("egress inspector stopped", "err", err)
@@ -351,7 +352,7 @@ func templateResolver(dataDir string) sandbox.TemplateFunc {
 		if err != nil {
 			return runtime.Template{}, err
 		}
-		return runtime.Template{Name: t.Name, RootFS: t.RootFS, Version: t.Version(), DiskMiB: t.Meta.DiskMiB}, nil
+		return t.Runtime(), nil
 	}
 }
 

@@ -97,7 +97,7 @@ func openStore(ctx context.Context, c serverConfig) (store.Store, error) {
 // runControlPlane serves the API and the proxy until ctx ends.
 func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *slog.Logger, ready func(api, proxy net.Addr)) error {
 	srv := cp.New(cp.Config{Store: st, Log: log, Domain: c.Domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout,
-		LocalProxySockets: c.LocalProxySockets})
+		LocalProxySockets: c.LocalProxySockets, BuildFilesDir: filepath.Join(c.DataDir, "build-files")})
 	apiLn, proxyLn, err := listenBoth(c.APIAddr, c.ProxyAddr)
 	if err != nil {
 		return err

@@ -31,6 +31,8 @@ type Agent struct {
 	runtime string
 	log     *slog.Logger
 	stats   *hoststats.Sampler
+	// buildDataDir is where BuildTemplate builds templates; empty refuses builds.
+	buildDataDir string
 }
 
 var _ hostagentv1connect.HostAgentServiceHandler = (*Agent)(nil)

@@ -87,7 +87,12 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	if mem <= 0 {
 		mem = s.cfg.DefaultMemoryMiB
 	}
-	host, err := s.place(ctx, mem)
+	// An API-built template lives on the agent that built it.
+	tplHost, err := s.templateHost(ctx, tpl)
+	if err != nil {
+		return store.Sandbox{}, err
+	}
+	host, err := s.placeTemplate(ctx, mem, tplHost)
 	if err != nil {
 		return store.Sandbox{}, err
 	}

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -46,6 +48,9 @@ type Config struct {
 	// hop (less CPU per proxied byte); the proxy falls back to the agent's address when the
 	// socket is absent.
 	LocalProxySockets map[string]string
+	// BuildFilesDir keeps the archives uploaded for API template builds (COPY steps); empty
+	// means a directory under the system's temp dir.
+	BuildFilesDir string
 }
 
 func (c *Config) defaults() {
@@ -97,6 +102,9 @@ type Server struct {
 	// inflight is memory being placed on each host since its last heartbeat.
 	pendMu   sync.Mutex
 	inflight map[string]int64
+
+	// uploadKey signs the upload URLs of API template builds.
+	uploadKey string
 }
 
 // New returns a control plane over a store.
@@ -114,6 +122,13 @@ func New(cfg Config) *Server {
 		metricsClient: &http.Client{Transport: proxy.NewTransport(0)},
 		resuming:      map[string]*resumeCall{},
 		inflight:      map[string]int64{},
+	}
+	s.uploadKey = cfg.AgentToken
+	if s.uploadKey == "" {
+		s.uploadKey = randomToken()
+	}
+	if s.cfg.BuildFilesDir == "" {
+		s.cfg.BuildFilesDir = filepath.Join(os.TempDir(), "hearth-build-files")
 	}
 	s.proxy = proxy.New(s.resolveProxy, proxy.Options{Domain: cfg.Domain, StatusFor: proxyStatus, Log: cfg.Log})
 	return s
@@ -145,6 +160,11 @@ func (s *Server) APIHandler() http.Handler {
 	}
 	mux.Handle("GET /templates", auth(s.listTemplates))
 	mux.Handle("GET /templates/{id}", auth(s.getTemplate))
+	mux.Handle("POST /v3/templates", auth(s.requestTemplateBuild))
+	mux.Handle("GET /templates/{templateID}/files/{hash}", auth(s.templateFile))
+	mux.Handle("POST /v2/templates/{templateID}/builds/{buildID}", auth(s.startTemplateBuild))
+	mux.Handle("GET /templates/{templateID}/builds/{buildID}/status", auth(s.templateBuildStatus))
+	mux.Handle("GET /templates/aliases/{alias}", auth(s.templateAlias))
 	mux.HandleFunc("POST /hearth/v1/hosts/{id}/heartbeat", s.heartbeat)
 	mux.Handle("GET /hearth/v1/hosts", auth(s.listHosts))
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
@@ -153,7 +173,17 @@ func (s *Server) APIHandler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
-	return cors(limitBodies(mux))
+	// Build archives are large: their route is outside limitBodies (it caps its own body).
+	uploads := http.NewServeMux()
+	uploads.HandleFunc("PUT /hearth/v1/uploads/{templateID}/{hash}", s.uploadFile)
+	limited := limitBodies(mux)
+	return cors(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, "/hearth/v1/uploads/") {
+			uploads.ServeHTTP(w, r)
+			return
+		}
+		limited.ServeHTTP(w, r)
+	}))
 }
 
 // ProxyHandler serves sandbox traffic.

@@ -29,6 +29,11 @@ func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) {
 		return
 	case t.BuildID == ht.Version && t.BuildStatus == "ready" && t.DiskMiB == max(ht.DiskMiB, 0):
 		return
+	default:
+		// Templates built through the API are recorded by their builds, not by heartbeats.
+		if managed, err := s.apiManaged(ctx, t.ID); err != nil || managed {
+			return
+		}
 	}
 	t.BuildID, t.BuildStatus, t.EnvdVersion, t.UpdatedAt = ht.Version, "ready", ht.EnvdVersion, now
 	t.DiskMiB = max(ht.DiskMiB, 0)

@@ -25,6 +25,12 @@ type Template struct {
 	// DiskMiB is the disk size the template asks for its sandboxes (0: the agent's default).
 	// Drivers use Spec.DiskMiB, which the agent fills from it.
 	DiskMiB int
+	// StartCmd, when set, is started in the sandbox booted for the template snapshot, and
+	// ReadyCmd polled until it succeeds, before the checkpoint (StartSnapshotDriver); User,
+	// Workdir and Env are what both run with. Set by API builds.
+	StartCmd, ReadyCmd string
+	User, Workdir      string
+	Env                map[string]string
 }
 
 // Net is the sandbox's network slot, prepared by the caller (internal/netslot).

@@ -43,6 +43,44 @@ type Template struct {
 	UpdatedAt   time.Time
 }
 
+// Template build statuses, as E2B names them.
+const (
+	BuildWaiting  = "waiting"
+	BuildBuilding = "building"
+	BuildReady    = "ready"
+	BuildError    = "error"
+)
+
+// TemplateBuild is one build of a template made through the API.
+type TemplateBuild struct {
+	ID         string // UUID
+	TemplateID string
+	TeamID     string
+	Status     string // BuildWaiting, BuildBuilding, BuildReady, BuildError
+	HostID     string // the agent that builds it, once started
+	// Recipe is the build's start request as received (JSON), empty while waiting.
+	Recipe string
+	// Reason and ReasonStep say why a build failed: the message and "base", "finalize" or
+	// the 1-based step number.
+	Reason, ReasonStep string
+	CPUs               int
+	MemoryMiB          int
+	// Version is the built template's version on its host, once ready.
+	Version    string
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+	FinishedAt time.Time // zero until ready or error
+}
+
+// BuildLogEntry is one line of a build's log; Seq counts from 0 in each build.
+type BuildLogEntry struct {
+	Seq     int
+	Time    time.Time
+	Level   string
+	Step    string
+	Message string
+}
+
 // Sandbox states as the control plane records them. Transitional states exist so that an
 // operation in flight is visible to every replica.
 const (
@@ -152,6 +190,19 @@ type Store interface {
 	Template(ctx context.Context, idOrAlias string) (Template, error)
 	ListTemplates(ctx context.Context) ([]Template, error)
 	DeleteTemplate(ctx context.Context, id string) error
+
+	// CreateTemplateBuild records a new build; ErrConflict on a duplicate ID.
+	CreateTemplateBuild(ctx context.Context, b TemplateBuild) error
+	TemplateBuild(ctx context.Context, id string) (TemplateBuild, error)
+	// UpdateTemplateBuild reads the build, applies fn and writes it back atomically; if fn
+	// returns an error nothing is written and that error is returned.
+	UpdateTemplateBuild(ctx context.Context, id string, fn func(*TemplateBuild) error) (TemplateBuild, error)
+	// ListTemplateBuilds returns a template's builds, newest first.
+	ListTemplateBuilds(ctx context.Context, templateID string) ([]TemplateBuild, error)
+	// AppendBuildLogs adds entries to a build's log (ErrConflict if a Seq exists).
+	AppendBuildLogs(ctx context.Context, buildID string, entries []BuildLogEntry) error
+	// BuildLogs returns up to limit entries of a build's log from Seq offset on.
+	BuildLogs(ctx context.Context, buildID string, offset, limit int) ([]BuildLogEntry, error)
 
 	CreateSandbox(ctx context.Context, s Sandbox) error // ErrConflict on a duplicate ID
 	Sandbox(ctx context.Context, id string) (Sandbox, error)

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/hearthsh/hearth/internal/runtime"
 )
 
 // EnvdPath is where envd lives inside every template's root filesystem.
@@ -51,6 +53,16 @@ type Meta struct {
 	// DiskMiB is the disk size of the template's sandboxes (`hearth template build
 	// --disk-mib`); 0 leaves it to the agent's --default-disk-mib.
 	DiskMiB int `json:"disk_mib,omitempty"`
+	// User, Workdir and Env are the final context of an API build (E2B Template SDK): the
+	// default user and working directory of its sandboxes (empty: the agent's defaults) and
+	// the variables its steps set, which its sandboxes get too.
+	User    string            `json:"user,omitempty"`
+	Workdir string            `json:"workdir,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	// StartCmd runs in the template's sandbox once, before its start snapshot is taken,
+	// after ReadyCmd succeeds; sandboxes restored from that snapshot find it running.
+	StartCmd string `json:"start_cmd,omitempty"`
+	ReadyCmd string `json:"ready_cmd,omitempty"`
 }
 
 // Version identifies the exact content of a template: it changes when the rootfs is rebuilt
@@ -61,6 +73,14 @@ func (t *Template) Version() string {
 		h = h[:16]
 	}
 	return t.Meta.BuildID + "-" + h
+}
+
+// Runtime is what a runtime driver needs to boot the template.
+func (t *Template) Runtime() runtime.Template {
+	return runtime.Template{
+		Name: t.Name, RootFS: t.RootFS, Version: t.Version(), DiskMiB: t.Meta.DiskMiB,
+		StartCmd: t.Meta.StartCmd, ReadyCmd: t.Meta.ReadyCmd, User: t.Meta.User, Workdir: t.Meta.Workdir, Env: t.Meta.Env,
+	}
 }
 
 // Dir returns the cache directory of template name under dataDir.

@@ -110,6 +110,10 @@ type record struct {
 	// reaches envd there to finish the pause (see Recover).
 	SlotAddr  netip.Addr `json:"slotAddr,omitzero"`
 	SlotNetns string     `json:"slotNetns,omitempty"`
+	// User and Workdir are the template's default user and working directory (API builds);
+	// empty means the agent's.
+	User    string `json:"user,omitempty"`
+	Workdir string `json:"workdir,omitempty"`
 
 	slot *netslot.Slot
 	envd *envdClient
@@ -284,6 +288,13 @@ func (m *Manager) Quarantined() []Quarantined {
 	return slices.Clone(m.quarantined)
 }
 
+// StartSnapshots reports whether the driver boots templates with a start command into a
+// snapshot with it running (runtime.StartSnapshotDriver).
+func (m *Manager) StartSnapshots() bool {
+	d, ok := m.cfg.Driver.(runtime.StartSnapshotDriver)
+	return ok && d.StartSnapshots()
+}
+
 // Create boots a sandbox and returns once envd is initialised. Creating an ID that exists
 // returns the existing sandbox's info if it matches, so a retried create is harmless.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
@@ -309,9 +320,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 			CreatedAt: time.Now().UTC(), Metadata: maps.Clone(req.Metadata), Egress: req.Egress,
 			EgressDomains: slices.Clone(req.EgressDomains),
 		},
-		EnvVars:     maps.Clone(req.EnvVars),
+		EnvVars:     withTemplateEnv(tpl.Env, req.EnvVars),
 		AccessToken: req.AccessToken,
 		EnvdSecret:  newEnvdSecret(),
+		User:        tpl.User,
+		Workdir:     tpl.Workdir,
 	}
 	m.mu.Lock()
 	if existing, ok := m.sandboxes[req.ID]; ok {
@@ -581,10 +594,29 @@ func (m *Manager) initEnvd(ctx context.Context, rec *record, presented, presente
 		DefaultWorkdir: m.cfg.DefaultWorkdir,
 		AgentSecret:    rec.EnvdSecret,
 	}
+	if rec.User != "" && rec.User != m.cfg.DefaultUser {
+		req.DefaultUser, req.DefaultWorkdir = rec.User, "/home/"+rec.User
+		if rec.User == "root" {
+			req.DefaultWorkdir = "/root"
+		}
+	}
+	if rec.Workdir != "" {
+		req.DefaultWorkdir = rec.Workdir
+	}
 	if err := rec.envd.init(ictx, req, presented, presentedSecret); err != nil {
 		return fmt.Errorf("initialise envd: %w", err)
 	}
 	return nil
+}
+
+// withTemplateEnv is the template's variables with the create request's on top.
+func withTemplateEnv(tpl, req map[string]string) map[string]string {
+	if len(tpl) == 0 {
+		return maps.Clone(req)
+	}
+	env := maps.Clone(tpl)
+	maps.Copy(env, req)
+	return env
 }
 
 // teardown destroys the runtime side and the slot of a sandbox; errors are joined.

@@ -69,6 +69,9 @@ type Config struct {
 	CreateMode CreateMode
 	// Debug makes runsc write debug logs to <sandbox dir>/debug/.
 	Debug bool
+	// ReadyTimeout bounds the wait for a template's ready command when its start snapshot is
+	// taken; 0 means runtime.DefaultReadyTimeout.
+	ReadyTimeout time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -148,7 +151,9 @@ func (d *Driver) Create(ctx context.Context, s runtime.Spec) (err error) {
 		}
 	}()
 	mode := "cold"
-	if d.cfg.CreateMode == CreateRestore {
+	// A template with a start command is always restored from its start snapshot: that is
+	// where its server runs.
+	if d.cfg.CreateMode == CreateRestore || s.Template.StartCmd != "" {
 		mode = "restore"
 		img, booted, err := d.templateSnapshot(ctx, s, bundle)
 		if err != nil {

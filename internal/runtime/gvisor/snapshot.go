@@ -52,6 +52,11 @@ func (d *Driver) templateSnapshot(ctx context.Context, s runtime.Spec, bundle st
 	if err := d.boot(ctx, s, bundle); err != nil {
 		return "", false, err
 	}
+	// An API-built template's start command runs now, so every sandbox restored from the
+	// image finds its server up and ready.
+	if err := runtime.RunStartCommand(ctx, s.EnvdAddr(), s.Template, d.cfg.ReadyTimeout); err != nil {
+		return "", false, fmt.Errorf("template snapshot %s: %w", s.Template.Name, err)
+	}
 	if err := d.freezeEnvd(ctx, s); err != nil {
 		d.thawEnvd(context.WithoutCancel(ctx), s)
 		return "", false, fmt.Errorf("template snapshot %s: %w", s.Template.Name, err)
@@ -98,6 +103,12 @@ func (d *Driver) snapshotKey(s runtime.Spec) (string, error) {
 	fmt.Fprintf(h, "\x00%s\x00%d\x00%d\x00%d", d.runsc.platform, fi.Size(), fi.ModTime().UnixNano(), s.DiskMiB)
 	return s.Template.Version + "-" + hex.EncodeToString(h.Sum(nil))[:12], nil
 }
+
+var _ runtime.StartSnapshotDriver = (*Driver)(nil)
+
+// StartSnapshots implements runtime.StartSnapshotDriver: templateSnapshot runs the start
+// command before it checkpoints.
+func (d *Driver) StartSnapshots() bool { return true }
 
 func snapshotComplete(img string) bool {
 	_, err := os.Stat(filepath.Join(img, "checkpoint.img"))

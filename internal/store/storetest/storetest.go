@@ -27,6 +27,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"APIKeys", testAPIKeys},
 		{"Templates", testTemplates},
 		{"TemplateAliasConflict", testTemplateAliasConflict},
+		{"TemplateBuilds", testTemplateBuilds},
 		{"SandboxCRUD", testSandboxCRUD},
 		{"UpdateSandbox", testUpdateSandbox},
 		{"UpdateSandboxAtomic", testUpdateSandboxAtomic},

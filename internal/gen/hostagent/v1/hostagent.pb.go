@@ -1305,6 +1305,439 @@ func (x *ForkResult) GetError() string {
 	return ""
 }
 
+type BuildTemplateRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// template_id names the template on this host (its directory); from_template the built
+	// template it starts from.
+	TemplateId   string       `protobuf:"bytes,1,opt,name=template_id,json=templateId,proto3" json:"template_id,omitempty"`
+	FromTemplate string       `protobuf:"bytes,2,opt,name=from_template,json=fromTemplate,proto3" json:"from_template,omitempty"`
+	Steps        []*BuildStep `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	StartCmd     string       `protobuf:"bytes,4,opt,name=start_cmd,json=startCmd,proto3" json:"start_cmd,omitempty"`
+	ReadyCmd     string       `protobuf:"bytes,5,opt,name=ready_cmd,json=readyCmd,proto3" json:"ready_cmd,omitempty"`
+	// files are the uploaded COPY archives (tar or tar.gz), by files hash.
+	Files []*BuildFile `protobuf:"bytes,6,rep,name=files,proto3" json:"files,omitempty"`
+	// cpus, memory_mib and disk_mib size the sandbox booted for the start snapshot.
+	Cpus      uint32 `protobuf:"varint,7,opt,name=cpus,proto3" json:"cpus,omitempty"`
+	MemoryMib uint32 `protobuf:"varint,8,opt,name=memory_mib,json=memoryMib,proto3" json:"memory_mib,omitempty"`
+	DiskMib   uint32 `protobuf:"varint,9,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
+	// ready_timeout_seconds bounds the wait for the ready command; 0 means 10 minutes.
+	ReadyTimeoutSeconds uint32 `protobuf:"varint,10,opt,name=ready_timeout_seconds,json=readyTimeoutSeconds,proto3" json:"ready_timeout_seconds,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *BuildTemplateRequest) Reset() {
+	*x = BuildTemplateRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildTemplateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildTemplateRequest) ProtoMessage() {}
+
+func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildTemplateRequest.ProtoReflect.Descriptor instead.
+func (*BuildTemplateRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *BuildTemplateRequest) GetTemplateId() string {
+	if x != nil {
+		return x.TemplateId
+	}
+	return ""
+}
+
+func (x *BuildTemplateRequest) GetFromTemplate() string {
+	if x != nil {
+		return x.FromTemplate
+	}
+	return ""
+}
+
+func (x *BuildTemplateRequest) GetSteps() []*BuildStep {
+	if x != nil {
+		return x.Steps
+	}
+	return nil
+}
+
+func (x *BuildTemplateRequest) GetStartCmd() string {
+	if x != nil {
+		return x.StartCmd
+	}
+	return ""
+}
+
+func (x *BuildTemplateRequest) GetReadyCmd() string {
+	if x != nil {
+		return x.ReadyCmd
+	}
+	return ""
+}
+
+func (x *BuildTemplateRequest) GetFiles() []*BuildFile {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *BuildTemplateRequest) GetCpus() uint32 {
+	if x != nil {
+		return x.Cpus
+	}
+	return 0
+}
+
+func (x *BuildTemplateRequest) GetMemoryMib() uint32 {
+	if x != nil {
+		return x.MemoryMib
+	}
+	return 0
+}
+
+func (x *BuildTemplateRequest) GetDiskMib() uint32 {
+	if x != nil {
+		return x.DiskMib
+	}
+	return 0
+}
+
+func (x *BuildTemplateRequest) GetReadyTimeoutSeconds() uint32 {
+	if x != nil {
+		return x.ReadyTimeoutSeconds
+	}
+	return 0
+}
+
+type BuildStep struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Args          []string               `protobuf:"bytes,2,rep,name=args,proto3" json:"args,omitempty"`
+	FilesHash     string                 `protobuf:"bytes,3,opt,name=files_hash,json=filesHash,proto3" json:"files_hash,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildStep) Reset() {
+	*x = BuildStep{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildStep) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildStep) ProtoMessage() {}
+
+func (x *BuildStep) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildStep.ProtoReflect.Descriptor instead.
+func (*BuildStep) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *BuildStep) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *BuildStep) GetArgs() []string {
+	if x != nil {
+		return x.Args
+	}
+	return nil
+}
+
+func (x *BuildStep) GetFilesHash() string {
+	if x != nil {
+		return x.FilesHash
+	}
+	return ""
+}
+
+type BuildFile struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Hash          string                 `protobuf:"bytes,1,opt,name=hash,proto3" json:"hash,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildFile) Reset() {
+	*x = BuildFile{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildFile) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildFile) ProtoMessage() {}
+
+func (x *BuildFile) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildFile.ProtoReflect.Descriptor instead.
+func (*BuildFile) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *BuildFile) GetHash() string {
+	if x != nil {
+		return x.Hash
+	}
+	return ""
+}
+
+func (x *BuildFile) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+type BuildLogEntry struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	Level     string                 `protobuf:"bytes,2,opt,name=level,proto3" json:"level,omitempty"`
+	Message   string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	// step is "base", "finalize" or the 1-based step number.
+	Step          string `protobuf:"bytes,4,opt,name=step,proto3" json:"step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildLogEntry) Reset() {
+	*x = BuildLogEntry{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildLogEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildLogEntry) ProtoMessage() {}
+
+func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildLogEntry.ProtoReflect.Descriptor instead.
+func (*BuildLogEntry) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BuildLogEntry) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *BuildLogEntry) GetLevel() string {
+	if x != nil {
+		return x.Level
+	}
+	return ""
+}
+
+func (x *BuildLogEntry) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *BuildLogEntry) GetStep() string {
+	if x != nil {
+		return x.Step
+	}
+	return ""
+}
+
+type BuildTemplateResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every message but the last carries one log entry; the last carries result.
+	Log           *BuildLogEntry `protobuf:"bytes,1,opt,name=log,proto3" json:"log,omitempty"`
+	Result        *BuildResult   `protobuf:"bytes,2,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildTemplateResponse) Reset() {
+	*x = BuildTemplateResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildTemplateResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildTemplateResponse) ProtoMessage() {}
+
+func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildTemplateResponse.ProtoReflect.Descriptor instead.
+func (*BuildTemplateResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BuildTemplateResponse) GetLog() *BuildLogEntry {
+	if x != nil {
+		return x.Log
+	}
+	return nil
+}
+
+func (x *BuildTemplateResponse) GetResult() *BuildResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+type BuildResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// error is empty on success; error_step names the phase or step that failed.
+	Error     string `protobuf:"bytes,1,opt,name=error,proto3" json:"error,omitempty"`
+	ErrorStep string `protobuf:"bytes,2,opt,name=error_step,json=errorStep,proto3" json:"error_step,omitempty"`
+	// version is the built template's version, as heartbeats report it.
+	Version       string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	EnvdVersion   string `protobuf:"bytes,4,opt,name=envd_version,json=envdVersion,proto3" json:"envd_version,omitempty"`
+	DiskMib       uint32 `protobuf:"varint,5,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildResult) Reset() {
+	*x = BuildResult{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildResult) ProtoMessage() {}
+
+func (x *BuildResult) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
+func (*BuildResult) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *BuildResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *BuildResult) GetErrorStep() string {
+	if x != nil {
+		return x.ErrorStep
+	}
+	return ""
+}
+
+func (x *BuildResult) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *BuildResult) GetEnvdVersion() string {
+	if x != nil {
+		return x.EnvdVersion
+	}
+	return ""
+}
+
+func (x *BuildResult) GetDiskMib() uint32 {
+	if x != nil {
+		return x.DiskMib
+	}
+	return 0
+}
+
 var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_hostagent_v1_hostagent_proto_rawDesc = "" +
@@ -1412,7 +1845,44 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\n" +
 	"ForkResult\x12/\n" +
 	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\x12\x14\n" +
-	"\x05error\x18\x02 \x01(\tR\x05error*\xa5\x01\n" +
+	"\x05error\x18\x02 \x01(\tR\x05error\"\xf6\x02\n" +
+	"\x14BuildTemplateRequest\x12\x1f\n" +
+	"\vtemplate_id\x18\x01 \x01(\tR\n" +
+	"templateId\x12#\n" +
+	"\rfrom_template\x18\x02 \x01(\tR\ffromTemplate\x12-\n" +
+	"\x05steps\x18\x03 \x03(\v2\x17.hostagent.v1.BuildStepR\x05steps\x12\x1b\n" +
+	"\tstart_cmd\x18\x04 \x01(\tR\bstartCmd\x12\x1b\n" +
+	"\tready_cmd\x18\x05 \x01(\tR\breadyCmd\x12-\n" +
+	"\x05files\x18\x06 \x03(\v2\x17.hostagent.v1.BuildFileR\x05files\x12\x12\n" +
+	"\x04cpus\x18\a \x01(\rR\x04cpus\x12\x1d\n" +
+	"\n" +
+	"memory_mib\x18\b \x01(\rR\tmemoryMib\x12\x19\n" +
+	"\bdisk_mib\x18\t \x01(\rR\adiskMib\x122\n" +
+	"\x15ready_timeout_seconds\x18\n" +
+	" \x01(\rR\x13readyTimeoutSeconds\"R\n" +
+	"\tBuildStep\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
+	"\x04args\x18\x02 \x03(\tR\x04args\x12\x1d\n" +
+	"\n" +
+	"files_hash\x18\x03 \x01(\tR\tfilesHash\"3\n" +
+	"\tBuildFile\x12\x12\n" +
+	"\x04hash\x18\x01 \x01(\tR\x04hash\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\x8d\x01\n" +
+	"\rBuildLogEntry\x128\n" +
+	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\x14\n" +
+	"\x05level\x18\x02 \x01(\tR\x05level\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\tR\x04step\"y\n" +
+	"\x15BuildTemplateResponse\x12-\n" +
+	"\x03log\x18\x01 \x01(\v2\x1b.hostagent.v1.BuildLogEntryR\x03log\x121\n" +
+	"\x06result\x18\x02 \x01(\v2\x19.hostagent.v1.BuildResultR\x06result\"\x9a\x01\n" +
+	"\vBuildResult\x12\x14\n" +
+	"\x05error\x18\x01 \x01(\tR\x05error\x12\x1d\n" +
+	"\n" +
+	"error_step\x18\x02 \x01(\tR\terrorStep\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12!\n" +
+	"\fenvd_version\x18\x04 \x01(\tR\venvdVersion\x12\x19\n" +
+	"\bdisk_mib\x18\x05 \x01(\rR\adiskMib*\xa5\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSTATE_STARTING\x10\x01\x12\x11\n" +
@@ -1421,7 +1891,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fSTATE_PAUSED\x10\x04\x12\x12\n" +
 	"\x0eSTATE_RESUMING\x10\x05\x12\x12\n" +
 	"\x0eSTATE_STOPPING\x10\x06\x12\x11\n" +
-	"\rSTATE_STOPPED\x10\a2\xf0\x04\n" +
+	"\rSTATE_STOPPED\x10\a2\xcc\x05\n" +
 	"\x10HostAgentService\x12C\n" +
 	"\x06Create\x12\x1b.hostagent.v1.CreateRequest\x1a\x1c.hostagent.v1.CreateResponse\x12:\n" +
 	"\x03Get\x12\x18.hostagent.v1.GetRequest\x1a\x19.hostagent.v1.GetResponse\x12=\n" +
@@ -1431,7 +1901,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x06Resume\x12\x1b.hostagent.v1.ResumeRequest\x1a\x1c.hostagent.v1.ResumeResponse\x12@\n" +
 	"\x05Stats\x12\x1a.hostagent.v1.StatsRequest\x1a\x1b.hostagent.v1.StatsResponse\x12L\n" +
 	"\tSetEgress\x12\x1e.hostagent.v1.SetEgressRequest\x1a\x1f.hostagent.v1.SetEgressResponse\x12=\n" +
-	"\x04Fork\x12\x19.hostagent.v1.ForkRequest\x1a\x1a.hostagent.v1.ForkResponseBBZ@github.com/hearthsh/hearth/internal/gen/hostagent/v1;hostagentv1b\x06proto3"
+	"\x04Fork\x12\x19.hostagent.v1.ForkRequest\x1a\x1a.hostagent.v1.ForkResponse\x12Z\n" +
+	"\rBuildTemplate\x12\".hostagent.v1.BuildTemplateRequest\x1a#.hostagent.v1.BuildTemplateResponse0\x01BBZ@github.com/hearthsh/hearth/internal/gen/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -1446,7 +1917,7 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(State)(0),                    // 0: hostagent.v1.State
 	(*Sandbox)(nil),               // 1: hostagent.v1.Sandbox
@@ -1471,20 +1942,26 @@ var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*ForkChild)(nil),             // 20: hostagent.v1.ForkChild
 	(*ForkResponse)(nil),          // 21: hostagent.v1.ForkResponse
 	(*ForkResult)(nil),            // 22: hostagent.v1.ForkResult
-	nil,                           // 23: hostagent.v1.Sandbox.MetadataEntry
-	nil,                           // 24: hostagent.v1.CreateRequest.EnvVarsEntry
-	nil,                           // 25: hostagent.v1.CreateRequest.MetadataEntry
-	nil,                           // 26: hostagent.v1.ForkChild.EnvVarsEntry
-	nil,                           // 27: hostagent.v1.ForkChild.MetadataEntry
-	(*timestamppb.Timestamp)(nil), // 28: google.protobuf.Timestamp
+	(*BuildTemplateRequest)(nil),  // 23: hostagent.v1.BuildTemplateRequest
+	(*BuildStep)(nil),             // 24: hostagent.v1.BuildStep
+	(*BuildFile)(nil),             // 25: hostagent.v1.BuildFile
+	(*BuildLogEntry)(nil),         // 26: hostagent.v1.BuildLogEntry
+	(*BuildTemplateResponse)(nil), // 27: hostagent.v1.BuildTemplateResponse
+	(*BuildResult)(nil),           // 28: hostagent.v1.BuildResult
+	nil,                           // 29: hostagent.v1.Sandbox.MetadataEntry
+	nil,                           // 30: hostagent.v1.CreateRequest.EnvVarsEntry
+	nil,                           // 31: hostagent.v1.CreateRequest.MetadataEntry
+	nil,                           // 32: hostagent.v1.ForkChild.EnvVarsEntry
+	nil,                           // 33: hostagent.v1.ForkChild.MetadataEntry
+	(*timestamppb.Timestamp)(nil), // 34: google.protobuf.Timestamp
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.State
-	28, // 1: hostagent.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
-	23, // 2: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
+	34, // 1: hostagent.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
+	29, // 2: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
 	3,  // 3: hostagent.v1.Sandbox.egress:type_name -> hostagent.v1.Egress
-	24, // 4: hostagent.v1.CreateRequest.env_vars:type_name -> hostagent.v1.CreateRequest.EnvVarsEntry
-	25, // 5: hostagent.v1.CreateRequest.metadata:type_name -> hostagent.v1.CreateRequest.MetadataEntry
+	30, // 4: hostagent.v1.CreateRequest.env_vars:type_name -> hostagent.v1.CreateRequest.EnvVarsEntry
+	31, // 5: hostagent.v1.CreateRequest.metadata:type_name -> hostagent.v1.CreateRequest.MetadataEntry
 	3,  // 6: hostagent.v1.CreateRequest.egress:type_name -> hostagent.v1.Egress
 	1,  // 7: hostagent.v1.CreateResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	1,  // 8: hostagent.v1.GetResponse.sandbox:type_name -> hostagent.v1.Sandbox
@@ -1494,33 +1971,40 @@ var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	3,  // 12: hostagent.v1.SetEgressRequest.egress:type_name -> hostagent.v1.Egress
 	1,  // 13: hostagent.v1.SetEgressResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	20, // 14: hostagent.v1.ForkRequest.children:type_name -> hostagent.v1.ForkChild
-	26, // 15: hostagent.v1.ForkChild.env_vars:type_name -> hostagent.v1.ForkChild.EnvVarsEntry
-	27, // 16: hostagent.v1.ForkChild.metadata:type_name -> hostagent.v1.ForkChild.MetadataEntry
+	32, // 15: hostagent.v1.ForkChild.env_vars:type_name -> hostagent.v1.ForkChild.EnvVarsEntry
+	33, // 16: hostagent.v1.ForkChild.metadata:type_name -> hostagent.v1.ForkChild.MetadataEntry
 	22, // 17: hostagent.v1.ForkResponse.results:type_name -> hostagent.v1.ForkResult
 	1,  // 18: hostagent.v1.ForkResult.sandbox:type_name -> hostagent.v1.Sandbox
-	2,  // 19: hostagent.v1.HostAgentService.Create:input_type -> hostagent.v1.CreateRequest
-	5,  // 20: hostagent.v1.HostAgentService.Get:input_type -> hostagent.v1.GetRequest
-	7,  // 21: hostagent.v1.HostAgentService.List:input_type -> hostagent.v1.ListRequest
-	9,  // 22: hostagent.v1.HostAgentService.Destroy:input_type -> hostagent.v1.DestroyRequest
-	11, // 23: hostagent.v1.HostAgentService.Pause:input_type -> hostagent.v1.PauseRequest
-	13, // 24: hostagent.v1.HostAgentService.Resume:input_type -> hostagent.v1.ResumeRequest
-	15, // 25: hostagent.v1.HostAgentService.Stats:input_type -> hostagent.v1.StatsRequest
-	17, // 26: hostagent.v1.HostAgentService.SetEgress:input_type -> hostagent.v1.SetEgressRequest
-	19, // 27: hostagent.v1.HostAgentService.Fork:input_type -> hostagent.v1.ForkRequest
-	4,  // 28: hostagent.v1.HostAgentService.Create:output_type -> hostagent.v1.CreateResponse
-	6,  // 29: hostagent.v1.HostAgentService.Get:output_type -> hostagent.v1.GetResponse
-	8,  // 30: hostagent.v1.HostAgentService.List:output_type -> hostagent.v1.ListResponse
-	10, // 31: hostagent.v1.HostAgentService.Destroy:output_type -> hostagent.v1.DestroyResponse
-	12, // 32: hostagent.v1.HostAgentService.Pause:output_type -> hostagent.v1.PauseResponse
-	14, // 33: hostagent.v1.HostAgentService.Resume:output_type -> hostagent.v1.ResumeResponse
-	16, // 34: hostagent.v1.HostAgentService.Stats:output_type -> hostagent.v1.StatsResponse
-	18, // 35: hostagent.v1.HostAgentService.SetEgress:output_type -> hostagent.v1.SetEgressResponse
-	21, // 36: hostagent.v1.HostAgentService.Fork:output_type -> hostagent.v1.ForkResponse
-	28, // [28:37] is the sub-list for method output_type
-	19, // [19:28] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	24, // 19: hostagent.v1.BuildTemplateRequest.steps:type_name -> hostagent.v1.BuildStep
+	25, // 20: hostagent.v1.BuildTemplateRequest.files:type_name -> hostagent.v1.BuildFile
+	34, // 21: hostagent.v1.BuildLogEntry.timestamp:type_name -> google.protobuf.Timestamp
+	26, // 22: hostagent.v1.BuildTemplateResponse.log:type_name -> hostagent.v1.BuildLogEntry
+	28, // 23: hostagent.v1.BuildTemplateResponse.result:type_name -> hostagent.v1.BuildResult
+	2,  // 24: hostagent.v1.HostAgentService.Create:input_type -> hostagent.v1.CreateRequest
+	5,  // 25: hostagent.v1.HostAgentService.Get:input_type -> hostagent.v1.GetRequest
+	7,  // 26: hostagent.v1.HostAgentService.List:input_type -> hostagent.v1.ListRequest
+	9,  // 27: hostagent.v1.HostAgentService.Destroy:input_type -> hostagent.v1.DestroyRequest
+	11, // 28: hostagent.v1.HostAgentService.Pause:input_type -> hostagent.v1.PauseRequest
+	13, // 29: hostagent.v1.HostAgentService.Resume:input_type -> hostagent.v1.ResumeRequest
+	15, // 30: hostagent.v1.HostAgentService.Stats:input_type -> hostagent.v1.StatsRequest
+	17, // 31: hostagent.v1.HostAgentService.SetEgress:input_type -> hostagent.v1.SetEgressRequest
+	19, // 32: hostagent.v1.HostAgentService.Fork:input_type -> hostagent.v1.ForkRequest
+	23, // 33: hostagent.v1.HostAgentService.BuildTemplate:input_type -> hostagent.v1.BuildTemplateRequest
+	4,  // 34: hostagent.v1.HostAgentService.Create:output_type -> hostagent.v1.CreateResponse
+	6,  // 35: hostagent.v1.HostAgentService.Get:output_type -> hostagent.v1.GetResponse
+	8,  // 36: hostagent.v1.HostAgentService.List:output_type -> hostagent.v1.ListResponse
+	10, // 37: hostagent.v1.HostAgentService.Destroy:output_type -> hostagent.v1.DestroyResponse
+	12, // 38: hostagent.v1.HostAgentService.Pause:output_type -> hostagent.v1.PauseResponse
+	14, // 39: hostagent.v1.HostAgentService.Resume:output_type -> hostagent.v1.ResumeResponse
+	16, // 40: hostagent.v1.HostAgentService.Stats:output_type -> hostagent.v1.StatsResponse
+	18, // 41: hostagent.v1.HostAgentService.SetEgress:output_type -> hostagent.v1.SetEgressResponse
+	21, // 42: hostagent.v1.HostAgentService.Fork:output_type -> hostagent.v1.ForkResponse
+	27, // 43: hostagent.v1.HostAgentService.BuildTemplate:output_type -> hostagent.v1.BuildTemplateResponse
+	34, // [34:44] is the sub-list for method output_type
+	24, // [24:34] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_hostagent_proto_init() }
@@ -1534,7 +2018,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   27,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -55,6 +55,9 @@ const (
 	HostAgentServiceSetEgressProcedure = "/hostagent.v1.HostAgentService/SetEgress"
 	// HostAgentServiceForkProcedure is the fully-qualified name of the HostAgentService's Fork RPC.
 	HostAgentServiceForkProcedure = "/hostagent.v1.HostAgentService/Fork"
+	// HostAgentServiceBuildTemplateProcedure is the fully-qualified name of the HostAgentService's
+	// BuildTemplate RPC.
+	HostAgentServiceBuildTemplateProcedure = "/hostagent.v1.HostAgentService/BuildTemplate"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -79,6 +82,12 @@ type HostAgentServiceClient interface {
 	// environment and the parent's outbound policy. Drivers that cannot fork answer
 	// UNIMPLEMENTED.
 	Fork(context.Context, *connect.Request[v1.ForkRequest]) (*connect.Response[v1.ForkResponse], error)
+	// BuildTemplate builds a template on this host from E2B Template SDK steps, streaming its
+	// log lines and ending with one message that carries the result. When the recipe has a
+	// start command, the template is booted once at the end, the start command run and the
+	// ready command polled, and the snapshot its sandboxes restore from is taken then. A
+	// failed build leaves the previous build of that template in place.
+	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -146,20 +155,27 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("Fork")),
 			connect.WithClientOptions(opts...),
 		),
+		buildTemplate: connect.NewClient[v1.BuildTemplateRequest, v1.BuildTemplateResponse](
+			httpClient,
+			baseURL+HostAgentServiceBuildTemplateProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // hostAgentServiceClient implements HostAgentServiceClient.
 type hostAgentServiceClient struct {
-	create    *connect.Client[v1.CreateRequest, v1.CreateResponse]
-	get       *connect.Client[v1.GetRequest, v1.GetResponse]
-	list      *connect.Client[v1.ListRequest, v1.ListResponse]
-	destroy   *connect.Client[v1.DestroyRequest, v1.DestroyResponse]
-	pause     *connect.Client[v1.PauseRequest, v1.PauseResponse]
-	resume    *connect.Client[v1.ResumeRequest, v1.ResumeResponse]
-	stats     *connect.Client[v1.StatsRequest, v1.StatsResponse]
-	setEgress *connect.Client[v1.SetEgressRequest, v1.SetEgressResponse]
-	fork      *connect.Client[v1.ForkRequest, v1.ForkResponse]
+	create        *connect.Client[v1.CreateRequest, v1.CreateResponse]
+	get           *connect.Client[v1.GetRequest, v1.GetResponse]
+	list          *connect.Client[v1.ListRequest, v1.ListResponse]
+	destroy       *connect.Client[v1.DestroyRequest, v1.DestroyResponse]
+	pause         *connect.Client[v1.PauseRequest, v1.PauseResponse]
+	resume        *connect.Client[v1.ResumeRequest, v1.ResumeResponse]
+	stats         *connect.Client[v1.StatsRequest, v1.StatsResponse]
+	setEgress     *connect.Client[v1.SetEgressRequest, v1.SetEgressResponse]
+	fork          *connect.Client[v1.ForkRequest, v1.ForkResponse]
+	buildTemplate *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
 }
 
 // Create calls hostagent.v1.HostAgentService.Create.
@@ -207,6 +223,11 @@ func (c *hostAgentServiceClient) Fork(ctx context.Context, req *connect.Request[
 	return c.fork.CallUnary(ctx, req)
 }
 
+// BuildTemplate calls hostagent.v1.HostAgentService.BuildTemplate.
+func (c *hostAgentServiceClient) BuildTemplate(ctx context.Context, req *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error) {
+	return c.buildTemplate.CallServerStream(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// Create boots a sandbox from a template and returns once envd answers.
@@ -229,6 +250,12 @@ type HostAgentServiceHandler interface {
 	// environment and the parent's outbound policy. Drivers that cannot fork answer
 	// UNIMPLEMENTED.
 	Fork(context.Context, *connect.Request[v1.ForkRequest]) (*connect.Response[v1.ForkResponse], error)
+	// BuildTemplate builds a template on this host from E2B Template SDK steps, streaming its
+	// log lines and ending with one message that carries the result. When the recipe has a
+	// start command, the template is booted once at the end, the start command run and the
+	// ready command polled, and the snapshot its sandboxes restore from is taken then. A
+	// failed build leaves the previous build of that template in place.
+	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -292,6 +319,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("Fork")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceBuildTemplateHandler := connect.NewServerStreamHandler(
+		HostAgentServiceBuildTemplateProcedure,
+		svc.BuildTemplate,
+		connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateProcedure:
@@ -312,6 +345,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceSetEgressHandler.ServeHTTP(w, r)
 		case HostAgentServiceForkProcedure:
 			hostAgentServiceForkHandler.ServeHTTP(w, r)
+		case HostAgentServiceBuildTemplateProcedure:
+			hostAgentServiceBuildTemplateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -355,4 +390,8 @@ func (UnimplementedHostAgentServiceHandler) SetEgress(context.Context, *connect.
 
 func (UnimplementedHostAgentServiceHandler) Fork(context.Context, *connect.Request[v1.ForkRequest]) (*connect.Response[v1.ForkResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.Fork is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.BuildTemplate is not implemented"))
 }
