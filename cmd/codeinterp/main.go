@@ -26,7 +26,7 @@ func main() {
 	addr := flag.String("addr", "0.0.0.0:49999", "listen address")
 	cwd := flag.String("cwd", "/home/user", "working directory of contexts that name none")
 	python := flag.String("python", "/usr/bin/python3", "python interpreter with ipykernel")
-	envd := flag.String("envd", "http://localhost:49983", "envd URL, asked for the sandbox's environment variables (GET /envs); empty for none")
+	envd := flag.String("envd", "http://127.0.0.1:49983", "envd URL, asked for the sandbox's environment variables (GET /envs); empty for none")
 	supervise := flag.Bool("supervise", false, "run the server as a child process and restart it whenever it exits")
 	flag.Parse()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "codeinterp")
