@@ -140,6 +140,8 @@ describe('code interpreter server on the host', () => {
     assert.ok(plot.results[0].png?.startsWith('iVBORw0KGgo'), JSON.stringify(plot.results).slice(0, 200))
     assert.ok(plot.results[0].text)
     assert.deepEqual(plot.results[0].extra, {})
+    assert.equal(plot.results[0].chart.type, 'line')
+    assert.equal(plot.results[0].chart.elements[0].points.length, 3)
     const pwd = await sbx.runCode('pwd', { language: 'bash' })
     assert.deepEqual(pwd.logs.stdout, [cwd + '\n'])
   })

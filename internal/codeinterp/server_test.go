@@ -293,6 +293,43 @@ display({'text/latex': r'\alpha'}, raw=True)`
 			t.Fatalf("plot result %.100v", e.results)
 		}
 	})
+	t.Run("matplotlib figures come with E2B's chart JSON", func(t *testing.T) {
+		if exec.Command(testPython, "-c", "import matplotlib").Run() != nil {
+			if os.Getenv("HEARTH_REQUIRE_RUNTIME") != "" {
+				t.Fatal("python3-matplotlib is missing")
+			}
+			t.Skip("python3-matplotlib missing")
+		}
+		chartOf := func(code string) map[string]any {
+			t.Helper()
+			e := parse(ts.run(t, map[string]any{"code": "import matplotlib.pyplot as plt\nplt.figure()\n" + code + "\nplt.show()"}))
+			if len(e.results) != 1 || e.err != nil {
+				t.Fatalf("%s: results %.200v, error %v", code, e.results, e.err)
+			}
+			c, _ := e.results[0]["chart"].(map[string]any)
+			return c
+		}
+		line := chartOf("import datetime\nx = [datetime.datetime(2023, 9, 1) + datetime.timedelta(hours=i) for i in range(10)]\nplt.plot(x, range(10), label='sin(x)')\nplt.xlabel('Time (s)'); plt.ylabel('Amplitude [Hz]'); plt.title('Waves')")
+		els, _ := line["elements"].([]any)
+		if line["type"] != "line" || line["title"] != "Waves" || line["x_unit"] != "s" || line["y_unit"] != "Hz" || line["x_scale"] != "datetime" || line["y_scale"] != "linear" || len(els) != 1 {
+			t.Fatalf("line chart %v", line)
+		}
+		first := els[0].(map[string]any)
+		if pts := first["points"].([]any); first["label"] != "sin(x)" || len(pts) != 10 || !strings.HasPrefix(pts[0].([]any)[0].(string), "2023-09-01T00:00:00") {
+			t.Fatalf("line element %v", first)
+		}
+		bar := chartOf("plt.bar(['A', 'B'], [100, 200], label='Books Sold')")
+		if j, _ := json.Marshal(bar["elements"]); bar["type"] != "bar" || string(j) != `[{"group":"Books Sold","label":"A","value":100},{"group":"Books Sold","label":"B","value":200}]` {
+			t.Fatalf("bar chart %v", bar)
+		}
+		pie := chartOf("plt.pie([90, 10], labels=['No', 'Yes'])")
+		if j, _ := json.Marshal(pie["elements"]); pie["type"] != "pie" || string(j) != `[{"angle":324,"label":"No","radius":1},{"angle":36,"label":"Yes","radius":1}]` {
+			t.Fatalf("pie chart %v", pie)
+		}
+		if u := chartOf("plt.gca().add_patch(plt.Circle((0.5, 0.5), 0.2)); plt.title('C')"); u["type"] != "unknown" || u["title"] != "C" {
+			t.Fatalf("unknown chart %v", u)
+		}
+	})
 	t.Run("bad requests are clear errors", func(t *testing.T) {
 		for _, tc := range []struct {
 			body   any
