@@ -14,14 +14,19 @@ PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 # Debian packages the tests and the platform need; installed only when a command is missing.
 APT_PACKAGES := iproute2 nftables curl ca-certificates
 
-.PHONY: all build envd hearth runsc web-assets generate deps test test-go test-fuzz test-e2e vet fmt bench bench-go dev clean
+.PHONY: all build envd hearth codeinterp runsc web-assets generate deps test test-go test-fuzz test-e2e vet fmt bench bench-go dev clean
 
 all: build
 
-build: envd hearth
+build: envd hearth codeinterp
 
 envd:
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/envd ./cmd/envd
+
+# The code-interpreter server (:49999) injected into code-interpreter templates; static and
+# stripped, like envd it runs inside sandboxes.
+codeinterp:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags='-s -w' -o $(BIN)/codeinterp ./cmd/codeinterp
 
 hearth:
 	$(GO) build -trimpath -o $(BIN)/hearth ./cmd/hearth

@@ -26,6 +26,11 @@ done
 # The QEMU runtime's initramfs needs a static busybox (the dynamic one from busybox is no use).
 # (ldd succeeds only on dynamically linked executables.)
 if [ ! -x /bin/busybox ] || ldd /bin/busybox >/dev/null 2>&1; then need_apt+=(busybox-static); fi
+# The code interpreter's tests run real kernels with Debian's python (not another python3 on
+# PATH): ipykernel, and matplotlib and pandas for plots and DataFrames.
+for mod in ipykernel:python3-ipykernel matplotlib:python3-matplotlib pandas:python3-pandas; do
+  /usr/bin/python3 -c "import ${mod%%:*}" >/dev/null 2>&1 || need_apt+=("${mod#*:}")
+done
 # PostgreSQL's server binaries, for the store's and the end-to-end tests' throwaway databases.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -1,0 +1,202 @@
+# Hearth code interpreter: IPython startup, run in every python kernel before any cell.
+# It adds the display formats the E2B SDKs read beyond IPython's own:
+#   e2b/data          a pandas DataFrame as {column: [values...]} (Result.data)
+#   application/json  dicts and lists as JSON (Result.json)
+#   e2b/chart         a matplotlib figure as E2B's chart JSON (Result.chart): line, scatter,
+#                     bar, pie, superchart (several axes); anything else is type unknown
+# and makes Pillow's Image.show() display the image instead of starting a viewer.
+
+
+def _hearth_setup():
+    import json
+    import math
+
+    from IPython import get_ipython
+    from IPython.core.formatters import BaseFormatter
+    from traitlets import ObjectName, Unicode
+
+    ip = get_ipython()
+    if ip is None:
+        return
+
+    def plain(v):
+        """A value JSON can carry: numpy scalars unwrapped, dates as ISO strings, NaN as null."""
+        if hasattr(v, "isoformat"):
+            try:
+                return v.isoformat()
+            except Exception:
+                return str(v)
+        if hasattr(v, "item") and not isinstance(v, (list, dict, str, bytes)):
+            try:
+                v = v.item()
+            except Exception:
+                pass
+        if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+            return None
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            return v
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if hasattr(v, "tolist"):
+            return plain(v.tolist())
+        return str(v)
+
+    class DataFormatter(BaseFormatter):
+        format_type = Unicode("e2b/data")
+        print_method = ObjectName("_repr_e2b_data_")
+        _return_type = (dict,)
+
+    data = DataFormatter(parent=ip.display_formatter)
+    ip.display_formatter.formatters["e2b/data"] = data
+
+    def dataframe(df):
+        return {str(k): [plain(x) for x in col] for k, col in df.to_dict(orient="list").items()}
+
+    data.for_type_by_name("pandas.core.frame", "DataFrame", dataframe)
+
+    js = ip.display_formatter.formatters["application/json"]
+
+    def as_json(obj):
+        try:
+            return json.loads(json.dumps(plain(obj), allow_nan=False))
+        except Exception:
+            return None
+
+    js.for_type(dict, as_json)
+    js.for_type(list, as_json)
+
+    class ChartFormatter(BaseFormatter):
+        # Figures are matched here, not registered: enabling the inline backend (on the
+        # first import of pyplot) removes Figure from every formatter's registrations.
+        format_type = Unicode("e2b/chart")
+        print_method = ObjectName("_repr_e2b_chart_")
+        _return_type = (dict,)
+
+        def __call__(self, obj):
+            if any(c.__module__ == "matplotlib.figure" and c.__name__ == "Figure" for c in type(obj).__mro__):
+                return figure_chart(obj)
+            return None
+
+    chart = ChartFormatter(parent=ip.display_formatter)
+    ip.display_formatter.formatters["e2b/chart"] = chart
+
+    def figure_chart(fig):
+        try:
+            axes = fig.get_axes()
+            if not axes:
+                return {}
+            charts = [axes_chart(ax) for ax in axes]
+            if len(charts) == 1:
+                return charts[0]
+            sup = getattr(fig, "_suptitle", None)
+            return {"type": "superchart", "title": (sup.get_text() or None) if sup else None, "elements": charts}
+        except Exception:
+            return {}
+
+
+    def axes_chart(ax):
+        import re
+
+        from matplotlib.collections import PathCollection
+        from matplotlib.patches import Rectangle, Wedge
+
+        title = ax.get_title() or None
+        lines, colls = list(ax.lines), list(ax.collections)
+        patches = [p for p in ax.patches]
+        if lines and not colls and not patches:
+            kind = "line"
+        elif colls and all(isinstance(c, PathCollection) for c in colls) and not patches:
+            kind = "scatter"
+        elif patches and all(isinstance(p, Wedge) for p in patches) and not colls:
+            kind = "pie"
+        elif patches and all(type(p) is Rectangle for p in patches) and not colls:
+            kind = "bar"
+        else:
+            return {"type": "unknown", "title": title, "elements": []}
+        if kind == "pie":
+            return {"type": "pie", "title": title, "elements": [
+                {"label": w.get_label(), "angle": round(abs(w.theta2 - w.theta1)), "radius": float(w.r)} for w in patches]}
+
+        def unit(label):
+            m = re.search(r"\((.*?)\)|\[(.*?)\]", label or "")
+            return (m.group(1) or m.group(2)) if m else None
+
+        def is_date(axis):
+            import matplotlib.dates as mdates
+
+            conv = getattr(axis, "converter", None) or (axis.get_converter() if hasattr(axis, "get_converter") else None)
+            return isinstance(conv, (mdates.DateConverter, getattr(mdates, "_SwitchableDateConverter", mdates.DateConverter), mdates.ConciseDateConverter))
+
+        def scale(axis, name):
+            if is_date(axis):
+                return "datetime"
+            s = name()
+            if s != "linear":
+                return s
+            conv = getattr(axis, "converter", None)
+            if conv is not None and type(conv).__name__ == "StrCategoryConverter":
+                return "categorical"
+            return "linear"
+
+        def coord(v, date):
+            if date:
+                import matplotlib.dates as mdates
+
+                return mdates.num2date(mdates.date2num(v)).isoformat()
+            return plain(v)
+
+        xd, yd = is_date(ax.xaxis), is_date(ax.yaxis)
+        xlabel, ylabel = ax.get_xlabel() or None, ax.get_ylabel() or None
+        out = {
+            "type": kind, "title": title,
+            "x_label": xlabel, "y_label": ylabel, "x_unit": unit(xlabel), "y_unit": unit(ylabel),
+        }
+        if kind == "bar":
+            labels = [t.get_text() for t in ax.get_xticklabels()]
+            elements = []
+            for i, cont in enumerate(ax.containers):
+                group = cont.get_label()
+                if not group or group.startswith("_container"):
+                    group = "Group %d" % i
+                for j, rect in enumerate(cont):
+                    elements.append({"label": labels[j] if j < len(labels) and len(labels) == len(cont) else str(plain(rect.get_x() + rect.get_width() / 2)),
+                                     "group": group, "value": plain(rect.get_height())})
+            out["elements"] = elements
+            return out
+        out.update({
+            "x_ticks": [coord(v, xd) if not xd else mdates_iso(v) for v in ax.get_xticks()],
+            "y_ticks": [coord(v, yd) if not yd else mdates_iso(v) for v in ax.get_yticks()],
+            "x_tick_labels": [t.get_text() for t in ax.get_xticklabels()],
+            "y_tick_labels": [t.get_text() for t in ax.get_yticklabels()],
+            "x_scale": scale(ax.xaxis, ax.get_xscale), "y_scale": scale(ax.yaxis, ax.get_yscale),
+        })
+        if kind == "line":
+            out["elements"] = [{"label": l.get_label(), "points": [[coord(x, xd), coord(y, yd)] for x, y in zip(l.get_xdata(), l.get_ydata())]} for l in lines]
+        else:
+            out["elements"] = [{"label": c.get_label(), "points": [[mdates_iso(x) if xd else plain(x), mdates_iso(y) if yd else plain(y)] for x, y in c.get_offsets()]} for c in colls]
+        return out
+
+    def mdates_iso(num):
+        import matplotlib.dates as mdates
+
+        return mdates.num2date(num).isoformat()
+
+    def pil_show(image, *args, **kwargs):
+        from IPython.display import display
+
+        display(image)
+
+    try:  # Pillow is optional; importing it costs a few milliseconds
+        from PIL import Image
+
+        Image.Image.show = pil_show
+    except Exception:
+        pass
+
+
+try:
+    _hearth_setup()
+finally:
+    del _hearth_setup
