@@ -56,7 +56,7 @@ var recipes = map[string]recipe{
 		},
 		aptPackages: []string{"python3-pip", "python3-venv", "nodejs", "npm"},
 		configure:   configureBase,
-		revision:    4, // 2: envd's sudo, user in group sudo, pip.conf; 3: no docs (slim); 4: no distutils .pth
+		revision:    5, // 2: envd's sudo, user in group sudo, pip.conf; 3: no docs (slim); 4: no distutils .pth; 5: /etc/profile without id -u
 	},
 }
 
@@ -98,6 +98,9 @@ func configureBase(ctx context.Context, rootfs string) error {
 	if err := configurePip(rootfs); err != nil {
 		return err
 	}
+	if err := fastLoginProfile(rootfs); err != nil {
+		return err
+	}
 	// The host's resolv.conf (which debootstrap copies in) often names a resolver on the
 	// host's loopback, unreachable from a sandbox's own network stack.
 	resolv := "nameserver 8.8.8.8\nnameserver 1.1.1.1\n"
@@ -108,6 +111,26 @@ func configureBase(ctx context.Context, rootfs string) error {
 		return fmt.Errorf("hostname: %w", err)
 	}
 	return dropAptCaches(rootfs)
+}
+
+// fastLoginProfile makes /etc/profile read the uid from bash's EUID instead of running
+// `id -u`. Every command the SDKs run is `bash -l -c CMD`, which reads /etc/profile, and the
+// command substitution costs a fork and an exec: about 20 of the 36 ms that `bash -l -c true`
+// takes under gVisor here (bench: exec). dash and other shells without EUID still run id.
+func fastLoginProfile(rootfs string) error {
+	p := filepath.Join(rootfs, "etc/profile")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	const slow, fast = `"$(id -u)"`, `"${EUID:-$(id -u)}"`
+	if !strings.Contains(string(b), slow) {
+		return nil // not Debian's profile: leave it as it is
+	}
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(b), slow, fast)), 0o644); err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	return nil
 }
 
 // dropAptCaches removes downloaded .debs and package lists: they are only needed to install,

@@ -296,3 +296,30 @@ func TestRecipeFingerprint(t *testing.T) {
 		}
 	}
 }
+
+// TestLoginProfileSkipsIDButKeepsPaths: `bash -l` in the base sets root's and a user's PATH
+// as Debian's profile does, without running `id` (a fork and exec per command run).
+func TestLoginProfileSkipsIDButKeepsPaths(t *testing.T) {
+	tpl := testTemplate(t, fakeEnvd(t, "a"))
+	b, err := os.ReadFile(filepath.Join(tpl.RootFS, "etc/profile"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), `[ "$(id -u)"`) || !strings.Contains(string(b), `${EUID:-$(id -u)}`) {
+		t.Fatalf("/etc/profile still runs id for bash:\n%s", b)
+	}
+	for _, tc := range []struct {
+		spec, want, notWant string
+	}{
+		{"0:0", "/usr/sbin", ""},
+		{"1000:1000", "/usr/bin", "sbin"},
+	} {
+		out, err := exec.Command("chroot", "--userspec="+tc.spec, tpl.RootFS, "/usr/bin/env", "-i", "HOME=/", "/bin/bash", "-l", "-c", `echo "$PATH"`).CombinedOutput()
+		if err != nil {
+			t.Fatalf("bash -l as %s: %v: %s", tc.spec, err, out)
+		}
+		if !strings.Contains(string(out), tc.want) || (tc.notWant != "" && strings.Contains(string(out), tc.notWant)) {
+			t.Fatalf("PATH as %s = %q, want %q and not %q", tc.spec, out, tc.want, tc.notWant)
+		}
+	}
+}
