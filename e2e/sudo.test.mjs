@@ -162,5 +162,5 @@ function topology(name, { runtime, prefix, pool, slow }) {
 
 topology('base template edges: hearth dev (gVisor)', { prefix: 'he2eu', pool: '10.246.0.0/16' })
 describe('base template edges on QEMU', { skip: process.env.HEARTH_E2E_QEMU === '0' && 'HEARTH_E2E_QEMU=0' }, () => {
-  topology('base template edges: hearth dev --runtime qemu', { runtime: 'qemu', prefix: 'he2euq', pool: '10.247.0.0/16', slow: true })
+  topology('base template edges: hearth dev --runtime qemu', { runtime: 'qemu', prefix: 'he2ev', pool: '10.247.0.0/16', slow: true })
 })

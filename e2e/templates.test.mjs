@@ -38,7 +38,7 @@ describe('template builds through the API (hearth dev)', () => {
     dev = new Proc('hearth dev templates', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
       '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
-      '--slot-prefix', 'he2eb', '--pool', '10.242.0.0/16'])
+      '--slot-prefix', 'he2ep', '--pool', '10.242.0.0/16'])
     procs.push(dev)
     proxyPort = proxy
     process.env.E2B_API_URL = `http://127.0.0.1:${api}`

@@ -24,7 +24,7 @@ describe('hearth dev: TLS and signed URLs at the proxy', () => {
     dev = new Proc('hearth dev tls', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
       '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
-      '--slot-prefix', 'he2et', '--pool', '10.238.0.0/16'])
+      '--slot-prefix', 'he2et', '--pool', '10.248.0.0/16'])
     process.env.E2B_API_URL = `http://127.0.0.1:${api}`
     process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`
     process.env.E2B_API_KEY = testKey
