@@ -2,7 +2,7 @@
 // on free ports, and every run uses its own network-slot prefix and pool, so tests never
 // collide with a `hearth dev` the developer is running.
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdirSync, rmSync, existsSync, createWriteStream } from 'node:fs'
+import { mkdirSync, rmSync, existsSync, createWriteStream, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import net from 'node:net'
 import http from 'node:http'
@@ -80,16 +80,46 @@ export class Proc {
 }
 
 // dataDir returns a data dir under the state root with no state from earlier runs but the
-// cached base template (built here when missing: debootstrap, about a minute, once). The
-// runtime's own leftovers are the agent's to reclaim at start.
+// base template. The template is built once per run of the suites, in the state root's
+// `seed` dir (debootstrap and apt: minutes, and only when its recipe or envd changed), and
+// copied into each data dir whose copy differs from it, so the suites do not build it one
+// each. The runtime's own leftovers are the agent's to reclaim at start.
 export function dataDir(name) {
   const dir = join(stateRoot, name)
   for (const sub of ['hearth.db', 'hearth.db-wal', 'hearth.db-shm', 'sandboxes', 'api-key']) {
     rmSync(join(dir, sub), { recursive: true, force: true })
   }
-  mkdirSync(dir, { recursive: true })
+  mkdirSync(join(dir, 'templates'), { recursive: true })
+  const seedBase = seedTemplate()
+  const base = join(dir, 'templates', 'base')
+  if (buildOf(base) !== buildOf(seedBase)) {
+    rmSync(base, { recursive: true, force: true })
+    execFileSync('cp', ['-a', seedBase, base], { stdio: 'inherit', timeout: 600_000 })
+  }
+  // Brings envd up to date in the copy (a no-op when it is).
   execFileSync(hearthBin, ['template', 'build', 'base', '--data-dir', dir, '--envd', process.env.ENVD_BIN], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 900_000 })
   return dir
+}
+
+let seeded = ''
+function seedTemplate() {
+  if (!seeded) {
+    const seed = join(stateRoot, 'seed')
+    mkdirSync(seed, { recursive: true })
+    execFileSync(hearthBin, ['template', 'build', 'base', '--data-dir', seed, '--envd', process.env.ENVD_BIN], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 900_000 })
+    seeded = join(seed, 'templates', 'base')
+  }
+  return seeded
+}
+
+// buildOf is a template's build ID: a copy with the seed's is the same build (its envd may
+// differ; the template build call refreshes that).
+function buildOf(templateDir) {
+  try {
+    return JSON.parse(readFileSync(join(templateDir, 'meta.json'), 'utf8')).build_id || ''
+  } catch {
+    return ''
+  }
 }
 
 export async function apiReady(apiUrl, key) {
