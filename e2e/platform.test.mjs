@@ -431,8 +431,13 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
   test('timeout kills, or pauses with onTimeout pause; traffic auto-resumes', async () => {
     const { proxyPort } = getEnv()
     const short = await Sandbox.create('base', { timeoutMs: 2_000 })
-    const pausing = await Sandbox.create('base', { timeoutMs: 2_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
+    // The server must be up before the timeout pauses the sandbox (python starts slowly under
+    // QEMU's software emulation), so the 2 s timeout is set once it answers.
+    const pausing = await Sandbox.create('base', { timeoutMs: 120_000, lifecycle: { onTimeout: 'pause', autoResume: true } })
     await pausing.commands.run('cd /tmp && echo awake > index.html && python3 -m http.server 8001', { background: true })
+    await waitFor('server in the sandbox answers', async () =>
+      (await rawGet(proxyPort, '/', { 'E2b-Sandbox-Id': pausing.sandboxId, 'E2b-Sandbox-Port': '8001' })).status === 200, 60_000, 250)
+    await pausing.setTimeout(2_000)
     await waitGone('short-lived sandbox killed', short.sandboxId, 20_000)
     await waitFor('sandbox paused on timeout', async () => (await Sandbox.getInfo(pausing.sandboxId)).state === 'paused', 20_000, 250)
     // Traffic to a paused sandbox with autoResume wakes it up.
