@@ -150,15 +150,15 @@ describe('code interpreter server on the host', () => {
 // codeInterpreterTemplate is Hearth's code-interpreter-v1 recipe (docs/code-interpreter.md):
 // the base template plus Debian's kernel and data packages and the codeinterp binary, whose
 // server runs as the start command: it is up, with its python kernel, in the start snapshot
-// every sandbox is restored from. The server (and so the kernels) runs as the sandbox's default
-// user `user` (E2B's runs as root; sudo in a start command fails in Hearth's sandboxes today).
+// every sandbox is restored from. The server (and so the kernels) runs as root, as E2B's does,
+// through the sandbox's sudo (the start command runs as the default user `user`).
 // contextDir must hold the binary as `codeinterp`.
 export function codeInterpreterTemplate(contextDir) {
   return Template({ fileContextPath: contextDir })
     .fromTemplate('base')
     .aptInstall(['python3-ipykernel', 'python3-matplotlib', 'python3-pandas', 'python3-numpy', 'python3-pil'], { noInstallRecommends: true })
     .copy('codeinterp', '/usr/local/bin/hearth-codeinterp', { user: 'root', mode: 0o755 })
-    .setStartCmd('/usr/local/bin/hearth-codeinterp -supervise', waitForURL('http://localhost:49999/health'))
+    .setStartCmd('sudo /usr/local/bin/hearth-codeinterp -supervise', waitForURL('http://localhost:49999/health'))
 }
 
 describe('code-interpreter-v1 on hearth dev', { skip: !hearthBin && 'HEARTH_BIN is not set' }, () => {
@@ -209,6 +209,7 @@ describe('code-interpreter-v1 on hearth dev', { skip: !hearthBin && 'HEARTH_BIN 
     }
     assert.equal(env.text, 'supertest')
     assert.equal((await sbx.runCode('import os; os.getcwd()')).text, '/home/user')
+    assert.equal((await sbx.runCode('os.geteuid()')).text, '0') // kernels run as root, as on E2B
   })
 
   test('the server comes back after it is killed', async () => {
