@@ -191,8 +191,9 @@ func BenchmarkSignedLookup(b *testing.B) {
 }
 
 // FuzzSignedRoute: the proxy's lookup agrees with envd's check (auth.CheckFileRequest) on
-// every request: it routes to a sandbox exactly when envd would accept the URL with that
-// sandbox's token, and answers "expired" exactly when envd would.
+// every request, as net/http made it (an empty method is GET): it routes to a sandbox exactly
+// when envd would accept the URL with that sandbox's token, and answers "expired" exactly when
+// envd would.
 func FuzzSignedRoute(f *testing.F) {
 	now := time.Unix(1_800_000_000, 0)
 	entries := []signedEntry{{"a", []byte("token-a")}, {"b", []byte("token-b")}, {"c", []byte("token-c")}}
@@ -221,7 +222,7 @@ func FuzzSignedRoute(f *testing.F) {
 		q := r.URL.Query()
 		accepted := map[string]error{}
 		for _, e := range entries {
-			_, accepted[e.id] = auth.CheckFileRequest(method, http.Header{}, q, string(e.token), e2bDefaultUser, now)
+			_, accepted[e.id] = auth.CheckFileRequest(r.Method, http.Header{}, q, string(e.token), e2bDefaultUser, now)
 		}
 		switch {
 		case err == nil:
