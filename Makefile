@@ -69,7 +69,7 @@ test: deps build runsc vet test-go test-fuzz test-e2e
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...
 
-# Every fuzz target for FUZZTIME (default 10s) from its checked-in corpus.
+# Every fuzz target for FUZZTIME inputs (default 40000x) from its checked-in corpus.
 test-fuzz:
 	@./scripts/fuzz.sh
 

@@ -213,6 +213,9 @@ func parseServerName(data []byte) (string, error) {
 			return "", errors.New("server_name host name is empty")
 		}
 		host = string(name)
+		if err := checkHostName(host); err != nil {
+			return "", fmt.Errorf("server_name: %w", err)
+		}
 	}
 	return host, nil
 }

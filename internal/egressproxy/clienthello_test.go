@@ -164,6 +164,7 @@ func TestReadClientHelloMalformed(t *testing.T) {
 		{name: "other name type only", in: wrap(1, helloBody(nil, vec16(ext(0, vec16(cat([]byte{1}, vec16([]byte("x")))))))), want: ""},
 		{name: "SNI after other extensions", in: wrap(1, helloBody(make([]byte, 32), vec16(cat(ext(10, []byte{0, 2, 0, 29}), ext(0xff01, []byte{0}), good)))), want: "a.example.com"},
 		{name: "empty input", in: nil, wantErr: "EOF"},
+		{name: "SNI with a space", in: wrap(1, helloBody(nil, vec16(ext(0, vec16(cat([]byte{0}, vec16([]byte("a.test b.test")))))))), wantErr: "not a host name"},
 		{name: "plain HTTP", in: []byte("GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n"), wantErr: "not handshake"},
 		{name: "SSLv2 hello", in: []byte{0x80, 0x2e, 0x01, 0x03, 0x01}, wantErr: "not handshake"},
 		{name: "one byte of garbage", in: []byte{0x42}, wantErr: "not handshake"},

@@ -39,5 +39,11 @@ func readHTTPHost(r io.Reader) (raw []byte, host string, err error) {
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
+	if host == "" { // HTTP/1.0 without Host: the caller refuses it as nameless
+		return buf.Bytes(), "", nil
+	}
+	if err := checkHostName(host); err != nil {
+		return buf.Bytes(), "", err
+	}
 	return buf.Bytes(), strings.TrimSuffix(strings.ToLower(host), "."), nil
 }

@@ -25,6 +25,8 @@ func TestReadHTTPHost(t *testing.T) {
 		{name: "two Host headers", in: "GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", wantErr: "Host"},
 		{name: "truncated", in: "GET / HTTP/1.1\r\nHost: a.te", wantErr: "EOF"},
 		{name: "empty", in: "", wantErr: "EOF"},
+		{name: "folded Host leaves a space", in: "0 * HTTP/0.0\nHost:1\n \n\r\n", wantErr: "not a host name"},
+		{name: "Host with a space inside", in: "GET / HTTP/1.1\r\nHost: a.test b.test\r\n\r\n", wantErr: "not a host name"},
 		{name: "head over 16 KiB", in: "GET / HTTP/1.1\r\nHost: a.test\r\nX: " + strings.Repeat("x", 17<<10) + "\r\n\r\n", wantErr: "over"},
 	}
 	for _, tt := range tests {
