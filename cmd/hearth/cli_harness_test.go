@@ -116,7 +116,7 @@ func freshCLICommands() {
 		rootCmd.RemoveCommand(old)
 	}
 	rootCmd.AddCommand(newSandboxCmd())
-	for name, mk := range map[string]func() *cobra.Command{"team": newTeamCmd, "key": newKeyCmd} {
+	for name, mk := range map[string]func() *cobra.Command{"team": newTeamCmd, "key": newKeyCmd, "host": newHostCmd} {
 		if old := findCommand(rootCmd, name); old != nil {
 			rootCmd.RemoveCommand(old)
 		}

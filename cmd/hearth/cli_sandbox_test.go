@@ -120,7 +120,7 @@ func TestSandboxLsCommand(t *testing.T) {
 		{name: "all", args: []string{"sandbox", "ls"}, wantIDs: []string{"run0000000000000000a", "run0000000000000000b", "run0000000000000000c", "pau0000000000000000a"}},
 		{name: "paused", args: []string{"sandbox", "ls", "--state", "paused"}, wantIDs: []string{"pau0000000000000000a"}},
 		{name: "metadata", args: []string{"sandbox", "ls", "--metadata", "team=b"}, wantIDs: []string{"pau0000000000000000a"}},
-		{name: "bad state", args: []string{"sandbox", "ls", "--state", "stopped"}, code: 2, stderr: `--state "stopped": want running or paused`},
+		{name: "bad state", args: []string{"sandbox", "ls", "--state", "stopped"}, code: 2, stderr: `--state "stopped": want running, paused or lost`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -207,10 +207,10 @@ func newSandboxLsCmd(f *cliClientFlags) *cobra.Command {
 			opts := hearth.ListOptions{}
 			switch state {
 			case "":
-			case string(hearth.StateRunning), string(hearth.StatePaused):
+			case string(hearth.StateRunning), string(hearth.StatePaused), string(hearth.StateLost):
 				opts.States = []hearth.SandboxState{hearth.SandboxState(state)}
 			default:
-				return usagef("--state %q: want running or paused", state)
+				return usagef("--state %q: want running, paused or lost", state)
 			}
 			md, err := parsePairs("metadata", metadata)
 			if err != nil {
@@ -236,7 +236,7 @@ func newSandboxLsCmd(f *cliClientFlags) *cobra.Command {
 			return writeSandboxTable(cmd.OutOrStdout(), all)
 		}),
 	}
-	cmd.Flags().StringVar(&state, "state", "", "only sandboxes in this state: running or paused")
+	cmd.Flags().StringVar(&state, "state", "", "only sandboxes in this state: running, paused or lost (its host stopped responding)")
 	cmd.Flags().StringArrayVar(&metadata, "metadata", nil, "only sandboxes with metadata KEY=VALUE (repeatable; all must match)")
 	return cmd
 }

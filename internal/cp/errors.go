@@ -60,6 +60,11 @@ func fail(w http.ResponseWriter, err error) {
 }
 
 // busy is the 409 for an operation on a sandbox in a state that does not allow it.
+// lostErr answers an operation on a sandbox whose host stopped responding.
+func lostErr(sb store.Sandbox, op string) error {
+	return errorf(http.StatusServiceUnavailable, "sandbox %s is lost: its host %s stopped responding, so it cannot %s it; it is back if the host comes back with it, or kill it to forget it", sb.ID, sb.HostID, op)
+}
+
 func busy(id, state, op string) error {
 	return errorf(http.StatusConflict, "sandbox %s is %s: cannot %s it now", id, state, op)
 }

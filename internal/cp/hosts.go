@@ -85,7 +85,7 @@ func (s *Server) place(ctx context.Context, memMiB int) (store.Host, error) {
 	}
 	var cands []cand
 	for _, h := range hosts {
-		if h.State != store.HostReady || time.Since(h.LastHeartbeat) > s.cfg.HostDeadAfter || h.MemoryTotalMiB <= 0 {
+		if h.State != store.HostReady || h.Draining || time.Since(h.LastHeartbeat) > s.cfg.HostDeadAfter || h.MemoryTotalMiB <= 0 {
 			continue
 		}
 		limit := float64(h.MemoryTotalMiB) * s.cfg.MemoryOvercommit
@@ -223,7 +223,7 @@ func checkAgentAddr(field, addr string) error {
 	return nil
 }
 
-// checkHosts marks agents without a recent heartbeat down and their sandboxes lost.
+// checkHosts marks agents without a recent heartbeat down and their running sandboxes lost.
 func (s *Server) checkHosts(ctx context.Context) {
 	hosts, err := s.store.ListHosts(ctx)
 	if err != nil {
@@ -239,30 +239,29 @@ func (s *Server) checkHosts(ctx context.Context) {
 			s.log.Warn("mark host down", "host", h.ID, "err", err)
 			continue
 		}
-		s.log.Warn("agent stopped sending heartbeats: marked down, its sandboxes are lost", "host", h.ID, "last", h.LastHeartbeat)
-		s.dropHostSandboxes(ctx, h.ID)
+		s.log.Warn("agent stopped sending heartbeats: marked down, its running sandboxes are lost", "host", h.ID, "last", h.LastHeartbeat)
+		s.loseHostSandboxes(ctx, h.ID)
 	}
 }
 
-// dropHostSandboxes forgets every sandbox of a host that went away.
-func (s *Server) dropHostSandboxes(ctx context.Context, hostID string) {
-	cursor := ""
-	for {
-		page, next, err := s.store.ListSandboxes(ctx, store.SandboxFilter{HostID: hostID, Cursor: cursor})
-		if err != nil {
-			s.log.Warn("list sandboxes of lost host", "host", hostID, "err", err)
-			return
-		}
-		for _, sb := range page {
-			if err := s.store.DeleteSandbox(ctx, sb.ID); err == nil {
-				s.events.add(sb.ID, "error", "sandbox lost: its host agent "+hostID+" stopped responding")
-				s.forgetRoute(sb.ID)
+// loseHostSandboxes marks the running sandboxes of a host that went silent lost. Nothing is
+// deleted: the agent may only be cut off, with its sandboxes still running and its paused
+// ones' snapshots on its disk, so paused sandboxes stay paused (resumable when it is back)
+// and reconcileHost sorts out the lost ones when it returns. A sandbox is never started
+// elsewhere in its place, so none can run twice.
+func (s *Server) loseHostSandboxes(ctx context.Context, hostID string) {
+	for _, id := range s.runningOn(ctx, hostID) {
+		_, err := s.store.UpdateSandbox(ctx, id, func(x *store.Sandbox) error {
+			if x.State != store.StateRunning || x.HostID != hostID {
+				return errNotDue
 			}
+			x.State = store.StateLost
+			return nil
+		})
+		if err == nil {
+			s.events.add(id, "error", "sandbox lost: its host agent "+hostID+" stopped responding")
 		}
-		if next == "" {
-			return
-		}
-		cursor = next
+		s.forgetRoute(id)
 	}
 }
 
@@ -274,7 +273,9 @@ type HostInfo struct {
 	RPCAddr            string    `json:"rpcAddr"`
 	ProxyAddr          string    `json:"proxyAddr"`
 	CPUs               int       `json:"cpus"`
+	Draining           bool      `json:"draining"`
 	MemoryTotalMiB     int64     `json:"memoryTotalMiB"`
+	MemoryAvailableMiB int64     `json:"memoryAvailableMiB"`
 	MemoryCommittedMiB int64     `json:"memoryCommittedMiB"`
 	SandboxesRunning   int       `json:"sandboxesRunning"`
 	SandboxesPaused    int       `json:"sandboxesPaused"`
@@ -294,8 +295,8 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]HostInfo, 0, len(hosts))
 	for _, h := range hosts {
-		out = append(out, HostInfo{ID: h.ID, State: h.State, Runtime: h.Runtime, RPCAddr: h.RPCAddr, ProxyAddr: h.ProxyAddr,
-			CPUs: h.CPUs, MemoryTotalMiB: h.MemoryTotalMiB, MemoryCommittedMiB: h.MemoryCommittedMiB,
+		out = append(out, HostInfo{ID: h.ID, State: h.State, Draining: h.Draining, Runtime: h.Runtime, RPCAddr: h.RPCAddr, ProxyAddr: h.ProxyAddr,
+			CPUs: h.CPUs, MemoryTotalMiB: h.MemoryTotalMiB, MemoryAvailableMiB: h.MemoryAvailableMiB, MemoryCommittedMiB: h.MemoryCommittedMiB,
 			SandboxesRunning: h.SandboxesRunning, SandboxesPaused: h.SandboxesPaused, LastHeartbeat: h.LastHeartbeat})
 	}
 	writeJSON(w, http.StatusOK, out)

@@ -15,13 +15,13 @@ import (
 // it was paused or killed, by a request or by another control plane replica.
 var errNotDue = errors.New("no longer due")
 
-// claimExpired moves a sandbox that is still running past its deadline to state to, in one
-// store update. Replicas that listed the same sandbox race here and exactly one wins, so a
-// timeout acts once: it never pauses a sandbox twice, nor kills one another replica paused.
-func (s *Server) claimExpired(ctx context.Context, id, to string) (store.Sandbox, error) {
+// claimExpired moves a sandbox that is still in state from past its deadline to state to, in
+// one store update. Replicas that listed the same sandbox race here and exactly one wins, so
+// a timeout acts once: it never pauses a sandbox twice, nor kills one another replica paused.
+func (s *Server) claimExpired(ctx context.Context, id, from, to string) (store.Sandbox, error) {
 	now := time.Now().UTC()
 	return s.store.UpdateSandbox(ctx, id, func(x *store.Sandbox) error {
-		if x.State != store.StateRunning || !x.EndAt.Before(now) {
+		if x.State != from || !x.EndAt.Before(now) {
 			return errNotDue
 		}
 		x.State = to
@@ -43,8 +43,12 @@ func (s *Server) expire(ctx context.Context) {
 
 func (s *Server) expireOne(ctx context.Context, listed store.Sandbox) {
 	id := listed.ID
+	if listed.State == store.StateLost {
+		s.expireLost(ctx, listed)
+		return
+	}
 	if listed.AutoPause {
-		sb, err := s.claimExpired(ctx, id, store.StatePausing)
+		sb, err := s.claimExpired(ctx, id, store.StateRunning, store.StatePausing)
 		if err != nil {
 			if !errors.Is(err, errNotDue) && !errors.Is(err, store.ErrNotFound) {
 				s.log.Warn("auto-pause on timeout", "sandbox", id, "err", err)
@@ -60,7 +64,7 @@ func (s *Server) expireOne(ctx context.Context, listed store.Sandbox) {
 		// pauseClaimed left it running; kill it if it is still due and nobody else did.
 		s.log.Warn("auto-pause on timeout failed; killing instead", "sandbox", id, "err", err)
 	}
-	sb, err := s.claimExpired(ctx, id, store.StateStopping)
+	sb, err := s.claimExpired(ctx, id, store.StateRunning, store.StateStopping)
 	if err != nil {
 		if !errors.Is(err, errNotDue) && !errors.Is(err, store.ErrNotFound) {
 			s.log.Warn("kill on timeout", "sandbox", id, "err", err)
@@ -79,6 +83,29 @@ func (s *Server) expireOne(ctx context.Context, listed store.Sandbox) {
 	s.log.Info("sandbox killed on timeout", "sandbox", id)
 }
 
+// expireLost deals with the timeout of a sandbox whose host is away. One that would be
+// killed is forgotten now (its agent destroys it on return, as it does every sandbox the
+// store does not know); one that would be paused cannot be, so it waits for its host:
+// back and running, its timeout pauses it then.
+func (s *Server) expireLost(ctx context.Context, listed store.Sandbox) {
+	if listed.AutoPause {
+		return
+	}
+	sb, err := s.claimExpired(ctx, listed.ID, store.StateLost, store.StateStopping)
+	if err != nil {
+		if !errors.Is(err, errNotDue) && !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("kill lost sandbox on timeout", "sandbox", listed.ID, "err", err)
+		}
+		return
+	}
+	if err := s.killClaimed(ctx, sb, "killed: timeout (its host was away)"); err != nil {
+		s.log.Warn("kill lost sandbox on timeout", "sandbox", listed.ID, "err", err)
+		return
+	}
+	s.expired.Add(1)
+	s.log.Info("lost sandbox killed on timeout", "sandbox", listed.ID)
+}
+
 // Reconcile compares the store with every ready agent's own list, for a control plane that
 // restarts while agents keep running.
 func (s *Server) Reconcile(ctx context.Context) {
@@ -95,8 +122,9 @@ func (s *Server) Reconcile(ctx context.Context) {
 }
 
 // reconcileHost makes the store agree with what one agent runs: records of sandboxes the
-// agent no longer has are dropped, states are corrected, and sandboxes the store does not
-// know are destroyed on the agent.
+// agent no longer has are dropped, states are corrected (a lost sandbox the agent still has
+// is running or paused again), and sandboxes the store does not know (killed while their
+// host was away) are destroyed on the agent.
 func (s *Server) reconcileHost(ctx context.Context, h store.Host) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -128,13 +156,24 @@ func (s *Server) reconcileHost(ctx context.Context, h store.Host) {
 				s.log.Warn("reconcile: agent no longer has sandbox; dropping it", "sandbox", sb.ID, "host", h.ID)
 				s.store.DeleteSandbox(ctx, sb.ID)
 				s.events.add(sb.ID, "error", "sandbox lost: its agent no longer has it")
-			case a.GetState() == pb.State_STATE_RUNNING && sb.State == store.StatePaused,
-				a.GetState() == pb.State_STATE_PAUSED && sb.State == store.StateRunning:
+			case a.GetState() == pb.State_STATE_RUNNING && (sb.State == store.StatePaused || sb.State == store.StateLost),
+				a.GetState() == pb.State_STATE_PAUSED && (sb.State == store.StateRunning || sb.State == store.StateLost):
 				state := store.StateRunning
 				if a.GetState() == pb.State_STATE_PAUSED {
 					state = store.StatePaused
 				}
-				s.store.UpdateSandbox(ctx, sb.ID, func(x *store.Sandbox) error { x.State = state; return nil })
+				was := sb.State
+				// Only from the state read above: a kill that began meanwhile wins.
+				if _, err := s.store.UpdateSandbox(ctx, sb.ID, func(x *store.Sandbox) error {
+					if x.State != was {
+						return errNotDue
+					}
+					x.State = state
+					return nil
+				}); err == nil && was == store.StateLost {
+					s.log.Info("reconcile: lost sandbox is back with its host", "sandbox", sb.ID, "host", h.ID, "state", state)
+					s.events.add(sb.ID, "info", "sandbox back: its host agent "+h.ID+" is responding again")
+				}
 			}
 		}
 		if next == "" {

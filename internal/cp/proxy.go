@@ -140,6 +140,10 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 		// As on E2B, a sandbox being killed is no longer routed: the SDKs probe /health
 		// right after a kill cuts their streams and need the 502 to say "killed".
 		return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: sb.ID, Detail: "sandbox " + sb.ID + " is being killed"}
+	case store.StateLost:
+		// Not routable, and not coming back on traffic: as for a gone sandbox, E2B's 502, so
+		// the SDKs' isRunning() says false.
+		return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: sb.ID, Detail: lostErr(sb, "reach").Error()}
 	default:
 		// starting, pausing, resuming: it will be running or paused in a moment (E2B's proxy
 		// answers 409 "still transitioning" too).

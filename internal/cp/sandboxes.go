@@ -226,11 +226,14 @@ func listed(sb store.Sandbox) ListedSandbox {
 }
 
 // publicState maps internal states to E2B's two public ones; transitional states show the
-// state the sandbox is leaving.
+// state the sandbox is leaving. A lost sandbox (its host stopped responding) is "lost", a
+// Hearth extension: it is neither running nor resumable until its host is back.
 func publicState(st string) string {
 	switch st {
 	case store.StatePaused, store.StateResuming:
 		return "paused"
+	case store.StateLost:
+		return store.StateLost
 	default:
 		return "running"
 	}
@@ -294,9 +297,11 @@ func listFilter(team string, q url.Values) (store.SandboxFilter, error) {
 				f.States = append(f.States, store.StateRunning, store.StateStarting, store.StatePausing, store.StateStopping)
 			case "paused":
 				f.States = append(f.States, store.StatePaused, store.StateResuming)
+			case store.StateLost:
+				f.States = append(f.States, store.StateLost)
 			case "":
 			default:
-				return f, errorf(http.StatusBadRequest, "state %q is not running or paused", st)
+				return f, errorf(http.StatusBadRequest, "state %q is not running, paused or lost", st)
 			}
 		}
 	}
@@ -446,7 +451,7 @@ func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
 
 // kill destroys a running or paused sandbox and forgets it.
 func (s *Server) kill(ctx context.Context, id, reason string) error {
-	sb, err := s.transition(ctx, id, "kill", []string{store.StateRunning, store.StatePaused}, store.StateStopping)
+	sb, err := s.transition(ctx, id, "kill", []string{store.StateRunning, store.StatePaused, store.StateLost}, store.StateStopping)
 	if err != nil {
 		return err
 	}
@@ -482,6 +487,9 @@ func (s *Server) transition(ctx context.Context, id, op string, from []string, t
 				x.State = to
 				return nil
 			}
+		}
+		if x.State == store.StateLost {
+			return lostErr(*x, op)
 		}
 		return busy(id, x.State, op)
 	})
@@ -645,6 +653,8 @@ func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		writeJSON(w, http.StatusCreated, s.sandboxResponse(sb))
+	case store.StateLost:
+		fail(w, lostErr(sb, "connect to"))
 	default:
 		fail(w, busy(id, sb.State, "connect to"))
 	}

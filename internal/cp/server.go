@@ -183,6 +183,8 @@ func (s *Server) APIHandler() http.Handler {
 	mux.Handle("GET /templates/aliases/{alias}", auth(s.templateAlias))
 	mux.HandleFunc("POST /hearth/v1/hosts/{id}/heartbeat", s.heartbeat)
 	mux.Handle("GET /hearth/v1/hosts", auth(s.listHosts))
+	mux.Handle("POST /hearth/v1/hosts/{id}/drain", auth(s.drainHost))
+	mux.Handle("POST /hearth/v1/hosts/{id}/undrain", auth(s.undrainHost))
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})

@@ -107,6 +107,10 @@ const (
 	StatePaused   = "paused"
 	StateResuming = "resuming"
 	StateStopping = "stopping"
+	// StateLost: the sandbox was running when its host stopped sending heartbeats. It is
+	// not run anywhere else; it is running again if its host comes back with it, and is
+	// forgotten if the host comes back without it or it is killed.
+	StateLost = "lost"
 )
 
 // Sandbox is one sandbox's record.
@@ -219,6 +223,9 @@ type Host struct {
 	// TokenHash is the SHA-256 (hex) of the host's own credential; empty for a host that has
 	// not been issued one yet. PutHost never changes it once set: only ClaimHost does.
 	TokenHash string
+	// Draining hosts take no new sandboxes. PutHost and ClaimHost write it only when they
+	// create the host; SetHostDraining changes it.
+	Draining bool
 }
 
 // Host states.
@@ -276,7 +283,7 @@ type Store interface {
 	DeleteSandbox(ctx context.Context, id string) error
 	// ListSandboxes returns one page and the cursor of the next ("" when it is the last).
 	ListSandboxes(ctx context.Context, f SandboxFilter) (page []Sandbox, nextCursor string, err error)
-	// ExpiredSandboxes returns running sandboxes whose EndAt is before now.
+	// ExpiredSandboxes returns running and lost sandboxes whose EndAt is before now.
 	ExpiredSandboxes(ctx context.Context, now time.Time) ([]Sandbox, error)
 
 	// CreateSnapshot stores a snapshot; ErrConflict on a duplicate ID. A snapshot with a
@@ -300,4 +307,7 @@ type Store interface {
 	Host(ctx context.Context, id string) (Host, error)
 	ListHosts(ctx context.Context) ([]Host, error)
 	DeleteHost(ctx context.Context, id string) error
+	// SetHostDraining sets or clears a host's Draining flag; ErrNotFound if there is no
+	// such host.
+	SetHostDraining(ctx context.Context, id string, draining bool) error
 }

@@ -9,6 +9,9 @@ type SandboxState string
 const (
 	StateRunning SandboxState = "running"
 	StatePaused  SandboxState = "paused"
+	// StateLost (Hearth-only): the sandbox was running when its host stopped responding; it
+	// is running again if the host comes back with it.
+	StateLost SandboxState = "lost"
 )
 
 // CreatedSandbox is the API's answer to create, connect and resume (E2B's Sandbox schema).

@@ -9,7 +9,7 @@ import (
 
 const hostCols = `id, rpc_addr, proxy_addr, runtime, state, cpus, memory_total_mib,
     memory_available_mib, memory_committed_mib, sandboxes_running, sandboxes_paused,
-    registered_at, last_heartbeat, token_hash`
+    registered_at, last_heartbeat, token_hash, draining`
 
 func scanHost(r Row) (store.Host, error) {
 	var (
@@ -18,17 +18,17 @@ func scanHost(r Row) (store.Host, error) {
 	)
 	if err := r.Scan(&h.ID, &h.RPCAddr, &h.ProxyAddr, &h.Runtime, &h.State, &h.CPUs,
 		&h.MemoryTotalMiB, &h.MemoryAvailableMiB, &h.MemoryCommittedMiB, &h.SandboxesRunning,
-		&h.SandboxesPaused, &registered, &lastHB, &h.TokenHash); err != nil {
+		&h.SandboxesPaused, &registered, &lastHB, &h.TokenHash, &h.Draining); err != nil {
 		return store.Host{}, err
 	}
 	h.RegisteredAt, h.LastHeartbeat = fromMillis(registered), fromMillis(lastHB)
 	return h, nil
 }
 
-// hostUpsert writes a host by ID; an update keeps the first registered_at and, unless set
-// here, the token hash.
+// hostUpsert writes a host by ID; an update keeps the first registered_at, the draining
+// flag and, unless set here, the token hash.
 const hostUpsert = `INSERT INTO hosts (` + hostCols + `)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (id) DO UPDATE SET rpc_addr = excluded.rpc_addr, proxy_addr = excluded.proxy_addr,
     runtime = excluded.runtime, state = excluded.state, cpus = excluded.cpus,
     memory_total_mib = excluded.memory_total_mib,
@@ -43,7 +43,7 @@ func hostArgs(h store.Host) []any {
 	}
 	return []any{h.ID, h.RPCAddr, h.ProxyAddr, h.Runtime, h.State, h.CPUs, h.MemoryTotalMiB,
 		h.MemoryAvailableMiB, h.MemoryCommittedMiB, h.SandboxesRunning, h.SandboxesPaused,
-		millis(h.RegisteredAt), millis(h.LastHeartbeat), h.TokenHash}
+		millis(h.RegisteredAt), millis(h.LastHeartbeat), h.TokenHash, h.Draining}
 }
 
 // PutHost registers h or updates it. An update keeps the first RegisteredAt and the token
@@ -94,6 +94,18 @@ func (s *Store) ListHosts(ctx context.Context) ([]store.Host, error) {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
 	return hs, nil
+}
+
+// SetHostDraining sets or clears the host's draining flag.
+func (s *Store) SetHostDraining(ctx context.Context, id string, draining bool) error {
+	n, err := s.db.Exec(ctx, `UPDATE hosts SET draining = $1 WHERE id = $2`, draining, id)
+	if err != nil {
+		return fmt.Errorf("drain host %s: %w", id, err)
+	}
+	if n == 0 {
+		return fmt.Errorf("host %s: %w", id, store.ErrNotFound)
+	}
+	return nil
 }
 
 // DeleteHost removes the host's record.

@@ -166,7 +166,7 @@ func (s *Store) DeleteSandbox(ctx context.Context, id string) error {
 // ExpiredSandboxes returns running sandboxes whose deadline is before now, earliest first.
 func (s *Store) ExpiredSandboxes(ctx context.Context, now time.Time) ([]store.Sandbox, error) {
 	rows, err := s.db.Query(ctx, `SELECT `+sandboxCols+` FROM sandboxes
-WHERE state = $1 AND end_at < $2 ORDER BY end_at, id`, store.StateRunning, millis(now))
+WHERE state IN ($1, $2) AND end_at < $3 ORDER BY end_at, id`, store.StateRunning, store.StateLost, millis(now))
 	if err != nil {
 		return nil, fmt.Errorf("expired sandboxes: %w", err)
 	}

@@ -58,6 +58,22 @@ func testHosts(t *testing.T, open Opener) {
 	if !reflect.DeepEqual(list, []store.Host{want, h2}) {
 		t.Fatalf("list:\n got %+v\nwant %+v", list, []store.Host{want, h2})
 	}
+	// Draining is the operator's: a heartbeat (PutHost) neither sets nor clears it.
+	must(t, "drain", s.SetHostDraining(ctx, "h1", true))
+	beat := want
+	beat.Draining = false
+	must(t, "heartbeat while draining", s.PutHost(ctx, beat))
+	if got, _ := s.Host(ctx, "h1"); !got.Draining {
+		t.Fatalf("a heartbeat cleared draining: %+v", got)
+	}
+	must(t, "undrain", s.SetHostDraining(ctx, "h1", false))
+	beat.Draining = true
+	must(t, "heartbeat after undrain", s.PutHost(ctx, beat))
+	if got, _ := s.Host(ctx, "h1"); got.Draining {
+		t.Fatalf("a heartbeat set draining: %+v", got)
+	}
+	wantErr(t, "drain unknown host", s.SetHostDraining(ctx, "nope", true), store.ErrNotFound)
+
 	must(t, "delete", s.DeleteHost(ctx, "h1"))
 	wantErr(t, "delete again", s.DeleteHost(ctx, "h1"), store.ErrNotFound)
 	_, err = s.Host(ctx, "h1")

@@ -354,8 +354,8 @@ func (f *FakeAPI) list(w http.ResponseWriter, r *http.Request, body []byte) {
 	}
 	states := map[string]bool{}
 	for _, s := range q["state"] {
-		if s != "running" && s != "paused" {
-			f.violation(w, "GET /v2/sandboxes: state %q, want running or paused", s)
+		if s != "running" && s != "paused" && s != "lost" {
+			f.violation(w, "GET /v2/sandboxes: state %q, want running, paused or lost", s)
 			return
 		}
 		states[s] = true
