@@ -606,7 +606,7 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
   before(async () => {
     const [api, proxy, ...agentPorts] = await freePorts(8)
     serverArgs = ['server', '--database-url', pgURL, '--api-key', testKey, '--agent-token', token,
-      '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`]
+      '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`, '--host-dead-after', '15s']
     server = track(new Proc('hearth server', serverArgs))
     env = { apiPort: api, proxyPort: proxy, storeArgs: ['--database-url', pgURL] }
     useEnv(api, proxy)
@@ -661,6 +661,51 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
       assert.equal(await (await Sandbox.connect(sbxs[0].sandboxId)).files.read('/home/user/before-restart.txt'), 'persisted')
     } finally {
       for (const s of sbxs) await Sandbox.kill(s.sandboxId).catch(() => {})
+    }
+  })
+
+  test('a drained agent takes no sandboxes; an agent that stops answering loses none', async () => {
+    const api = process.env.E2B_API_URL
+    const hdr = { 'X-API-Key': testKey }
+    const hostOf = async (id) => (await (await fetch(`${api}/sandboxes/${id}`, { headers: hdr })).json())
+    const hosts = async () => (await (await fetch(`${api}/hearth/v1/hosts`, { headers: hdr })).json())
+    const drain = await fetch(`${api}/hearth/v1/hosts/agent-1/drain`, { method: 'POST', headers: hdr })
+    assert.equal(drain.status, 200, await drain.text())
+    const agent2 = agents[1]
+    let alive, paused
+    try {
+      alive = await Sandbox.create('base', { timeoutMs: 300_000 })
+      paused = await Sandbox.create('base', { timeoutMs: 300_000 })
+      for (const s of [alive, paused]) assert.equal((await hostOf(s.sandboxId)).clientID, 'agent-2', 'placed on the drained agent')
+      await alive.files.write('/home/user/kept.txt', 'kept')
+      const sleeper = await alive.commands.run('sleep 600', { background: true })
+      await paused.files.write('/home/user/kept.txt', 'kept too')
+      assert.equal(await Sandbox.pause(paused.sandboxId), true)
+
+      // The agent stops answering (its sandboxes keep running): after --host-dead-after its
+      // running sandbox is lost, its paused one still paused; nothing is deleted.
+      agent2.child.kill('SIGSTOP')
+      try {
+        await waitFor('agent-2 marked down', async () => (await hosts()).find((h) => h.id === 'agent-2')?.state === 'down', 40_000, 500)
+        assert.equal((await hostOf(alive.sandboxId)).state, 'lost')
+        assert.equal((await hostOf(paused.sandboxId)).state, 'paused')
+        assert.equal(await alive.isRunning(), false)
+        const lost = await Sandbox.list({ query: { state: ['lost'] } }).nextItems()
+        assert.deepEqual(lost.map((s) => s.sandboxId), [alive.sandboxId])
+      } finally {
+        agent2.child.kill('SIGCONT')
+      }
+      // Back: the same sandbox runs again, with its files and processes; the paused one resumes.
+      await waitFor('lost sandbox running again', async () => (await hostOf(alive.sandboxId)).state === 'running', 30_000, 500)
+      const again = await Sandbox.connect(alive.sandboxId)
+      assert.equal(await again.files.read('/home/user/kept.txt'), 'kept')
+      assert.equal((await again.commands.run(`kill -0 ${sleeper.pid} && echo still`)).stdout, 'still\n')
+      const resumed = await Sandbox.connect(paused.sandboxId)
+      assert.equal(await resumed.files.read('/home/user/kept.txt'), 'kept too')
+    } finally {
+      agent2.child.kill('SIGCONT')
+      await fetch(`${api}/hearth/v1/hosts/agent-1/undrain`, { method: 'POST', headers: hdr })
+      for (const s of [alive, paused]) if (s) await Sandbox.kill(s.sandboxId).catch(() => {})
     }
   })
 })

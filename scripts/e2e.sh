@@ -30,5 +30,10 @@ elif [ "${HEARTH_REQUIRE_POSTGRES:-}" = 1 ]; then
   exit 1
 fi
 
+# Arguments, if any, replace the list of test files (and may add node --test flags, e.g.
+# --test-name-pattern): scripts/e2e.sh --test-name-pattern 'two agents' ./platform.test.mjs
 cd e2e
-node --test --test-concurrency=1 --test-timeout=600000 ./*.test.mjs
+if [ "$#" -eq 0 ]; then
+  set -- ./*.test.mjs
+fi
+node --test --test-concurrency=1 --test-timeout=600000 "$@"

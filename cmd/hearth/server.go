@@ -32,6 +32,7 @@ type serverConfig struct {
 	AgentToken     string
 	APIKey         string
 	DefaultTimeout time.Duration
+	HostDeadAfter  time.Duration
 	// LocalProxySockets: see cp.Config (hearth dev).
 	LocalProxySockets map[string]string
 	TLS               proxyTLSConfig
@@ -77,6 +78,7 @@ func init() {
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the agents, required: authenticates their heartbeats and the control plane's calls to them ($HEARTH_AGENT_TOKEN)")
 	f.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "an API key to accept (e2b_ followed by hex), added to the store")
 	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none (E2B's API default)")
+	f.DurationVar(&c.HostDeadAfter, "host-dead-after", 30*time.Second, "mark an agent down, and its running sandboxes lost, after this long without a heartbeat (agents send one every 5 s)")
 	rootCmd.AddCommand(cmd)
 }
 
@@ -115,7 +117,7 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 		proxyLn = proxy.ServeTLSAndPlain(proxyLn, ptls.config, 10*time.Second)
 	}
 	srv := cp.New(cp.Config{Store: st, Log: log, Domain: domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout,
-		LocalProxySockets: c.LocalProxySockets, BuildFilesDir: filepath.Join(c.DataDir, "build-files")})
+		HostDeadAfter: c.HostDeadAfter, LocalProxySockets: c.LocalProxySockets, BuildFilesDir: filepath.Join(c.DataDir, "build-files")})
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	srv.Reconcile(rctx)
 	cancel()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/web"
 	hearth "github.com/hearthsh/hearth/sdk/go"
 	"github.com/hearthsh/hearth/sdk/go/hearthtest"
@@ -50,7 +50,13 @@ func withEnvd(t *testing.T) (*dashboard, *browser, *hearthtest.Envd) {
 	}
 	u, _ := url.Parse(e.URL)
 	d := newDashboard(t)
-	d.srv.Config.Handler = web.New(web.Config{API: d.api, Proxy: httputil.NewSingleHostReverseProxy(u)})
+	// The real sandbox proxy, routing every sandbox to this envd: a plain ReverseProxy is no
+	// stand-in, since without full duplex Go's server cuts streaming RPCs' request bodies
+	// (the terminal's stream then ends with "incomplete envelope").
+	envdProxy := proxy.New(func(*http.Request, proxy.Route) (proxy.Upstream, error) {
+		return proxy.Upstream{Addr: u.Host}, nil
+	}, proxy.Options{})
+	d.srv.Config.Handler = web.New(web.Config{API: d.api, Proxy: envdProxy})
 	b := d.browser(t)
 	b.signin(d.keyMine)
 	return d, b, e
