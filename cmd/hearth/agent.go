@@ -49,6 +49,8 @@ type agentConfig struct {
 	DefaultUser string
 	// DefaultDiskMiB is the disk size of sandboxes whose template names none.
 	DefaultDiskMiB int
+	// MaxSandboxes caps the sandboxes running at once (paused ones do not count); 0: no cap.
+	MaxSandboxes int
 	// ControlPlane is the control plane's URL for heartbeats; empty runs the agent alone.
 	ControlPlane string
 	AgentToken   string
@@ -99,6 +101,7 @@ func init() {
 	f.StringVar(&c.SlotPrefix, "slot-prefix", netslot.DefaultPrefix, "name prefix of this agent's netns, interfaces and nftables table")
 	f.StringVar(&c.DefaultUser, "default-user", "user", "user sandbox commands run as unless the caller names one")
 	diskFlag(f, &c.DefaultDiskMiB)
+	maxSandboxesFlag(f, &c.MaxSandboxes)
 	f.StringVar(&c.ControlPlane, "control-plane", "", "control plane URL to register with and send heartbeats to, e.g. http://10.0.0.1:3000")
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the control plane, required: sent with heartbeats and required on every call the agent serves ($HEARTH_AGENT_TOKEN)")
 	f.StringVar(&c.HostID, "host-id", "", "this host's ID in the control plane (default: the hostname)")
@@ -118,6 +121,9 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	}
 	if c.DefaultDiskMiB < minDiskMiB {
 		return fmt.Errorf("--default-disk-mib %d: want at least %d", c.DefaultDiskMiB, minDiskMiB)
+	}
+	if c.MaxSandboxes < 0 {
+		return fmt.Errorf("--max-sandboxes %d: want 0 (no limit) or more", c.MaxSandboxes)
 	}
 	if c.HostID == "" {
 		c.HostID, _ = os.Hostname()
@@ -171,6 +177,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		Log:            log,
 		DefaultUser:    c.DefaultUser,
 		DefaultDiskMiB: c.DefaultDiskMiB,
+		MaxActive:      c.MaxSandboxes,
 		DefaultWorkdir: home,
 		DropConnections: func(guest netip.Addr) {
 			if n := inspector.CloseFrom(guest); n > 0 {
@@ -284,6 +291,11 @@ const (
 	minDiskMiB     = 64
 )
 
+// maxSandboxesFlag defines --max-sandboxes (agent and dev).
+func maxSandboxesFlag(f *pflag.FlagSet, v *int) {
+	f.IntVar(v, "max-sandboxes", 0, "most sandboxes running at once on this host (paused ones do not count): creates and resumes past it fail, and the control plane places elsewhere; 0: no limit")
+}
+
 // diskFlag defines --default-disk-mib (agent and dev).
 func diskFlag(f *pflag.FlagSet, v *int) {
 	f.IntVar(v, "default-disk-mib", defaultDiskMiB, "disk size (MiB) of sandboxes whose template names none: writes past it fail with ENOSPC in the sandbox")
@@ -380,6 +392,7 @@ func heartbeatSender(c agentConfig, a *agent.Agent, rpcAddr, proxyAddr string, l
 				MemoryTotalMiB: int64(u.GetMemoryTotalBytes() >> 20), MemoryAvailableMiB: int64(u.GetMemoryAvailableBytes() >> 20),
 				MemoryCommittedMiB: int64(u.GetMemoryCommittedMib()),
 				SandboxesRunning:   int(u.GetSandboxesRunning()), SandboxesPaused: int(u.GetSandboxesPaused()),
+				CPUsCommitted: a.CommittedCPUs(), MaxSandboxes: c.MaxSandboxes,
 				Templates: builtTemplates(c.DataDir),
 			}, nil
 		},

@@ -113,6 +113,8 @@ func rpcError(err error) error {
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	case errors.Is(err, sandbox.ErrSnapshotNotFound):
 		return connect.NewError(connect.CodeNotFound, err)
+	case errors.Is(err, sandbox.ErrHostFull):
+		return connect.NewError(connect.CodeResourceExhausted, err)
 	case errors.Is(err, sandbox.ErrForkUnsupported), errors.Is(err, sandbox.ErrSnapshotUnsupported),
 		errors.Is(err, sandbox.ErrFilesystemPauseUnsupported):
 		return connect.NewError(connect.CodeUnimplemented, err)
@@ -277,6 +279,17 @@ func (a *Agent) Stats(ctx context.Context, req *connect.Request[pb.StatsRequest]
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
 	return connect.NewResponse(res), nil
+}
+
+// CommittedCPUs is the sum of the vCPUs of the sandboxes that are not paused.
+func (a *Agent) CommittedCPUs() int {
+	n := 0
+	for _, i := range a.mgr.List() {
+		if i.State != sandbox.Paused {
+			n += i.CPUs
+		}
+	}
+	return n
 }
 
 // Usage is the host's capacity and what its sandboxes use, for Stats and heartbeats.

@@ -92,7 +92,7 @@ type agentNet struct {
 
 const testCgroupParent = "hearth-agent-test"
 
-func startAgentOn(t testing.TB, env *runtimetest.Env, dataDir string, an agentNet) *harness {
+func startAgentOn(t testing.TB, env *runtimetest.Env, dataDir string, an agentNet, opts ...func(*sandbox.Config)) *harness {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if testing.Verbose() {
@@ -118,7 +118,7 @@ func startAgentOn(t testing.TB, env *runtimetest.Env, dataDir string, an agentNe
 		slots.Teardown(context.Background())
 	})
 	conns := &conntrack.Tracker{}
-	mgr := sandbox.New(sandbox.Config{
+	cfg := sandbox.Config{
 		DataDir: filepath.Join(dataDir, "sandboxes"), Driver: driver, Slots: slots, Conns: conns,
 		Templates: func(name string) (runtime.Template, error) {
 			if name != "base" {
@@ -127,7 +127,11 @@ func startAgentOn(t testing.TB, env *runtimetest.Env, dataDir string, an agentNe
 			return env.Template, nil
 		},
 		Log: log, DefaultUser: "user", DefaultWorkdir: "/home/user",
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	mgr := sandbox.New(cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := mgr.Recover(ctx); err != nil {
@@ -538,5 +542,40 @@ func assertNoLeftoversOf(t *testing.T, prefix, cgroupParent string) {
 				}
 			}
 		}
+	}
+}
+
+// TestMaxSandboxes: an agent started with a sandbox limit refuses the create, and the resume,
+// that would run one more (ResourceExhausted, saying how to get room), and admits again once a
+// sandbox is paused; paused sandboxes do not count.
+func TestMaxSandboxes(t *testing.T) {
+	env := setupEnv(t)
+	h := startAgentOn(t, env, t.TempDir(), agentNet{testSlotPrefix, testPool, testCgroupParent}, func(c *sandbox.Config) { c.MaxActive = 1 })
+	defer h.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	h.create(t, "limit-a")
+	full := func(what string, err error) {
+		t.Helper()
+		if connect.CodeOf(err) != connect.CodeResourceExhausted || !strings.Contains(err.Error(), "--max-sandboxes") {
+			t.Fatalf("%s on a full host: %v, want ResourceExhausted naming --max-sandboxes", what, err)
+		}
+	}
+	_, err := h.rpc.Create(ctx, connect.NewRequest(&pb.CreateRequest{SandboxId: "limit-b", Template: "base", Cpus: 1, MemoryMib: 512}))
+	full("create", err)
+	if _, err := h.rpc.Pause(ctx, connect.NewRequest(&pb.PauseRequest{SandboxId: "limit-a"})); err != nil {
+		t.Fatal(err)
+	}
+	h.create(t, "limit-b")
+	_, err = h.rpc.Resume(ctx, connect.NewRequest(&pb.ResumeRequest{SandboxId: "limit-a"}))
+	full("resume", err)
+	if got, err := h.rpc.Get(ctx, connect.NewRequest(&pb.GetRequest{SandboxId: "limit-a"})); err != nil || got.Msg.GetSandbox().GetState() != pb.State_STATE_PAUSED {
+		t.Fatalf("refused resume left %v, %v; want it paused", got, err)
+	}
+	if _, err := h.rpc.Destroy(ctx, connect.NewRequest(&pb.DestroyRequest{SandboxId: "limit-b"})); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.rpc.Resume(ctx, connect.NewRequest(&pb.ResumeRequest{SandboxId: "limit-a"})); err != nil {
+		t.Fatalf("resume with room: %v", err)
 	}
 }

@@ -593,7 +593,7 @@ func (s *Server) placeOn(ctx context.Context, memMiB int, hostID string) (store.
 			return h, nil
 		}
 	}
-	return s.place(ctx, memMiB)
+	return s.place(ctx, demand{memMiB: memMiB})
 }
 
 // runBuild streams build buildID from its agent into the store and records the result.
@@ -846,20 +846,16 @@ func (s *Server) templateHost(ctx context.Context, tpl store.Template) (string, 
 
 // placeTemplate places a sandbox: on hostID (the agent holding its API-built template) when
 // given, which must be ready and have room, else anywhere.
-func (s *Server) placeTemplate(ctx context.Context, memMiB int, hostID string) (store.Host, error) {
+func (s *Server) placeTemplate(ctx context.Context, d demand, hostID string) (store.Host, error) {
 	if hostID == "" {
-		return s.place(ctx, memMiB)
+		return s.place(ctx, d)
 	}
 	h, err := s.store.Host(ctx, hostID)
 	if err != nil {
 		return store.Host{}, fmt.Errorf("%w: the template's host %s: %v", errNoCapacity, hostID, err)
 	}
-	if h.State != store.HostReady || time.Since(h.LastHeartbeat) > s.cfg.HostDeadAfter {
-		return store.Host{}, fmt.Errorf("%w: the template lives on host %s, which is down (templates are not copied between hosts yet)", errNoCapacity, hostID)
-	}
-	limit := float64(h.MemoryTotalMiB) * s.cfg.MemoryOvercommit
-	if float64(h.MemoryCommittedMiB+s.pending(h.ID)+int64(memMiB)) > limit {
-		return store.Host{}, fmt.Errorf("%w: the template lives on host %s, which is full", errNoCapacity, hostID)
+	if _, why := s.fits(h, d); why != "" {
+		return store.Host{}, fmt.Errorf("%w: the template lives on host %s, which is %s (templates are not copied between hosts yet)", errNoCapacity, hostID, why)
 	}
 	return h, nil
 }

@@ -150,19 +150,19 @@ func TestHeartbeatRegistersHostsAndTemplates(t *testing.T) {
 func TestPlacement(t *testing.T) {
 	s, hs, st := newTestCP(t)
 	ctx := context.Background()
-	if _, err := s.place(ctx, 512); err == nil {
+	if _, err := s.place(ctx, demand{memMiB: 512, cpus: 1}); err == nil {
 		t.Fatal("placed a sandbox with no agents registered")
 	}
 	heartbeat(t, hs.URL, "busy", 4096, 6000, nil) // 6000 of 8192 (2x overcommit)
 	heartbeat(t, hs.URL, "idle", 4096, 1000, nil)
 	heartbeat(t, hs.URL, "full", 1024, 2048, nil)
-	h, err := s.place(ctx, 512)
+	h, err := s.place(ctx, demand{memMiB: 512, cpus: 1})
 	if err != nil || h.ID != "idle" {
 		t.Fatalf("place = %v, %v; want the least loaded host", h.ID, err)
 	}
 	// Pending creates count until the next heartbeat, so a burst spreads out.
-	s.addPending("idle", 5500)
-	if h, err := s.place(ctx, 512); err != nil || h.ID != "busy" {
+	s.addPending("idle", demand{memMiB: 5500})
+	if h, err := s.place(ctx, demand{memMiB: 512, cpus: 1}); err != nil || h.ID != "busy" {
 		t.Fatalf("place after pending = %v, %v; want busy", h.ID, err)
 	}
 	// A host that stops sending heartbeats is marked down and not used.
@@ -175,7 +175,7 @@ func TestPlacement(t *testing.T) {
 	if hh, _ := st.Host(ctx, "idle"); hh.State != store.HostDown {
 		t.Fatalf("stale host state = %q, want down", hh.State)
 	}
-	if _, err := s.place(ctx, 512); err == nil {
+	if _, err := s.place(ctx, demand{memMiB: 512, cpus: 1}); err == nil {
 		t.Fatal("placed on a down or full host")
 	}
 }

@@ -46,7 +46,7 @@ func statusOf(err error) int {
 			return http.StatusConflict
 		case connect.CodeInvalidArgument:
 			return http.StatusBadRequest
-		case connect.CodeUnavailable:
+		case connect.CodeUnavailable, connect.CodeResourceExhausted: // a full host
 			return http.StatusServiceUnavailable
 		case connect.CodeDeadlineExceeded:
 			return http.StatusGatewayTimeout

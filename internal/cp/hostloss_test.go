@@ -193,7 +193,7 @@ func TestDrainHost(t *testing.T) {
 	putSandbox(t, st, store.Sandbox{ID: "a", HostID: "h1", State: store.StateRunning})
 	putSandbox(t, st, store.Sandbox{ID: "b", HostID: "h1", State: store.StateRunning})
 	putSandbox(t, st, store.Sandbox{ID: "c", HostID: "h1", State: store.StatePaused})
-	if h, err := s.place(ctx, 256); err != nil || h.ID != "h1" {
+	if h, err := s.place(ctx, demand{memMiB: 256, cpus: 1}); err != nil || h.ID != "h1" {
 		t.Fatalf("place before drain: %v %v", h.ID, err)
 	}
 
@@ -224,7 +224,7 @@ func TestDrainHost(t *testing.T) {
 			t.Fatalf("%s after drain: %s, want paused", id, got)
 		}
 	}
-	if _, err := s.place(ctx, 256); !errors.Is(err, errNoCapacity) {
+	if _, err := s.place(ctx, demand{memMiB: 256, cpus: 1}); !errors.Is(err, errNoCapacity) {
 		t.Fatalf("placed on a draining host: %v", err)
 	}
 	// The agent's next heartbeat keeps the drain.
@@ -244,7 +244,41 @@ func TestDrainHost(t *testing.T) {
 	if status, _, _ := call(t, "POST", hs.URL+"/hearth/v1/hosts/h1/undrain", "", key); status != http.StatusNoContent {
 		t.Fatalf("undrain: %d", status)
 	}
-	if h, err := s.place(ctx, 256); err != nil || h.ID != "h1" {
+	if h, err := s.place(ctx, demand{memMiB: 256, cpus: 1}); err != nil || h.ID != "h1" {
 		t.Fatalf("place after undrain: %v %v", h.ID, err)
+	}
+}
+
+// TestPlacementWeighsCPUsAndLimits: placement takes the host that would be least loaded by
+// memory or vCPUs, whichever is higher, skips hosts at their agent's --max-sandboxes
+// (counting creates in flight), and says why a template's own host cannot take a sandbox.
+func TestPlacementWeighsCPUsAndLimits(t *testing.T) {
+	s, _, st := newTestCP(t)
+	ctx := context.Background()
+	now := time.Now().UTC()
+	for _, h := range []store.Host{
+		// Little memory committed, but its CPUs are taken.
+		{ID: "cpu-busy", CPUs: 4, MemoryTotalMiB: 16384, MemoryCommittedMiB: 1024, CPUsCommitted: 16},
+		// More memory committed, CPUs free.
+		{ID: "mem-busy", CPUs: 4, MemoryTotalMiB: 16384, MemoryCommittedMiB: 8192, CPUsCommitted: 2},
+		// The emptiest, but one sandbox from its limit.
+		{ID: "capped", CPUs: 4, MemoryTotalMiB: 16384, SandboxesRunning: 2, MaxSandboxes: 3},
+	} {
+		h.State, h.LastHeartbeat, h.RPCAddr, h.ProxyAddr = store.HostReady, now, "127.0.0.1:1", "127.0.0.1:2"
+		if err := st.PutHost(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := demand{memMiB: 512, cpus: 2}
+	steps := []string{"capped", "mem-busy", "mem-busy"}
+	for i, want := range steps {
+		h, err := s.place(ctx, d)
+		if err != nil || h.ID != want {
+			t.Fatalf("placement %d: %v, %v; want %s", i, h.ID, err, want)
+		}
+		s.addPending(h.ID, d)
+	}
+	if _, err := s.placeTemplate(ctx, d, "capped"); err == nil || !strings.Contains(err.Error(), "at its limit of 3 running sandboxes") {
+		t.Fatalf("place on the full template host: %v", err)
 	}
 }

@@ -72,9 +72,50 @@ func (p *agentPool) client(h store.Host) hostagentv1connect.HostAgentServiceClie
 // errNoCapacity means no ready agent has room.
 var errNoCapacity = errors.New("no host agent has room for this sandbox")
 
-// place picks the ready agent with the smallest share of committed memory that still has
-// room for memMiB under the overcommit factor.
-func (s *Server) place(ctx context.Context, memMiB int) (store.Host, error) {
+// demand is what one sandbox (or build) asks of a host.
+type demand struct {
+	memMiB, cpus int
+}
+
+// load is what is being placed on a host since its last heartbeat, so a burst of creates
+// spreads out instead of piling onto the host that looked emptiest.
+type load struct {
+	memMiB          int64
+	cpus, sandboxes int
+}
+
+// fits says whether host h has room for d and, if it has, how loaded it would be: the larger
+// of its share of committed memory (of its memory times the overcommit factor) and of
+// committed vCPUs (of its CPUs; vCPUs are shares, not a limit, so this may pass 1). Without
+// room, why says what is full.
+func (s *Server) fits(h store.Host, d demand) (score float64, why string) {
+	if h.State != store.HostReady || time.Since(h.LastHeartbeat) > s.cfg.HostDeadAfter {
+		return 0, "down"
+	}
+	if h.Draining {
+		return 0, "draining"
+	}
+	if h.MemoryTotalMiB <= 0 {
+		return 0, "reports no memory"
+	}
+	p := s.pending(h.ID)
+	if h.MaxSandboxes > 0 && h.SandboxesRunning+p.sandboxes+1 > h.MaxSandboxes {
+		return 0, fmt.Sprintf("at its limit of %d running sandboxes", h.MaxSandboxes)
+	}
+	limit := float64(h.MemoryTotalMiB) * s.cfg.MemoryOvercommit
+	mem := float64(h.MemoryCommittedMiB+p.memMiB) + float64(d.memMiB)
+	if mem > limit {
+		return 0, "out of memory"
+	}
+	score = mem / limit
+	if h.CPUs > 0 {
+		score = max(score, float64(h.CPUsCommitted+p.cpus+d.cpus)/float64(h.CPUs))
+	}
+	return score, ""
+}
+
+// place picks the ready, undrained agent with room for d that would be least loaded.
+func (s *Server) place(ctx context.Context, d demand) (store.Host, error) {
 	hosts, err := s.store.ListHosts(ctx)
 	if err != nil {
 		return store.Host{}, err
@@ -85,15 +126,9 @@ func (s *Server) place(ctx context.Context, memMiB int) (store.Host, error) {
 	}
 	var cands []cand
 	for _, h := range hosts {
-		if h.State != store.HostReady || h.Draining || time.Since(h.LastHeartbeat) > s.cfg.HostDeadAfter || h.MemoryTotalMiB <= 0 {
-			continue
+		if score, why := s.fits(h, d); why == "" {
+			cands = append(cands, cand{h, score})
 		}
-		limit := float64(h.MemoryTotalMiB) * s.cfg.MemoryOvercommit
-		committed := float64(h.MemoryCommittedMiB + s.pending(h.ID))
-		if committed+float64(memMiB) > limit {
-			continue
-		}
-		cands = append(cands, cand{h, (committed + float64(memMiB)) / limit})
 	}
 	if len(cands) == 0 {
 		if len(hosts) == 0 {
@@ -110,18 +145,20 @@ func (s *Server) place(ctx context.Context, memMiB int) (store.Host, error) {
 	return cands[0].h, nil
 }
 
-// pending is the memory of sandboxes being created on a host since its last heartbeat, so a
-// burst of creates spreads out instead of piling onto the host that looked emptiest.
-func (s *Server) pending(hostID string) int64 {
+func (s *Server) pending(hostID string) load {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	return s.inflight[hostID]
 }
 
-func (s *Server) addPending(hostID string, mem int64) {
+func (s *Server) addPending(hostID string, d demand) {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
-	s.inflight[hostID] += mem
+	l := s.inflight[hostID]
+	l.memMiB += int64(d.memMiB)
+	l.cpus += d.cpus
+	l.sandboxes++
+	s.inflight[hostID] = l
 }
 
 // heartbeat registers an agent or refreshes it. Every heartbeat needs the shared agent
@@ -181,6 +218,7 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	h.RPCAddr, h.ProxyAddr, h.Runtime, h.State = hb.RPCAddr, hb.ProxyAddr, hb.Runtime, store.HostReady
 	h.CPUs, h.MemoryTotalMiB, h.MemoryAvailableMiB, h.MemoryCommittedMiB = hb.CPUs, hb.MemoryTotalMiB, hb.MemoryAvailableMiB, hb.MemoryCommittedMiB
 	h.SandboxesRunning, h.SandboxesPaused, h.LastHeartbeat = hb.SandboxesRunning, hb.SandboxesPaused, now
+	h.CPUsCommitted, h.MaxSandboxes = hb.CPUsCommitted, hb.MaxSandboxes
 	var issued string
 	if claimed {
 		err = s.store.PutHost(r.Context(), h)

@@ -124,11 +124,11 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 		if err != nil {
 			return store.Sandbox{}, err
 		}
-		if host, err = s.placeTemplate(ctx, mem, tplHost); err != nil {
+		if host, err = s.placeTemplate(ctx, demand{memMiB: mem, cpus: cpus}, tplHost); err != nil {
 			return store.Sandbox{}, err
 		}
 	}
-	s.addPending(host.ID, int64(mem))
+	s.addPending(host.ID, demand{memMiB: mem, cpus: cpus})
 
 	now := time.Now().UTC()
 	sb := store.Sandbox{

@@ -108,7 +108,7 @@ type Server struct {
 
 	// inflight is memory being placed on each host since its last heartbeat.
 	pendMu   sync.Mutex
-	inflight map[string]int64
+	inflight map[string]load
 
 	// uploadKey signs the upload URLs of API template builds.
 	uploadKey string
@@ -128,7 +128,7 @@ func New(cfg Config) *Server {
 		routes:        &routes{m: map[string]cachedRoute{}},
 		metricsClient: &http.Client{Transport: proxy.NewTransport(0)},
 		resuming:      map[string]*resumeCall{},
-		inflight:      map[string]int64{},
+		inflight:      map[string]load{},
 	}
 	s.uploadKey = cfg.AgentToken
 	if s.uploadKey == "" {

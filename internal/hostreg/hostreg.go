@@ -103,16 +103,20 @@ func NewToken() string {
 
 // Heartbeat is the body of a heartbeat.
 type Heartbeat struct {
-	RPCAddr            string     `json:"rpcAddr"`
-	ProxyAddr          string     `json:"proxyAddr"`
-	Runtime            string     `json:"runtime"`
-	CPUs               int        `json:"cpus"`
-	MemoryTotalMiB     int64      `json:"memoryTotalMiB"`
-	MemoryAvailableMiB int64      `json:"memoryAvailableMiB"`
-	MemoryCommittedMiB int64      `json:"memoryCommittedMiB"`
-	SandboxesRunning   int        `json:"sandboxesRunning"`
-	SandboxesPaused    int        `json:"sandboxesPaused"`
-	Templates          []Template `json:"templates"`
+	RPCAddr            string `json:"rpcAddr"`
+	ProxyAddr          string `json:"proxyAddr"`
+	Runtime            string `json:"runtime"`
+	CPUs               int    `json:"cpus"`
+	MemoryTotalMiB     int64  `json:"memoryTotalMiB"`
+	MemoryAvailableMiB int64  `json:"memoryAvailableMiB"`
+	MemoryCommittedMiB int64  `json:"memoryCommittedMiB"`
+	SandboxesRunning   int    `json:"sandboxesRunning"`
+	SandboxesPaused    int    `json:"sandboxesPaused"`
+	// CPUsCommitted is the sum of running sandboxes' vCPUs; MaxSandboxes the agent's cap on
+	// running sandboxes (0: none).
+	CPUsCommitted int        `json:"cpusCommitted"`
+	MaxSandboxes  int        `json:"maxSandboxes"`
+	Templates     []Template `json:"templates"`
 }
 
 // Template is a template built on the agent's host.

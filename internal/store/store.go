@@ -218,8 +218,12 @@ type Host struct {
 	MemoryCommittedMiB int64
 	SandboxesRunning   int
 	SandboxesPaused    int
-	RegisteredAt       time.Time
-	LastHeartbeat      time.Time
+	// CPUsCommitted is the sum of its running sandboxes' vCPUs; MaxSandboxes its agent's cap
+	// on running sandboxes (0: none).
+	CPUsCommitted int
+	MaxSandboxes  int
+	RegisteredAt  time.Time
+	LastHeartbeat time.Time
 	// TokenHash is the SHA-256 (hex) of the host's own credential; empty for a host that has
 	// not been issued one yet. PutHost never changes it once set: only ClaimHost does.
 	TokenHash string

@@ -122,6 +122,10 @@ func (m *Manager) newChild(ctx context.Context, parent *record, c ForkChild, tpl
 		m.mu.Unlock()
 		return nil, fmt.Errorf("%w: sandbox %s exists", ErrInvalid, c.ID)
 	}
+	if err := m.admitLocked(); err != nil {
+		m.mu.Unlock()
+		return nil, fmt.Errorf("fork into %s: %w", c.ID, err)
+	}
 	m.sandboxes[c.ID] = rec
 	m.mu.Unlock()
 	if err := m.makeDir(c.ID); err != nil {

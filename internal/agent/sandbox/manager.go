@@ -59,6 +59,31 @@ type Config struct {
 	// is replaced, so a tighter policy also ends what was allowed before, and when its slot
 	// is released, before the address can go to another sandbox.
 	DropConnections func(guest netip.Addr)
+	// MaxActive caps the sandboxes that are not paused (starting, running, resuming, ...):
+	// a create, fork or resume past it fails with ErrHostFull. 0 means no cap.
+	MaxActive int
+}
+
+// ErrHostFull: the host runs as many sandboxes as its agent allows (--max-sandboxes).
+var ErrHostFull = errors.New("host is at its sandbox limit")
+
+// admitLocked refuses one more active sandbox past MaxActive. Call with m.mu held, in the
+// same critical section that makes the sandbox active, so concurrent creates cannot both
+// take the last place.
+func (m *Manager) admitLocked() error {
+	if m.cfg.MaxActive <= 0 {
+		return nil
+	}
+	n := 0
+	for _, r := range m.sandboxes {
+		if r.State != Paused {
+			n++
+		}
+	}
+	if n >= m.cfg.MaxActive {
+		return fmt.Errorf("%w: %d of %d sandboxes are running (raise the agent's --max-sandboxes, or pause or kill some)", ErrHostFull, n, m.cfg.MaxActive)
+	}
+	return nil
 }
 
 // CreateRequest describes a new sandbox.
@@ -363,6 +388,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		}
 		return info, nil
 	}
+	if err := m.admitLocked(); err != nil {
+		m.mu.Unlock()
+		return Info{}, err
+	}
 	m.sandboxes[req.ID] = rec
 	m.mu.Unlock()
 
@@ -646,6 +675,11 @@ func (m *Manager) begin(id, op string, from, to State) (*record, error) {
 	}
 	if rec.State != from {
 		return nil, &BusyError{ID: id, State: rec.State, Op: op}
+	}
+	if from == Paused && to != Paused {
+		if err := m.admitLocked(); err != nil {
+			return nil, err
+		}
 	}
 	rec.State = to
 	return rec, nil

@@ -9,7 +9,7 @@ import (
 
 const hostCols = `id, rpc_addr, proxy_addr, runtime, state, cpus, memory_total_mib,
     memory_available_mib, memory_committed_mib, sandboxes_running, sandboxes_paused,
-    registered_at, last_heartbeat, token_hash, draining`
+    registered_at, last_heartbeat, token_hash, draining, cpus_committed, max_sandboxes`
 
 func scanHost(r Row) (store.Host, error) {
 	var (
@@ -18,7 +18,7 @@ func scanHost(r Row) (store.Host, error) {
 	)
 	if err := r.Scan(&h.ID, &h.RPCAddr, &h.ProxyAddr, &h.Runtime, &h.State, &h.CPUs,
 		&h.MemoryTotalMiB, &h.MemoryAvailableMiB, &h.MemoryCommittedMiB, &h.SandboxesRunning,
-		&h.SandboxesPaused, &registered, &lastHB, &h.TokenHash, &h.Draining); err != nil {
+		&h.SandboxesPaused, &registered, &lastHB, &h.TokenHash, &h.Draining, &h.CPUsCommitted, &h.MaxSandboxes); err != nil {
 		return store.Host{}, err
 	}
 	h.RegisteredAt, h.LastHeartbeat = fromMillis(registered), fromMillis(lastHB)
@@ -28,14 +28,15 @@ func scanHost(r Row) (store.Host, error) {
 // hostUpsert writes a host by ID; an update keeps the first registered_at, the draining
 // flag and, unless set here, the token hash.
 const hostUpsert = `INSERT INTO hosts (` + hostCols + `)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
 ON CONFLICT (id) DO UPDATE SET rpc_addr = excluded.rpc_addr, proxy_addr = excluded.proxy_addr,
     runtime = excluded.runtime, state = excluded.state, cpus = excluded.cpus,
     memory_total_mib = excluded.memory_total_mib,
     memory_available_mib = excluded.memory_available_mib,
     memory_committed_mib = excluded.memory_committed_mib,
     sandboxes_running = excluded.sandboxes_running,
-    sandboxes_paused = excluded.sandboxes_paused, last_heartbeat = excluded.last_heartbeat`
+    sandboxes_paused = excluded.sandboxes_paused, last_heartbeat = excluded.last_heartbeat,
+    cpus_committed = excluded.cpus_committed, max_sandboxes = excluded.max_sandboxes`
 
 func hostArgs(h store.Host) []any {
 	if h.RegisteredAt.IsZero() {
@@ -43,7 +44,7 @@ func hostArgs(h store.Host) []any {
 	}
 	return []any{h.ID, h.RPCAddr, h.ProxyAddr, h.Runtime, h.State, h.CPUs, h.MemoryTotalMiB,
 		h.MemoryAvailableMiB, h.MemoryCommittedMiB, h.SandboxesRunning, h.SandboxesPaused,
-		millis(h.RegisteredAt), millis(h.LastHeartbeat), h.TokenHash, h.Draining}
+		millis(h.RegisteredAt), millis(h.LastHeartbeat), h.TokenHash, h.Draining, h.CPUsCommitted, h.MaxSandboxes}
 }
 
 // PutHost registers h or updates it. An update keeps the first RegisteredAt and the token

@@ -24,6 +24,8 @@ func host(id string) store.Host {
 		MemoryCommittedMiB: 8 << 30, // beyond 32 bits: the columns are BIGINT
 		SandboxesRunning:   3,
 		SandboxesPaused:    1,
+		CPUsCommitted:      6,
+		MaxSandboxes:       20,
 		RegisteredAt:       base,
 		LastHeartbeat:      base.Add(time.Second),
 	}
@@ -44,7 +46,7 @@ func testHosts(t *testing.T, open Opener) {
 
 	// An update (a heartbeat) changes everything but the registration time.
 	upd := h1
-	upd.State, upd.SandboxesRunning, upd.MemoryAvailableMiB = store.HostDown, 0, 1
+	upd.State, upd.SandboxesRunning, upd.MemoryAvailableMiB, upd.CPUsCommitted, upd.MaxSandboxes = store.HostDown, 0, 1, 0, 50
 	upd.RegisteredAt, upd.LastHeartbeat = base.Add(time.Hour), base.Add(time.Hour)
 	must(t, "update", s.PutHost(ctx, upd))
 	want := upd
