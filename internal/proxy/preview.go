@@ -31,6 +31,10 @@ const PreviewCookie = "hearth_preview"
 // maxPreviewID bounds a sandbox ID read from a hint (E2B's IDs are 20 characters).
 const maxPreviewID = 64
 
+// errPreviewWorker refuses a service worker script outside the prefix: registered at
+// "/sw.js", its scope would be "/", and it would see every path-form preview's requests.
+var errPreviewWorker = errors.New("a service worker outside /proxy/ID/PORT/ would control every path-form preview of this browser: register it under the prefix, or open the app by host (PORT-ID.<domain>)")
+
 // errPreviewEnvd refuses a hint that names envd's port.
 var errPreviewEnvd = errors.New("a request outside /proxy/ID/PORT/ is never routed to envd's port (49983): name the sandbox in the path, the host or the E2b-Sandbox-Id header")
 
@@ -55,6 +59,9 @@ func previewRoute(r *http.Request) (Route, bool, error) {
 	}
 	if !ok {
 		return Route{}, false, nil
+	}
+	if r.Header.Get("Service-Worker") == "script" { // what browsers send when fetching one
+		return Route{}, false, errPreviewWorker
 	}
 	path := r.URL.EscapedPath()
 	if path == "" {

@@ -34,6 +34,11 @@ func previewUpstream(t *testing.T) *httptest.Server {
 		w.Header().Add("Set-Cookie", PreviewCookie+"=; Max-Age=0; Path=/")
 		w.Header().Set("Content-Type", "text/html")
 	})
+	mux.HandleFunc("/sw.js", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/javascript")
+		w.Header().Set("Service-Worker-Allowed", "/")
+		fmt.Fprint(w, "self.onfetch = () => {}")
+	})
 	mux.HandleFunc("/ws", func(w http.ResponseWriter, r *http.Request) {
 		c, err := websocket.Accept(w, r, nil)
 		if err != nil {
@@ -128,6 +133,8 @@ func TestPreviewRouting(t *testing.T) {
 		setCookie     []string
 		location      string
 		resolvedNever bool // no route reached resolve
+		// serviceWorkerAllowed is the Service-Worker-Allowed header the client gets.
+		serviceWorkerAllowed string
 	}{
 		// The explicit form: a page points the cookie at its sandbox port.
 		{name: "path-form page sets the cookie", target: "/proxy/sbxa/8888/page",
@@ -210,6 +217,14 @@ func TestPreviewRouting(t *testing.T) {
 		{name: "unknown sandbox by cookie", target: "/x", cookies: []string{PreviewCookie + "=gone.8888"}, status: 502,
 			body: `{"code":502,"message":"The sandbox was not found","sandboxId":"gone"}`},
 
+		// A service worker cannot claim the whole origin, hinted or by Service-Worker-Allowed.
+		{name: "service worker script outside the prefix", target: "/sw.js", referer: "http://proxy.test:3002/proxy/sbxa/8888/",
+			header: map[string]string{"Service-Worker": "script"}, status: 400, body: `{"code":400,"message":"a service worker outside`, resolvedNever: true},
+		{name: "service worker script under the prefix keeps its default scope", target: "/proxy/sbxa/8888/sw.js",
+			header: map[string]string{"Service-Worker": "script"}, status: 200, body: "self.onfetch"},
+		{name: "host form keeps Service-Worker-Allowed", host: "8888-sbxa.proxy.test:3002", target: "/sw.js",
+			header: map[string]string{"Service-Worker": "script"}, status: 200, serviceWorkerAllowed: "/"},
+
 		// Other forms never look at hints, and the cookie never reaches a sandbox.
 		{name: "host form ignores the cookie", host: "8888-sbxa.proxy.test:3002", target: "/page", cookies: []string{PreviewCookie + "=sbxb.3000"},
 			status: 200, body: "<p>page of sbxa:8888"},
@@ -252,6 +267,9 @@ func TestPreviewRouting(t *testing.T) {
 			}
 			if got := res.Header.Get("Location"); got != tt.location {
 				t.Errorf("Location %q, want %q", got, tt.location)
+			}
+			if got := res.Header.Get("Service-Worker-Allowed"); got != tt.serviceWorkerAllowed {
+				t.Errorf("Service-Worker-Allowed %q, want %q", got, tt.serviceWorkerAllowed)
 			}
 			if tt.resolvedNever && len(*resolved) > 0 {
 				t.Errorf("resolve was asked for %v", *resolved)
@@ -332,7 +350,7 @@ func FuzzPreviewRoute(f *testing.F) {
 		r.Header.Set("Cookie", cookie)
 		route, ok, err := previewRoute(r)
 		if err != nil {
-			if ok || !errors.Is(err, errPreviewEnvd) {
+			if ok || !errors.Is(err, errPreviewEnvd) && !errors.Is(err, errPreviewWorker) {
 				t.Fatalf("previewRoute: ok %v, err %v", ok, err)
 			}
 			return
