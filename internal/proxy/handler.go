@@ -293,7 +293,7 @@ func modifyResponse(res *http.Response) error {
 	// A path-form page's service workers stay within its prefix: Service-Worker-Allowed
 	// would let one claim "/", every other preview on this origin included.
 	res.Header.Del("Service-Worker-Allowed")
-	if rt.route.Port != EnvdPort && isHTML(res) {
+	if rt.route.Port != EnvdPort && validPreviewID(rt.route.SandboxID) && isHTML(res) {
 		if want := rt.route.SandboxID + "." + itoa(rt.route.Port); rt.cookie != want {
 			res.Header.Add("Set-Cookie", previewSetCookie(rt.route, rt.secure))
 		}

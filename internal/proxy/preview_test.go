@@ -145,6 +145,7 @@ func TestPreviewRouting(t *testing.T) {
 			cookies: []string{PreviewCookie + "=sbxb.3000"}, status: 200, setCookie: []string{setCookieA}},
 		{name: "path-form asset sets nothing", target: "/proxy/sbxa/8888/app.js",
 			status: 200, body: "route=sbxa:8888 path=/app.js prefix=/proxy/sbxa/8888"},
+		{name: "path-form page of an ID no cookie could carry sets nothing", target: "/proxy/sbx.a/8888/page", status: 200, body: "<p>page of sbx.a:8888"},
 		{name: "path-form envd page sets nothing", target: "/proxy/sbxa/49983/page", status: 200, body: "<p>page of sbxa:49983"},
 
 		// Requests that left the prefix: the Referer first, then the cookie.
