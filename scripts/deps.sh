@@ -18,7 +18,7 @@ declare -A cmds=(
   [nsenter]=util-linux
   [qemu-system-x86_64]=qemu-system-x86
   [qemu-img]=qemu-utils
-  [chromium]=chromium # the dashboard's browser tests (internal/web)
+  [chromium]=chromium # the browser tests: the dashboard (internal/web) and port previews (e2e/previews.test.mjs)
 )
 for c in "${!cmds[@]}"; do
   command -v "$c" >/dev/null 2>&1 || need_apt+=("${cmds[$c]}")

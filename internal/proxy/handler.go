@@ -151,6 +151,10 @@ type routed struct {
 	route Route
 	up    Upstream
 	host  string // the client-facing host, for Location rewriting
+	// cookie is the preview cookie the request carried, secure whether it came over TLS: a
+	// path-form page's response sets the cookie when it would change.
+	cookie string
+	secure bool
 	// cancel aborts the upstream request, to unblock a stream that is being ended; set only
 	// when Upstream.OnStream is.
 	cancel context.CancelFunc
@@ -163,6 +167,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if route, err = h.unrouted(r); err != nil && !errors.Is(err, ErrNoRoute) {
 			h.fail(w, r, h.statusFor(err), Route{}, err)
 			return
+		}
+	}
+	if errors.Is(err, ErrNoRoute) {
+		// Signed URLs had their turn: what is left may be a path-form page's request that
+		// left the prefix (see preview.go).
+		hinted, ok, herr := previewRoute(r)
+		if herr != nil {
+			h.fail(w, r, http.StatusBadRequest, Route{}, herr)
+			return
+		}
+		if ok {
+			route, err = hinted, nil
 		}
 	}
 	if err != nil {
@@ -185,7 +201,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if up.Ctx != nil {
 		ctx = up.Ctx
 	}
-	rt := &routed{route: route, up: up, host: r.Host}
+	rt := &routed{route: route, up: up, host: r.Host, secure: r.TLS != nil}
+	rt.cookie, _ = previewCookie(r)
 	if up.OnStream != nil {
 		// Only a hop that ends streams needs to abort the upstream request itself.
 		var cancel context.CancelFunc
@@ -242,6 +259,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 	pr.Out.URL.RawPath = rt.route.Path
 	pr.Out.Host = pr.In.Host
 	pr.SetXForwarded()
+	stripPreviewCookie(pr.Out.Header)
 	for k, vs := range rt.up.Header {
 		pr.Out.Header[k] = vs
 	}
@@ -250,7 +268,8 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// modifyResponse makes streams endable and keeps redirects inside the /proxy/ID/PORT prefix.
+// modifyResponse makes streams endable, keeps redirects inside the /proxy/ID/PORT prefix and
+// points the preview cookie at the sandbox port of a path-form page.
 func modifyResponse(res *http.Response) error {
 	rt := res.Request.Context().Value(routeKey{}).(*routed)
 	if rt.up.OnStream != nil {
@@ -266,8 +285,18 @@ func modifyResponse(res *http.Response) error {
 			rt.up.OnStream(b.end)
 		}
 	}
+	// The preview cookie is the proxy's: a sandbox can neither set nor clear it.
+	stripPreviewSetCookie(res.Header)
 	if rt.route.Prefix == "" {
 		return nil
+	}
+	// A path-form page's service workers stay within its prefix: Service-Worker-Allowed
+	// would let one claim "/", every other preview on this origin included.
+	res.Header.Del("Service-Worker-Allowed")
+	if rt.route.Port != EnvdPort && validPreviewID(rt.route.SandboxID) && isHTML(res) {
+		if want := rt.route.SandboxID + "." + itoa(rt.route.Port); rt.cookie != want {
+			res.Header.Add("Set-Cookie", previewSetCookie(rt.route, rt.secure))
+		}
 	}
 	loc := res.Header.Get("Location")
 	if loc == "" {
