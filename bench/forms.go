@@ -52,7 +52,11 @@ func (t *target) header(f form, h http.Header) {
 // host is the Host header for form f, "" for the URL's own.
 func (t *target) host(f form) string {
 	if f == formHost {
-		return fmt.Sprintf("%d-%s.localhost", loadPort, t.id)
+		domain := t.domain
+		if domain == "" {
+			domain = "localhost"
+		}
+		return fmt.Sprintf("%d-%s.%s", loadPort, t.id, domain)
 	}
 	return ""
 }

@@ -18,6 +18,7 @@ type loadJob struct {
 	ID       string     `json:"id"`
 	Guest    string     `json:"guest"`
 	Token    string     `json:"token"`
+	Domain   string     `json:"domain"`
 	Params   loadParams `json:"params"`
 }
 
@@ -37,7 +38,7 @@ func startLoadProc(ctx context.Context, t *target, p loadParams, wrap []string) 
 	if err != nil {
 		return nil, fmt.Errorf("load generator: %w", err)
 	}
-	job, _ := json.Marshal(loadJob{ProxyURL: proxyBase, ID: t.id, Guest: t.guest, Token: t.token, Params: p})
+	job, _ := json.Marshal(loadJob{ProxyURL: proxyBase, ID: t.id, Guest: t.guest, Token: t.token, Domain: t.domain, Params: p})
 	argv := append(append([]string(nil), wrap...), self, "-loadgen", string(job))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = os.Stderr
@@ -118,7 +119,7 @@ func loadgenMain(jobJSON string) error {
 		return fmt.Errorf("load job: %w", err)
 	}
 	proxyBase = job.ProxyURL
-	t := &target{id: job.ID, guest: job.Guest, token: job.Token}
+	t := &target{id: job.ID, guest: job.Guest, token: job.Token, domain: job.Domain}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() {

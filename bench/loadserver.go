@@ -23,6 +23,9 @@ type target struct {
 	id string
 	// token is the traffic access token the public proxy wants for ports other than envd's.
 	token string
+	// domain is the sandbox domain the API told the SDK (e.g. "hearth.localhost:3002"), for
+	// host routing; "" means "localhost".
+	domain string
 }
 
 // startLoadServer uploads the load server into sb, starts it in the background and waits
@@ -46,7 +49,7 @@ func (e *env) startLoadServer(ctx context.Context, sb *hearth.Sandbox) (*target,
 	if err != nil {
 		return nil, err
 	}
-	t := &target{sb: sb, id: sb.ID, guest: guest, token: sb.Info().TrafficAccessToken}
+	t := &target{sb: sb, id: sb.ID, guest: guest, token: sb.Info().TrafficAccessToken, domain: sb.Info().Domain}
 	hc := newHTTP1Client(1)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
