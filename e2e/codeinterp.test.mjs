@@ -130,6 +130,11 @@ describe('code interpreter server on the host', () => {
     const res = await fetch(`${sbx.jupyterUrl}/execute`, { method: 'POST', body: JSON.stringify({ code: '1', language: 'cobol' }) })
     assert.equal(res.status, 400)
     assert.match(await res.text(), /unsupported language "cobol": this code interpreter runs bash, python/)
+    // E2B's own template runs JavaScript; this one says it has no kernel for it.
+    await assert.rejects(sbx.runCode('1', { language: 'js', requestTimeoutMs: 2000 }), /400/)
+    const js = await fetch(`${sbx.jupyterUrl}/execute`, { method: 'POST', body: JSON.stringify({ code: '1', language: 'javascript' }) })
+    assert.equal(js.status, 400)
+    assert.match(await js.text(), /unsupported language "javascript": this code interpreter runs bash, python \(it has no JavaScript or TypeScript kernel\)/)
   })
 
   test('codeinterp: DataFrames are data, plots are png, bash runs', async () => {
