@@ -322,6 +322,12 @@ display({'text/latex': r'\alpha'}, raw=True)`
 		if j, _ := json.Marshal(bar["elements"]); bar["type"] != "bar" || string(j) != `[{"group":"Books Sold","label":"A","value":100},{"group":"Books Sold","label":"B","value":200}]` {
 			t.Fatalf("bar chart %v", bar)
 		}
+		// Horizontal bars: labels from the y axis, values are widths, axes' labels swapped as E2B does.
+		barh := chartOf("plt.barh(['A', 'B'], [100, 200], label='Books Sold'); plt.xlabel('Books (units)'); plt.ylabel('Author')")
+		if j, _ := json.Marshal(barh["elements"]); barh["type"] != "bar" || barh["x_label"] != "Author" || barh["y_label"] != "Books (units)" || barh["x_unit"] != nil || barh["y_unit"] != "units" ||
+			string(j) != `[{"group":"Books Sold","label":"A","value":100},{"group":"Books Sold","label":"B","value":200}]` {
+			t.Errorf("horizontal bar chart %v, elements %s", barh, j)
+		}
 		pie := chartOf("plt.pie([90, 10], labels=['No', 'Yes'])")
 		if j, _ := json.Marshal(pie["elements"]); pie["type"] != "pie" || string(j) != `[{"angle":324,"label":"No","radius":1},{"angle":36,"label":"Yes","radius":1}]` {
 			t.Fatalf("pie chart %v", pie)

@@ -162,15 +162,25 @@ def _hearth_setup():
         if kind == "box_and_whisker":
             return box_chart(ax, out)
         if kind == "bar":
-            labels = [t.get_text() for t in ax.get_xticklabels()]
+            # barh: the categories are on y and a bar's value is its width. matplotlib says
+            # which (BarContainer.orientation), where E2B guesses from equal heights.
+            horizontal = any(getattr(c, "orientation", None) == "horizontal" for c in ax.containers)
+            labels = [t.get_text() for t in (ax.get_yticklabels() if horizontal else ax.get_xticklabels())]
             elements = []
             for i, cont in enumerate(ax.containers):
                 group = cont.get_label()
                 if not group or group.startswith("_container"):
                     group = "Group %d" % i
                 for j, rect in enumerate(cont):
-                    elements.append({"label": labels[j] if j < len(labels) and len(labels) == len(cont) else str(plain(rect.get_x() + rect.get_width() / 2)),
-                                     "group": group, "value": plain(rect.get_height())})
+                    if horizontal:
+                        pos, value = rect.get_y() + rect.get_height() / 2, rect.get_width()
+                    else:
+                        pos, value = rect.get_x() + rect.get_width() / 2, rect.get_height()
+                    elements.append({"label": labels[j] if j < len(labels) and len(labels) == len(cont) else str(plain(pos)),
+                                     "group": group, "value": plain(value)})
+            if horizontal:  # as E2B's JSON: x_label is the categories' axis
+                out["x_label"], out["y_label"] = out["y_label"], out["x_label"]
+                out["x_unit"], out["y_unit"] = out["y_unit"], out["x_unit"]
             out["elements"] = elements
             return out
         out.update({
