@@ -50,9 +50,14 @@ func newEnv(cfg config) (*env, error) {
 	}, nil
 }
 
-// create starts a sandbox that lives at most lifetime, tracked for cleanup.
+// create starts a base sandbox that lives at most lifetime, tracked for cleanup.
 func (e *env) create(ctx context.Context, lifetime time.Duration) (*hearth.Sandbox, error) {
-	sb, err := e.client.Create(ctx, hearth.CreateOptions{Timeout: lifetime, Metadata: map[string]string{"purpose": "bench"}})
+	return e.createFrom(ctx, hearth.DefaultTemplate, lifetime)
+}
+
+// createFrom starts a sandbox of template that lives at most lifetime, tracked for cleanup.
+func (e *env) createFrom(ctx context.Context, template string, lifetime time.Duration) (*hearth.Sandbox, error) {
+	sb, err := e.client.Create(ctx, hearth.CreateOptions{Template: template, Timeout: lifetime, Metadata: map[string]string{"purpose": "bench"}})
 	if err != nil {
 		return nil, err
 	}

@@ -5,16 +5,15 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdtempSync, rmSync, copyFileSync, existsSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import http from 'node:http'
 import { Sandbox } from '@e2b/code-interpreter'
-import { Template, waitForURL } from 'e2b'
+import { buildCodeInterpreter, defaultCodeinterpBin } from './codeinterp-template.mjs'
 import { Proc, freePorts, waitFor, dataDir, apiReady, testKey, hearthBin } from './harness.mjs'
 
-const bin = process.env.CODEINTERP_BIN || fileURLToPath(new URL('../bin/codeinterp', import.meta.url))
+const bin = defaultCodeinterpBin
 const token = 'e2e-envd-access-token'
 
 describe('code interpreter server on the host', () => {
@@ -131,6 +130,11 @@ describe('code interpreter server on the host', () => {
     const res = await fetch(`${sbx.jupyterUrl}/execute`, { method: 'POST', body: JSON.stringify({ code: '1', language: 'cobol' }) })
     assert.equal(res.status, 400)
     assert.match(await res.text(), /unsupported language "cobol": this code interpreter runs bash, python/)
+    // E2B's own template runs JavaScript; this one says it has no kernel for it.
+    await assert.rejects(sbx.runCode('1', { language: 'js', requestTimeoutMs: 2000 }), /400/)
+    const js = await fetch(`${sbx.jupyterUrl}/execute`, { method: 'POST', body: JSON.stringify({ code: '1', language: 'javascript' }) })
+    assert.equal(js.status, 400)
+    assert.match(await js.text(), /unsupported language "javascript": this code interpreter runs bash, python \(it has no JavaScript or TypeScript kernel\)/)
   })
 
   test('codeinterp: DataFrames are data, plots are png, bash runs', async () => {
@@ -147,22 +151,39 @@ describe('code interpreter server on the host', () => {
   })
 })
 
-// codeInterpreterTemplate is Hearth's code-interpreter-v1 recipe (docs/code-interpreter.md):
-// the base template plus Debian's kernel and data packages and the codeinterp binary, whose
-// server runs as the start command: it is up, with its python kernel, in the start snapshot
-// every sandbox is restored from. The server (and so the kernels) runs as root, as E2B's does,
-// through the sandbox's sudo (the start command runs as the default user `user`).
-// contextDir must hold the binary as `codeinterp`.
-export function codeInterpreterTemplate(contextDir) {
-  return Template({ fileContextPath: contextDir })
-    .fromTemplate('base')
-    .aptInstall(['python3-ipykernel', 'python3-matplotlib', 'python3-pandas', 'python3-numpy', 'python3-pil'], { noInstallRecommends: true })
-    .copy('codeinterp', '/usr/local/bin/hearth-codeinterp', { user: 'root', mode: 0o755 })
-    .setStartCmd('sudo /usr/local/bin/hearth-codeinterp -supervise', waitForURL('http://localhost:49999/health'))
+// coreChecks are the checks every code-interpreter-v1 sandbox must pass, whatever its
+// options: state between cells, output streaming, errors, a plot with its chart, the
+// sandbox's env vars, per-call ones not leaking, and a context of its own.
+async function coreChecks(sbx) {
+  await sbx.runCode('x = 1')
+  assert.equal((await sbx.runCode('x + 1')).text, '2')
+  const seen = []
+  const out = await sbx.runCode("import time\nprint('a', flush=True)\ntime.sleep(1)\nprint('b')", { onStdout: (m) => seen.push([m.line, Date.now()]) })
+  assert.deepEqual(out.logs.stdout, ['a\n', 'b\n'])
+  assert.ok(seen.length === 2 && seen[1][1] - seen[0][1] >= 700, `stdout did not stream: ${JSON.stringify(seen)}`)
+  const err = await sbx.runCode('1/0')
+  assert.equal(err.error.name, 'ZeroDivisionError')
+  assert.match(err.error.traceback, /ZeroDivisionError/)
+  const plot = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()')
+  assert.ok(plot.results[0]?.png?.startsWith('iVBORw0KGgo'), JSON.stringify(plot).slice(0, 300))
+  assert.equal(plot.results[0].chart?.type, 'line')
+  const env = await sbx.runCode("import os; os.getenv('TEST_ENV_VAR')")
+  if (env.text !== 'supertest') {
+    const r = await sbx.commands.run(`cat /etc/hosts; curl -si -H 'X-Access-Token: ${sbx.envdAccessToken}' http://127.0.0.1:49983/envs; ps aux`, { user: 'root' }).catch((e) => e)
+    console.error('envd /envs from inside:', r.stdout, r.stderr)
+  }
+  assert.equal(env.text, 'supertest')
+  assert.equal((await sbx.runCode("import os; os.getenv('FOO')", { envs: { FOO: 'bar' } })).text, 'bar')
+  assert.equal((await sbx.runCode("import os; os.getenv('FOO', 'unset')")).text, 'unset')
+  const ctx = await sbx.createCodeContext({ cwd: '/tmp' })
+  assert.equal((await sbx.runCode('import os; os.getcwd()', { context: ctx })).text, '/tmp')
+  assert.ok((await sbx.listCodeContexts()).some((c) => c.id === ctx.id))
+  await sbx.removeCodeContext(ctx)
+  assert.deepEqual((await sbx.runCode('echo $((6 * 7))', { language: 'bash' })).logs.stdout, ['42\n'])
 }
 
 describe('code-interpreter-v1 on hearth dev', { skip: !hearthBin && 'HEARTH_BIN is not set' }, () => {
-  let dev, ctxDir, sbx
+  let dev, sbx
   before(async () => {
     const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
     const dir = dataDir('devci')
@@ -174,42 +195,124 @@ describe('code-interpreter-v1 on hearth dev', { skip: !hearthBin && 'HEARTH_BIN 
     process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`
     process.env.E2B_API_KEY = testKey
     await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
-    ctxDir = mkdtempSync(join(tmpdir(), 'hearth-codeinterp-ctx-'))
-    if (!existsSync(bin)) throw new Error(`${bin} missing: run make build`)
-    copyFileSync(bin, join(ctxDir, 'codeinterp'))
   })
   after(async () => {
     await sbx?.kill().catch(() => {})
     console.error(`hearth dev log: ${dev?.logFile}`)
     await dev?.stop()
-    if (ctxDir) rmSync(ctxDir, { recursive: true, force: true })
   })
 
   test('build code-interpreter-v1, then runCode with the default template', async () => {
-    const logs = []
-    const started = Date.now()
-    await Template.build(codeInterpreterTemplate(ctxDir), 'code-interpreter-v1', { cpuCount: 2, memoryMB: 1024, onBuildLogs: (l) => logs.push(l.toString()) })
-      .catch((e) => { console.error(logs.slice(-40).join('\n')); throw e })
-    console.error(`code-interpreter-v1 built in ${Date.now() - started} ms`)
+    console.error(`code-interpreter-v1 built in ${await buildCodeInterpreter(bin)} ms`)
 
     const createStart = Date.now()
-    sbx = await Sandbox.create({ envs: { TEST_ENV_VAR: 'supertest' } }) // the SDK's default template
+    // (A long timeout: the later tests use this sandbox after several minutes of others.)
+    sbx = await Sandbox.create({ envs: { TEST_ENV_VAR: 'supertest' }, timeoutMs: 900_000 }) // the SDK's default template
     const first = Date.now()
     await sbx.runCode('x = 1')
     console.error(`Sandbox.create ${first - createStart} ms, first runCode ${Date.now() - first} ms`)
-    assert.equal((await sbx.runCode('x + 1')).text, '2')
-    const err = await sbx.runCode('1/0')
-    assert.equal(err.error.name, 'ZeroDivisionError')
-    const plot = await sbx.runCode('import matplotlib.pyplot as plt\nplt.plot([1, 2, 3])\nplt.show()')
-    assert.ok(plot.results[0]?.png?.startsWith('iVBORw0KGgo'), JSON.stringify(plot).slice(0, 300))
-    const env = await sbx.runCode("import os; os.getenv('TEST_ENV_VAR')")
-    if (env.text !== 'supertest') {
-      const r = await sbx.commands.run(`cat /etc/hosts; curl -si -H 'X-Access-Token: ${sbx.envdAccessToken}' http://127.0.0.1:49983/envs; ps aux`, { user: 'root' }).catch((e) => e)
-      console.error('envd /envs from inside:', r.stdout, r.stderr)
-    }
-    assert.equal(env.text, 'supertest')
+    await coreChecks(sbx)
     assert.equal((await sbx.runCode('import os; os.getcwd()')).text, '/home/user')
     assert.equal((await sbx.runCode('os.geteuid()')).text, '0') // kernels run as root, as on E2B
+  })
+
+  test('a box plot is a box_and_whisker chart (E2B\'s example)', async () => {
+    assert.ok(sbx, 'needs the sandbox of the first test')
+    const e = await sbx.runCode(`
+import matplotlib.pyplot as plt
+data = {
+    'Class A': [85, 90, 78, 92, 88],
+    'Class B': [95, 89, 76, 91, 84, 87],
+    'Class C': [75, 82, 88, 79, 86]
+}
+fig, ax = plt.subplots(figsize=(10, 6))
+ax.set_title('Exam Scores Distribution')
+ax.set_xlabel('Class')
+ax.set_ylabel('Score')
+ax.boxplot(data.values(), labels=data.keys(), patch_artist=True)
+ax.legend()
+plt.tight_layout()
+plt.show()
+`)
+    const chart = e.results[0]?.chart
+    assert.ok(chart, JSON.stringify(e).slice(0, 300))
+    assert.equal(chart.type, 'box_and_whisker')
+    assert.equal(chart.title, 'Exam Scores Distribution')
+    assert.deepEqual([chart.x_label, chart.y_label, chart.x_unit, chart.y_unit], ['Class', 'Score', null, null])
+    const boxes = chart.elements
+    assert.deepEqual(boxes.map((b) => b.label), ['Class A', 'Class B', 'Class C'])
+    assert.deepEqual(boxes.map((b) => b.outliers), [[], [76], []])
+    assert.deepEqual(boxes.map((b) => b.min), [78, 84, 75])
+    assert.deepEqual(boxes.map((b) => b.first_quartile), [85, 84.75, 79])
+    assert.deepEqual(boxes.map((b) => b.median), [88, 88, 82])
+    assert.deepEqual(boxes.map((b) => b.third_quartile), [90, 90.5, 86])
+    assert.deepEqual(boxes.map((b) => b.max), [92, 95, 88])
+  })
+
+  test('pause and resume keep the kernels\' state', async () => {
+    const s = await Sandbox.create()
+    try {
+      await s.runCode('x = 41')
+      const ctx = await s.createCodeContext({ cwd: '/tmp' })
+      await s.runCode('y = 1', { context: ctx })
+      await s.runCode('Z=bash', { language: 'bash' })
+      const t0 = Date.now()
+      assert.equal(await s.pause(), true)
+      const back = await Sandbox.connect(s.sandboxId)
+      console.error(`pause + connect ${Date.now() - t0} ms`)
+      assert.equal((await back.runCode('x + 1')).text, '42')
+      assert.equal((await back.runCode('y + 1', { context: ctx })).text, '2')
+      assert.deepEqual((await back.runCode('echo $Z', { language: 'bash' })).logs.stdout, ['bash\n'])
+      assert.ok((await back.listCodeContexts()).some((c) => c.id === ctx.id))
+    } finally {
+      await s.kill().catch(() => {})
+    }
+  })
+
+  test('a fork has the kernels\' state, and its own from then on', async () => {
+    const s = await Sandbox.create()
+    try {
+      await s.runCode('x = 41')
+      const t0 = Date.now()
+      const [child] = await s.fork()
+      if (child instanceof Error) throw child
+      console.error(`fork ${Date.now() - t0} ms`)
+      try {
+        assert.ok(child instanceof Sandbox, 'the fork is a code interpreter Sandbox')
+        assert.notEqual(child.sandboxId, s.sandboxId)
+        assert.equal((await child.runCode('x + 1')).text, '42')
+        await child.runCode('x = 0')
+        assert.equal((await s.runCode('x')).text, '41', 'the parent keeps its own state')
+        assert.equal((await child.runCode('x')).text, '0')
+      } finally {
+        await child.kill().catch(() => {})
+      }
+    } finally {
+      await s.kill().catch(() => {})
+    }
+  })
+
+  test('a secure sandbox without public traffic: the SDK sends the tokens, the core checks pass', async () => {
+    const s = await Sandbox.create({ secure: true, network: { allowPublicTraffic: false }, envs: { TEST_ENV_VAR: 'supertest' } })
+    try {
+      assert.ok(s.trafficAccessToken, 'the create response has a traffic access token')
+      await coreChecks(s)
+      // Without the token, port 49999 is closed to the world (envd's own port keeps its token).
+      const res = await fetch(`${s.jupyterUrl}/contexts`, { headers: { 'E2b-Sandbox-Id': s.sandboxId, 'E2b-Sandbox-Port': '49999' } })
+      assert.equal(res.status, 403)
+      assert.match(await res.text(), /not public/)
+      const ok = await fetch(`${s.jupyterUrl}/contexts`, { headers: { 'E2b-Sandbox-Id': s.sandboxId, 'E2b-Sandbox-Port': '49999', 'E2B-Traffic-Access-Token': s.trafficAccessToken } })
+      assert.equal(ok.status, 200)
+      // Paused and resumed through connect, the state and the tokens still work.
+      await s.runCode('x = 41')
+      await s.pause()
+      const back = await Sandbox.connect(s.sandboxId)
+      assert.equal(back.trafficAccessToken, s.trafficAccessToken)
+      assert.equal((await back.runCode('x + 1')).text, '42')
+      assert.equal((await back.runCode("import os; os.getenv('TEST_ENV_VAR')")).text, 'supertest')
+    } finally {
+      await s.kill().catch(() => {})
+    }
   })
 
   test('the server comes back after it is killed', async () => {

@@ -13,9 +13,11 @@ logs=${HEARTH_BENCH_LOGS:-/tmp/hearth-bench-logs}
 key="e2b_$(printf 'be7c%.0s' {1..10})"
 mkdir -p "$data" "$logs"
 
-for b in bin/hearth bin/envd bin/runsc; do
+for b in bin/hearth bin/envd bin/codeinterp bin/runsc; do
   [ -x "$b" ] || { echo "bench: $b missing (make build runsc)" >&2; exit 1; }
 done
+# The codeinterp section builds code-interpreter-v1 with E2B's Template SDK (e2e/node_modules).
+[ -d e2e/node_modules/e2b ] || (cd e2e && npm ci --no-audit --no-fund)
 go build -o bin/hearth-bench ./bench
 CGO_ENABLED=0 go build -trimpath -o bin/hearth-bench-loadserver ./bench/loadserver
 

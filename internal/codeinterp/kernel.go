@@ -72,7 +72,8 @@ func supportedLanguages() string {
 // normalizeLanguage applies E2B's rules: trimmed, lower-case, empty means python, js and ts
 // are the long names. It fails for languages without a kernel here.
 func normalizeLanguage(s string) (string, error) {
-	l := strings.ToLower(strings.TrimSpace(s))
+	asked := strings.ToLower(strings.TrimSpace(s))
+	l := asked
 	switch l {
 	case "":
 		l = langPython
@@ -82,7 +83,13 @@ func normalizeLanguage(s string) (string, error) {
 		l = "typescript"
 	}
 	if _, ok := kernelFactories[l]; !ok {
-		return "", fmt.Errorf("%w %q: this code interpreter runs %s", ErrUnsupportedLanguage, l, supportedLanguages())
+		err := fmt.Errorf("%w %q: this code interpreter runs %s", ErrUnsupportedLanguage, asked, supportedLanguages())
+		if l == "javascript" || l == "typescript" {
+			// E2B's template has them, so SDK users ask: docs/code-interpreter.md says why
+			// no kernel for them can be installed here.
+			err = fmt.Errorf("%w (it has no JavaScript or TypeScript kernel)", err)
+		}
+		return "", err
 	}
 	return l, nil
 }

@@ -49,6 +49,19 @@ func TestNormalizeLanguage(t *testing.T) {
 			t.Errorf("%q: %v, want an error naming the supported languages", in, err)
 		}
 	}
+	// E2B's template has a JavaScript kernel, so SDK users will ask for it: the error says
+	// that this one has none, under the name they used.
+	for in, want := range map[string]string{
+		"js":         `unsupported language "js": this code interpreter runs bash, python (it has no JavaScript or TypeScript kernel)`,
+		"JavaScript": `unsupported language "javascript": this code interpreter runs bash, python (it has no JavaScript or TypeScript kernel)`,
+		"ts":         `unsupported language "ts": this code interpreter runs bash, python (it has no JavaScript or TypeScript kernel)`,
+		"typescript": `unsupported language "typescript": this code interpreter runs bash, python (it has no JavaScript or TypeScript kernel)`,
+		"r":          `unsupported language "r": this code interpreter runs bash, python`,
+	} {
+		if _, err := normalizeLanguage(in); err == nil || err.Error() != want {
+			t.Errorf("%q: %v, want %s", in, err, want)
+		}
+	}
 }
 
 func TestSignerRoundTrip(t *testing.T) {

@@ -322,12 +322,35 @@ display({'text/latex': r'\alpha'}, raw=True)`
 		if j, _ := json.Marshal(bar["elements"]); bar["type"] != "bar" || string(j) != `[{"group":"Books Sold","label":"A","value":100},{"group":"Books Sold","label":"B","value":200}]` {
 			t.Fatalf("bar chart %v", bar)
 		}
+		// Horizontal bars: labels from the y axis, values are widths, axes' labels swapped as E2B does.
+		barh := chartOf("plt.barh(['A', 'B'], [100, 200], label='Books Sold'); plt.xlabel('Books (units)'); plt.ylabel('Author')")
+		if j, _ := json.Marshal(barh["elements"]); barh["type"] != "bar" || barh["x_label"] != "Author" || barh["y_label"] != "Books (units)" || barh["x_unit"] != nil || barh["y_unit"] != "units" ||
+			string(j) != `[{"group":"Books Sold","label":"A","value":100},{"group":"Books Sold","label":"B","value":200}]` {
+			t.Errorf("horizontal bar chart %v, elements %s", barh, j)
+		}
 		pie := chartOf("plt.pie([90, 10], labels=['No', 'Yes'])")
 		if j, _ := json.Marshal(pie["elements"]); pie["type"] != "pie" || string(j) != `[{"angle":324,"label":"No","radius":1},{"angle":36,"label":"Yes","radius":1}]` {
 			t.Fatalf("pie chart %v", pie)
 		}
 		if u := chartOf("plt.gca().add_patch(plt.Circle((0.5, 0.5), 0.2)); plt.title('C')"); u["type"] != "unknown" || u["title"] != "C" {
 			t.Fatalf("unknown chart %v", u)
+		}
+		// E2B's box plot test: B's 76 is an outlier, so its lower whisker ends at 84.
+		const scores = "data = {'Class A': [85, 90, 78, 92, 88], 'Class B': [95, 89, 76, 91, 84, 87], 'Class C': [75, 82, 88, 79, 86]}\n"
+		const boxes = `[{"first_quartile":85,"label":"Class A","max":92,"median":88,"min":78,"outliers":[],"third_quartile":90},` +
+			`{"first_quartile":84.75,"label":"Class B","max":95,"median":88,"min":84,"outliers":[76],"third_quartile":90.5},` +
+			`{"first_quartile":79,"label":"Class C","max":88,"median":82,"min":75,"outliers":[],"third_quartile":86}]`
+		for _, tc := range []struct{ name, code, xLabel, yLabel, yUnit string }{
+			{"vertical", scores + "plt.boxplot(data.values(), labels=data.keys(), patch_artist=True)\nplt.title('Exam Scores Distribution'); plt.xlabel('Class'); plt.ylabel('Score')", "Class", "Score", ""},
+			// Horizontal boxes: x_label is still the categories' axis, as E2B swaps it.
+			{"horizontal", scores + "plt.boxplot(data.values(), labels=data.keys(), patch_artist=True, vert=False)\nplt.title('Exam Scores Distribution'); plt.ylabel('Class'); plt.xlabel('Score (points)')", "Class", "Score (points)", "points"},
+		} {
+			box := chartOf(tc.code)
+			j, _ := json.Marshal(box["elements"])
+			if box["type"] != "box_and_whisker" || box["title"] != "Exam Scores Distribution" || box["x_label"] != tc.xLabel || box["y_label"] != tc.yLabel ||
+				box["x_unit"] != nil || (tc.yUnit == "" && box["y_unit"] != nil) || (tc.yUnit != "" && box["y_unit"] != tc.yUnit) || string(j) != boxes {
+				t.Errorf("%s box plot: %v\nelements %s\nwant     %s", tc.name, box, j, boxes)
+			}
 		}
 	})
 	t.Run("bad requests are clear errors", func(t *testing.T) {

@@ -3,7 +3,8 @@
 #   e2b/data          a pandas DataFrame as {column: [values...]} (Result.data)
 #   application/json  dicts and lists as JSON (Result.json)
 #   e2b/chart         a matplotlib figure as E2B's chart JSON (Result.chart): line, scatter,
-#                     bar, pie, superchart (several axes); anything else is type unknown
+#                     bar, pie, box_and_whisker, superchart (several axes); anything else is
+#                     type unknown
 # and makes Pillow's Image.show() display the image instead of starting a viewer.
 
 
@@ -100,7 +101,7 @@ def _hearth_setup():
         import re
 
         from matplotlib.collections import PathCollection
-        from matplotlib.patches import Rectangle, Wedge
+        from matplotlib.patches import PathPatch, Rectangle, Wedge
 
         title = ax.get_title() or None
         lines, colls = list(ax.lines), list(ax.collections)
@@ -113,6 +114,11 @@ def _hearth_setup():
             kind = "pie"
         elif patches and all(type(p) is Rectangle for p in patches) and not colls:
             kind = "bar"
+        elif patches and all(type(p) is PathPatch for p in patches) and not colls:
+            # boxplot(patch_artist=True): a PathPatch per box, Line2Ds for whiskers, caps,
+            # medians and fliers. (Without patch_artist the boxes are lines too, and E2B
+            # calls that a line chart.)
+            kind = "box_and_whisker"
         else:
             return {"type": "unknown", "title": title, "elements": []}
         if kind == "pie":
@@ -153,16 +159,28 @@ def _hearth_setup():
             "type": kind, "title": title,
             "x_label": xlabel, "y_label": ylabel, "x_unit": unit(xlabel), "y_unit": unit(ylabel),
         }
+        if kind == "box_and_whisker":
+            return box_chart(ax, out)
         if kind == "bar":
-            labels = [t.get_text() for t in ax.get_xticklabels()]
+            # barh: the categories are on y and a bar's value is its width. matplotlib says
+            # which (BarContainer.orientation), where E2B guesses from equal heights.
+            horizontal = any(getattr(c, "orientation", None) == "horizontal" for c in ax.containers)
+            labels = [t.get_text() for t in (ax.get_yticklabels() if horizontal else ax.get_xticklabels())]
             elements = []
             for i, cont in enumerate(ax.containers):
                 group = cont.get_label()
                 if not group or group.startswith("_container"):
                     group = "Group %d" % i
                 for j, rect in enumerate(cont):
-                    elements.append({"label": labels[j] if j < len(labels) and len(labels) == len(cont) else str(plain(rect.get_x() + rect.get_width() / 2)),
-                                     "group": group, "value": plain(rect.get_height())})
+                    if horizontal:
+                        pos, value = rect.get_y() + rect.get_height() / 2, rect.get_width()
+                    else:
+                        pos, value = rect.get_x() + rect.get_width() / 2, rect.get_height()
+                    elements.append({"label": labels[j] if j < len(labels) and len(labels) == len(cont) else str(plain(pos)),
+                                     "group": group, "value": plain(value)})
+            if horizontal:  # as E2B's JSON: x_label is the categories' axis
+                out["x_label"], out["y_label"] = out["y_label"], out["x_label"]
+                out["x_unit"], out["y_unit"] = out["y_unit"], out["x_unit"]
             out["elements"] = elements
             return out
         out.update({
@@ -176,6 +194,60 @@ def _hearth_setup():
             out["elements"] = [{"label": l.get_label(), "points": [[coord(x, xd), coord(y, yd)] for x, y in zip(l.get_xdata(), l.get_ydata())]} for l in lines]
         else:
             out["elements"] = [{"label": c.get_label(), "points": [[mdates_iso(x) if xd else plain(x), mdates_iso(y) if yd else plain(y)] for x, y in c.get_offsets()]} for c in colls]
+        return out
+
+    def round12(v):
+        # Box statistics are computed by numpy; 12 significant digits drop float noise
+        # (84.75 rather than 84.74999999999999) and keep every value a float, as E2B's.
+        return float("%.12g" % float(v))
+
+    def box_chart(ax, out):
+        """Each box's quartiles from its patch's extent, its median, whiskers and outliers
+        from the lines drawn within its span. x_label is the categories' axis, as in E2B's
+        JSON, also for horizontal boxes (vert=False)."""
+        extents = []
+        for p in ax.patches:
+            v = p.get_path().vertices
+            extents.append(((round12(v[:, 0].min()), round12(v[:, 0].max())), (round12(v[:, 1].min()), round12(v[:, 1].max()))))
+        widths = [x[1] - x[0] for x, _ in extents]
+        # Boxes side by side along x all have one width in x; horizontal ones differ in it.
+        vertical = all(abs(w - widths[0]) < 1e-9 for w in widths)
+        boxes = []
+        for x, y in extents:
+            span, (q1, q3) = (x, y) if vertical else (y, x)
+            boxes.append({"span": span, "q1": q1, "q3": q3, "min": q1, "max": q3, "outliers": [], "mids": []})
+        for line in ax.lines:
+            ps, vs = [round12(a) for a in line.get_xdata()], [round12(a) for a in line.get_ydata()]
+            if not vertical:
+                ps, vs = vs, ps
+            if not ps:
+                continue
+            box = next((b for b in boxes if all(b["span"][0] - 1e-9 <= p <= b["span"][1] + 1e-9 for p in ps)), None)
+            if box is None:
+                continue
+            if line.get_linestyle() in ("None", "", " "):  # fliers: markers only
+                box["outliers"].extend(vs)
+            elif len(vs) == 2 and ps[0] == ps[1]:  # a whisker, from a quartile outwards
+                lo, hi = min(vs), max(vs)
+                if hi <= box["q1"]:
+                    box["min"] = lo
+                elif lo >= box["q3"]:
+                    box["max"] = hi
+            elif len(vs) == 2 and vs[0] == vs[1] and box["q1"] <= vs[0] <= box["q3"]:
+                # the median, or a cap at a quartile; the median spans the box, caps half of it
+                box["mids"].append((abs(ps[1] - ps[0]), vs[0]))
+        ticks = ax.get_xticks() if vertical else ax.get_yticks()
+        labels = [t.get_text() for t in (ax.get_xticklabels() if vertical else ax.get_yticklabels())]
+        elements = []
+        for i, b in enumerate(boxes):
+            label = next((labels[j] for j, t in enumerate(ticks) if j < len(labels) and b["span"][0] <= t <= b["span"][1]), str(i + 1))
+            median = max(b["mids"])[1] if b["mids"] else None
+            elements.append({"label": label, "min": b["min"], "first_quartile": b["q1"], "median": median,
+                             "third_quartile": b["q3"], "max": b["max"], "outliers": b["outliers"]})
+        if not vertical:
+            out["x_label"], out["y_label"] = out["y_label"], out["x_label"]
+            out["x_unit"], out["y_unit"] = out["y_unit"], out["x_unit"]
+        out["elements"] = elements
         return out
 
     def mdates_iso(num):
