@@ -14,7 +14,7 @@ PROTOC_GEN_CONNECT_GO_VERSION := v1.21.1
 # Debian packages the tests and the platform need; installed only when a command is missing.
 APT_PACKAGES := iproute2 nftables curl ca-certificates
 
-.PHONY: all build envd hearth codeinterp runsc web-assets generate deps test test-go test-fuzz test-e2e vet fmt bench bench-go dev clean
+.PHONY: all build envd hearth codeinterp runsc web-assets generate deps test test-base test-go test-fuzz test-e2e vet fmt bench bench-go dev clean
 
 all: build
 
@@ -64,7 +64,12 @@ vet:
 # The privileged tests (gVisor, netns, PostgreSQL) must run, not skip, under `make test`.
 test: export HEARTH_REQUIRE_RUNTIME := 1
 test: export HEARTH_REQUIRE_POSTGRES := 1
-test: deps build runsc vet test-go test-fuzz test-e2e
+test: deps build runsc vet test-base test-go test-fuzz test-e2e
+
+# The base template, built once (debootstrap and apt: minutes) where the Go tests look for it;
+# the packages that boot sandboxes and the e2e seed share it instead of each building their own.
+test-base: build
+	$(BIN)/hearth template build base --data-dir $${HEARTH_TEST_DATA:-/var/lib/hearth-test} --envd $(BIN)/envd
 
 test-go:
 	$(GO) test -race -count=1 -timeout 20m ./...

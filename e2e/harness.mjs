@@ -2,7 +2,7 @@
 // on free ports, and every run uses its own network-slot prefix and pool, so tests never
 // collide with a `hearth dev` the developer is running.
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdirSync, rmSync, existsSync, createWriteStream, readFileSync } from 'node:fs'
+import { mkdirSync, rmSync, existsSync, createWriteStream, readFileSync, renameSync } from 'node:fs'
 import { join } from 'node:path'
 import net from 'node:net'
 import http from 'node:http'
@@ -105,11 +105,30 @@ let seeded = ''
 function seedTemplate() {
   if (!seeded) {
     const seed = join(stateRoot, 'seed')
-    mkdirSync(seed, { recursive: true })
+    mkdirSync(join(seed, 'templates'), { recursive: true })
+    shareTestBase(join(seed, 'templates', 'base'))
     execFileSync(hearthBin, ['template', 'build', 'base', '--data-dir', seed, '--envd', process.env.ENVD_BIN], { stdio: ['ignore', 'ignore', 'inherit'], timeout: 900_000 })
     seeded = join(seed, 'templates', 'base')
   }
   return seeded
+}
+
+// shareTestBase starts the seed from the base template the Go tests built (make test builds
+// it first, in HEARTH_TEST_DATA), by hard links: one debootstrap per run instead of two. The
+// build that follows rebuilds it if its recipe is not current, and replaces envd by rename,
+// so the shared inodes are never written.
+function shareTestBase(seedBase) {
+  const shared = join(process.env.HEARTH_TEST_DATA || '/var/lib/hearth-test', 'templates', 'base')
+  if (existsSync(seedBase) || !existsSync(join(shared, 'meta.json'))) return
+  const tmp = seedBase + '.linking'
+  rmSync(tmp, { recursive: true, force: true })
+  try {
+    execFileSync('cp', ['-al', shared, tmp], { stdio: 'inherit', timeout: 120_000 })
+    renameSync(tmp, seedBase)
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true }) // another filesystem: build the seed instead
+    console.error(`e2e: not sharing the Go tests' base template: ${e.message}`)
+  }
 }
 
 // buildOf is a template's build ID: a copy with the seed's is the same build (its envd may
