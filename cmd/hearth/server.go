@@ -117,7 +117,7 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 		proxyLn = proxy.ServeTLSAndPlain(proxyLn, ptls.config, 10*time.Second)
 	}
 	srv := cp.New(cp.Config{Store: st, Log: log, Domain: domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout,
-		HostDeadAfter: c.HostDeadAfter, LocalProxySockets: c.LocalProxySockets, BuildFilesDir: filepath.Join(c.DataDir, "build-files")})
+		HostDeadAfter: c.HostDeadAfter, ProxyPort: tcpPort(proxyAddr), LocalProxySockets: c.LocalProxySockets, BuildFilesDir: filepath.Join(c.DataDir, "build-files")})
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	srv.Reconcile(rctx)
 	cancel()
@@ -130,4 +130,12 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 		ready(apiLn.Addr(), proxyAddr, domain, ptls)
 	}
 	return serveUntil(ctx, []*http.Server{apiSrv, proxySrv}, []net.Listener{apiLn, proxyLn})
+}
+
+// tcpPort is the port of a TCP listener's address, 0 for any other.
+func tcpPort(a net.Addr) int {
+	if t, ok := a.(*net.TCPAddr); ok {
+		return t.Port
+	}
+	return 0
 }

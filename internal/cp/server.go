@@ -31,6 +31,8 @@ type Config struct {
 	// It may end in a port ("hearth.localhost:3002"): the SDKs build https://PORT-ID.<Domain>
 	// from it, and routing ignores it.
 	Domain string
+	// ProxyPort is the public sandbox proxy's port, for the dashboard's path-form preview links.
+	ProxyPort int
 	// AgentToken is the secret shared with the agents: their heartbeats carry it, and so do
 	// the control plane's calls to them. Empty refuses every agent.
 	AgentToken string
@@ -205,7 +207,8 @@ func (s *Server) APIHandler() http.Handler {
 	// The dashboard calls api in-process with the signed-in key, so the team checks above
 	// apply to it unchanged; it caps its own bodies (uploads are larger than REST bodies).
 	root := http.NewServeMux()
-	root.Handle(web.Prefix, web.New(web.Config{API: api, Proxy: s.proxy, Log: s.log}))
+	root.Handle(web.Prefix, web.New(web.Config{API: api, Proxy: s.proxy, Log: s.log,
+		Previews: web.Previews{Domain: s.cfg.Domain, ProxyPort: s.cfg.ProxyPort}}))
 	root.Handle("/", api)
 	return root
 }

@@ -113,7 +113,22 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.typeInTerminal("cat ~/hello-dashboard.txt\r")
 	b.waitScreenLine("uploaded through the dashboard")
 	b.waitJS("metrics samples", `document.getElementById("metrics-now").textContent.startsWith("now:") && Number(document.getElementById("metrics").dataset.samples) >= 3`)
+
+	// A web server in the sandbox shows under Open ports; its link opens the app. The
+	// dashboard was reached on 127.0.0.1, so hearth dev's .localhost domain resolves for this
+	// browser and the link is host-routed (the port's own origin).
+	b.typeInTerminal("(cd ~ && python3 -m http.server 8000 >/dev/null 2>&1 &)\r")
+	b.waitJS("port 8000 listed", `!!document.querySelector('#ports li[data-port="8000"] a')`)
 	b.shot("sandbox")
+	link := b.eval(`document.querySelector('#ports li[data-port="8000"] a').href`)
+	if want := "http://8000-" + id + ".hearth.localhost:"; !strings.HasPrefix(link, want) {
+		t.Errorf("preview link %s, want it host-routed (%s…)", link, want)
+	}
+	b.do(chromedp.Navigate(link))
+	b.waitJS("the app's directory listing", `document.title.startsWith("Directory listing") && document.body.innerText.includes("hello-dashboard.txt")`)
+	b.shot("preview-http-server")
+	b.do(chromedp.Navigate(dev.url + "/dashboard/sandboxes/" + id))
+	b.waitJS("the terminal to connect again", `document.body.dataset.terminal === "connected"`)
 
 	// Pause: the terminal's stream ends. Resume: it comes back to the same shell.
 	b.typeInTerminal("KEPT=$((2+3)); echo set-$KEPT\r")

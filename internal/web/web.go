@@ -41,16 +41,19 @@ type Config struct {
 	API http.Handler
 	// Proxy is the control plane's sandbox proxy handler.
 	Proxy http.Handler
-	Log   *slog.Logger
+	// Previews says how the links to sandbox ports are made.
+	Previews Previews
+	Log      *slog.Logger
 }
 
 // Handler serves the dashboard.
 type Handler struct {
-	api   http.Handler
-	envd  *envdDialer
-	log   *slog.Logger
-	pages *template.Template
-	mux   *http.ServeMux
+	api      http.Handler
+	envd     *envdDialer
+	previews Previews
+	log      *slog.Logger
+	pages    *template.Template
+	mux      *http.ServeMux
 }
 
 // New returns the dashboard handler. It serves paths under Prefix.
@@ -59,10 +62,11 @@ func New(cfg Config) *Handler {
 		cfg.Log = slog.Default()
 	}
 	h := &Handler{
-		api:   cfg.API,
-		envd:  newEnvdDialer(cfg.Proxy),
-		log:   cfg.Log,
-		pages: template.Must(template.ParseFS(templateFS, "templates/*.html")),
+		api:      cfg.API,
+		envd:     newEnvdDialer(cfg.Proxy),
+		previews: cfg.Previews,
+		log:      cfg.Log,
+		pages:    template.Must(template.ParseFS(templateFS, "templates/*.html")),
 	}
 	static, _ := fs.Sub(staticFS, "static")
 	mux := http.NewServeMux()
@@ -79,6 +83,7 @@ func New(cfg Config) *Handler {
 	mux.HandleFunc("GET "+Prefix+"sbx/{id}/files/download", h.session(h.downloadFile))
 	mux.HandleFunc("POST "+Prefix+"sbx/{id}/files/upload", h.session(h.uploadFile))
 	mux.HandleFunc("DELETE "+Prefix+"sbx/{id}/files", h.session(h.deleteFile))
+	mux.HandleFunc("GET "+Prefix+"sbx/{id}/ports", h.session(h.listPorts))
 	mux.HandleFunc(Prefix, func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no dashboard page at "+r.URL.Path, http.StatusNotFound)
 	})

@@ -165,6 +165,7 @@ function sandboxPage () {
   document.getElementById('sb-set-timeout').onclick = () => act('set timeout', async () => { await actions.setTimeout(id, parseInt(timeoutInput.value, 10)); await refresh() })
 
   metricsChart(id, () => state)
+  portsView(id, () => state)
   logsView(id)
   terminalView(id, () => state)
   filesView(id)
@@ -213,6 +214,24 @@ function metricsChart (id, stateOf) {
     document.getElementById('metrics-now').textContent =
       `now: CPU ${s.cpuUsedPct.toFixed(1)}% of ${s.cpuCount}, memory ${bytes(s.memUsed)} of ${bytes(s.memTotal)}, disk ${bytes(s.diskUsed)} of ${bytes(s.diskTotal)}`
     draw()
+  })
+}
+
+// portsView lists the sandbox's listening ports with links that open them in a new tab:
+// host-routed (each port its own origin) when that name resolves, else /proxy/ID/PORT/.
+function portsView (id, stateOf) {
+  const ul = document.getElementById('ports')
+  every(3000, async () => {
+    if (stateOf() !== 'running') {
+      ul.replaceChildren(el('li', {}, 'the sandbox is not running'))
+      return
+    }
+    const res = await request('GET', `/dashboard/sbx/${encodeURIComponent(id)}/ports`)
+    ul.replaceChildren(...(res.ports.length
+      ? res.ports.map(p => el('li', { 'data-port': String(p.port) },
+        el('a', { href: p.url, target: '_blank', rel: 'noopener' }, String(p.port)),
+        ' ', el('small', {}, `${p.address} · ${p.form === 'host' ? 'own origin' : 'path form'}`)))
+      : [el('li', {}, 'no listening ports')]))
   })
 }
 
