@@ -190,3 +190,15 @@ func TestAPIKeyResolution(t *testing.T) {
 	runCLI(t, "", "sandbox", "resume", id).expect(t, 1, "", "Invalid API key")
 	runCLI(t, "", "sandbox", "resume", id, "--api-key", e.api.APIKey).expect(t, 0, "", "") // and the flag over both
 }
+
+// TestSandboxURLCommand: the URL to open a sandbox port by; without a sandbox domain it is
+// the path form on the sandbox URL.
+func TestSandboxURLCommand(t *testing.T) {
+	e := newCLIEnv(t, false) // HEARTH_SANDBOX_URL is http://127.0.0.1:1
+	running := e.api.AddSandbox("run00000000000000002", "running", nil)
+	paused := e.api.AddSandbox("pau00000000000000002", "paused", nil)
+	runCLI(t, "", "sandbox", "url", running, "8000").expect(t, 0, "http://127.0.0.1:1/proxy/"+running+"/8000/\n", "")
+	runCLI(t, "", "sandbox", "url", running, "http").expect(t, 2, "", `PORT "http": want a TCP port`)
+	runCLI(t, "", "sandbox", "url", running, "0").expect(t, 2, "", "want a TCP port")
+	runCLI(t, "", "sandbox", "url", paused, "8000").expect(t, 4, "", "sandbox is paused")
+}

@@ -37,7 +37,7 @@ func newSandboxCmd() *cobra.Command {
 	cmd.AddCommand(
 		newSandboxCreateCmd(&f), newSandboxLsCmd(&f), newSandboxExecCmd(&f), newSandboxShellCmd(&f),
 		newSandboxCpCmd(&f), newSandboxPauseCmd(&f), newSandboxResumeCmd(&f), newSandboxKillCmd(&f),
-		newSandboxNetworkCmd(&f), newSandboxForkCmd(&f),
+		newSandboxNetworkCmd(&f), newSandboxForkCmd(&f), newSandboxURLCmd(&f),
 	)
 	return cmd
 }

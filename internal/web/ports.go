@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/proxy"
 	hearth "github.com/hearthsh/hearth/sdk/go"
 )
 
@@ -138,49 +139,13 @@ func isLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// link is the URL a browser opens a sandbox port by: host-routed when PORT-ID.<domain> will
-// resolve for it, since each such port is its own origin; else the path form on the proxy.
-// A .localhost domain resolves (to loopback) only for a browser on this machine, which is
-// the case when the dashboard was reached by a loopback name.
+// link is the URL a browser opens a sandbox port by (see proxy.PreviewURL), for the browser
+// that reached the dashboard at r.Host.
 func (p Previews) link(ctx context.Context, r *http.Request, id string, port uint16) (string, string) {
 	scheme := "http"
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	browserHost := r.Host
-	if h, _, err := net.SplitHostPort(r.Host); err == nil {
-		browserHost = h
-	}
-	browserHost = strings.Trim(browserHost, "[]")
-	if p.Domain != "" {
-		label := strconv.Itoa(int(port)) + "-" + id
-		domainHost := p.Domain
-		if h, _, err := net.SplitHostPort(p.Domain); err == nil {
-			domainHost = h
-		}
-		if p.resolves(ctx, label+"."+domainHost, browserHost) {
-			return scheme + "://" + label + "." + p.Domain + "/", "host"
-		}
-	}
-	proxyHost := browserHost
-	if p.ProxyPort > 0 {
-		proxyHost = net.JoinHostPort(browserHost, strconv.Itoa(p.ProxyPort))
-	} else if strings.Contains(browserHost, ":") {
-		proxyHost = "[" + browserHost + "]"
-	}
-	return fmt.Sprintf("%s://%s/proxy/%s/%d/", scheme, proxyHost, id, port), "path"
-}
-
-func (p Previews) resolves(ctx context.Context, name, browserHost string) bool {
-	if name == "localhost" || strings.HasSuffix(name, ".localhost") {
-		return browserHost == "localhost" || strings.HasSuffix(browserHost, ".localhost") || isLoopback(browserHost)
-	}
-	lookup := p.Resolve
-	if lookup == nil {
-		lookup = net.DefaultResolver.LookupHost
-	}
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	addrs, err := lookup(ctx, name)
-	return err == nil && len(addrs) > 0
+	return proxy.PreviewURL(ctx, proxy.PreviewTarget{Scheme: scheme, Domain: p.Domain, ClientHost: r.Host,
+		ProxyPort: p.ProxyPort, Resolve: p.Resolve}, id, port)
 }

@@ -66,6 +66,8 @@ func TestPreviewLink(t *testing.T) {
 			"https://8000-sbx1.sbx.example.com/", "host"},
 		{"a domain that does not resolve", Previews{Domain: "sbx.example.com", ProxyPort: 3002, Resolve: resolver()}, "api.example.com", false,
 			"http://api.example.com:3002/proxy/sbx1/8000/", "path"},
+		{"the proxy on the scheme's port: no port in the link", Previews{ProxyPort: 443}, "api.example.com", true,
+			"https://api.example.com/proxy/sbx1/8000/", "path"},
 		{"no domain, IPv6 dashboard", Previews{ProxyPort: 3002}, "[::1]:3000", false,
 			"http://[::1]:3002/proxy/sbx1/8000/", "path"},
 	}
