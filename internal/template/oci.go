@@ -1,6 +1,9 @@
 package template
 
 import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
-	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/klauspost/compress/zstd"
 )
 
 // An OCI image base: the build pulls the image's linux/amd64 manifest from its registry,
@@ -168,7 +171,7 @@ func applyImageLayer(ctx context.Context, w *layerWriter, l v1.Layer, i, n int, 
 	if len(short) > 12 {
 		short = short[:12]
 	}
-	var local v1.Layer
+	var rc io.ReadCloser
 	if o.CacheDir != "" {
 		p, cached, err := cacheLayer(ctx, l, d, size, o.CacheDir)
 		if err != nil {
@@ -179,16 +182,14 @@ func applyImageLayer(ctx context.Context, w *layerWriter, l v1.Layer, i, n int, 
 		} else {
 			o.Log(fmt.Sprintf("Layer %d/%d %s: pulled %d MiB", i+1, n, short, size>>20))
 		}
-		if local, err = tarball.LayerFromFile(p); err != nil {
+		if rc, err = openCachedLayer(p); err != nil {
 			return fmt.Errorf("open cached layer %s: %w", d, err)
 		}
 	} else {
 		o.Log(fmt.Sprintf("Layer %d/%d %s: pulling %d MiB", i+1, n, short, size>>20))
-		local = l
-	}
-	rc, err := local.Uncompressed()
-	if err != nil {
-		return registryError(ref, img, fmt.Errorf("layer %s: %w", d, err))
+		if rc, err = l.Uncompressed(); err != nil {
+			return registryError(ref, img, fmt.Errorf("layer %s: %w", d, err))
+		}
 	}
 	defer rc.Close()
 	if err := w.apply(ctx, rc); err != nil {
@@ -241,6 +242,43 @@ func cacheLayer(ctx context.Context, l v1.Layer, d v1.Hash, size int64, dir stri
 	}
 	return p, false, nil
 }
+
+// openCachedLayer returns the uncompressed stream of the cached layer blob at p: gzip,
+// zstd or a plain tar, told apart by their magic numbers as the media types may lie. (The
+// blob's digest was checked when it was cached.)
+func openCachedLayer(p string) (io.ReadCloser, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(f, 1<<20)
+	magic, _ := br.Peek(4)
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("gunzip: %w", err)
+		}
+		return readCloser{zr, f.Close}, nil
+	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(br)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("zstd: %w", err)
+		}
+		return readCloser{zr, func() error { zr.Close(); return f.Close() }}, nil
+	default:
+		return readCloser{br, f.Close}, nil
+	}
+}
+
+type readCloser struct {
+	io.Reader
+	close func() error
+}
+
+func (r readCloser) Close() error { return r.close() }
 
 // ctxReader stops reading once ctx is done.
 type ctxReader struct {
