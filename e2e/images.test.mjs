@@ -45,35 +45,76 @@ async function startRegistry(binDir, rootfs) {
   return { ...addrs, child }
 }
 
+// One registry serves both suites; it is started by the first that needs it.
+let registry, binDir
+function sharedRegistry(rootfs) {
+  if (!registry) {
+    binDir = mkdtempSync(join(tmpdir(), 'hearth-e2e-images-'))
+    registry = startRegistry(binDir, rootfs)
+  }
+  return registry
+}
+after(async () => {
+  if (registry) (await registry.catch(() => null))?.child.kill('SIGTERM')
+  if (binDir) rmSync(binDir, { recursive: true, force: true })
+})
+
+// startDev starts hearth dev on runtime with data dir name and points the SDK at it. Both
+// suites use the slot prefix and pool of this file, one after the other.
+async function startDev(name, runtime) {
+  const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+  const dir = dataDir(name)
+  const reg = await sharedRegistry(join(dir, 'templates', 'base', 'rootfs'))
+  const dev = new Proc(`hearth dev ${name}`, ['dev', '--runtime', runtime, '--data-dir', dir, '--api-key', testKey,
+    '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
+    '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+    '--slot-prefix', 'he2ey', '--pool', '10.251.0.0/16'])
+  process.env.E2B_API_URL = `http://127.0.0.1:${api}`
+  process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`
+  process.env.E2B_API_KEY = testKey
+  await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
+  return { dev, reg }
+}
+
+// imageChecks is what a sandbox of a template built from the test image must show.
+const imageChecks = {
+  cmd: [
+    'cat /opt/layer/hello.txt',
+    'test ! -e /etc/motd && echo motd-whited-out',
+    'ls /opt/opq',
+    'echo "IMAGE_VAR=$IMAGE_VAR"',
+    'cat /home/user/step-marker',
+    'echo "$(whoami) in $(pwd)"',
+    'sudo whoami',
+  ].join(' && '),
+  want: [
+    'hello from layer 2',
+    'motd-whited-out',
+    'upper.txt', // layer 3's opaque whiteout hid layer 2's lower.txt
+    'IMAGE_VAR=from the image config',
+    'step ran as user',
+    'user in /home/user', // the image's User and WorkingDir are not used, as in E2B
+    'root',
+    '',
+  ].join('\n'),
+}
+
 describe('templates from OCI images (hearth dev)', () => {
-  let dev, reg, binDir
+  let dev, reg
   const alias = `e2e-img-${Date.now().toString(36)}`
   before(async () => {
-    const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
-    const dir = dataDir('devimages')
-    binDir = mkdtempSync(join(tmpdir(), 'hearth-e2e-images-'))
-    reg = await startRegistry(binDir, join(dir, 'templates', 'base', 'rootfs'))
-    dev = new Proc('hearth dev images', ['dev', '--data-dir', dir, '--api-key', testKey,
-      '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
-      '--slot-prefix', 'he2ey', '--pool', '10.251.0.0/16'])
-    process.env.E2B_API_URL = `http://127.0.0.1:${api}`
-    process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`
-    process.env.E2B_API_KEY = testKey
-    await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
+    ({ dev, reg } = await startDev('devimages', 'gvisor'))
   })
   after(async () => {
     console.error(`hearth process logs: ${dev?.logFile}`)
     await dev?.stop()
-    reg?.child.kill('SIGTERM')
-    if (binDir) rmSync(binDir, { recursive: true, force: true })
   })
 
   test('fromImage with registry credentials: layers, whiteouts and the image Env reach the sandbox', async () => {
     const logs = []
     const t = Template()
       .fromImage(`${reg.auth}/test/debian:12`, { username: user, password })
-      .runCmd('echo "step ran as $(whoami)" > /tmp/step-marker')
+      .runCmd('echo "step ran as $(whoami)" > /home/user/step-marker')
     await Template.build(t, alias, { cpuCount: 1, memoryMB: 512, onBuildLogs: (l) => logs.push(l.toString()) })
     const all = logs.join('\n')
     assert.match(all, /FROM 127\.0\.0\.1:\d+\/test\/debian:12/)
@@ -82,25 +123,8 @@ describe('templates from OCI images (hearth dev)', () => {
 
     const sbx = await Sandbox.create(alias)
     try {
-      const r = await sbx.commands.run([
-        'cat /opt/layer/hello.txt',
-        'test ! -e /etc/motd && echo motd-whited-out',
-        'ls /opt/opq',
-        'echo "IMAGE_VAR=$IMAGE_VAR"',
-        'cat /tmp/step-marker',
-        'echo "$(whoami) in $(pwd)"',
-        'sudo whoami',
-      ].join(' && '))
-      assert.equal(r.stdout, [
-        'hello from layer 2',
-        'motd-whited-out',
-        'upper.txt', // layer 3's opaque whiteout hid layer 2's lower.txt
-        'IMAGE_VAR=from the image config',
-        'step ran as user',
-        'user in /home/user', // the image's User and WorkingDir are not used, as in E2B
-        'root',
-        '',
-      ].join('\n'))
+      const r = await sbx.commands.run(imageChecks.cmd)
+      assert.equal(r.stdout, imageChecks.want)
     } finally {
       await sbx.kill()
     }
@@ -136,5 +160,33 @@ describe('templates from OCI images (hearth dev)', () => {
     await assert.rejects(build(Template().fromAWSRegistry('123.dkr.ecr.us-east-1.amazonaws.com/x:1',
       { accessKeyId: 'a', secretAccessKey: 'b', region: 'us-east-1' }).runCmd('true'), 'aws'),
     /fromImageRegistry type "aws" \(fromAWSRegistry\) is not supported: Hearth pulls with a username and password only/)
+  })
+})
+
+// The VM runtime boots the same template: its ext4 image is made from the template's
+// directory, and its guest init needs only /usr/bin/envd from it.
+describe('templates from OCI images on QEMU (hearth dev --runtime qemu)', { skip: process.env.HEARTH_E2E_QEMU === '0' && 'HEARTH_E2E_QEMU=0' }, () => {
+  let dev, reg
+  before(async () => {
+    ({ dev, reg } = await startDev('devimagesqemu', 'qemu'))
+  })
+  after(async () => {
+    console.error(`hearth process logs: ${dev?.logFile}`)
+    await dev?.stop()
+  })
+
+  test('fromImage: a microVM of the template shows the layers, whiteouts and image Env', async () => {
+    const name = `e2e-img-qemu-${Date.now().toString(36)}`
+    const t = Template()
+      .fromImage(`${reg.auth}/test/debian:12`, { username: user, password })
+      .runCmd('echo "step ran as $(whoami)" > /home/user/step-marker')
+    await Template.build(t, name, { cpuCount: 1, memoryMB: 512 })
+    const sbx = await Sandbox.create(name, { timeoutMs: 120_000 })
+    try {
+      const r = await sbx.commands.run(imageChecks.cmd)
+      assert.equal(r.stdout, imageChecks.want)
+    } finally {
+      await sbx.kill()
+    }
   })
 })

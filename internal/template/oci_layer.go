@@ -135,7 +135,8 @@ func (w *layerWriter) whiteout(dir, name string) error {
 	return removeAllAt(fd, name)
 }
 
-// opaque empties dir of every entry this layer did not write.
+// opaque empties dir of every entry this layer did not write, at any depth: the lower
+// layers' files under a directory this layer also wrote go too.
 func (w *layerWriter) opaque(dir string, written map[string]bool) error {
 	fd, err := w.openIn(dir)
 	if errors.Is(err, unix.ENOENT) {
@@ -145,15 +146,33 @@ func (w *layerWriter) opaque(dir string, written map[string]bool) error {
 		return fmt.Errorf("open %s: %w", dir, err)
 	}
 	defer unix.Close(fd)
+	return opaqueAt(fd, dir, written)
+}
+
+func opaqueAt(fd int, dir string, written map[string]bool) error {
 	names, err := readDirAt(fd)
 	if err != nil {
 		return err
 	}
 	for _, n := range names {
-		if written[path.Join(dir, n)] {
+		p := path.Join(dir, n)
+		if !written[p] {
+			if err := removeAllAt(fd, n); err != nil {
+				return err
+			}
 			continue
 		}
-		if err := removeAllAt(fd, n); err != nil {
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		sub, err := unix.Openat(fd, n, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", p, err)
+		}
+		err = opaqueAt(sub, p, written)
+		unix.Close(sub)
+		if err != nil {
 			return err
 		}
 	}

@@ -173,6 +173,7 @@ func TestPullImageAppliesLayersAndWhiteouts(t *testing.T) {
 		testLayer(t,
 			dir("etc/"), file("etc/keep", "keep"), file("etc/gone", "gone"),
 			dir("etc/opq/"), file("etc/opq/a", "a"), dir("etc/opq/sub/"), file("etc/opq/sub/b", "b"),
+			dir("etc/opq/kept/"), file("etc/opq/kept/lower", "lower"),
 			dir("usr/"), dir("usr/lib/"), entry{name: "usr/bin/tool", body: "#!/bin/sh\n", typ: tar.TypeReg, mode: 0o4755},
 			hardlink("usr/bin/tool2", "usr/bin/tool"), symlink("lib", "usr/lib"),
 			entry{name: "home/u/", typ: tar.TypeDir, mode: 0o700, uid: 1234},
@@ -180,7 +181,7 @@ func TestPullImageAppliesLayersAndWhiteouts(t *testing.T) {
 			dir("d/"), file("d/replaced", "a file, then a dir"),
 		),
 		testLayer(t,
-			file("etc/.wh.gone", ""), file("etc/opq/.wh..wh..opq", ""), file("etc/opq/c", "c"),
+			file("etc/.wh.gone", ""), file("etc/opq/.wh..wh..opq", ""), file("etc/opq/c", "c"), file("etc/opq/kept/upper", "upper"),
 			file("added.txt", "from layer 2"), dir("d/replaced/"), file("d/replaced/x", "x"),
 		),
 	)
@@ -199,6 +200,7 @@ func TestPullImageAppliesLayersAndWhiteouts(t *testing.T) {
 		want string // "" means absent
 	}{
 		{"etc/keep", "keep"}, {"etc/gone", ""}, {"etc/opq/a", ""}, {"etc/opq/sub", ""}, {"etc/opq/c", "c"},
+		{"etc/opq/kept/upper", "upper"}, {"etc/opq/kept/lower", ""},
 		{"added.txt", "from layer 2"}, {"usr/bin/tool2", "#!/bin/sh\n"}, {"d/replaced/x", "x"}, {"dev/null", ""},
 	} {
 		b, err := os.ReadFile(filepath.Join(rootfs, c.path))
