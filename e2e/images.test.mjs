@@ -64,6 +64,7 @@ after(async () => {
 async function startDev(name, runtime) {
   const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
   const dir = dataDir(name)
+  rmSync(join(dir, 'oci-layers'), { recursive: true, force: true }) // the first pull pulls
   const reg = await sharedRegistry(join(dir, 'templates', 'base', 'rootfs'))
   const dev = new Proc(`hearth dev ${name}`, ['dev', '--runtime', runtime, '--data-dir', dir, '--api-key', testKey,
     '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,

@@ -246,8 +246,12 @@ func (w *layerWriter) layerEntry(h *tar.Header, target string, body io.Reader) e
 		if err == nil && n != h.Size {
 			err = io.ErrUnexpectedEOF
 		}
+		// An open file takes fchown and fchmod directly (chown first: it clears set-user-ID).
 		if err == nil {
-			err = w.own(fd, "", perm, true)
+			err = unix.Fchown(fd, h.Uid, h.Gid)
+		}
+		if err == nil {
+			err = unix.Fchmod(fd, perm)
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
