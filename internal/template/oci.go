@@ -41,6 +41,9 @@ type Image struct {
 const (
 	// DefaultImageMaxBytes caps both the compressed layers of an image and its unpacked content.
 	DefaultImageMaxBytes = 25 << 30
+	// DefaultImageMaxEntries caps the files, directories and links of all layers (a Debian
+	// image has some 20,000; large toolchain images a few hundred thousand).
+	DefaultImageMaxEntries = 5_000_000
 	// DefaultImageTimeout bounds the pull and unpack together.
 	DefaultImageTimeout = 30 * time.Minute
 	imagePlatformOS     = "linux"
@@ -54,6 +57,8 @@ type PullOptions struct {
 	// MaxBytes caps the compressed size of the layers and the unpacked content; 0 means
 	// DefaultImageMaxBytes.
 	MaxBytes int64
+	// MaxEntries caps the entries of all layers; 0 means DefaultImageMaxEntries.
+	MaxEntries int
 	// Timeout bounds the whole pull; 0 means DefaultImageTimeout.
 	Timeout time.Duration
 	// Transport is the HTTP transport to the registry; nil means http.DefaultTransport.
@@ -83,6 +88,9 @@ var ErrImage = errors.New("image")
 func PullImage(ctx context.Context, img Image, rootfs string, o PullOptions) (ImageConfig, error) {
 	if o.MaxBytes <= 0 {
 		o.MaxBytes = DefaultImageMaxBytes
+	}
+	if o.MaxEntries <= 0 {
+		o.MaxEntries = DefaultImageMaxEntries
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultImageTimeout
@@ -143,7 +151,7 @@ func pullImage(ctx context.Context, img Image, rootfs string, o PullOptions) (Im
 			return ImageConfig{}, fmt.Errorf("%w %s is over the limit of %d MiB of layers", ErrImage, ref.Name(), o.MaxBytes>>20)
 		}
 	}
-	w, err := newLayerWriter(rootfs, o.MaxBytes)
+	w, err := newLayerWriter(rootfs, o.MaxBytes, o.MaxEntries)
 	if err != nil {
 		return ImageConfig{}, err
 	}

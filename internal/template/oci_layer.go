@@ -31,9 +31,12 @@ type layerWriter struct {
 	// rootWriter's left is the cap on the content the whole image writes, all layers.
 	rootWriter
 	skipped int // device nodes and FIFOs, which a sandbox makes itself
+	// entriesLeft caps the entries of all layers: empty files and directories cost inodes
+	// and time, not bytes.
+	entriesLeft int
 }
 
-func newLayerWriter(rootfs string, maxBytes int64) (*layerWriter, error) {
+func newLayerWriter(rootfs string, maxBytes int64, maxEntries int) (*layerWriter, error) {
 	if err := os.MkdirAll(rootfs, 0o755); err != nil {
 		return nil, fmt.Errorf("make root filesystem: %w", err)
 	}
@@ -41,7 +44,7 @@ func newLayerWriter(rootfs string, maxBytes int64) (*layerWriter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open root filesystem: %w", err)
 	}
-	return &layerWriter{rootWriter: rootWriter{root: root, left: maxBytes}}, nil
+	return &layerWriter{rootWriter: rootWriter{root: root, left: maxBytes}, entriesLeft: maxEntries}, nil
 }
 
 func (w *layerWriter) Close() error { return unix.Close(w.root) }
@@ -82,6 +85,9 @@ func (w *layerWriter) apply(ctx context.Context, r io.Reader) error {
 		}
 		if err != nil {
 			return fmt.Errorf("read layer: %w", err)
+		}
+		if w.entriesLeft--; w.entriesLeft < 0 {
+			return fmt.Errorf("%w: the image has more entries than its limit", ErrHostileArchive)
 		}
 		target, err := layerPath(h.Name)
 		if err != nil {

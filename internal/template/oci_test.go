@@ -389,7 +389,7 @@ func TestPullImageBounds(t *testing.T) {
 	needRoot(t)
 	reg := newTestRegistry(t, "", "")
 	big := strings.Repeat("x", 1<<20)
-	ref := reg.push(t, "test/big:1", testImage(t, nil, testLayer(t, file("big", big))))
+	ref := reg.push(t, "test/big:1", testImage(t, nil, testLayer(t, file("big", big)), testLayer(t, dir("a/"), dir("a/b/"), dir("a/b/c/"))))
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
 	for _, c := range []struct {
@@ -400,6 +400,7 @@ func TestPullImageBounds(t *testing.T) {
 	}{
 		{"layers over the cap", context.Background(), PullOptions{MaxBytes: 1000}, "over the limit"},
 		{"content over the cap", context.Background(), PullOptions{MaxBytes: 100 << 10}, "unpacks to more than its limit"},
+		{"entries over the cap", context.Background(), PullOptions{MaxEntries: 3}, "more entries than its limit"},
 		{"canceled", canceled, PullOptions{}, "context canceled"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
