@@ -205,12 +205,13 @@ func localhostAddr(a net.Addr) string {
 }
 
 // refreshDerivedTemplates brings envd up to date in every template derived with
-// `hearth template build --from`, as the base template's build does for base.
+// `hearth template build --from`, built through the API or from an image, as the base
+// template's build does for base.
 func refreshDerivedTemplates(ctx context.Context, dataDir, envdPath string, log *slog.Logger) error {
 	entries, _ := os.ReadDir(filepath.Join(dataDir, "templates"))
 	for _, e := range entries {
 		t, err := template.Open(dataDir, e.Name())
-		if !e.IsDir() || err != nil || t.Meta.From == "" {
+		if !e.IsDir() || err != nil || !t.Meta.Derived() {
 			continue
 		}
 		if _, err := template.Build(ctx, template.BuildOptions{DataDir: dataDir, Name: t.Name, EnvdPath: envdPath, Logger: log}); err != nil {

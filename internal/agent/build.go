@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -43,7 +44,13 @@ func (a *Agent) BuildTemplate(ctx context.Context, req *connect.Request[pb.Build
 	if err := template.CheckName(m.GetTemplateId()); err != nil {
 		return connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	if err := template.CheckName(m.GetFromTemplate()); err != nil {
+	var image *template.Image
+	if m.GetFromImage() != "" {
+		if m.GetFromTemplate() != "" {
+			return connect.NewError(connect.CodeInvalidArgument, errors.New("give from_image or from_template, not both"))
+		}
+		image = &template.Image{Ref: m.GetFromImage(), Username: m.GetRegistryUsername(), Password: m.GetRegistryPassword()}
+	} else if err := template.CheckName(m.GetFromTemplate()); err != nil {
 		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("from template: %w", err))
 	}
 	files := make(map[string][]byte, len(m.GetFiles()))
@@ -94,6 +101,7 @@ func (a *Agent) BuildTemplate(ctx context.Context, req *connect.Request[pb.Build
 	start := time.Now()
 	o := template.APIBuildOptions{
 		DataDir: a.buildDataDir, Name: m.GetTemplateId(), From: m.GetFromTemplate(), Steps: steps,
+		Image: image, ImageCacheDir: filepath.Join(a.buildDataDir, "oci-layers"),
 		StartCmd: m.GetStartCmd(), ReadyCmd: m.GetReadyCmd(), Log: logf,
 		Archive: func(hash string) (io.ReadCloser, error) {
 			b, ok := files[hash]

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/google/go-containerregistry/pkg/name"
 
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
@@ -417,37 +418,93 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// baseOf maps the build's base to a template on the agents: fromTemplate names a template;
-// fromImage e2bdev/base is Hearth's base. OCI images are not supported yet.
-func (s *Server) baseOf(ctx context.Context, req TemplateBuildStartV2) (store.Template, error) {
+// baseOf maps the build's base to a template on the agents or an OCI image: fromTemplate
+// names a template; fromImage e2bdev/base (the SDK's default) is Hearth's base; any other
+// fromImage is an image the agent pulls, returned as image.
+func (s *Server) baseOf(ctx context.Context, req TemplateBuildStartV2) (base store.Template, image string, err error) {
 	switch {
 	case req.FromTemplate != "" && req.FromImage != "":
-		return store.Template{}, errorf(http.StatusBadRequest, "give fromImage or fromTemplate, not both")
+		return store.Template{}, "", errorf(http.StatusBadRequest, "give fromImage or fromTemplate, not both")
 	case req.FromTemplate != "":
 		n, err := parseTemplateName(req.FromTemplate)
 		if err != nil {
-			return store.Template{}, err
+			return store.Template{}, "", err
 		}
 		tpl, err := s.visibleTemplate(ctx, n.alias)
 		if errors.Is(err, store.ErrNotFound) {
-			return store.Template{}, errorf(http.StatusBadRequest, "base template %q not found: build it first, or start from 'base' (fromTemplate('base') or fromBaseImage())", req.FromTemplate)
+			return store.Template{}, "", errorf(http.StatusBadRequest, "base template %q not found: build it first, or start from 'base' (fromTemplate('base') or fromBaseImage())", req.FromTemplate)
 		}
 		if err != nil {
-			return store.Template{}, err
+			return store.Template{}, "", err
 		}
 		if tpl.BuildStatus != store.BuildReady {
-			return store.Template{}, errorf(http.StatusBadRequest, "error getting base template, you may need to rebuild it first: %q has no ready build (status %s)", req.FromTemplate, tpl.BuildStatus)
+			return store.Template{}, "", errorf(http.StatusBadRequest, "error getting base template, you may need to rebuild it first: %q has no ready build (status %s)", req.FromTemplate, tpl.BuildStatus)
 		}
-		return tpl, nil
-	case req.FromImage == "" || strings.TrimSuffix(req.FromImage, ":latest") == baseImage:
+		return tpl, "", nil
+	case req.FromImage == "" || baseImages[strings.TrimSuffix(req.FromImage, ":latest")]:
 		tpl, err := s.visibleTemplate(ctx, baseTemplate)
 		if errors.Is(err, store.ErrNotFound) {
-			return store.Template{}, errorf(http.StatusServiceUnavailable, "no agent has built the base template yet (`hearth template build base`)")
+			return store.Template{}, "", errorf(http.StatusServiceUnavailable, "no agent has built the base template yet (`hearth template build base`)")
 		}
-		return tpl, err
+		return tpl, "", err
 	default:
-		return store.Template{}, errorf(http.StatusBadRequest, "base image %q is not supported: Hearth builds from its own templates only, so start from fromTemplate('base') (or another template built here) or fromBaseImage() (e2bdev/base); OCI images, fromDockerfile and the from*Image helpers other than fromBaseImage are not supported yet", req.FromImage)
+		if _, err := name.ParseReference(req.FromImage, name.WeakValidation); err != nil {
+			return store.Template{}, "", errorf(http.StatusBadRequest, "fromImage %q is not a valid image reference: %v", req.FromImage, err)
+		}
+		return store.Template{}, req.FromImage, nil
 	}
+}
+
+// baseImages are the names of E2B's base image, which is Hearth's base template.
+var baseImages = map[string]bool{baseImage: true, "docker.io/" + baseImage: true, "index.docker.io/" + baseImage: true}
+
+// registryAuth is fromImageRegistry: E2B's RegistryConfig (a oneOf on type).
+type registryAuth struct {
+	Type     string `json:"type"`
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+}
+
+// registryCredentials parses fromImageRegistry. Only the generic registry type (a username
+// and password, which fromImage(ref, {username, password}) sends) is supported: the AWS and
+// GCP types need those clouds' token exchanges, which Hearth does not do.
+func registryCredentials(raw json.RawMessage) (*registryAuth, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var a registryAuth
+	if err := json.Unmarshal(raw, &a); err != nil {
+		return nil, errorf(http.StatusBadRequest, "fromImageRegistry: %v", err)
+	}
+	switch a.Type {
+	case "registry":
+		if a.Username == "" || a.Password == "" {
+			return nil, errorf(http.StatusBadRequest, "fromImageRegistry: both username and password are required")
+		}
+		return &a, nil
+	case "aws", "gcp":
+		helper := map[string]string{"aws": "fromAWSRegistry", "gcp": "fromGCPRegistry"}[a.Type]
+		return nil, errorf(http.StatusBadRequest, "fromImageRegistry type %q (%s) is not supported: Hearth pulls with a username and password only (type \"registry\", sent by fromImage(ref, {username, password})); %s", a.Type, helper, cloudLogin[a.Type])
+	default:
+		return nil, errorf(http.StatusBadRequest, "fromImageRegistry type %q is not supported: Hearth supports type \"registry\" (a username and password)", a.Type)
+	}
+}
+
+// cloudLogin says how to reach each cloud's registry with a username and password.
+var cloudLogin = map[string]string{
+	"aws": "for Amazon ECR use fromImage(ref, {username: 'AWS', password: <the output of aws ecr get-login-password>})",
+	"gcp": "for Google Artifact Registry use fromImage(ref, {username: '_json_key', password: <the service account JSON>})",
+}
+
+// redactedRecipe is the build's recipe as stored: without the registry password.
+func redactedRecipe(req TemplateBuildStartV2, auth *registryAuth) []byte {
+	if auth != nil {
+		r := *auth
+		r.Password = "(redacted)"
+		req.FromImageRegistry, _ = json.Marshal(r)
+	}
+	b, _ := json.Marshal(req)
+	return b
 }
 
 func (s *Server) startTemplateBuild(w http.ResponseWriter, r *http.Request) {
@@ -496,7 +553,8 @@ func (s *Server) startTemplateBuild(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	recipe, _ := json.Marshal(req)
+	auth, _ := registryCredentials(req.FromImageRegistry) // buildRequest checked it
+	recipe := redactedRecipe(req, auth)
 	started := false
 	if _, err := s.store.UpdateTemplateBuild(ctx, b.ID, func(x *store.TemplateBuild) error {
 		if x.Status != store.BuildWaiting {
@@ -516,22 +574,29 @@ func (s *Server) startTemplateBuild(w http.ResponseWriter, r *http.Request) {
 
 // buildRequest checks the recipe and turns it into the agent's request, archives included.
 func (s *Server) buildRequest(ctx context.Context, tpl store.Template, b store.TemplateBuild, req TemplateBuildStartV2) (*pb.BuildTemplateRequest, error) {
-	if len(req.FromImageRegistry) > 0 && string(req.FromImageRegistry) != "null" {
-		return nil, errorf(http.StatusBadRequest, "fromImageRegistry is not supported: Hearth does not pull OCI images yet")
-	}
-	base, err := s.baseOf(ctx, req)
+	auth, err := registryCredentials(req.FromImageRegistry)
 	if err != nil {
 		return nil, err
 	}
-	if base.ID == tpl.ID {
+	base, image, err := s.baseOf(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	if image == "" && auth != nil {
+		return nil, errorf(http.StatusBadRequest, "fromImageRegistry goes with fromImage: %s is a Hearth template, pulled from no registry", base.ID)
+	}
+	if image == "" && base.ID == tpl.ID {
 		return nil, errorf(http.StatusBadRequest, "a template cannot start from itself")
 	}
 	if len(req.Steps) > maxBuildSteps {
 		return nil, errorf(http.StatusBadRequest, "%d steps: at most %d", len(req.Steps), maxBuildSteps)
 	}
 	rpc := &pb.BuildTemplateRequest{
-		TemplateId: tpl.ID, FromTemplate: base.ID, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd,
+		TemplateId: tpl.ID, FromTemplate: base.ID, FromImage: image, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd,
 		Cpus: uint32(b.CPUs), MemoryMib: uint32(b.MemoryMiB),
+	}
+	if auth != nil {
+		rpc.RegistryUsername, rpc.RegistryPassword = auth.Username, auth.Password
 	}
 	if req.ReadyCmd != "" && req.StartCmd == "" {
 		// E2B runs a ready command alone too; here it is only checked at the start snapshot,

@@ -214,7 +214,13 @@ func TestTemplateBuildRefusals(t *testing.T) {
 	for _, c := range []struct {
 		body, want string
 	}{
-		{`{"fromImage":"ubuntu:22.04","steps":[]}`, "not supported"},
+		{`{"fromImage":"Not An Image!","steps":[]}`, "not a valid image reference"},
+		{`{"fromImage":"ubuntu:22.04","fromImageRegistry":{"type":"aws","awsAccessKeyId":"a","awsSecretAccessKey":"b","awsRegion":"c"},"steps":[]}`,
+			`fromImageRegistry type \"aws\" (fromAWSRegistry) is not supported: Hearth pulls with a username and password only (type \"registry\"`},
+		{`{"fromImage":"ubuntu:22.04","fromImageRegistry":{"type":"gcp","serviceAccountJson":"{}"},"steps":[]}`,
+			`fromImageRegistry type \"gcp\" (fromGCPRegistry) is not supported`},
+		{`{"fromImage":"ubuntu:22.04","fromImageRegistry":{"type":"registry","username":"u"},"steps":[]}`, "both username and password are required"},
+		{`{"fromTemplate":"base","fromImageRegistry":{"type":"registry","username":"u","password":"p"},"steps":[]}`, "fromImageRegistry goes with fromImage"},
 		{`{"fromTemplate":"nope","steps":[]}`, "not found: build it first"},
 		{`{"fromTemplate":"base","steps":[{"type":"FROB","args":[]}]}`, "unknown step type"},
 		{`{"fromTemplate":"base","steps":[{"type":"COPY","args":["a","b"]}]}`, "COPY requires files hash"},
@@ -237,6 +243,43 @@ func TestTemplateBuildRefusals(t *testing.T) {
 	}
 	if status, body, _ := call(t, "GET", hs.URL+"/templates/x/builds/"+newBuildID()+"/status", "", key); status != 400 || !strings.Contains(body, "not found") {
 		t.Errorf("unknown build: %d %s", status, body)
+	}
+}
+
+// TestTemplateBuildFromImage: a build from an OCI image goes to an agent with the image
+// reference and the registry credentials, which the stored recipe does not keep; the SDK's
+// default image is Hearth's base template.
+func TestTemplateBuildFromImage(t *testing.T) {
+	_, hs, st := newTestCP(t)
+	agent := &buildAgent{release: make(chan struct{}), got: make(chan *pb.BuildTemplateRequest, 1), result: &pb.BuildResult{Version: "v-1"}}
+	close(agent.release)
+	startBuildAgent(t, hs.URL, agent)
+	key := map[string]string{"X-API-Key": testKey}
+	for _, c := range []struct {
+		body                           string
+		fromImage, fromTemplate, login string
+	}{
+		{`{"fromImage":"127.0.0.1:5000/test/debian:12","fromImageRegistry":{"type":"registry","username":"alice","password":"s3cret"},"steps":[]}`,
+			"127.0.0.1:5000/test/debian:12", "", "alice:s3cret"},
+		{`{"fromImage":"python:3","steps":[]}`, "python:3", "", ":"},
+		{`{"fromImage":"e2bdev/base:latest","steps":[]}`, "", "base", ":"},
+	} {
+		_, body, _ := call(t, "POST", hs.URL+"/v3/templates", `{"name":"from-image"}`, key)
+		var req TemplateRequestResponseV3
+		_ = json.Unmarshal([]byte(body), &req)
+		if status, body, _ := call(t, "POST", fmt.Sprintf("%s/v2/templates/%s/builds/%s", hs.URL, req.TemplateID, req.BuildID), c.body, key); status != http.StatusAccepted {
+			t.Fatalf("start %s: %d %s", c.body, status, body)
+		}
+		got := <-agent.got
+		if got.GetFromImage() != c.fromImage || got.GetFromTemplate() != c.fromTemplate || got.GetRegistryUsername()+":"+got.GetRegistryPassword() != c.login {
+			t.Errorf("%s: agent got image %q template %q login %q:%q; want %q %q %q", c.body, got.GetFromImage(), got.GetFromTemplate(),
+				got.GetRegistryUsername(), got.GetRegistryPassword(), c.fromImage, c.fromTemplate, c.login)
+		}
+		pollBuild(t, hs.URL, req.TemplateID, req.BuildID)
+		b, err := st.TemplateBuild(context.Background(), req.BuildID)
+		if err != nil || strings.Contains(b.Recipe, "s3cret") || !strings.Contains(b.Recipe, c.fromImage) {
+			t.Errorf("stored recipe %s (%v): want the image and no password", b.Recipe, err)
+		}
 	}
 }
 

@@ -51,7 +51,7 @@ func Build(ctx context.Context, o BuildOptions) (*Template, error) {
 	if !ok {
 		// A derived template (Derive) is rebuilt by deriving it again; Build only keeps its
 		// envd current.
-		if t, err := Open(o.DataDir, o.Name); err != nil || t.Meta.From == "" || o.Rebuild {
+		if t, err := Open(o.DataDir, o.Name); err != nil || !t.Meta.Derived() || o.Rebuild {
 			return nil, fmt.Errorf("build template %q: unknown template (known: %v, or one derived from them with --from)", o.Name, Names())
 		}
 	}
@@ -78,12 +78,12 @@ func Build(ctx context.Context, o BuildOptions) (*Template, error) {
 	removeStale(root, o.Name, log)
 
 	t, err := Open(o.DataDir, o.Name)
-	stale := err == nil && ok && t.Meta.From == "" && t.Meta.Recipe != rc.fingerprint()
+	stale := err == nil && ok && !t.Meta.Derived() && t.Meta.Recipe != rc.fingerprint()
 	if stale {
 		log.Info("recipe changed since the cached rootfs was built: rebuilding", "built_from", t.Meta.Recipe, "recipe", rc.fingerprint())
 	}
 	switch {
-	case err == nil && !stale && (!o.Rebuild || t.Meta.From != ""):
+	case err == nil && !stale && (!o.Rebuild || t.Meta.Derived()):
 		log.Info("using cached rootfs", "dir", t.RootFS, "built_at", t.Meta.BuiltAt)
 	case !ok:
 		return nil, fmt.Errorf("build template %s: derived template gone while building: %w", o.Name, err)

@@ -6,13 +6,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 )
 
 // injectEnvd copies the envd binary at src into rootfs at EnvdPath and returns its SHA-256.
 // The copy goes to a temp file in the same directory and is renamed over the old binary, so a
 // sandbox booting from the template at that moment sees either the old or the new envd, never
-// half of one, and sandboxes still running keep their open inode.
+// half of one, and sandboxes still running keep their open inode. The rootfs is not trusted
+// (an image's, or one a build step changed as root): its links resolve inside it.
 func injectEnvd(rootfs, src string) (string, error) {
 	in, err := os.Open(src)
 	if err != nil {
@@ -26,28 +26,13 @@ func injectEnvd(rootfs, src string) (string, error) {
 	if !fi.Mode().IsRegular() {
 		return "", fmt.Errorf("inject envd: %s is not a regular file", src)
 	}
-	dst := filepath.Join(rootfs, EnvdPath)
-	tmp := dst + ".hearth-tmp"
-	out, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o755)
+	r, err := openInRoot(rootfs)
 	if err != nil {
 		return "", fmt.Errorf("inject envd: %w", err)
 	}
+	defer r.Close()
 	h := sha256.New()
-	_, err = io.Copy(io.MultiWriter(out, h), in)
-	if err == nil {
-		err = out.Chmod(0o755)
-	}
-	if err == nil {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := r.writeFile(EnvdPath, io.TeeReader(in, h), 0o755); err != nil {
 		return "", fmt.Errorf("inject envd %s into %s: %w", src, rootfs, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil

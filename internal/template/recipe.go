@@ -137,12 +137,14 @@ func fastLoginProfile(rootfs string) error {
 // and dropping them keeps every template and every checkpoint smaller. `apt-get update`
 // inside a sandbox refetches lists.
 func dropAptCaches(rootfs string) error {
-	for _, glob := range []string{"var/cache/apt/archives/*.deb", "var/cache/apt/*.bin", "var/lib/apt/lists/*_*"} {
-		m, _ := filepath.Glob(filepath.Join(rootfs, glob))
-		for _, p := range m {
-			if err := os.Remove(p); err != nil {
-				return fmt.Errorf("clean %s: %w", p, err)
-			}
+	r, err := openInRoot(rootfs)
+	if err != nil {
+		return fmt.Errorf("clean apt caches: %w", err)
+	}
+	defer r.Close()
+	for _, c := range [][2]string{{"/var/cache/apt/archives", "*.deb"}, {"/var/cache/apt", "*.bin"}, {"/var/lib/apt/lists", "*_*"}} {
+		if err := r.removeMatching(c[0], c[1]); err != nil {
+			return fmt.Errorf("clean apt caches: %w", err)
 		}
 	}
 	return nil

@@ -55,7 +55,16 @@ type APIBuildOptions struct {
 	// Name is the new template's directory name (its ID); From the template on this host it
 	// starts from, whose user, workdir and environment it inherits.
 	Name, From string
-	Steps      []Step
+	// Image, when set, is the OCI image the build starts from instead of From (oci.go).
+	Image *Image
+	// ImageCacheDir keeps pulled layers by digest; ImageMaxBytes and ImageTimeout bound a
+	// pull (0: DefaultImageMaxBytes, DefaultImageTimeout).
+	ImageCacheDir string
+	ImageMaxBytes int64
+	ImageTimeout  time.Duration
+	// EnvdPath is the envd an image base gets; "" takes the one in this host's base template.
+	EnvdPath string
+	Steps    []Step
 	// StartCmd and ReadyCmd are recorded for the sandbox that Finalize boots.
 	StartCmd, ReadyCmd string
 	// Archive opens the uploaded COPY archive with this files hash.
@@ -101,9 +110,13 @@ func APIBuild(ctx context.Context, o APIBuildOptions) (*Template, error) {
 	if _, err := exec.LookPath("capsh"); err != nil {
 		return nil, &StepError{PhaseBase, fmt.Errorf("the agent host needs capsh to run build steps (apt-get install libcap2-bin): %w", err)}
 	}
-	from, err := Open(o.DataDir, o.From)
-	if err != nil {
-		return nil, &StepError{PhaseBase, fmt.Errorf("error getting base template, you may need to rebuild it first: %w", err)}
+	var from *Template
+	if o.Image == nil {
+		t, err := Open(o.DataDir, o.From)
+		if err != nil {
+			return nil, &StepError{PhaseBase, fmt.Errorf("error getting base template, you may need to rebuild it first: %w", err)}
+		}
+		from = t
 	}
 	root := filepath.Join(o.DataDir, "templates")
 	unlock, err := lockTemplate(ctx, root, o.Name)
@@ -120,13 +133,27 @@ func APIBuild(ctx context.Context, o APIBuildOptions) (*Template, error) {
 	rootfs := filepath.Join(tmp, rootfsName)
 	start := time.Now()
 
-	o.Log(PhaseBase, "info", fmt.Sprintf("[base] FROM template %s [%s]", o.From, from.Version()))
-	if out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", from.RootFS, rootfs).CombinedOutput(); err != nil {
-		return nil, &StepError{PhaseBase, fmt.Errorf("copy base template %s: %w: %s", o.From, err, out)}
-	}
-	st := &buildState{rootfs: rootfs, user: from.Meta.User, workdir: from.Meta.Workdir, env: map[string]string{}}
-	for k, v := range from.Meta.Env {
-		st.env[k] = v
+	var st *buildState
+	var m Meta
+	if o.Image != nil {
+		st, m, err = o.imageBase(ctx, rootfs)
+		if err != nil {
+			if ctx.Err() != nil {
+				err = fmt.Errorf("%w (build canceled)", err)
+			}
+			return nil, &StepError{PhaseBase, err}
+		}
+	} else {
+		o.Log(PhaseBase, "info", fmt.Sprintf("[base] FROM template %s [%s]", o.From, from.Version()))
+		if out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", from.RootFS, rootfs).CombinedOutput(); err != nil {
+			return nil, &StepError{PhaseBase, fmt.Errorf("copy base template %s: %w: %s", o.From, err, out)}
+		}
+		st = &buildState{rootfs: rootfs, user: from.Meta.User, workdir: from.Meta.Workdir, env: map[string]string{}}
+		for k, v := range from.Meta.Env {
+			st.env[k] = v
+		}
+		m = from.Meta
+		m.From, m.Run = o.From, nil
 	}
 	if st.user == "" {
 		// E2B's user phase: steps run as `user` unless they say otherwise.
@@ -154,8 +181,6 @@ func APIBuild(ctx context.Context, o APIBuildOptions) (*Template, error) {
 	if err := dropAptCaches(rootfs); err != nil {
 		return nil, &StepError{PhaseFinalize, err}
 	}
-	m := from.Meta
-	m.From, m.Run = o.From, nil
 	m.User, m.Workdir, m.Env = st.user, st.workdir, st.env
 	m.StartCmd, m.ReadyCmd = o.StartCmd, o.ReadyCmd
 	if m.SizeBytes, err = diskUsage(rootfs); err != nil {

@@ -53,6 +53,10 @@ type Meta struct {
 	// started from and the commands run in it.
 	From string   `json:"from,omitempty"`
 	Run  []string `json:"run,omitempty"`
+	// Image and ImageDigest are set for a template built from an OCI image: the reference
+	// given and the digest of the linux/amd64 manifest pulled.
+	Image       string `json:"image,omitempty"`
+	ImageDigest string `json:"image_digest,omitempty"`
 	// DiskMiB is the disk size of the template's sandboxes (`hearth template build
 	// --disk-mib`); 0 leaves it to the agent's --default-disk-mib.
 	DiskMiB int `json:"disk_mib,omitempty"`
@@ -67,6 +71,10 @@ type Meta struct {
 	StartCmd string `json:"start_cmd,omitempty"`
 	ReadyCmd string `json:"ready_cmd,omitempty"`
 }
+
+// Derived reports whether the template was made from another template or an image rather
+// than by a recipe of its own: Build only refreshes its envd.
+func (m Meta) Derived() bool { return m.From != "" || m.Image != "" }
 
 // Version identifies the exact content of a template: it changes when the rootfs is rebuilt
 // or a different envd is injected. Runtimes key cached snapshots of the booted template on it.

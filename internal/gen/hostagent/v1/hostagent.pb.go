@@ -1703,8 +1703,15 @@ type BuildTemplateRequest struct {
 	DiskMib   uint32 `protobuf:"varint,9,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
 	// ready_timeout_seconds bounds the wait for the ready command; 0 means 10 minutes.
 	ReadyTimeoutSeconds uint32 `protobuf:"varint,10,opt,name=ready_timeout_seconds,json=readyTimeoutSeconds,proto3" json:"ready_timeout_seconds,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// from_image, when set, is the OCI image reference the build starts from instead of
+	// from_template (which is then empty); the agent pulls it itself.
+	FromImage string `protobuf:"bytes,11,opt,name=from_image,json=fromImage,proto3" json:"from_image,omitempty"`
+	// registry_username and registry_password authenticate the pull (fromImage's
+	// credentials); both empty pulls anonymously.
+	RegistryUsername string `protobuf:"bytes,12,opt,name=registry_username,json=registryUsername,proto3" json:"registry_username,omitempty"`
+	RegistryPassword string `protobuf:"bytes,13,opt,name=registry_password,json=registryPassword,proto3" json:"registry_password,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *BuildTemplateRequest) Reset() {
@@ -1805,6 +1812,27 @@ func (x *BuildTemplateRequest) GetReadyTimeoutSeconds() uint32 {
 		return x.ReadyTimeoutSeconds
 	}
 	return 0
+}
+
+func (x *BuildTemplateRequest) GetFromImage() string {
+	if x != nil {
+		return x.FromImage
+	}
+	return ""
+}
+
+func (x *BuildTemplateRequest) GetRegistryUsername() string {
+	if x != nil {
+		return x.RegistryUsername
+	}
+	return ""
+}
+
+func (x *BuildTemplateRequest) GetRegistryPassword() string {
+	if x != nil {
+		return x.RegistryPassword
+	}
+	return ""
 }
 
 type BuildStep struct {
@@ -2257,7 +2285,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x16DeleteSnapshotResponse\"\x16\n" +
 	"\x14ListSnapshotsRequest\"M\n" +
 	"\x15ListSnapshotsResponse\x124\n" +
-	"\tsnapshots\x18\x01 \x03(\v2\x16.hostagent.v1.SnapshotR\tsnapshots\"\xf6\x02\n" +
+	"\tsnapshots\x18\x01 \x03(\v2\x16.hostagent.v1.SnapshotR\tsnapshots\"\xef\x03\n" +
 	"\x14BuildTemplateRequest\x12\x1f\n" +
 	"\vtemplate_id\x18\x01 \x01(\tR\n" +
 	"templateId\x12#\n" +
@@ -2271,7 +2299,11 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"memory_mib\x18\b \x01(\rR\tmemoryMib\x12\x19\n" +
 	"\bdisk_mib\x18\t \x01(\rR\adiskMib\x122\n" +
 	"\x15ready_timeout_seconds\x18\n" +
-	" \x01(\rR\x13readyTimeoutSeconds\"R\n" +
+	" \x01(\rR\x13readyTimeoutSeconds\x12\x1d\n" +
+	"\n" +
+	"from_image\x18\v \x01(\tR\tfromImage\x12+\n" +
+	"\x11registry_username\x18\f \x01(\tR\x10registryUsername\x12+\n" +
+	"\x11registry_password\x18\r \x01(\tR\x10registryPassword\"R\n" +
 	"\tBuildStep\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x12\n" +
 	"\x04args\x18\x02 \x03(\tR\x04args\x12\x1d\n" +
