@@ -188,6 +188,14 @@ func TestTemplateBuildStateMachine(t *testing.T) {
 	if err != nil || tpl.BuildID != req.BuildID || tpl.BuildStatus != "ready" {
 		t.Fatalf("template after a failed rebuild: %+v, %v; want the first build still in use", tpl, err)
 	}
+	// GET /templates/{id} lists both builds, newest first, as E2B's TemplateWithBuilds does.
+	status, body, _ = call(t, "GET", hs.URL+"/templates/"+req.TemplateID, "", key)
+	var withBuilds TemplateWithBuilds
+	if err := json.Unmarshal([]byte(body), &withBuilds); status != http.StatusOK || err != nil || len(withBuilds.Builds) != 2 ||
+		withBuilds.Builds[0].BuildID != re.BuildID || withBuilds.Builds[0].Status != "error" ||
+		withBuilds.Builds[1].BuildID != req.BuildID || withBuilds.Builds[1].Status != "ready" || withBuilds.Builds[1].FinishedAt == nil {
+		t.Fatalf("template with builds: %d %s", status, body)
+	}
 }
 
 // TestTemplateBuildRefusals: what the API refuses, with E2B's statuses.

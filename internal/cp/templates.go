@@ -84,7 +84,22 @@ func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, templateJSON(t))
+	var builds []store.TemplateBuild
+	if t.TeamID == teamOf(r.Context()) { // a public template's builds are its owner's business
+		if builds, err = s.store.ListTemplateBuilds(r.Context(), t.ID); err != nil {
+			fail(w, err)
+			return
+		}
+	}
+	out := TemplateWithBuilds{Template: templateJSON(t), Builds: make([]TemplateBuild, 0, len(builds))}
+	for _, b := range builds {
+		tb := TemplateBuild{BuildID: b.ID, Status: b.Status, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, CPUCount: b.CPUs, MemoryMB: b.MemoryMiB}
+		if !b.FinishedAt.IsZero() {
+			tb.FinishedAt = &b.FinishedAt
+		}
+		out.Builds = append(out.Builds, tb)
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // visibleTo reports whether team may see and use t: its own templates and public ones.

@@ -148,6 +148,18 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("terminal after resume is shell %s, want the same shell %s", now, pid)
 	}
 
+	// Fork: the copy opens on its own page with the files; killing it leads back to the list.
+	b.do(chromedp.Click(chromedp.CSS("#sb-fork")))
+	b.waitJS("the fork's page", `location.pathname.startsWith("/dashboard/sandboxes/") && document.body.dataset.id !== "`+id+`"`)
+	forkID := b.eval(`document.body.dataset.id`)
+	t.Cleanup(func() { dev.kill(forkID) })
+	b.waitJS("the fork running", `document.querySelector("#sb-state").textContent === "running"`)
+	b.waitJS("the fork's files", `!!document.querySelector('#files tr[data-name="hello-dashboard.txt"]')`)
+	b.do(chromedp.Click(chromedp.CSS("#sb-kill")))
+	b.waitJS("the list without the fork", `location.pathname === "/dashboard/" && !!document.querySelector('#sandboxes tr[data-id="`+id+`"]') && !document.querySelector('#sandboxes tr[data-id="`+forkID+`"]')`)
+	b.do(chromedp.Navigate(dev.url + "/dashboard/sandboxes/" + id))
+	b.waitJS("the sandbox page again", `document.querySelector("#sb-state").textContent === "running"`)
+
 	// A new timeout shows as the new expiry; kill removes the sandbox from the list.
 	b.do(chromedp.SetValue(chromedp.CSS("#sb-timeout"), "1200"), chromedp.Click(chromedp.CSS("#sb-set-timeout")))
 	b.waitJS("the new expiry", `/in (19m|20m)/.test(document.querySelector("#sb-info").textContent)`)
@@ -443,7 +455,11 @@ func TestPagesInBrowser(t *testing.T) {
 	defer acancel()
 	bctx, bcancel := chromedp.NewContext(actx)
 	defer bcancel()
-	b := newChrome(t, bctx, t.TempDir())
+	shots := t.TempDir()
+	if os.Getenv("HEARTH_UPDATE_SCREENSHOTS") != "" {
+		shots = filepath.Join("..", "..", "docs", "dashboard") // the package's dir is the test's working dir
+	}
+	b := newChrome(t, bctx, shots)
 
 	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/"))
 	b.waitJS("the sign-in page", `location.pathname === "/dashboard/signin"`)
@@ -457,6 +473,15 @@ func TestPagesInBrowser(t *testing.T) {
 	if row := b.eval(`document.querySelector('#sandboxes tbody tr').textContent`); !strings.Contains(row, "running") || !strings.Contains(row, "base") {
 		t.Errorf("row %q lacks state or template", row)
 	}
+	// Templates: the list, a template's builds, a build's log.
+	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/templates"))
+	b.waitJS("the template listed", `!!document.querySelector('#templates tr[data-id="`+d.builtTemplate+`"]')`)
+	b.do(chromedp.Click(chromedp.CSS(`#templates tr[data-id="` + d.builtTemplate + `"] a`)))
+	b.waitJS("its build", `!!document.querySelector('#builds tr[data-build="`+d.builtBuild+`"]')`)
+	b.do(chromedp.Click(chromedp.CSS(`#builds tr[data-build="` + d.builtBuild + `"] button`)))
+	b.waitJS("the whole build log", `document.getElementById("build-log").textContent.includes("step 2 line 149") && document.getElementById("build-log").textContent.includes("exit status 1")`)
+	b.shot("templates")
+
 	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/keys"))
 	b.waitJS("the key list", `document.querySelectorAll("#keys tbody tr").length === 1`)
 	b.do(chromedp.SendKeys(chromedp.CSS("#key-name"), "made-in-browser"), chromedp.Click(chromedp.CSS(`#key-create button`)))

@@ -77,6 +77,7 @@ func New(cfg Config) *Handler {
 	mux.HandleFunc("GET "+Prefix+"{$}", h.page("sandboxes"))
 	mux.HandleFunc("GET "+Prefix+"sandboxes/{id}", h.page("sandbox"))
 	mux.HandleFunc("GET "+Prefix+"keys", h.page("keys"))
+	mux.HandleFunc("GET "+Prefix+"templates", h.page("templates"))
 	mux.HandleFunc(Prefix+"api/", h.session(h.passthrough))
 	mux.HandleFunc("GET "+Prefix+"sbx/{id}/terminal", h.session(h.terminal))
 	mux.HandleFunc("GET "+Prefix+"sbx/{id}/files", h.session(h.listFiles))

@@ -3,6 +3,7 @@ package web_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -28,6 +29,8 @@ type dashboard struct {
 	st                 store.Store
 	keyMine, keyOther  string
 	sandboxMine, other string
+	// builtTemplate is a template of the key's team with one failed API build, builtBuild.
+	builtTemplate, builtBuild string
 }
 
 func newDashboard(t *testing.T) *dashboard {
@@ -57,6 +60,24 @@ func newDashboard(t *testing.T) *dashboard {
 		if err := st.CreateSandbox(ctx, sb); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// A template of the team built through the API, whose build failed after 150 log lines.
+	d.builtTemplate, d.builtBuild = "tplmine", "0b8e2c1a-5f4d-4e5a-9c1b-2d3e4f5a6b7c"
+	if err := st.PutTemplate(ctx, store.Template{ID: d.builtTemplate, TeamID: store.DefaultTeam, Aliases: []string{"my-app"}, BuildStatus: store.BuildError,
+		CPUs: 2, MemoryMiB: 1024, CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateTemplateBuild(ctx, store.TemplateBuild{ID: d.builtBuild, TemplateID: d.builtTemplate, TeamID: store.DefaultTeam,
+		Status: store.BuildError, Reason: "failed to run command 'false': exit status 1", ReasonStep: "2", CPUs: 2, MemoryMiB: 1024,
+		CreatedAt: now, UpdatedAt: now, FinishedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	var lines []store.BuildLogEntry
+	for i := range 150 {
+		lines = append(lines, store.BuildLogEntry{Seq: i, Time: now, Level: "info", Step: "2", Message: fmt.Sprintf("step 2 line %d", i)})
+	}
+	if err := st.AppendBuildLogs(ctx, d.builtBuild, lines); err != nil {
+		t.Fatal(err)
 	}
 	s := cp.New(cp.Config{Store: st, Log: slog.New(slog.DiscardHandler), AgentToken: "agent-token"})
 	d.st = st
@@ -175,7 +196,7 @@ func TestSignIn(t *testing.T) {
 func TestPagesNeedASession(t *testing.T) {
 	d := newDashboard(t)
 	b := d.browser(t)
-	for _, p := range []string{"/dashboard/", "/dashboard/keys", "/dashboard/sandboxes/" + d.sandboxMine} {
+	for _, p := range []string{"/dashboard/", "/dashboard/keys", "/dashboard/templates", "/dashboard/sandboxes/" + d.sandboxMine} {
 		res, _ := b.do("GET", p, "", "", nil)
 		if res.StatusCode != http.StatusSeeOther || res.Header.Get("Location") != "/dashboard/signin" {
 			t.Errorf("GET %s signed out: %d to %q, want 303 to the sign-in page", p, res.StatusCode, res.Header.Get("Location"))

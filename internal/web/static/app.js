@@ -161,6 +161,10 @@ function sandboxPage () {
   const timeoutInput = document.getElementById('sb-timeout')
   document.getElementById('sb-pause').onclick = () => act('pause', async () => { await actions.pause(id); await refresh() })
   document.getElementById('sb-resume').onclick = () => act('resume', async () => { await actions.resume(id, parseInt(timeoutInput.value, 10)); await refresh() })
+  document.getElementById('sb-fork').onclick = () => act('fork', async () => {
+    const forks = await api('POST', '/sandboxes/' + encodeURIComponent(id) + '/fork', { count: 1 })
+    location.href = '/dashboard/sandboxes/' + encodeURIComponent(forks[0].sandboxID)
+  })
   document.getElementById('sb-kill').onclick = () => act('kill', async () => { await actions.kill(id); location.href = '/dashboard/' })
   document.getElementById('sb-set-timeout').onclick = () => act('set timeout', async () => { await actions.setTimeout(id, parseInt(timeoutInput.value, 10)); await refresh() })
 
@@ -337,6 +341,52 @@ function filesView (id) {
   setTimeout(waitRunning, 300)
 }
 
+// ---- Templates ----
+function templatesPage () {
+  const tbody = document.querySelector('#templates tbody')
+  let shown = ''
+  const refresh = async () => {
+    const ts = await api('GET', '/templates')
+    tbody.replaceChildren(...ts.map(t => el('tr', { 'data-id': t.templateID },
+      el('td', {}, el('a', { href: '#', onclick: ev => { ev.preventDefault(); showBuilds(t.templateID).catch(e => flash(e.message)) } }, (t.aliases || [])[0] || t.templateID)),
+      el('td', {}, el('code', {}, t.templateID)), el('td', {}, stateBadge(t.buildStatus)),
+      el('td', {}, t.cpuCount), el('td', {}, t.memoryMB + ' MiB'), el('td', {}, t.diskSizeMB ? t.diskSizeMB + ' MiB' : '—'),
+      el('td', {}, new Date(t.updatedAt).toLocaleString()), el('td', {}, t.public ? 'yes' : 'no'))))
+    if (shown) await showBuilds(shown)
+  }
+  const showBuilds = async (tid) => {
+    shown = tid
+    const t = await api('GET', '/templates/' + encodeURIComponent(tid))
+    document.getElementById('builds-section').hidden = false
+    document.getElementById('builds-of').textContent = (t.aliases || [])[0] || t.templateID
+    document.querySelector('#builds tbody').replaceChildren(...(t.builds.length
+      ? t.builds.map(b => el('tr', { 'data-build': b.buildID },
+        el('td', {}, el('code', {}, b.buildID)), el('td', {}, stateBadge(b.status)),
+        el('td', {}, new Date(b.createdAt).toLocaleString()), el('td', {}, b.finishedAt ? new Date(b.finishedAt).toLocaleString() : '—'),
+        el('td', { class: 'actions' }, el('button', { onclick: () => act('read build log', () => showLog(tid, b.buildID)) }, 'Log'))))
+      : [el('tr', {}, el('td', { colspan: 5 }, 'no builds through the API (built on an agent with hearth template build)'))]))
+  }
+  const showLog = async (tid, bid) => {
+    const lines = []
+    for (let offset = 0; ; ) { // the status endpoint pages the log by offset
+      const st = await api('GET', `/templates/${encodeURIComponent(tid)}/builds/${encodeURIComponent(bid)}/status?` + new URLSearchParams({ logsOffset: String(offset) }))
+      const entries = st.logEntries || []
+      lines.push(...entries.map(e => new Date(e.timestamp).toLocaleTimeString() + ' ' + (e.step ? '[' + e.step + '] ' : '') + e.message))
+      if (entries.length === 0 || lines.length > 20000) {
+        if (st.reason?.message) lines.push('error' + (st.reason.step ? ' at step ' + st.reason.step : '') + ': ' + st.reason.message)
+        break
+      }
+      offset += entries.length
+    }
+    document.getElementById('build-log-title').hidden = false
+    document.getElementById('build-log-id').textContent = bid
+    const pre = document.getElementById('build-log')
+    pre.hidden = false
+    pre.textContent = lines.join('\n') || 'no log entries'
+  }
+  every(10000, refresh)
+}
+
 // ---- API keys ----
 function keysPage () {
   const tbody = document.querySelector('#keys tbody')
@@ -363,3 +413,4 @@ function keysPage () {
 if (page === 'sandboxes') sandboxesPage().catch(e => flash(e.message))
 else if (page === 'sandbox') sandboxPage()
 else if (page === 'keys') keysPage()
+else if (page === 'templates') templatesPage()
