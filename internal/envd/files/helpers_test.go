@@ -26,19 +26,32 @@ type harness struct {
 	env    *sandboxenv.Env
 	url    string
 	client *http.Client
+	// served gets a value each time the handler has returned, for tests whose client gives
+	// up before the server is done (an interrupted upload cleans up after the client left).
+	served chan struct{}
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	env := sandboxenv.New("root")
+	served := make(chan struct{}, 1024)
+	files := New(env, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	mux := http.NewServeMux()
-	mux.Handle("/files", New(env, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	mux.Handle("/files", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			select {
+			case served <- struct{}{}:
+			default:
+			}
+		}()
+		files.ServeHTTP(w, r)
+	}))
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 	// DisableCompression so tests see Content-Encoding exactly as the server sent it.
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	t.Cleanup(client.CloseIdleConnections)
-	return &harness{env: env, url: srv.URL + "/files", client: client}
+	return &harness{env: env, url: srv.URL + "/files", client: client, served: served}
 }
 
 type call struct {
