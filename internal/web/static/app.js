@@ -162,8 +162,9 @@ function sandboxPage () {
   document.getElementById('sb-pause').onclick = () => act('pause', async () => { await actions.pause(id); await refresh() })
   document.getElementById('sb-resume').onclick = () => act('resume', async () => { await actions.resume(id, parseInt(timeoutInput.value, 10)); await refresh() })
   document.getElementById('sb-fork').onclick = () => act('fork', async () => {
-    const forks = await api('POST', '/sandboxes/' + encodeURIComponent(id) + '/fork', { count: 1 })
-    location.href = '/dashboard/sandboxes/' + encodeURIComponent(forks[0].sandboxID)
+    const [fork] = await api('POST', '/sandboxes/' + encodeURIComponent(id) + '/fork', { count: 1 })
+    if (!fork?.sandbox) throw new Error('fork: ' + (fork?.error?.message || 'no sandbox started'))
+    location.href = '/dashboard/sandboxes/' + encodeURIComponent(fork.sandbox.sandboxID)
   })
   document.getElementById('sb-kill').onclick = () => act('kill', async () => { await actions.kill(id); location.href = '/dashboard/' })
   document.getElementById('sb-set-timeout').onclick = () => act('set timeout', async () => { await actions.setTimeout(id, parseInt(timeoutInput.value, 10)); await refresh() })
