@@ -21,6 +21,7 @@ import (
 
 	"github.com/hearthsh/hearth/internal/agent"
 	"github.com/hearthsh/hearth/internal/agent/sandbox"
+	"github.com/hearthsh/hearth/internal/artifacts"
 	"github.com/hearthsh/hearth/internal/conntrack"
 	"github.com/hearthsh/hearth/internal/egressproxy"
 	"github.com/hearthsh/hearth/internal/envd"
@@ -70,6 +71,9 @@ type agentConfig struct {
 	EgressResolve     []string
 	// FC configures the firecracker runtime: binaries and guest kernel.
 	FC fcFlags
+	// Artifacts is where paused sandboxes are uploaded for other hosts: a directory or an
+	// s3:// URL (internal/artifacts); empty keeps them on this host.
+	Artifacts string
 }
 
 func init() {
@@ -107,6 +111,7 @@ func init() {
 	f.StringVar(&c.HostID, "host-id", "", "this host's ID in the control plane (default: the hostname)")
 	f.StringVar(&c.AdvertiseRPC, "advertise-rpc", "", "address the control plane dials for the API (default: the --listen address)")
 	f.StringVar(&c.AdvertiseProxy, "advertise-proxy", "", "address the control plane dials for sandbox traffic (default: the --proxy-listen address)")
+	f.StringVar(&c.Artifacts, "artifacts", "", "shared store for paused sandboxes, so another agent can resume them: a directory every agent sees (/path, e.g. on NFS) or s3://bucket/prefix?endpoint=http://host:9000&region=r with credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY; empty keeps snapshots on this host")
 	c.egressFlags(f)
 	rootCmd.AddCommand(cmd)
 }
@@ -130,6 +135,13 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	}
 	if !hostreg.ValidHostID(c.HostID) {
 		return fmt.Errorf("--host-id %q: want %s", c.HostID, hostreg.HostIDForm)
+	}
+	var store artifacts.Store
+	if c.Artifacts != "" {
+		var err error
+		if store, err = artifacts.Open(c.Artifacts, log); err != nil {
+			return fmt.Errorf("--artifacts: %w", err)
+		}
 	}
 	driver, err := newDriver(c, log)
 	if err != nil {
@@ -178,6 +190,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		DefaultUser:    c.DefaultUser,
 		DefaultDiskMiB: c.DefaultDiskMiB,
 		MaxActive:      c.MaxSandboxes,
+		Artifacts:      store,
 		DefaultWorkdir: home,
 		DropConnections: func(guest netip.Addr) {
 			if n := inspector.CloseFrom(guest); n > 0 {

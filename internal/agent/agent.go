@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/hearthsh/hearth/internal/agent/sandbox"
+	"github.com/hearthsh/hearth/internal/artifacts"
 	"github.com/hearthsh/hearth/internal/conntrack"
 	"github.com/hearthsh/hearth/internal/envd"
 	"github.com/hearthsh/hearth/internal/envd/hoststats"
@@ -111,6 +112,10 @@ func rpcError(err error) error {
 		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.Is(err, sandbox.ErrInvalid):
 		return connect.NewError(connect.CodeInvalidArgument, err)
+	case errors.Is(err, sandbox.ErrTemplateMismatch), errors.Is(err, sandbox.ErrNoArtifacts),
+		errors.Is(err, artifacts.ErrNotFound), errors.Is(err, artifacts.ErrCorrupt):
+		// Not this host's to fix: the control plane says so, and the sandbox stays paused.
+		return connect.NewError(connect.CodeFailedPrecondition, err)
 	case errors.Is(err, sandbox.ErrSnapshotNotFound):
 		return connect.NewError(connect.CodeNotFound, err)
 	case errors.Is(err, sandbox.ErrHostFull):
@@ -139,6 +144,8 @@ func toProto(i sandbox.Info) *pb.Sandbox {
 		CreatedAt:   timestamppb.New(i.CreatedAt),
 		Metadata:    i.Metadata,
 		Egress:      egressToProto(i.Egress, i.EgressDomains),
+
+		SnapshotManifest: i.SnapshotManifest,
 	}
 	if i.EnvdAddr.IsValid() {
 		s.EnvdAddress = i.EnvdAddr.String()
@@ -224,11 +231,11 @@ func (a *Agent) Pause(ctx context.Context, req *connect.Request[pb.PauseRequest]
 // Resume restores a paused sandbox.
 func (a *Agent) Resume(ctx context.Context, req *connect.Request[pb.ResumeRequest]) (*connect.Response[pb.ResumeResponse], error) {
 	start := time.Now()
-	info, err := a.mgr.Resume(ctx, req.Msg.GetSandboxId())
+	info, err := a.mgr.ResumeFrom(ctx, req.Msg.GetSandboxId(), artifacts.Digest(req.Msg.GetSnapshotManifest()))
 	if err != nil {
 		return nil, rpcError(err)
 	}
-	a.log.Info("sandbox resumed", "sandbox", info.ID, "took", time.Since(start))
+	a.log.Info("sandbox resumed", "sandbox", info.ID, "manifest", req.Msg.GetSnapshotManifest(), "took", time.Since(start))
 	return connect.NewResponse(&pb.ResumeResponse{Sandbox: toProto(info)}), nil
 }
 

@@ -161,3 +161,13 @@ type FilesystemPauser interface {
 	// agent finishing a pause its predecessor was killed in.
 	HasFilesystemSnapshot(s Spec) bool
 }
+
+// PortablePauser is a driver whose paused sandbox is wholly in a few directories of its
+// Spec.Dir, together with the template it was booted from: another host with the same
+// template build that is given copies of them resumes the sandbox there, in another network
+// slot. The agent copies them through its artifacts store.
+type PortablePauser interface {
+	// PausedDirs are the directories, relative to Spec.Dir, that hold a paused sandbox's
+	// state after Pause (or PauseFilesystem when filesystemOnly).
+	PausedDirs(filesystemOnly bool) []string
+}

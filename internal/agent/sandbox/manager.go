@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hearthsh/hearth/internal/artifacts"
 	"github.com/hearthsh/hearth/internal/conntrack"
 	"github.com/hearthsh/hearth/internal/durable"
 	"github.com/hearthsh/hearth/internal/envd"
@@ -59,6 +60,9 @@ type Config struct {
 	// is replaced, so a tighter policy also ends what was allowed before, and when its slot
 	// is released, before the address can go to another sandbox.
 	DropConnections func(guest netip.Addr)
+	// Artifacts, when set, is the store paused sandboxes are uploaded to, so that another
+	// agent sharing it can resume them (ResumeFrom); nil keeps snapshots on this host.
+	Artifacts artifacts.Store
 	// MaxActive caps the sandboxes that are not paused (starting, running, resuming, ...):
 	// a create, fork or resume past it fails with ErrHostFull. 0 means no cap.
 	MaxActive int
@@ -122,6 +126,9 @@ type Info struct {
 	EgressDomains []string `json:"egressDomains,omitempty"`
 	// EnvdAddr is where the host reaches envd; invalid while the sandbox has no slot.
 	EnvdAddr netip.AddrPort `json:"-"`
+	// SnapshotManifest, while paused, is the digest of the manifest of its paused state in
+	// the artifacts store (see export); empty when the snapshot is on this host only.
+	SnapshotManifest string `json:"snapshotManifest,omitempty"`
 }
 
 // record is what the manager keeps per sandbox; the persisted part survives agent restarts
@@ -225,6 +232,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 	}
 	m.reportQuarantine()
 	m.cleanSnapshots()
+	m.removeImports()
 	if err := m.cfg.Driver.Reclaim(ctx); err != nil {
 		return fmt.Errorf("reclaim runtime: %w", err)
 	}
@@ -502,8 +510,15 @@ func (m *Manager) pause(ctx context.Context, id string, fsOnly bool) (Info, erro
 	}
 	// 6. release the slot: the snapshot is restored into whatever slot is free on resume.
 	m.releaseSlot(ctx, rec)
+	// 7. with an artifacts store, upload it for other hosts, still pausing so that no resume
+	// consumes the snapshot underneath. A failed upload fails nothing: the sandbox is
+	// paused here and resumes here only.
+	manifest, err := m.export(ctx, rec, tpl, fsOnly)
+	if err != nil {
+		m.cfg.Log.Warn("upload paused sandbox: it can resume on this host only", "sandbox", id, "err", err)
+	}
 	m.mu.Lock()
-	rec.State = Paused
+	rec.State, rec.SnapshotManifest = Paused, string(manifest)
 	m.mu.Unlock()
 	if err := m.save(rec); err != nil {
 		m.cfg.Log.Error("persist paused sandbox", "sandbox", id, "err", err)
@@ -689,6 +704,9 @@ func (m *Manager) begin(id, op string, from, to State) (*record, error) {
 func (m *Manager) settle(rec *record, st State) (Info, error) {
 	m.mu.Lock()
 	rec.State = st
+	if st == Running {
+		rec.SnapshotManifest = "" // a running sandbox has consumed its snapshot
+	}
 	if rec.slot != nil {
 		rec.EnvdAddr = netip.AddrPortFrom(rec.slot.GuestAddr, envd.Port)
 	} else {

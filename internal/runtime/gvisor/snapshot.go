@@ -114,3 +114,16 @@ func snapshotComplete(img string) bool {
 	_, err := os.Stat(filepath.Join(img, "checkpoint.img"))
 	return err == nil
 }
+
+var _ runtime.PortablePauser = (*Driver)(nil)
+
+// PausedDirs implements runtime.PortablePauser: a checkpoint image holds the sandbox's
+// memory and its rootfs overlay (the overlay's host file is part of it), and the filesystem
+// snapshot its overlay alone; the rest of the sandbox dir (bundle, sockets, logs) is made
+// again by the resume.
+func (d *Driver) PausedDirs(filesystemOnly bool) []string {
+	if filesystemOnly {
+		return []string{fsSnapshotDir}
+	}
+	return []string{snapshotDir}
+}

@@ -103,9 +103,14 @@ type Sandbox struct {
 	Egress      *Egress                `protobuf:"bytes,10,opt,name=egress,proto3" json:"egress,omitempty"`
 	// disk_mib bounds the sandbox's root filesystem writes; 0 for sandboxes created before
 	// disk limits (unbounded).
-	DiskMib       uint32 `protobuf:"varint,11,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	DiskMib uint32 `protobuf:"varint,11,opt,name=disk_mib,json=diskMib,proto3" json:"disk_mib,omitempty"`
+	// snapshot_manifest, on a paused sandbox of an agent with an artifacts store, is the
+	// digest ("sha256:...") of the manifest it uploaded there: what another agent sharing
+	// that store needs to resume it (ResumeRequest.snapshot_manifest). Empty when the
+	// snapshot stayed on this host only.
+	SnapshotManifest string `protobuf:"bytes,12,opt,name=snapshot_manifest,json=snapshotManifest,proto3" json:"snapshot_manifest,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Sandbox) Reset() {
@@ -213,6 +218,13 @@ func (x *Sandbox) GetDiskMib() uint32 {
 		return x.DiskMib
 	}
 	return 0
+}
+
+func (x *Sandbox) GetSnapshotManifest() string {
+	if x != nil {
+		return x.SnapshotManifest
+	}
+	return ""
 }
 
 type CreateRequest struct {
@@ -797,10 +809,16 @@ func (x *PauseResponse) GetSandbox() *Sandbox {
 }
 
 type ResumeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SandboxId     string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// snapshot_manifest, when set, is the manifest of the snapshot to resume: an agent that
+	// does not hold that snapshot (another host paused the sandbox, or its own copy is an
+	// older one) fetches it from its artifacts store first. The snapshot needs the same
+	// template build on this host (FAILED_PRECONDITION otherwise) and an artifacts store
+	// (FAILED_PRECONDITION without one).
+	SnapshotManifest string `protobuf:"bytes,2,opt,name=snapshot_manifest,json=snapshotManifest,proto3" json:"snapshot_manifest,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *ResumeRequest) Reset() {
@@ -836,6 +854,13 @@ func (*ResumeRequest) Descriptor() ([]byte, []int) {
 func (x *ResumeRequest) GetSandboxId() string {
 	if x != nil {
 		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *ResumeRequest) GetSnapshotManifest() string {
+	if x != nil {
+		return x.SnapshotManifest
 	}
 	return ""
 }
@@ -2151,7 +2176,7 @@ var File_hostagent_v1_hostagent_proto protoreflect.FileDescriptor
 
 const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\n" +
-	"\x1chostagent/v1/hostagent.proto\x12\fhostagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x03\n" +
+	"\x1chostagent/v1/hostagent.proto\x12\fhostagent.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x97\x04\n" +
 	"\aSandbox\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -2167,7 +2192,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\bmetadata\x18\t \x03(\v2#.hostagent.v1.Sandbox.MetadataEntryR\bmetadata\x12,\n" +
 	"\x06egress\x18\n" +
 	" \x01(\v2\x14.hostagent.v1.EgressR\x06egress\x12\x19\n" +
-	"\bdisk_mib\x18\v \x01(\rR\adiskMib\x1a;\n" +
+	"\bdisk_mib\x18\v \x01(\rR\adiskMib\x12+\n" +
+	"\x11snapshot_manifest\x18\f \x01(\tR\x10snapshotManifest\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x04\n" +
@@ -2216,10 +2242,11 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12'\n" +
 	"\x0ffilesystem_only\x18\x02 \x01(\bR\x0efilesystemOnly\"@\n" +
 	"\rPauseResponse\x12/\n" +
-	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\".\n" +
+	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"[\n" +
 	"\rResumeRequest\x12\x1d\n" +
 	"\n" +
-	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\"A\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12+\n" +
+	"\x11snapshot_manifest\x18\x02 \x01(\tR\x10snapshotManifest\"A\n" +
 	"\x0eResumeResponse\x12/\n" +
 	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"\x0e\n" +
 	"\fStatsRequest\"\xab\x02\n" +
