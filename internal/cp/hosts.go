@@ -116,9 +116,19 @@ func (s *Server) fits(h store.Host, d demand) (score float64, why string) {
 
 // place picks the ready, undrained agent with room for d that would be least loaded.
 func (s *Server) place(ctx context.Context, d demand) (store.Host, error) {
-	hosts, err := s.store.ListHosts(ctx)
+	hs, err := s.candidates(ctx, d)
 	if err != nil {
 		return store.Host{}, err
+	}
+	return hs[0], nil
+}
+
+// candidates are the ready, undrained agents with room for d, least loaded first; at least
+// one, or an error wrapping errNoCapacity.
+func (s *Server) candidates(ctx context.Context, d demand) ([]store.Host, error) {
+	hosts, err := s.store.ListHosts(ctx)
+	if err != nil {
+		return nil, err
 	}
 	type cand struct {
 		h     store.Host
@@ -132,9 +142,9 @@ func (s *Server) place(ctx context.Context, d demand) (store.Host, error) {
 	}
 	if len(cands) == 0 {
 		if len(hosts) == 0 {
-			return store.Host{}, fmt.Errorf("%w: no agent has registered", errNoCapacity)
+			return nil, fmt.Errorf("%w: no agent has registered", errNoCapacity)
 		}
-		return store.Host{}, errNoCapacity
+		return nil, errNoCapacity
 	}
 	sort.Slice(cands, func(i, j int) bool {
 		if cands[i].score != cands[j].score {
@@ -142,7 +152,11 @@ func (s *Server) place(ctx context.Context, d demand) (store.Host, error) {
 		}
 		return cands[i].h.ID < cands[j].h.ID
 	})
-	return cands[0].h, nil
+	out := make([]store.Host, len(cands))
+	for i, c := range cands {
+		out[i] = c.h
+	}
+	return out, nil
 }
 
 func (s *Server) pending(hostID string) load {

@@ -185,6 +185,11 @@ func (s *Server) reconcileHost(ctx context.Context, h store.Host) {
 		if known[id] || a.GetState() == pb.State_STATE_STARTING {
 			continue
 		}
+		// A sandbox moving onto this host right now (resumed here, its record not yet
+		// pointing here) is not a stranger: read again before destroying.
+		if cur, err := s.store.Sandbox(ctx, id); err == nil && (cur.HostID == h.ID || cur.State == store.StateResuming) {
+			continue
+		}
 		s.log.Warn("reconcile: destroying sandbox the control plane does not know", "sandbox", id, "host", h.ID)
 		s.agents.client(h).Destroy(ctx, connect.NewRequest(&pb.DestroyRequest{SandboxId: id}))
 	}

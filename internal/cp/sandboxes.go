@@ -550,7 +550,8 @@ func (s *Server) pauseClaimed(ctx context.Context, sb store.Sandbox, fsOnly bool
 	}
 	actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
 	defer cancel()
-	if _, err := s.agents.client(host).Pause(actx, connect.NewRequest(&pb.PauseRequest{SandboxId: id, FilesystemOnly: fsOnly})); err != nil {
+	res, err := s.agents.client(host).Pause(actx, connect.NewRequest(&pb.PauseRequest{SandboxId: id, FilesystemOnly: fsOnly}))
+	if err != nil {
 		s.setState(ctx, id, store.StateRunning, nil)
 		if connect.CodeOf(err) == connect.CodeUnimplemented {
 			return errorf(http.StatusNotImplemented, "pause %s: %s", id, connectMessage(err))
@@ -558,7 +559,10 @@ func (s *Server) pauseClaimed(ctx context.Context, sb store.Sandbox, fsOnly bool
 		return fmt.Errorf("pause %s: %w", id, err)
 	}
 	s.forgetRoute(id)
-	if _, err := s.setState(ctx, id, store.StatePaused, func(x *store.Sandbox) { x.PausedFilesystemOnly = fsOnly }); err != nil {
+	manifest := res.Msg.GetSandbox().GetSnapshotManifest()
+	if _, err := s.setState(ctx, id, store.StatePaused, func(x *store.Sandbox) {
+		x.PausedFilesystemOnly, x.SnapshotManifest = fsOnly, manifest
+	}); err != nil {
 		return err
 	}
 	if fsOnly {
@@ -569,26 +573,52 @@ func (s *Server) pauseClaimed(ctx context.Context, sb store.Sandbox, fsOnly bool
 	return nil
 }
 
-// resume restores a paused sandbox on the agent holding its snapshot and sets its deadline.
+// resume restores a paused sandbox and sets its deadline: on its own host when that is
+// ready and not draining; otherwise, when its paused state is in the agents' artifacts store
+// (SnapshotManifest), on another host placed as a create is, which fetches it, and the old
+// host is told to drop its copy. A draining host holding the only copy still resumes it; a
+// down one cannot (503), and the sandbox stays paused.
 func (s *Server) resume(ctx context.Context, id string, ttl time.Duration, autoPause *bool) (store.Sandbox, error) {
 	sb, err := s.transition(ctx, id, "resume", []string{store.StatePaused}, store.StateResuming)
 	if err != nil {
 		return store.Sandbox{}, err
 	}
-	host, err := s.store.Host(ctx, sb.HostID)
-	if err != nil || host.State != store.HostReady {
-		s.setState(ctx, id, store.StatePaused, nil)
-		return store.Sandbox{}, errorf(http.StatusServiceUnavailable, "sandbox %s is paused on host %s, which is not available", id, sb.HostID)
-	}
+	home, herr := s.store.Host(ctx, sb.HostID)
+	homeReady := herr == nil && home.State == store.HostReady
+	homeUsable := homeReady && !home.Draining && time.Since(home.LastHeartbeat) <= s.cfg.HostDeadAfter
 	actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
 	defer cancel()
-	if _, err := s.agents.client(host).Resume(actx, connect.NewRequest(&pb.ResumeRequest{SandboxId: id})); err != nil {
-		s.setState(ctx, id, store.StatePaused, nil)
-		return store.Sandbox{}, fmt.Errorf("resume %s: %w", id, err)
+	target, moved := home, false
+	var moveErr error
+	if !homeUsable && sb.SnapshotManifest != "" {
+		target, moveErr = s.resumeElsewhere(actx, sb)
+		moved = moveErr == nil
+		if errors.Is(moveErr, errMoveUnsettled) {
+			s.setState(ctx, id, store.StatePaused, nil)
+			return store.Sandbox{}, errorf(http.StatusServiceUnavailable, "sandbox %s could not resume on another host: %v; it is still paused", id, moveErr)
+		}
+	}
+	if !moved {
+		if !homeReady {
+			s.setState(ctx, id, store.StatePaused, nil)
+			why := "its snapshot is on that host only (agents share paused sandboxes through --artifacts)"
+			if moveErr != nil {
+				why = fmt.Sprintf("and no other host could take it: %v", moveErr)
+			}
+			return store.Sandbox{}, errorf(http.StatusServiceUnavailable, "sandbox %s is paused on host %s, which is not available; %s", id, sb.HostID, why)
+		}
+		if moveErr != nil {
+			s.log.Warn("resume on another host failed; resuming on the sandbox's own host", "sandbox", id, "host", home.ID, "err", moveErr)
+		}
+		if _, err := s.agents.client(home).Resume(actx, connect.NewRequest(&pb.ResumeRequest{SandboxId: id, SnapshotManifest: sb.SnapshotManifest})); err != nil {
+			s.setState(ctx, id, store.StatePaused, nil)
+			return store.Sandbox{}, fmt.Errorf("resume %s: %w", id, err)
+		}
 	}
 	sb, err = s.setState(ctx, id, store.StateRunning, func(x *store.Sandbox) {
 		x.EndAt = time.Now().UTC().Add(ttl)
 		x.PausedFilesystemOnly = false
+		x.HostID, x.SnapshotManifest = target.ID, ""
 		if autoPause != nil {
 			x.AutoPause = *autoPause
 		}
@@ -596,8 +626,108 @@ func (s *Server) resume(ctx context.Context, id string, ttl time.Duration, autoP
 	if err != nil {
 		return store.Sandbox{}, err
 	}
-	s.events.add(id, "info", "sandbox resumed")
+	from := home.ID
+	if herr != nil {
+		from = "an unknown host"
+	}
+	if moved {
+		s.log.Info("sandbox resumed on another host", "sandbox", id, "from", from, "to", target.ID)
+		s.events.add(id, "info", fmt.Sprintf("sandbox resumed on host %s (moved from %s, which is %s)", target.ID, from, hostCondition(home, herr)))
+		if homeReady {
+			// The old host's paused copy is stale now; a host that is down drops it when
+			// it is back (reconcileHost: the sandbox is no longer its).
+			go s.dropCopy(home, id)
+		}
+	} else {
+		s.events.add(id, "info", "sandbox resumed")
+	}
 	return sb, nil
+}
+
+// errMoveUnsettled: an agent asked to resume a moving sandbox failed in a way that does not
+// say the sandbox is not running there (a timeout, a lost connection), so resuming it
+// anywhere else could run it twice.
+var errMoveUnsettled = errors.New("the resume on another host did not settle")
+
+// maxMoveTries bounds the hosts a move tries (each one that lacks the template build refuses
+// quickly).
+const maxMoveTries = 3
+
+// resumeElsewhere resumes paused sandbox sb on the least loaded other host that takes it,
+// which fetches its snapshot by the manifest's digest. Hosts that refuse (no such template
+// build, full) are skipped.
+func (s *Server) resumeElsewhere(ctx context.Context, sb store.Sandbox) (store.Host, error) {
+	d := demand{memMiB: sb.MemoryMiB, cpus: sb.CPUs}
+	hosts, err := s.candidates(ctx, d)
+	if err != nil {
+		return store.Host{}, err
+	}
+	var errs []error
+	tries := 0
+	for _, h := range hosts {
+		if h.ID == sb.HostID {
+			continue
+		}
+		if tries++; tries > maxMoveTries {
+			break
+		}
+		s.addPending(h.ID, d)
+		_, err := s.agents.client(h).Resume(ctx, connect.NewRequest(&pb.ResumeRequest{SandboxId: sb.ID, SnapshotManifest: sb.SnapshotManifest}))
+		if err == nil {
+			return h, nil
+		}
+		switch connect.CodeOf(err) {
+		case connect.CodeFailedPrecondition, connect.CodeResourceExhausted, connect.CodeInvalidArgument, connect.CodeUnimplemented:
+			// Refused before anything ran: nothing of the sandbox runs there.
+			errs = append(errs, fmt.Errorf("host %s: %s", h.ID, connectMessage(err)))
+			continue
+		}
+		// It may still come up there: have it dropped (reconcile would, too) and move on
+		// no further.
+		go s.dropCopy(h, sb.ID)
+		return store.Host{}, fmt.Errorf("%w: host %s: %v", errMoveUnsettled, h.ID, err)
+	}
+	if len(errs) == 0 {
+		return store.Host{}, fmt.Errorf("%w: no other host is ready", errNoCapacity)
+	}
+	return store.Host{}, errors.Join(errs...)
+}
+
+// dropCopy destroys what host h holds of a sandbox that now lives elsewhere (or nowhere).
+func (s *Server) dropCopy(h store.Host, id string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*s.cfg.CreateTimeout)
+	defer cancel()
+	for {
+		_, err := s.agents.client(h).Destroy(ctx, connect.NewRequest(&pb.DestroyRequest{SandboxId: id}))
+		if err == nil || connect.CodeOf(err) == connect.CodeNotFound {
+			s.log.Info("dropped stale copy of a moved sandbox", "sandbox", id, "host", h.ID)
+			return
+		}
+		// Busy (a resume there still finishing): ask again once it has settled.
+		if connect.CodeOf(err) != connect.CodeFailedPrecondition {
+			s.log.Warn("drop stale copy of a moved sandbox; reconcile drops it later", "sandbox", id, "host", h.ID, "err", err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Warn("drop stale copy of a moved sandbox; reconcile drops it later", "sandbox", id, "host", h.ID, "err", err)
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func hostCondition(h store.Host, err error) string {
+	switch {
+	case err != nil:
+		return "unknown"
+	case h.State != store.HostReady:
+		return h.State
+	case h.Draining:
+		return "draining"
+	default:
+		return "not answering heartbeats"
+	}
 }
 
 func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {

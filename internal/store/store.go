@@ -150,6 +150,10 @@ type Sandbox struct {
 	// only an explicit resume or connect (never traffic) brings it back, booted afresh.
 	AutoPauseFilesystemOnly bool
 	PausedFilesystemOnly    bool
+	// SnapshotManifest, while paused, is the digest of the manifest of the sandbox's paused
+	// state in the agents' artifacts store: any agent sharing that store can resume it, so a
+	// host that is down or draining does not hold it. Empty: it resumes on HostID only.
+	SnapshotManifest string
 	// Version increases on every update (optimistic concurrency between replicas).
 	Version   int64
 	UpdatedAt time.Time

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"reflect"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +28,7 @@ func sandbox(id string, started time.Time) store.Sandbox {
 		AllowOut:           []string{"1.1.1.1/32", "8.8.8.0/24"},
 		DenyOut:            []string{"0.0.0.0/0"},
 		AllowPublicTraffic: true, AutoPauseFilesystemOnly: true, PausedFilesystemOnly: true,
+		SnapshotManifest: "sha256:" + strings.Repeat("ab", 32),
 	}
 }
 
@@ -92,6 +94,7 @@ func testUpdateSandbox(t *testing.T, open Opener) {
 		sb.Metadata["added"] = "yes"
 		sb.AutoResume = false
 		sb.AllowOut, sb.DenyOut, sb.AllowPublicTraffic = nil, []string{"10.9.0.0/16"}, false
+		sb.SnapshotManifest = "sha256:" + strings.Repeat("cd", 32)
 		// The store owns these: the writes below must not stick.
 		sb.ID, sb.Version = "other", 100
 		return nil
@@ -99,7 +102,8 @@ func testUpdateSandbox(t *testing.T, open Opener) {
 	must(t, "update", err)
 	if updated.ID != "sb1" || updated.Version != 2 || updated.State != store.StatePaused ||
 		updated.HostID != "host-2" || updated.Metadata["added"] != "yes" || updated.AutoResume ||
-		updated.AllowOut != nil || !reflect.DeepEqual(updated.DenyOut, []string{"10.9.0.0/16"}) || updated.AllowPublicTraffic {
+		updated.AllowOut != nil || !reflect.DeepEqual(updated.DenyOut, []string{"10.9.0.0/16"}) || updated.AllowPublicTraffic ||
+		updated.SnapshotManifest != "sha256:"+strings.Repeat("cd", 32) {
 		t.Fatalf("update returned %+v", updated)
 	}
 	if got := getSandbox(t, s, "sb1"); !reflect.DeepEqual(got, updated) {
