@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"net/http/httptest"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -11,11 +12,15 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/johannesboyne/gofakes3"
+	"github.com/johannesboyne/gofakes3/backend/s3mem"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/hearthsh/hearth/internal/agent/sandbox"
 	"github.com/hearthsh/hearth/internal/artifacts"
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/runtime"
+	"github.com/hearthsh/hearth/internal/runtime/runtimetest"
 )
 
 // Two agents acting as two hosts: their own slot prefixes, pools and cgroups, data dirs, and
@@ -31,10 +36,39 @@ var (
 // kept. A host without the template build the snapshot needs refuses it and keeps nothing.
 func TestPausedSandboxMovesHost(t *testing.T) {
 	env := setupEnv(t)
-	store, err := artifacts.NewDir(t.TempDir())
+	dir, err := artifacts.NewDir(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, tc := range []struct {
+		name  string
+		store artifacts.Store
+	}{{"directory", dir}, {"s3", s3Store(t)}} {
+		t.Run(tc.name, func(t *testing.T) { testMove(t, env, tc.store) })
+	}
+}
+
+// s3Store is an artifacts store in an in-process S3 server (gofakes3) on loopback.
+func s3Store(t *testing.T) artifacts.Store {
+	be := s3mem.New()
+	if err := be.CreateBucket("hearth"); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gofakes3.New(be, gofakes3.WithIntegrityCheck(true)).Server())
+	t.Cleanup(srv.Close)
+	cfg, err := artifacts.ParseS3URL("s3://hearth/paused?region=us-east-1&endpoint=" + srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Creds = credentials.NewStaticV4("test-key", "test-secret", "")
+	s, err := artifacts.NewS3(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func testMove(t *testing.T, env *runtimetest.Env, store artifacts.Store) {
 	var otherBuild atomic.Bool
 	withStore := func(c *sandbox.Config) { c.Artifacts = store }
 	a := startAgentOn(t, env, t.TempDir(), moveNetK, withStore)
@@ -92,7 +126,7 @@ func TestPausedSandboxMovesHost(t *testing.T) {
 	if out, _ := b.run(t, id, "cat /home/user/moved.txt"); out != "written on k\n" {
 		t.Fatalf("file after the move: %q", out)
 	}
-	if out, code := b.run(t, id, "kill -0 "+pid+" && echo alive"); code != 0 || out != "alive\n" {
+	if out, code := b.run(t, id, sleeperCheck(pid)); code != 0 || out != "sleep 600\n" {
 		t.Fatalf("process %s after the move: %q (exit %d)", pid, out, code)
 	}
 
@@ -118,8 +152,23 @@ func TestPausedSandboxMovesHost(t *testing.T) {
 	if out, _ := a.run(t, id, "cat /home/user/moved.txt"); out != "written on l\n" {
 		t.Fatalf("file after moving back: %q (the older copy was resumed)", out)
 	}
-	if out, code := a.run(t, id, "kill -0 "+pid+" && echo alive"); code != 0 || out != "alive\n" {
+	if out, code := a.run(t, id, sleeperCheck(pid)); code != 0 || out != "sleep 600\n" {
 		t.Fatalf("process %s after moving back: %q (exit %d)", pid, out, code)
+	}
+	// A filesystem-only pause moves too: the files, not the processes (a fresh boot).
+	a.run(t, id, "echo 'disk only' > /home/user/moved.txt")
+	paused, err = a.rpc.Pause(ctx, connect.NewRequest(&pb.PauseRequest{SandboxId: id, FilesystemOnly: true}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.rpc.Resume(ctx, connect.NewRequest(&pb.ResumeRequest{SandboxId: id, SnapshotManifest: paused.Msg.GetSandbox().GetSnapshotManifest()})); err != nil {
+		t.Fatalf("resume a filesystem-only pause on the other host: %v", err)
+	}
+	if out, _ := b.run(t, id, "cat /home/user/moved.txt"); out != "disk only\n" {
+		t.Fatalf("file after a filesystem-only move: %q", out)
+	}
+	if out, _ := b.run(t, id, sleeperCheck(pid)); out == "sleep 600\n" {
+		t.Fatalf("process %s survived a filesystem-only pause", pid)
 	}
 	for _, h := range []*harness{a, b} {
 		if _, err := h.rpc.Destroy(ctx, connect.NewRequest(&pb.DestroyRequest{SandboxId: id})); err != nil {
@@ -128,6 +177,12 @@ func TestPausedSandboxMovesHost(t *testing.T) {
 	}
 	assertNoLeftoversOf(t, moveNetK.prefix, moveNetK.cgroupParent)
 	assertNoLeftoversOf(t, moveNetL.prefix, moveNetL.cgroupParent)
+}
+
+// sleeperCheck prints the command line of process pid ("sleep 600" for the test's sleeper),
+// which a fresh boot's process of the same pid does not have.
+func sleeperCheck(pid string) string {
+	return "tr '\\0' ' ' < /proc/" + pid + "/cmdline | sed 's/ $//'; echo"
 }
 
 // TestManifestCannotEscape: a manifest (the store is written by other hosts) naming a file
