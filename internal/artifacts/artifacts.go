@@ -229,7 +229,11 @@ func FetchFile(ctx context.Context, s Store, d Digest, dst string, perm os.FileM
 	if err := d.Validate(); err != nil {
 		return err
 	}
-	size, err := s.Stat(ctx, d)
+	var size int64
+	err := retry(ctx, 0, func(ctx context.Context) (err error) {
+		size, err = s.Stat(ctx, d)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("download %s from %s: %w", d, s, err)
 	}

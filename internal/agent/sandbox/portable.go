@@ -136,6 +136,13 @@ func (m *Manager) ResumeFrom(ctx context.Context, id string, manifest artifacts.
 	if manifest == "" {
 		return m.Resume(ctx, id)
 	}
+	m.mu.Lock()
+	old, had := m.sandboxes[id]
+	same := had && old.SnapshotManifest == string(manifest)
+	m.mu.Unlock()
+	if same {
+		return m.Resume(ctx, id) // this host's copy is that snapshot: no store needed
+	}
 	if _, ok := m.portable(); !ok {
 		if m.cfg.Artifacts == nil {
 			return Info{}, fmt.Errorf("resume %s from %s: %w", id, manifest, ErrNoArtifacts)
@@ -149,10 +156,9 @@ func (m *Manager) ResumeFrom(ctx context.Context, id string, manifest artifacts.
 		return Info{}, fmt.Errorf("%w: sandbox id %q", ErrInvalid, id)
 	}
 	m.mu.Lock()
-	old, had := m.sandboxes[id]
-	if had && old.SnapshotManifest == string(manifest) {
+	if cur, ok := m.sandboxes[id]; ok != had || cur != old {
 		m.mu.Unlock()
-		return m.Resume(ctx, id)
+		return Info{}, &BusyError{ID: id, State: Resuming, Op: "resume"} // changed meanwhile
 	}
 	if had && old.State != Paused {
 		st := old.State
