@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -13,8 +14,16 @@ import (
 	"connectrpc.com/connect"
 
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
+	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
 )
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
 
 // moveAgent is an agent with an artifacts store: a pause reports a manifest, and a resume
 // with a manifest is recorded (or refused, as for a host without the template build).
@@ -79,11 +88,11 @@ func TestPausedSandboxResumesElsewhere(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for _, id := range []string{"down1", "drained1", "noman", "refused"} {
-		putSandbox(t, st, store.Sandbox{ID: id, HostID: "h1", State: store.StateRunning, CPUs: 1, MemoryMiB: 256})
+	for _, id := range []string{"down1", "drained1", "noman", "refused", "auto"} {
+		putSandbox(t, st, store.Sandbox{ID: id, HostID: "h1", State: store.StateRunning, CPUs: 1, MemoryMiB: 256, AutoResume: true})
 		h1.has[id] = pb.State_STATE_RUNNING
 	}
-	for _, id := range []string{"down1", "refused"} {
+	for _, id := range []string{"down1", "refused", "auto"} {
 		if status, body, _ := call(t, "POST", hs.URL+"/sandboxes/"+id+"/pause", "{}", key); status != http.StatusNoContent {
 			t.Fatalf("pause %s: %d %s", id, status, body)
 		}
@@ -129,6 +138,16 @@ func TestPausedSandboxResumesElsewhere(t *testing.T) {
 	h2.lmu.Lock()
 	h2.has["down1"] = pb.State_STATE_RUNNING
 	h2.lmu.Unlock()
+	// Traffic to an auto-resuming sandbox of the down host resumes it on the other one too.
+	if _, err := s.resolveProxy(httptest.NewRequest("GET", "/", nil), proxy.Route{SandboxID: "auto", Port: 8080, Path: "/"}); err != nil {
+		t.Fatalf("traffic to a paused sandbox of a down host: %v", err)
+	}
+	if sb, _ := st.Sandbox(ctx, "auto"); sb.State != store.StateRunning || sb.HostID != "h2" {
+		t.Fatalf("auto-resumed sandbox: %s on %s, want running on h2", sb.State, sb.HostID)
+	}
+	h2.lmu.Lock()
+	h2.has["auto"] = pb.State_STATE_RUNNING
+	h2.lmu.Unlock()
 
 	// h1 is back with its stale paused copy: reconcile drops it there, and nothing on h2.
 	setHost("h1", func(h *store.Host) { h.State, h.LastHeartbeat = store.HostReady, time.Now().UTC() })
@@ -136,8 +155,8 @@ func TestPausedSandboxResumesElsewhere(t *testing.T) {
 	s.reconcileHost(ctx, h)
 	h2host, _ := st.Host(ctx, "h2")
 	s.reconcileHost(ctx, h2host)
-	if got := h1.destroys(); !slices.Equal(got, []string{"down1"}) {
-		t.Fatalf("destroyed on the returning host: %v, want down1", got)
+	if got := h1.destroys(); !sameSet(got, []string{"down1", "auto"}) {
+		t.Fatalf("destroyed on the returning host: %v, want down1 and auto", got)
 	}
 	if got := h2.destroys(); len(got) != 0 {
 		t.Fatalf("destroyed on the new host: %v", got)

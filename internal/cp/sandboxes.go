@@ -633,10 +633,11 @@ func (s *Server) resume(ctx context.Context, id string, ttl time.Duration, autoP
 	if moved {
 		s.log.Info("sandbox resumed on another host", "sandbox", id, "from", from, "to", target.ID)
 		s.events.add(id, "info", fmt.Sprintf("sandbox resumed on host %s (moved from %s, which is %s)", target.ID, from, hostCondition(home, herr)))
-		if homeReady {
-			// The old host's paused copy is stale now; a host that is down drops it when
-			// it is back (reconcileHost: the sandbox is no longer its).
-			go s.dropCopy(home, id)
+		// The old host's paused copy is stale now. A host that is up (read again: it may
+		// have come back during the move, after its reconcile) drops it at once; one that is
+		// down drops it when it is back (reconcileHost: the sandbox is no longer its).
+		if h, err := s.store.Host(ctx, from); err == nil && h.State == store.HostReady {
+			go s.dropCopy(h, id)
 		}
 	} else {
 		s.events.add(id, "info", "sandbox resumed")
