@@ -136,12 +136,16 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	if !hostreg.ValidHostID(c.HostID) {
 		return fmt.Errorf("--host-id %q: want %s", c.HostID, hostreg.HostIDForm)
 	}
-	var store artifacts.Store
+	var (
+		store artifacts.Store
+		share *templateShare
+	)
 	if c.Artifacts != "" {
 		var err error
 		if store, err = artifacts.Open(c.Artifacts, log); err != nil {
 			return fmt.Errorf("--artifacts: %w", err)
 		}
+		share = newTemplateShare(store, c.DataDir, log)
 	}
 	driver, err := newDriver(c, log)
 	if err != nil {
@@ -191,6 +195,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		DefaultDiskMiB: c.DefaultDiskMiB,
 		MaxActive:      c.MaxSandboxes,
 		Artifacts:      store,
+		FetchTemplate:  share.fetchFunc(),
 		DefaultWorkdir: home,
 		DropConnections: func(guest netip.Addr) {
 			if n := inspector.CloseFrom(guest); n > 0 {
@@ -209,6 +214,9 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	cancel()
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
+	}
+	if share != nil {
+		go share.run(ctx)
 	}
 	a := agent.New(mgr, conns, c.Runtime, log)
 	a.EnableTemplateBuilds(c.DataDir)
@@ -243,7 +251,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	log.Info("agent ready", "rpc", rpcLn.Addr().String(), "proxy", proxyLn.Addr().String(), "runtime", c.Runtime,
 		"data_dir", c.DataDir, "egress_inspector_port", inspectPort)
 	if c.ControlPlane != "" {
-		hb := heartbeatSender(c, a, rpcLn.Addr().String(), proxyLn.Addr().String(), log)
+		hb := heartbeatSender(c, a, share, rpcLn.Addr().String(), proxyLn.Addr().String(), log)
 		go hb.Run(ctx)
 	}
 	if ready != nil {
@@ -382,7 +390,7 @@ func templateResolver(dataDir string) sandbox.TemplateFunc {
 }
 
 // heartbeatSender registers the agent with the control plane and keeps it fresh.
-func heartbeatSender(c agentConfig, a *agent.Agent, rpcAddr, proxyAddr string, log *slog.Logger) *hostreg.Sender {
+func heartbeatSender(c agentConfig, a *agent.Agent, share *templateShare, rpcAddr, proxyAddr string, log *slog.Logger) *hostreg.Sender {
 	if c.AdvertiseRPC != "" {
 		rpcAddr = c.AdvertiseRPC
 	}
@@ -406,14 +414,14 @@ func heartbeatSender(c agentConfig, a *agent.Agent, rpcAddr, proxyAddr string, l
 				MemoryCommittedMiB: int64(u.GetMemoryCommittedMib()),
 				SandboxesRunning:   int(u.GetSandboxesRunning()), SandboxesPaused: int(u.GetSandboxesPaused()),
 				CPUsCommitted: a.CommittedCPUs(), MaxSandboxes: c.MaxSandboxes,
-				Templates: builtTemplates(c.DataDir),
+				Templates: builtTemplates(c.DataDir, share),
 			}, nil
 		},
 	}
 }
 
 // builtTemplates lists the templates built under the data dir.
-func builtTemplates(dataDir string) []hostreg.Template {
+func builtTemplates(dataDir string, share *templateShare) []hostreg.Template {
 	entries, _ := os.ReadDir(filepath.Join(dataDir, "templates"))
 	var out []hostreg.Template
 	for _, e := range entries {
@@ -424,7 +432,8 @@ func builtTemplates(dataDir string) []hostreg.Template {
 		if err != nil {
 			continue
 		}
-		out = append(out, hostreg.Template{Name: t.Name, Version: t.Version(), EnvdVersion: envd.Version, DiskMiB: t.Meta.DiskMiB})
+		out = append(out, hostreg.Template{Name: t.Name, Version: t.Version(), EnvdVersion: envd.Version, DiskMiB: t.Meta.DiskMiB,
+			Artifact: string(share.published(t.Name, t.Version()))})
 	}
 	return out
 }

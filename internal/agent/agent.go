@@ -175,6 +175,7 @@ func (a *Agent) Create(ctx context.Context, req *connect.Request[pb.CreateReques
 		DiskMiB: int(m.GetDiskMib()),
 		EnvVars: m.GetEnvVars(), AccessToken: m.GetEnvdAccessToken(), Metadata: m.GetMetadata(),
 		Egress: egress, EgressDomains: domains, SnapshotID: m.GetSnapshotId(),
+		TemplateArtifact: m.GetTemplateArtifact(),
 	})
 	if err != nil {
 		return nil, rpcError(err)

@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
+	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
 )
@@ -189,5 +190,31 @@ func TestPausedSandboxResumesElsewhere(t *testing.T) {
 	}
 	if sb, _ := st.Sandbox(ctx, "noman"); sb.HostID != "h1" {
 		t.Fatalf("sandbox without manifest moved to %s", sb.HostID)
+	}
+}
+
+// TestTemplateArtifactReachesAgents: the artifact an agent reports for its template build is
+// recorded and handed to the agent a create is placed on, so one that lacks the template can
+// fetch it; an agent without a store, reporting the same build, does not clear it, and a new
+// build without one does.
+func TestTemplateArtifactReachesAgents(t *testing.T) {
+	s, hs, st := newTestCP(t)
+	ctx := context.Background()
+	agent := startSnapshotAgent(t, st, "h1")
+	art := manifestOf("tplbase")
+	s.registerTemplate(ctx, hostreg.Template{Name: "base", Version: "b1-e1", EnvdVersion: "0.6.4", Artifact: art})
+	s.registerTemplate(ctx, hostreg.Template{Name: "base", Version: "b1-e1", EnvdVersion: "0.6.4"})
+	if status, body, _ := call(t, "POST", hs.URL+"/sandboxes", `{"templateID":"base"}`, map[string]string{"X-API-Key": testKey}); status != http.StatusCreated {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	agent.mu.Lock()
+	got := agent.created[0].GetTemplateArtifact()
+	agent.mu.Unlock()
+	if got != art {
+		t.Fatalf("create sent template_artifact %q, want %q", got, art)
+	}
+	s.registerTemplate(ctx, hostreg.Template{Name: "base", Version: "b2-e1", EnvdVersion: "0.6.4"})
+	if tpl, _ := st.Template(ctx, "base"); tpl.Artifact != "" {
+		t.Fatalf("a new build kept the old build's artifact %q", tpl.Artifact)
 	}
 }

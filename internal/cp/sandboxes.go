@@ -94,6 +94,7 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 		tplID, alias    string
 		cpus, mem, disk int
 		host            store.Host
+		tplArtifact     string
 	)
 	if fromSnapshot {
 		// A sandbox from a snapshot is a copy of the snapshot's sandbox, on the host that
@@ -109,7 +110,7 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 		} else if err != nil {
 			return store.Sandbox{}, err
 		}
-		tplID, cpus, mem, disk = tpl.ID, tpl.CPUs, tpl.MemoryMiB, tpl.DiskMiB
+		tplID, cpus, mem, disk, tplArtifact = tpl.ID, tpl.CPUs, tpl.MemoryMiB, tpl.DiskMiB, tpl.Artifact
 		if req.TemplateID != tpl.ID {
 			alias = req.TemplateID
 		}
@@ -152,6 +153,8 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 		SandboxId: sb.ID, Template: tplID, Cpus: uint32(cpus), MemoryMib: uint32(mem),
 		EnvVars: withSandboxEnv(sb), EnvdAccessToken: sb.EnvdAccessToken, Metadata: sb.Metadata,
 		Egress: egressOf(sb), DiskMib: uint32(max(sb.DiskMiB, 0)),
+		// An agent that lacks the template fetches this build (agents sharing --artifacts).
+		TemplateArtifact: tplArtifact,
 	}
 	if fromSnapshot {
 		creq.SnapshotId = snap.ID

@@ -29,13 +29,20 @@ func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) {
 	case err != nil:
 		s.log.Warn("look up template", "template", ht.Name, "err", err)
 		return
-	case t.BuildID == ht.Version && t.BuildStatus == "ready" && t.DiskMiB == max(ht.DiskMiB, 0):
+	case t.BuildID == ht.Version && t.BuildStatus == "ready" && t.DiskMiB == max(ht.DiskMiB, 0) &&
+		(ht.Artifact == "" || t.Artifact == ht.Artifact):
 		return
 	default:
 		// Templates built through the API are recorded by their builds, not by heartbeats.
 		if managed, err := s.apiManaged(ctx, t.ID); err != nil || managed {
 			return
 		}
+	}
+	// The artifact names this build: a new build without one (its host has no store, or
+	// has not uploaded it yet) leaves none, and an agent without a store never clears the
+	// one another uploaded of the same build.
+	if ht.Artifact != "" || t.BuildID != ht.Version {
+		t.Artifact = ht.Artifact
 	}
 	t.BuildID, t.BuildStatus, t.EnvdVersion, t.UpdatedAt = ht.Version, "ready", ht.EnvdVersion, now
 	t.DiskMiB = max(ht.DiskMiB, 0)

@@ -121,8 +121,11 @@ type Heartbeat struct {
 
 // Template is a template built on the agent's host.
 type Template struct {
-	Name        string `json:"name"`
-	Version     string `json:"version"`
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	// Artifact is the digest of the manifest of this build in the agent's artifacts store,
+	// once uploaded; empty without one.
+	Artifact    string `json:"artifact,omitempty"`
 	EnvdVersion string `json:"envdVersion"`
 	DiskMiB     int    `json:"diskMiB,omitempty"` // the template's disk size; 0: the agent's default
 }

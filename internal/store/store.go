@@ -56,8 +56,12 @@ type Template struct {
 	BuildID     string
 	BuildStatus string // "building", "ready", "error"
 	Public      bool
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Artifact is the digest of the manifest of the current build in the agents' artifacts
+	// store: an agent that lacks the template fetches it from there. Empty: it is only on
+	// the hosts that built or copied it.
+	Artifact  string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Template build statuses, as E2B names them.

@@ -63,6 +63,10 @@ type Config struct {
 	// Artifacts, when set, is the store paused sandboxes are uploaded to, so that another
 	// agent sharing it can resume them (ResumeFrom); nil keeps snapshots on this host.
 	Artifacts artifacts.Store
+	// FetchTemplate, when set, installs template name from the artifacts store by the digest
+	// of its manifest, for a create of a template this host lacks (CreateRequest.
+	// TemplateArtifact).
+	FetchTemplate func(ctx context.Context, name, manifest string) error
 	// MaxActive caps the sandboxes that are not paused (starting, running, resuming, ...):
 	// a create, fork or resume past it fails with ErrHostFull. 0 means no cap.
 	MaxActive int
@@ -109,6 +113,9 @@ type CreateRequest struct {
 	// Snapshot) instead of booting Template: files, memory and processes as they were. The
 	// template and disk size must be the snapshot's (empty and 0 take them).
 	SnapshotID string
+	// TemplateArtifact, when set, names the template's build in the artifacts store: a host
+	// that lacks the template fetches it (Config.FetchTemplate) before booting it.
+	TemplateArtifact string
 }
 
 // Info is a snapshot of a sandbox's public state.
@@ -366,6 +373,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		}
 	}
 	tpl, err := m.cfg.Templates(req.Template)
+	if err != nil && req.TemplateArtifact != "" && req.SnapshotID == "" && m.cfg.FetchTemplate != nil {
+		// Not built here: fetched from the store the other hosts uploaded it to.
+		if ferr := m.cfg.FetchTemplate(ctx, req.Template, req.TemplateArtifact); ferr != nil {
+			return Info{}, fmt.Errorf("template %q is not on this host, and fetching it failed: %w", req.Template, ferr)
+		}
+		tpl, err = m.cfg.Templates(req.Template)
+	}
 	if err != nil {
 		return Info{}, fmt.Errorf("%w: template %q: %v", ErrInvalid, req.Template, err)
 	}

@@ -12,7 +12,7 @@ import (
 // templateSelect reads templates with their aliases in one statement, one row per alias (or
 // one row with a NULL alias), so a concurrent PutTemplate cannot be seen half done.
 const templateSelect = `SELECT t.id, t.cpus, t.memory_mib, t.disk_mib, t.envd_version, t.build_id,
-    t.build_status, t.public, t.created_at, t.updated_at, t.team_id, a.alias
+    t.build_status, t.public, t.created_at, t.updated_at, t.team_id, t.artifact, a.alias
 FROM templates t LEFT JOIN template_aliases a ON a.template_id = t.id`
 
 // scanTemplates folds templateSelect rows, which must be ordered by template, into templates.
@@ -26,7 +26,7 @@ func scanTemplates(rows Rows) ([]store.Template, error) {
 			alias            *string
 		)
 		if err := rows.Scan(&t.ID, &t.CPUs, &t.MemoryMiB, &t.DiskMiB, &t.EnvdVersion, &t.BuildID,
-			&t.BuildStatus, &t.Public, &created, &updated, &t.TeamID, &alias); err != nil {
+			&t.BuildStatus, &t.Public, &created, &updated, &t.TeamID, &t.Artifact, &alias); err != nil {
 			return nil, err
 		}
 		if n := len(out); n == 0 || out[n-1].ID != t.ID {
@@ -69,15 +69,15 @@ func (s *Store) PutTemplate(ctx context.Context, t store.Template) error {
 	)
 	err = s.db.Tx(ctx, func(q Querier) error {
 		n, err := q.Exec(ctx, `INSERT INTO templates (id, cpus, memory_mib, disk_mib, envd_version,
-    build_id, build_status, public, created_at, updated_at, team_id)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    build_id, build_status, public, created_at, updated_at, team_id, artifact)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
 ON CONFLICT (id) DO UPDATE SET cpus = excluded.cpus, memory_mib = excluded.memory_mib,
     disk_mib = excluded.disk_mib, envd_version = excluded.envd_version,
     build_id = excluded.build_id, build_status = excluded.build_status,
-    public = excluded.public, updated_at = excluded.updated_at
+    public = excluded.public, updated_at = excluded.updated_at, artifact = excluded.artifact
 WHERE templates.team_id = excluded.team_id`,
 			t.ID, t.CPUs, t.MemoryMiB, t.DiskMiB, t.EnvdVersion, t.BuildID, t.BuildStatus, t.Public,
-			millis(t.CreatedAt), millis(t.UpdatedAt), t.TeamID)
+			millis(t.CreatedAt), millis(t.UpdatedAt), t.TeamID, t.Artifact)
 		if err != nil {
 			return err
 		}

@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 func template(id string, created time.Time, aliases ...string) store.Template {
 	return store.Template{ID: id, TeamID: store.DefaultTeam, Aliases: aliases, CPUs: 2, MemoryMiB: 512, DiskMiB: 1024,
 		EnvdVersion: "0.2.0", BuildID: "b-" + id, BuildStatus: "ready", Public: true,
+		Artifact:  "sha256:" + strings.Repeat("e", 64),
 		CreatedAt: created, UpdatedAt: created}
 }
 

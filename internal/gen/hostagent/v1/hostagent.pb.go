@@ -246,9 +246,12 @@ type CreateRequest struct {
 	// snapshot_id, when set, starts the sandbox from that snapshot on this host instead of
 	// booting the template; template and disk_mib must be the snapshot's (empty and 0 take
 	// them).
-	SnapshotId    string `protobuf:"bytes,10,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SnapshotId string `protobuf:"bytes,10,opt,name=snapshot_id,json=snapshotId,proto3" json:"snapshot_id,omitempty"`
+	// template_artifact, when set, is the digest of the manifest of the template's build in
+	// the artifacts store: an agent that lacks the template fetches it from there first.
+	TemplateArtifact string `protobuf:"bytes,11,opt,name=template_artifact,json=templateArtifact,proto3" json:"template_artifact,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *CreateRequest) Reset() {
@@ -347,6 +350,13 @@ func (x *CreateRequest) GetDiskMib() uint32 {
 func (x *CreateRequest) GetSnapshotId() string {
 	if x != nil {
 		return x.SnapshotId
+	}
+	return ""
+}
+
+func (x *CreateRequest) GetTemplateArtifact() string {
+	if x != nil {
+		return x.TemplateArtifact
 	}
 	return ""
 }
@@ -2196,7 +2206,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x11snapshot_manifest\x18\f \x01(\tR\x10snapshotManifest\x1a;\n" +
 	"\rMetadataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x98\x04\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc5\x04\n" +
 	"\rCreateRequest\x12\x1d\n" +
 	"\n" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12\x1a\n" +
@@ -2211,7 +2221,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\bdisk_mib\x18\t \x01(\rR\adiskMib\x12\x1f\n" +
 	"\vsnapshot_id\x18\n" +
 	" \x01(\tR\n" +
-	"snapshotId\x1a:\n" +
+	"snapshotId\x12+\n" +
+	"\x11template_artifact\x18\v \x01(\tR\x10templateArtifact\x1a:\n" +
 	"\fEnvVarsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
