@@ -67,10 +67,12 @@ for (const kind of ['directory', 's3']) {
       for (const [i, id, prefix, pool] of [[0, 'art-k', 'he2ek', '10.252.0.0/16'], [1, 'art-l', 'he2el', '10.253.0.0/16']]) {
         const [rpc, ap, inspect] = agentPorts.slice(3 * i, 3 * i + 3)
         const dir = dataDir(`artifacts-${id}`)
-        const proc = track(new Proc(`artifacts ${kind} agent ${id}`, ['agent', '--data-dir', dir, '--artifacts', shared,
+        const args = ['agent', '--data-dir', dir, '--artifacts', shared,
           '--listen', `127.0.0.1:${rpc}`, '--proxy-listen', `127.0.0.1:${ap}`, '--egress-inspect-port', String(inspect), '--host-id', id,
-          '--slot-prefix', prefix, '--pool', pool, '--control-plane', api, '--agent-token', token], agentEnv))
-        agents[id] = { proc, dir }
+          '--slot-prefix', prefix, '--pool', pool, '--control-plane', api, '--agent-token', token]
+        const start = () => track(new Proc(`artifacts ${kind} agent ${id}`, args, agentEnv))
+        rmSync(join(dir, 'template-artifacts'), { recursive: true, force: true })
+        agents[id] = { proc: start(), dir, start }
       }
       await apiReady(api, testKey)
       await waitFor('both agents registered', async () => (await hosts()).filter((h) => h.state === 'ready').length === 2, 120_000, 250)
@@ -142,6 +144,36 @@ for (const kind of ['directory', 's3']) {
         assert.equal((await again.commands.run(`kill -0 ${pid} && echo still`)).stdout, 'still\n')
       } finally {
         await Sandbox.kill(sbx.sandboxId).catch(() => {})
+      }
+    })
+
+    test('an agent that starts without the template fetches it from the store', { skip: kind !== 'directory' && 'the directory run covers it' }, async () => {
+      const [k, l] = ['art-k', 'art-l']
+      // art-k uploads its base template at start (the tree is packed twice: hashed, then sent).
+      await waitFor('art-k uploaded base', async () => existsSync(join(agents[k].dir, 'template-artifacts', 'base.json')), 240_000, 500)
+      await new Promise((r) => setTimeout(r, 6000)) // a heartbeat carries it to the control plane
+      // art-l restarts with no templates at all.
+      await agents[l].proc.stop()
+      rmSync(join(agents[l].dir, 'templates'), { recursive: true, force: true })
+      rmSync(join(agents[l].dir, 'template-artifacts'), { recursive: true, force: true })
+      const restarted = Date.now()
+      agents[l].proc = agents[l].start()
+      await waitFor('art-l back', async () => {
+        const h = (await hosts()).find((x) => x.id === l)
+        return h?.state === 'ready' && Date.parse(h.lastHeartbeat) > restarted
+      }, 60_000, 250)
+      execFileSync(hearthBin, ['host', 'drain', k], { env: process.env, stdio: ['ignore', 'pipe', 'inherit'] })
+      let sbx
+      try {
+        const t0 = Date.now()
+        sbx = await Sandbox.create('base', { timeoutMs: 300_000, requestTimeoutMs: 300_000 })
+        console.error(`create on an agent without the template (fetch + unpack + boot): ${Date.now() - t0} ms`)
+        assert.equal((await info(sbx.sandboxId)).clientID, l)
+        assert.equal((await sbx.commands.run('cat /etc/os-release | head -1')).exitCode, 0)
+        assert.ok(existsSync(join(agents[l].dir, 'templates', 'base', 'meta.json')), 'template installed on art-l')
+      } finally {
+        execFileSync(hearthBin, ['host', 'undrain', k], { env: process.env, stdio: 'ignore' })
+        if (sbx) await Sandbox.kill(sbx.sandboxId).catch(() => {})
       }
     })
   })
