@@ -37,7 +37,7 @@ agent_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 bin/hearth dev --data-dir "$data" --agent-token "$agent_token" --slot-prefix hbench --pool 10.238.0.0/16 --api-key "$key" \
   --listen "127.0.0.1:$api" --proxy-listen "127.0.0.1:$proxy" \
   --agent-listen "127.0.0.1:$agent" --agent-proxy-listen "127.0.0.1:$agentproxy" \
-  --default-timeout 10m ${HEARTH_BENCH_DEV_ARGS:-} >"$log" 2>&1 &
+  --default-timeout 10m --warm-pool base=1 --warm-pool-cpus 1 --warm-pool-memory-mib 512 ${HEARTH_BENCH_DEV_ARGS:-} >"$log" 2>&1 &
 dev=$!
 stop_dev() {
   if kill -0 "$dev" 2>/dev/null; then
@@ -65,5 +65,5 @@ until curl -fsS -H "X-API-Key: $key" "http://127.0.0.1:$api/templates" 2>/dev/nu
   sleep 1
 done
 
-bin/hearth-bench -api "http://127.0.0.1:$api" -proxy "http://127.0.0.1:$proxy" -agent "127.0.0.1:$agent" \
+bin/hearth-bench -api "http://127.0.0.1:$api" -proxy "http://127.0.0.1:$proxy" -agent "127.0.0.1:$agent" -agent-proxy "127.0.0.1:$agentproxy" \
   -agent-token "$agent_token" -api-key "$key" -loadserver bin/hearth-bench-loadserver -repo "$PWD" "$@"
