@@ -423,7 +423,7 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 	pooled, victim := m.takeWarmLocked(req, tpl)
 	m.mu.Unlock()
 	if victim != nil {
-		go m.destroyWarm(context.WithoutCancel(ctx), victim)
+		go m.dropForRoom(context.WithoutCancel(ctx), victim)
 	}
 
 	fail := func(err error) (Info, error) {

@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/durable"
@@ -104,6 +105,9 @@ type warmState struct {
 	wake    chan struct{}
 	stop    context.CancelFunc
 	done    chan struct{}
+	// dropping counts the pooled sandboxes given up for a create's room, destroyed in the
+	// background so that the create does not wait for it; StopWarmPool waits for them.
+	dropping sync.WaitGroup
 }
 
 func (m *Manager) warmRoot() string          { return filepath.Join(m.cfg.DataDir, warmDir) }
@@ -159,6 +163,7 @@ func (m *Manager) StopWarmPool(ctx context.Context) {
 	done := m.warm.done
 	m.mu.Unlock()
 	<-done
+	m.warm.dropping.Wait()
 	m.mu.Lock()
 	var all []*warm
 	for _, ws := range m.warm.ready {
@@ -367,11 +372,18 @@ func (m *Manager) takeWarmLocked(req CreateRequest, tpl runtime.Template) (claim
 			if len(ws) > 0 {
 				victim = ws[len(ws)-1]
 				m.warm.ready[name] = ws[:len(ws)-1]
+				m.warm.dropping.Add(1)
 				return nil, victim
 			}
 		}
 	}
 	return nil, nil
+}
+
+// dropForRoom destroys a pooled sandbox takeWarmLocked gave up for a create's room.
+func (m *Manager) dropForRoom(ctx context.Context, w *warm) {
+	defer m.warm.dropping.Done()
+	m.destroyWarm(ctx, w)
 }
 
 func (m *Manager) wakeRefill() {
@@ -390,6 +402,8 @@ func (m *Manager) adopt(ctx context.Context, rec *record, w *warm, tpl runtime.T
 		m.destroyWarm(context.WithoutCancel(ctx), w)
 		return fmt.Errorf("move pooled sandbox dir: %w", err)
 	}
+	// The slot is this create's alone now; its messages name the sandbox from here on.
+	w.slot.SandboxID = rec.ID
 	m.mu.Lock()
 	rec.RuntimeID, rec.slot = w.id, w.slot
 	m.mu.Unlock()
