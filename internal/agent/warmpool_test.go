@@ -235,3 +235,45 @@ func names(ents []os.DirEntry) []string {
 	}
 	return out
 }
+
+// TestAgentKilledWithWarmPool: an agent killed (SIGKILL) with a full pool and a claimed
+// sandbox leaves nothing the next start does not remove: no pooled sandbox, dir, netns,
+// interface or cgroup survives it.
+func TestAgentKilledWithWarmPool(t *testing.T) {
+	setupEnv(t)
+	dataDir, logDir := t.TempDir(), t.TempDir()
+	ca := startCrashAgent(t, dataDir, logDir, crashAgentWarmEnv+"=base=2")
+	defer ca.kill()
+	warmRoot := filepath.Join(dataDir, "sandboxes", ".warm")
+	booted := func() int {
+		ents, _ := os.ReadDir(warmRoot)
+		n := 0
+		for _, e := range ents {
+			if _, err := os.Stat(filepath.Join(warmRoot, e.Name(), "runtime", "envd", "envd.sock")); err == nil {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, 2*time.Minute, "two pooled sandboxes booted", func() bool { return booted() == 2 })
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := ca.rpc.Create(ctx, connect.NewRequest(warmReq("warm-crash", 1))); err != nil {
+		t.Fatal(err)
+	}
+	if !fromPool("warm-crash") {
+		t.Fatal("warm-crash was booted, not claimed")
+	}
+	eventually(t, 2*time.Minute, "pool refilled", func() bool { return booted() == 2 })
+	ca.kill()
+
+	h := startAgentOn(t, setupEnv(t), dataDir, warmNet) // no pool: only the recovery
+	defer h.stop()
+	if _, err := os.Stat(warmRoot); !os.IsNotExist(err) {
+		t.Errorf("warm pool dir after the restart: %v", err)
+	}
+	if _, err := h.rpc.Get(ctx, connect.NewRequest(&pb.GetRequest{SandboxId: "warm-crash"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("claimed sandbox that was running when the agent died: %v, want not found", err)
+	}
+	assertNoLeftoversOf(t, warmSlotPrefix, warmCgroupParent)
+}
