@@ -434,8 +434,10 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		return Info{}, err
 	}
 	if pooled != nil {
+		start := time.Now()
 		err := m.adopt(ctx, rec, pooled, tpl)
 		if err == nil {
+			m.cfg.Log.Info("warm pool: sandbox claimed", "sandbox", req.ID, "template", req.Template, "runtime_id", pooled.id, "took", time.Since(start))
 			return m.settle(rec, Running)
 		}
 		// Whatever the pooled sandbox got to, a fresh boot still serves the create.
