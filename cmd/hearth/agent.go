@@ -52,6 +52,8 @@ type agentConfig struct {
 	DefaultDiskMiB int
 	// MaxSandboxes caps the sandboxes running at once (paused ones do not count); 0: no cap.
 	MaxSandboxes int
+	// ImageCacheMiB caps the OCI layer cache of image builds (0: no cap).
+	ImageCacheMiB int64
 	// ControlPlane is the control plane's URL for heartbeats; empty runs the agent alone.
 	ControlPlane string
 	AgentToken   string
@@ -106,6 +108,7 @@ func init() {
 	f.StringVar(&c.DefaultUser, "default-user", "user", "user sandbox commands run as unless the caller names one")
 	diskFlag(f, &c.DefaultDiskMiB)
 	maxSandboxesFlag(f, &c.MaxSandboxes)
+	imageCacheFlag(f, &c.ImageCacheMiB)
 	f.StringVar(&c.ControlPlane, "control-plane", "", "control plane URL to register with and send heartbeats to, e.g. http://10.0.0.1:3000")
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the control plane, required: sent with heartbeats and required on every call the agent serves ($HEARTH_AGENT_TOKEN)")
 	f.StringVar(&c.HostID, "host-id", "", "this host's ID in the control plane (default: the hostname)")
@@ -126,6 +129,9 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	}
 	if c.DefaultDiskMiB < minDiskMiB {
 		return fmt.Errorf("--default-disk-mib %d: want at least %d", c.DefaultDiskMiB, minDiskMiB)
+	}
+	if c.ImageCacheMiB < 0 {
+		return fmt.Errorf("--image-cache-mib %d: want 0 (no limit) or more", c.ImageCacheMiB)
 	}
 	if c.MaxSandboxes < 0 {
 		return fmt.Errorf("--max-sandboxes %d: want 0 (no limit) or more", c.MaxSandboxes)
@@ -220,6 +226,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	}
 	a := agent.New(mgr, conns, c.Runtime, log)
 	a.EnableTemplateBuilds(c.DataDir)
+	a.SetImageCacheLimit(c.ImageCacheMiB << 20)
 	go func() {
 		if err := inspector.Serve(inspectLn); err != nil {
 			log.Error("egress inspector stopped", "err", err)
@@ -315,6 +322,11 @@ const (
 // maxSandboxesFlag defines --max-sandboxes (agent and dev).
 func maxSandboxesFlag(f *pflag.FlagSet, v *int) {
 	f.IntVar(v, "max-sandboxes", 0, "most sandboxes running at once on this host (paused ones do not count): creates and resumes past it fail, and the control plane places elsewhere; 0: no limit")
+}
+
+// imageCacheFlag defines --image-cache-mib (agent and dev).
+func imageCacheFlag(f *pflag.FlagSet, v *int64) {
+	f.Int64Var(v, "image-cache-mib", template.DefaultImageCacheMaxBytes>>20, "size (MiB) the cache of pulled OCI image layers is cut to after each image build, least recently used first; built templates keep their own copy, so only rebuilds pull again; 0: no limit")
 }
 
 // diskFlag defines --default-disk-mib (agent and dev).

@@ -68,6 +68,7 @@ func init() {
 	f.StringVar(&a.SlotPrefix, "slot-prefix", netslot.DefaultPrefix, "name prefix of the agent's network objects")
 	diskFlag(f, &a.DefaultDiskMiB)
 	maxSandboxesFlag(f, &a.MaxSandboxes)
+	imageCacheFlag(f, &a.ImageCacheMiB)
 	a.egressFlags(f)
 	f.StringVar(&envdPath, "envd", "", "envd binary to inject into templates (default: envd next to hearth)")
 	f.BoolVar(&verbose, "verbose", false, "log debug messages")
