@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
@@ -25,9 +26,10 @@ import (
 )
 
 // TestDashboardInBrowser drives the dashboard in headless Chromium against a real hearth dev
-// (gVisor): sign in, create a sandbox, run a command in its terminal, upload a file (file
-// picker and drop), pause and resume it and use the terminal again, set its timeout, kill it,
-// create an API key, sign out.
+// (gVisor): sign in, create a sandbox, filter the list, run commands in its terminal (colours,
+// copy and paste, resize), upload (file picker and drop), download and delete files, browse a
+// directory, open a port's preview, fork it, pause and resume it and use the same shell again,
+// set its timeout, pause, resume and kill it from the list, create an API key, sign out.
 //
 // It needs root, runsc and chromium (scripts/deps.sh installs it). Under `make test`
 // (HEARTH_REQUIRE_RUNTIME) a missing prerequisite fails the test. With
@@ -131,8 +133,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitJS("the terminal refitted", `String(window.hearthTerminal.cols) !== "`+cols+`"`)
 	b.typeInTerminal("stty size\r")
 	b.waitScreenLine(b.eval(`window.hearthTerminal.rows + " " + window.hearthTerminal.cols`))
-	b.do(chromedp.ResetViewport())
-	b.waitJS("the terminal refitted back", `String(window.hearthTerminal.cols) === "`+cols+`"`)
+	narrow := b.eval(`String(window.hearthTerminal.cols)`)
+	b.do(chromedp.EmulateViewport(1360, 1000)) // the window's own size again
+	b.waitJS("the terminal refitted wider", `window.hearthTerminal.cols > `+narrow)
 	b.typeInTerminal("clear\r")
 
 	// Upload a file (the drop zone and the file input share the upload path) and see it.
@@ -149,6 +152,30 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitJS("the dropped file listed", `!!document.querySelector('#files tr[data-name="dropped.txt"]')`)
 	b.typeInTerminal("cat ~/hello-dashboard.txt\r")
 	b.waitScreenLine("uploaded through the dashboard")
+
+	// Download: the file's link saves its bytes.
+	downloads := t.TempDir()
+	b.do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+			Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads})
+		return err
+	}))
+	b.do(chromedp.Click(chromedp.CSS(`#files tr[data-name="hello-dashboard.txt"] a`)))
+	waitFile(t, filepath.Join(downloads, "hello-dashboard.txt"), "uploaded through the dashboard\n")
+	// Delete: the file leaves the list and the sandbox.
+	b.do(chromedp.Click(chromedp.CSS(`#files tr[data-name="dropped.txt"] button`)))
+	b.waitJS("dropped.txt gone from the list", `!document.querySelector('#files tr[data-name="dropped.txt"]')`)
+	b.typeInTerminal("test -e ~/dropped.txt || echo deleted-ok\r")
+	b.waitScreenLine("deleted-ok")
+	// Browse: a directory opens, Up goes back.
+	b.typeInTerminal("mkdir -p ~/sub && echo inner > ~/sub/inner.txt && echo made-sub\r")
+	b.waitScreenLine("made-sub")
+	b.do(chromedp.Click(chromedp.CSS(`#files-nav button[type="submit"]`)))
+	b.waitJS("the new directory listed", `!!document.querySelector('#files tr[data-name="sub"] a')`)
+	b.do(chromedp.Click(chromedp.CSS(`#files tr[data-name="sub"] a`)))
+	b.waitJS("the directory's files", `document.getElementById("files-path").value === "/home/user/sub" && !!document.querySelector('#files tr[data-name="inner.txt"]')`)
+	b.do(chromedp.Click(chromedp.CSS("#files-up")))
+	b.waitJS("the parent again", `document.getElementById("files-path").value === "/home/user" && !!document.querySelector('#files tr[data-name="hello-dashboard.txt"]')`)
 	b.waitJS("the lifecycle log", `document.getElementById("logs").textContent.includes("sandbox running")`)
 	b.waitJS("metrics samples", `document.getElementById("metrics-now").textContent.startsWith("now:") && Number(document.getElementById("metrics").dataset.samples) >= 3`)
 
@@ -202,8 +229,17 @@ func TestDashboardInBrowser(t *testing.T) {
 	// A new timeout shows as the new expiry; kill removes the sandbox from the list.
 	b.do(chromedp.SetValue(chromedp.CSS("#sb-timeout"), "1200"), chromedp.Click(chromedp.CSS("#sb-set-timeout")))
 	b.waitJS("the new expiry", `/in (19m|20m)/.test(document.querySelector("#sb-info").textContent)`)
-	b.do(chromedp.Click(chromedp.CSS("#sb-kill")))
-	b.waitJS("the empty list after kill", `location.pathname === "/dashboard/" && !document.getElementById("empty").hidden`)
+
+	// The list's own buttons: pause, resume, kill.
+	b.do(chromedp.Navigate(dev.url + "/dashboard/"))
+	listRow := `#sandboxes tr[data-id="` + id + `"]`
+	b.waitJS("the new expiry in the list", `/in (19m|20m)/.test(document.querySelector('`+listRow+`').textContent)`)
+	b.do(chromedp.Click(chromedp.CSS(listRow + " button.pause")))
+	b.waitJS("paused from the list", `document.querySelector('`+listRow+`').dataset.state === "paused"`)
+	b.do(chromedp.Click(chromedp.CSS(listRow + " button.resume")))
+	b.waitJS("resumed from the list", `document.querySelector('`+listRow+`').dataset.state === "running"`)
+	b.do(chromedp.Click(chromedp.CSS(listRow + " button.kill")))
+	b.waitJS("the empty list after kill", `!document.querySelector('`+listRow+`') && !document.getElementById("empty").hidden`)
 
 	// API keys: create one, see it listed.
 	b.do(chromedp.Navigate(dev.url + "/dashboard/keys"))
@@ -305,6 +341,19 @@ func (b *chrome) typeInTerminal(keys string) {
 		}
 		return nil
 	}))
+}
+
+// waitFile waits up to 30 s for path to hold want (a download landing).
+func waitFile(t *testing.T, path, want string) {
+	t.Helper()
+	var got []byte
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if got, err = os.ReadFile(path); err == nil && string(got) == want {
+			return
+		}
+	}
+	t.Fatalf("download %s: %q, %v; want %q", path, got, err, want)
 }
 
 // screenLineJS is JavaScript that runs body with l, the first line of the terminal's buffer

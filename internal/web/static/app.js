@@ -178,6 +178,9 @@ async function sandboxesPage () {
     try { q = listQuery(f) } catch (e) {
       filterError.textContent = 'metadata filter: ' + e.message + ' (write key=value, key2=value2)'
       filterError.hidden = false
+      tbody.replaceChildren() // not the rows of the filter before
+      document.getElementById('empty').hidden = true
+      document.getElementById('count').textContent = ''
       return
     }
     filterError.hidden = true
@@ -244,7 +247,8 @@ async function sandboxesPage () {
   window.addEventListener('popstate', () => { fromURL(); refresh().catch(e => flash(e.message)) })
 
   const select = document.getElementById('create-template')
-  const templates = await api('GET', '/templates')
+  let templates = [] // without them the list still works, unfiltered by template
+  try { templates = await api('GET', '/templates') } catch (e) { flash('read templates: ' + e.message) }
   const name = t => (t.aliases && t.aliases[0]) || t.templateID
   select.replaceChildren(...templates.map(t => el('option', { value: t.templateID }, name(t))))
   input('template').replaceChildren(el('option', { value: '' }, 'any'),
