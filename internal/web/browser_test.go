@@ -638,6 +638,16 @@ func TestPagesInBrowser(t *testing.T) {
 	b.waitJS("a bad metadata filter explained", `document.getElementById("filter-error").textContent.includes('"env" is not key=value')`)
 	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/?id=nothing-like-this"))
 	b.waitJS("no match said", `document.getElementById("empty").textContent === "No sandboxes match these filters." && !document.getElementById("empty").hidden`)
+	// Nothing loads from anywhere but the dashboard: the sandbox page's terminal (xterm.js)
+	// included.
+	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/sandboxes/" + d.sandboxMine))
+	b.waitJS("the terminal drawn", `!!window.hearthTerminal && !!document.querySelector("#terminal .xterm")`)
+	if got := b.eval(`(() => { const rs = performance.getEntriesByType("resource").map(e => e.name);
+		const off = rs.filter(n => !n.startsWith(location.origin + "/"));
+		return off.length ? "from elsewhere: " + off.join(" ") : rs.some(n => n.endsWith("/dashboard/static/vendor/xterm.js")) ? "ok" : "no xterm.js in " + rs.join(" ") })()`); got != "ok" {
+		t.Errorf("sandbox page resources: %s", got)
+	}
+
 	// Templates: the list, a template's builds, a build's log.
 	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/templates"))
 	b.waitJS("the template listed", `!!document.querySelector('#templates tr[data-id="`+d.builtTemplate+`"]')`)
