@@ -84,6 +84,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Logf("create: click to running row in %v", time.Since(clicked).Round(time.Millisecond))
 	id := b.eval(`document.querySelector('#sandboxes tr[data-state="running"]').dataset.id`)
 	t.Cleanup(func() { dev.kill(id) })
+	b.waitJS("the create reported", `document.getElementById("flash").textContent === "create sandbox: created `+id+`"`)
 	row := b.eval(`document.querySelector('#sandboxes tr[data-state="running"]').textContent`)
 	for _, want := range []string{"base", "owner=browser-test", "local"} {
 		if !strings.Contains(row, want) {

@@ -50,9 +50,13 @@ async function exchange (method, url, body, headers) {
 }
 const api = (method, path, body) => request(method, '/dashboard/api' + path, body)
 
-// act runs a user's action and reports its failure.
+// act runs a user's action and reports how it went: fn's message (a string it returns), or
+// "done", or its failure.
 async function act (what, fn) {
-  try { await fn(); flash(what + ': done', true) } catch (e) { flash(what + ': ' + e.message) }
+  try {
+    const msg = await fn()
+    flash(what + ': ' + (typeof msg === 'string' ? msg : 'done'), true)
+  } catch (e) { flash(what + ': ' + e.message) }
 }
 
 function age (from) {
@@ -263,8 +267,8 @@ async function sandboxesPage () {
       try { metadata = parsePairs(document.getElementById('create-metadata').value) } catch (e) { throw new Error('metadata: ' + e.message) }
       const timeout = parseInt(document.getElementById('create-timeout').value, 10) || undefined
       const sb = await api('POST', '/sandboxes', { templateID: select.value, timeout, metadata })
-      flash('created ' + sb.sandboxID, true)
       await refresh()
+      return 'created ' + sb.sandboxID
     })
   })
 }
