@@ -16,8 +16,8 @@ import { Proc, freePorts, dataDir, apiReady, testKey, waitFor, hearthBin, stateR
 if (!hearthBin) throw new Error('HEARTH_BIN must point at the hearth binary')
 
 const pgURL = process.env.HEARTH_E2E_DATABASE_URL
-// An S3-compatible server binary to run the suite over S3 too (gofakes3: `GOBIN=/tmp go install
-// github.com/johannesboyne/gofakes3/cmd/gofakes3@v1.2.0`); without it only the directory runs.
+// An S3-compatible server binary to run the suite over S3 too: scripts/e2e.sh builds
+// e2e/s3server (gofakes3) and names it; without it only the directory runs.
 const s3Bin = process.env.HEARTH_E2E_GOFAKES3
 
 // ownDatabase creates a database of its own on the e2e PostgreSQL server, so this suite's
