@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -280,5 +281,44 @@ func TestPlacementWeighsCPUsAndLimits(t *testing.T) {
 	}
 	if _, err := s.placeTemplate(ctx, d, "capped"); err == nil || !strings.Contains(err.Error(), "at its limit of 3 running sandboxes") {
 		t.Fatalf("place on the full template host: %v", err)
+	}
+}
+
+// TestHostMarkedDownOnceAcrossReplicas: two replicas that check a silent host at once mark
+// it down once between them, and a host whose heartbeat is fresh stays ready. Before, each
+// wrote back the host record it had listed, so a heartbeat that landed in between was
+// overwritten (the host went down with its sandboxes lost though it had just reported in).
+func TestHostMarkedDownOnceAcrossReplicas(t *testing.T) {
+	s1, _, st := newTestCP(t)
+	s2 := New(Config{Store: st, Log: slog.New(slog.DiscardHandler), HostDeadAfter: time.Minute, AgentToken: testAgentToken})
+	ctx := context.Background()
+	for _, id := range []string{"silent", "fresh"} {
+		startAgentServer(t, st, id, &listAgent{snapshotAgent: snapshotAgent{snapshot: map[string]bool{}}, has: map[string]pb.State{}})
+	}
+	putSandbox(t, st, store.Sandbox{ID: "on-silent", HostID: "silent", State: store.StateRunning})
+	putSandbox(t, st, store.Sandbox{ID: "on-fresh", HostID: "fresh", State: store.StateRunning})
+	h, _ := st.Host(ctx, "silent")
+	h.LastHeartbeat = time.Now().UTC().Add(-2 * time.Minute)
+	if err := st.PutHost(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, s := range []*Server{s1, s2, s1, s2} {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.checkHosts(ctx) }()
+	}
+	wg.Wait()
+	if n := s1.counts.hostsDown.Load() + s2.counts.hostsDown.Load(); n != 1 {
+		t.Fatalf("the silent host was marked down %d times, want once", n)
+	}
+	for id, want := range map[string]string{"silent": store.HostDown, "fresh": store.HostReady} {
+		if h, _ := st.Host(ctx, id); h.State != want {
+			t.Fatalf("host %s: %s, want %s", id, h.State, want)
+		}
+	}
+	for id, want := range map[string]string{"on-silent": store.StateLost, "on-fresh": store.StateRunning} {
+		if got := stateOf(t, st, id); got != want {
+			t.Fatalf("%s: %s, want %s", id, got, want)
+		}
 	}
 }

@@ -276,21 +276,29 @@ func checkAgentAddr(field, addr string) error {
 }
 
 // checkHosts marks agents without a recent heartbeat down and their running sandboxes lost.
+// The mark is a conditional write: of the replicas that see a host silent, one marks it (and
+// loses its sandboxes), and a heartbeat that lands after the list was read keeps it ready
+// (writing the listed record back would have undone that heartbeat).
 func (s *Server) checkHosts(ctx context.Context) {
 	hosts, err := s.store.ListHosts(ctx)
 	if err != nil {
 		s.log.Warn("list hosts", "err", err)
 		return
 	}
+	silentSince := time.Now().Add(-s.cfg.HostDeadAfter)
 	for _, h := range hosts {
-		if h.State != store.HostReady || time.Since(h.LastHeartbeat) <= s.cfg.HostDeadAfter {
+		if h.State != store.HostReady || !h.LastHeartbeat.Before(silentSince) {
 			continue
 		}
-		h.State = store.HostDown
-		if err := s.store.PutHost(ctx, h); err != nil {
+		marked, err := s.store.MarkHostDown(ctx, h.ID, silentSince)
+		if err != nil {
 			s.log.Warn("mark host down", "host", h.ID, "err", err)
 			continue
 		}
+		if !marked {
+			continue // another replica did, or a heartbeat came
+		}
+		s.counts.hostsDown.Add(1)
 		s.log.Warn("agent stopped sending heartbeats: marked down, its running sandboxes are lost", "host", h.ID, "last", h.LastHeartbeat)
 		s.loseHostSandboxes(ctx, h.ID)
 	}

@@ -57,7 +57,7 @@ func (s *Server) expireOne(ctx context.Context, listed store.Sandbox) {
 		}
 		err = s.pauseClaimed(ctx, sb, sb.AutoPauseFilesystemOnly)
 		if err == nil {
-			s.expired.Add(1)
+			s.counts.timeoutPaused.Add(1)
 			s.log.Info("sandbox paused on timeout", "sandbox", id)
 			return
 		}
@@ -79,7 +79,7 @@ func (s *Server) expireOne(ctx context.Context, listed store.Sandbox) {
 		s.log.Warn("kill on timeout", "sandbox", id, "err", err)
 		return
 	}
-	s.expired.Add(1)
+	s.counts.timeoutKilled.Add(1)
 	s.log.Info("sandbox killed on timeout", "sandbox", id)
 }
 
@@ -102,7 +102,7 @@ func (s *Server) expireLost(ctx context.Context, listed store.Sandbox) {
 		s.log.Warn("kill lost sandbox on timeout", "sandbox", listed.ID, "err", err)
 		return
 	}
-	s.expired.Add(1)
+	s.counts.timeoutKilled.Add(1)
 	s.log.Info("lost sandbox killed on timeout", "sandbox", listed.ID)
 }
 
