@@ -107,9 +107,9 @@ type Server struct {
 	// counts are this replica's actions, served on GET /metrics.
 	counts counters
 
-	// inflight is memory being placed on each host since its last heartbeat.
+	// inflight are the sandboxes this replica placed on each host lately (see pending).
 	pendMu   sync.Mutex
-	inflight map[string]load
+	inflight map[string][]placement
 
 	// uploadKey signs the upload URLs of API template builds.
 	uploadKey string
@@ -129,7 +129,7 @@ func New(cfg Config) *Server {
 		routes:        &routes{m: map[string]cachedRoute{}},
 		metricsClient: &http.Client{Transport: proxy.NewTransport(0)},
 		resuming:      map[string]*resumeCall{},
-		inflight:      map[string]load{},
+		inflight:      map[string][]placement{},
 	}
 	s.uploadKey = cfg.AgentToken
 	if s.uploadKey == "" {
