@@ -322,3 +322,38 @@ func TestHostMarkedDownOnceAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// createsDuringList is an agent on which another replica finishes a create while it answers
+// List: the sandbox is recorded as running here, and the list, begun before, lacks it.
+type createsDuringList struct {
+	*listAgent
+	st store.Store
+	t  *testing.T
+}
+
+func (a createsDuringList) List(ctx context.Context, req *connect.Request[pb.ListRequest]) (*connect.Response[pb.ListResponse], error) {
+	res, err := a.listAgent.List(ctx, req)
+	putSandbox(a.t, a.st, store.Sandbox{ID: "just-created", HostID: "h1", State: store.StateRunning})
+	return res, err
+}
+
+// TestReconcileKeepsCreatesFinishedMeanwhile: a reconcile (a replica starting, a host coming
+// back) that overlaps a create finished by another replica keeps that sandbox; it dropped the
+// record as gone from the agent when it read the agent before the store.
+func TestReconcileKeepsCreatesFinishedMeanwhile(t *testing.T) {
+	s, _, st := newTestCP(t)
+	ctx := context.Background()
+	agent := &listAgent{snapshotAgent: snapshotAgent{snapshot: map[string]bool{}}, has: map[string]pb.State{"old": pb.State_STATE_RUNNING}}
+	startAgentServer(t, st, "h1", createsDuringList{listAgent: agent, st: st, t: t})
+	putSandbox(t, st, store.Sandbox{ID: "old", HostID: "h1", State: store.StateRunning})
+	putSandbox(t, st, store.Sandbox{ID: "gone", HostID: "h1", State: store.StateRunning})
+	s.Reconcile(ctx)
+	for id, want := range map[string]string{"old": store.StateRunning, "just-created": store.StateRunning, "gone": "gone"} {
+		if got := stateOf(t, st, id); got != want {
+			t.Errorf("%s after the reconcile: %s, want %s", id, got, want)
+		}
+	}
+	if len(agent.destroyed) != 0 {
+		t.Errorf("the reconcile destroyed %v on the agent", agent.destroyed)
+	}
+}
