@@ -17,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
+	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
 )
@@ -355,5 +356,27 @@ func TestReconcileKeepsCreatesFinishedMeanwhile(t *testing.T) {
 	}
 	if len(agent.destroyed) != 0 {
 		t.Errorf("the reconcile destroyed %v on the agent", agent.destroyed)
+	}
+}
+
+// TestHeartbeatOfAReadyHostBringsLostSandboxesBack: a replica can mark a host down and lose
+// its sandboxes just as another records a heartbeat from it, so the host is ready with lost
+// sandboxes; its next heartbeat reconciles them (before, only a host that was down was
+// reconciled, and they stayed lost).
+func TestHeartbeatOfAReadyHostBringsLostSandboxesBack(t *testing.T) {
+	_, hs, st := newTestCP(t)
+	ctx := context.Background()
+	agent := &listAgent{snapshotAgent: snapshotAgent{snapshot: map[string]bool{}}, has: map[string]pb.State{"back": pb.State_STATE_RUNNING}}
+	startAgentServer(t, st, "h1", agent)
+	putSandbox(t, st, store.Sandbox{ID: "back", HostID: "h1", State: store.StateLost})
+	h, _ := st.Host(ctx, "h1")
+	b, _ := json.Marshal(hostreg.Heartbeat{RPCAddr: h.RPCAddr, ProxyAddr: h.ProxyAddr, Runtime: "gvisor", CPUs: 2, MemoryTotalMiB: 4096})
+	if status, body, _ := call(t, "POST", hs.URL+hostreg.Path("h1"), string(b), map[string]string{"Authorization": "Bearer " + testAgentToken}); status != http.StatusOK {
+		t.Fatalf("heartbeat: %d %s", status, body)
+	}
+	for deadline := time.Now().Add(5 * time.Second); stateOf(t, st, "back") != store.StateRunning; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lost sandbox of a ready host is %s after its heartbeat, want running", stateOf(t, st, "back"))
+		}
 	}
 }

@@ -276,6 +276,10 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	}
 	if wasDown {
 		s.log.Info("agent ready", "host", id, "rpc", h.RPCAddr, "proxy", h.ProxyAddr, "runtime", h.Runtime, "registered", issued != "")
+	}
+	// A host that was up as this heartbeat read it can still have lost sandboxes: another
+	// replica may have marked it down, and lost them, between that read and this write.
+	if wasDown || s.hasLost(r.Context(), id) {
 		go s.reconcileHost(context.WithoutCancel(r.Context()), h)
 	}
 	if issued != "" {
@@ -283,6 +287,12 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// hasLost says whether the store has lost sandboxes on a host.
+func (s *Server) hasLost(ctx context.Context, hostID string) bool {
+	page, _, err := s.store.ListSandboxes(ctx, store.SandboxFilter{HostID: hostID, States: []string{store.StateLost}, Limit: 1})
+	return err == nil && len(page) > 0
 }
 
 // checkAgentAddr accepts a host:port an agent advertises.
