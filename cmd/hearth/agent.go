@@ -109,7 +109,7 @@ func init() {
 	diskFlag(f, &c.DefaultDiskMiB)
 	maxSandboxesFlag(f, &c.MaxSandboxes)
 	imageCacheFlag(f, &c.ImageCacheMiB)
-	f.StringVar(&c.ControlPlane, "control-plane", "", "control plane URL to register with and send heartbeats to, e.g. http://10.0.0.1:3000")
+	f.StringVar(&c.ControlPlane, "control-plane", "", "control plane URL to register with and send heartbeats to, e.g. http://10.0.0.1:3000; several, comma-separated (one per replica), are tried in turn")
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the control plane, required: sent with heartbeats and required on every call the agent serves ($HEARTH_AGENT_TOKEN)")
 	f.StringVar(&c.HostID, "host-id", "", "this host's ID in the control plane (default: the hostname)")
 	f.StringVar(&c.AdvertiseRPC, "advertise-rpc", "", "address the control plane dials for the API (default: the --listen address)")
@@ -410,7 +410,7 @@ func heartbeatSender(c agentConfig, a *agent.Agent, share *templateShare, rpcAdd
 		proxyAddr = c.AdvertiseProxy
 	}
 	return &hostreg.Sender{
-		ControlPlane: strings.TrimSuffix(c.ControlPlane, "/"),
+		ControlPlane: c.ControlPlane,
 		Token:        c.AgentToken,
 		HostID:       c.HostID,
 		TokenFile:    filepath.Join(c.DataDir, "host-token"),
