@@ -76,7 +76,7 @@ func newTemplateBuildCmd() *cobra.Command {
 		Args: cliArgs(cobra.RangeArgs(1, 2)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if templateBuildsLocally(cmd, &f, args[0]) {
-				if err := onlyFlags(cmd, templateAPIOnly, "an API build (without --local or --data-dir)"); err != nil {
+				if err := onlyFlags(cmd, templateAPIOnly, "builds through the API (base, --local and --data-dir build on this host)"); err != nil {
 					return cliFail(cmd, err)
 				}
 				if len(args) > 1 {
@@ -85,7 +85,7 @@ func newTemplateBuildCmd() *cobra.Command {
 				return runLocalTemplateBuild(cmd, f, args[0])
 			}
 			return cliRun(func(cmd *cobra.Command, args []string) error {
-				if err := onlyFlags(cmd, templateLocalOnly, "a local build (--local)"); err != nil {
+				if err := onlyFlags(cmd, templateLocalOnly, "local builds: add --local to build on this host"); err != nil {
 					return err
 				}
 				return runAPITemplateBuild(cmd, f, args)
@@ -107,7 +107,7 @@ func newTemplateBuildCmd() *cobra.Command {
 	fl.StringVar(&f.registryPass, "registry-password", os.Getenv("HEARTH_REGISTRY_PASSWORD"), "password for pulling --image (default $HEARTH_REGISTRY_PASSWORD)")
 	fl.StringVarP(&f.dockerfile, "file", "f", "", "Dockerfile to build (FROM, RUN, COPY/ADD, ENV/ARG, WORKDIR, USER, CMD/ENTRYPOINT)")
 	fl.StringVar(&f.startCmd, "start-cmd", "", "command running in every sandbox of the template from its start (taken into the template's start snapshot)")
-	fl.StringVar(&f.readyCmd, "ready-cmd", "", "command that succeeds once the start command is ready, e.g. '[ -n \"$(ss -Htln sport = :8000)\" ]' (default with a start command: sleep 20)")
+	fl.StringVar(&f.readyCmd, "ready-cmd", "", "command that succeeds once the start command is ready, e.g. ': </dev/tcp/127.0.0.1/8000' for port 8000 (default with a start command: sleep 20)")
 	fl.IntVar(&f.cpus, "cpu", 0, "vCPUs of the template's sandboxes (default 2)")
 	fl.IntVar(&f.memoryMB, "memory-mb", 0, "memory (MiB) of the template's sandboxes (default 1024)")
 	fl.StringArrayVar(&f.tags, "tag", nil, "tag of the build (repeatable)")
@@ -123,11 +123,11 @@ func templateBuildsLocally(cmd *cobra.Command, f *templateBuildFlags, name strin
 	return f.local || cmd.Flags().Changed("data-dir") || name == "base"
 }
 
-// onlyFlags refuses the flags in names that were given, which do not apply to what.
+// onlyFlags refuses the flags in names that were given: they are only for what.
 func onlyFlags(cmd *cobra.Command, names []string, what string) error {
 	for _, n := range names {
 		if cmd.Flags().Changed(n) {
-			return usagef("--%s does not apply to %s", n, what)
+			return usagef("--%s is only for %s", n, what)
 		}
 	}
 	return nil

@@ -49,10 +49,16 @@ func runAPITemplateBuild(cmd *cobra.Command, f templateBuildFlags, args []string
 		},
 		OnLog: func(e hearth.BuildLogEntry) { printBuildLog(stderr, e) },
 	})
-	if err != nil {
-		err = ctxErr(ctx, err)
-		if errors.Is(err, errInterrupted) && req.BuildID != "" {
-			fmt.Fprintf(stderr, "stopped following build %s of template %s: it goes on on the server\n", req.BuildID, req.TemplateID)
+	if err != nil && ctx.Err() != nil {
+		// Stopped by Ctrl-C or --timeout: say so, and which build goes on without us.
+		err = context.Cause(ctx)
+		if req.BuildID != "" {
+			stopped := fmt.Sprintf("stopped following build %s of template %s (it goes on on the server)", req.BuildID, req.TemplateID)
+			if errors.Is(err, errInterrupted) {
+				fmt.Fprintln(stderr, stopped) // exit 130 prints "interrupted" alone
+			} else {
+				err = fmt.Errorf("%s: %w", stopped, err)
+			}
 		}
 	}
 	if f.api.json && st.Status != "" {

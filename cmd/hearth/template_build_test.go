@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -64,6 +65,24 @@ func TestTemplateBuildThroughAPI(t *testing.T) {
 	if !strings.Contains(r.stderr, "about to fail") {
 		t.Errorf("the failing step's output is not in the log:\n%s", r.stderr)
 	}
+
+	// --timeout stops following a build that is still running, saying which one it was.
+	start := time.Now()
+	r = runCLI(t, "", "template", "build", "cli-slow", "--from", "base", "--run", "sleep 60", "--timeout", "3s")
+	r.expect(t, 1, "", "not finished within --timeout 3s")
+	if !strings.Contains(r.stderr, "stopped following build ") || time.Since(start) > 20*time.Second {
+		t.Errorf("after %v: %s", time.Since(start), r.stderr)
+	}
+
+	// Ctrl-C likewise, with exit code 130. The CLI has its signal handler in place long
+	// before the signal comes: it installs it before its first request.
+	timer := time.AfterFunc(2*time.Second, func() { syscall.Kill(os.Getpid(), syscall.SIGINT) })
+	defer timer.Stop()
+	r = runCLI(t, "", "template", "build", "cli-slow", "--from", "base", "--run", "sleep 60")
+	r.expect(t, exitInterrupted, "", "stopped following build ")
+	if !strings.Contains(r.stderr, "hearth template build: interrupted") {
+		t.Errorf("interrupted build: %s", r.stderr)
+	}
 }
 
 // TestTemplateBuildFlags: mistakes in how a build is asked for are usage errors (exit 2)
@@ -77,8 +96,8 @@ func TestTemplateBuildFlags(t *testing.T) {
 		args   []string
 		stderr string
 	}{
-		{"local flag on an API build", []string{"template", "build", "x", "--envd", "/bin/envd"}, "--envd does not apply to a local build (--local)"},
-		{"API flag on a local build", []string{"template", "build", "x", "--local", "--start-cmd", "srv"}, "--start-cmd does not apply to an API build"},
+		{"local flag on an API build", []string{"template", "build", "x", "--envd", "/bin/envd"}, "--envd is only for local builds: add --local"},
+		{"API flag on a local build", []string{"template", "build", "x", "--local", "--start-cmd", "srv"}, "--start-cmd is only for builds through the API"},
 		{"from and image", []string{"template", "build", "x", "--from", "base", "--image", "python:3"}, "give --from or --image, not both"},
 		{"ready without start", []string{"template", "build", "x", "--ready-cmd", "true"}, "--ready-cmd needs a start command"},
 		{"context without Dockerfile", []string{"template", "build", "x", t.TempDir()}, "a CONTEXT-DIR is for the COPY and ADD of a Dockerfile"},
