@@ -42,6 +42,7 @@ type templateBuildFlags struct {
 	// API builds.
 	api                               cliClientFlags
 	image, registryUser, registryPass string
+	registryGiven                     bool // as flags, not only from the environment
 	dockerfile, startCmd, readyCmd    string
 	cpus, memoryMB                    int
 	tags                              []string
@@ -88,6 +89,7 @@ func newTemplateBuildCmd() *cobra.Command {
 				if err := onlyFlags(cmd, templateLocalOnly, "local builds: add --local to build on this host"); err != nil {
 					return err
 				}
+				f.registryGiven = cmd.Flags().Changed("registry-username") || cmd.Flags().Changed("registry-password")
 				return runAPITemplateBuild(cmd, f, args)
 			})(cmd, args)
 		},
@@ -112,7 +114,8 @@ func newTemplateBuildCmd() *cobra.Command {
 	fl.IntVar(&f.memoryMB, "memory-mb", 0, "memory (MiB) of the template's sandboxes (default 1024)")
 	fl.StringArrayVar(&f.tags, "tag", nil, "tag of the build (repeatable)")
 	f.api.register(fl)
-	fl.Lookup("sandbox-url").Hidden = true // builds are only REST
+	fl.Lookup("sandbox-url").Hidden = true     // builds are only REST
+	fl.Lookup("request-timeout").Hidden = true // --timeout bounds the whole build
 	build.SetFlagErrorFunc(cliFlagError)
 	return build
 }

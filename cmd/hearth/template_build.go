@@ -93,13 +93,15 @@ func (f templateBuildFlags) recipe(args []string) (hearth.TemplateBuild, error) 
 	if f.from != "" && f.image != "" {
 		return b, usagef("give --from or --image, not both")
 	}
-	if (f.registryUser == "") != (f.registryPass == "") {
-		return b, usagef("--registry-username and --registry-password go together")
-	}
-	if f.registryUser != "" && f.image == "" {
-		if f.dockerfile == "" || f.from != "" {
+	if f.image == "" && (f.dockerfile == "" || f.from != "") {
+		// Nothing is pulled: credentials given as flags are a mistake, from the environment not.
+		if f.registryGiven {
 			return b, usagef("--registry-username and --registry-password are for pulling --image (or a Dockerfile's FROM)")
 		}
+		f.registryUser, f.registryPass = "", ""
+	}
+	if (f.registryUser == "") != (f.registryPass == "") {
+		return b, usagef("--registry-username and --registry-password go together")
 	}
 	contextDir := "."
 	if f.dockerfile != "" {

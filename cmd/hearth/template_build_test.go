@@ -104,6 +104,7 @@ func TestTemplateBuildFlags(t *testing.T) {
 		{"unsupported instruction", []string{"template", "build", "x", "-f", df}, "line 2: HEALTHCHECK: not supported"},
 		{"missing Dockerfile", []string{"template", "build", "x", "-f", "/nonexistent/Dockerfile"}, "-f: open /nonexistent/Dockerfile"},
 		{"password alone", []string{"template", "build", "x", "--image", "a/b", "--registry-password", "p"}, "go together"},
+		{"credentials with nothing to pull", []string{"template", "build", "x", "--from", "base", "--registry-username", "u", "--registry-password", "p"}, "are for pulling --image"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
