@@ -1,7 +1,8 @@
 // Command bench measures what a Hearth user feels, against a running `hearth dev`: sandbox
 // creation, command round trips, terminal keystroke latency idle and under heavy proxy
 // traffic, proxy overhead per routing form, file transfers, the code interpreter's create →
-// first runCode and runCode round trip, pause and resume, memory per
+// first runCode and runCode round trip, template builds through the API and create → first HTTP
+// 200 with and without a start snapshot, pause and resume, memory per
 // idle sandbox, and the uffd server's restore speed. It prints one table and writes the same
 // figures as JSON. scripts/bench.sh (`make bench`) starts hearth dev and runs it; every
 // phase is bounded in count and time, and load goes only to loopback and the sandboxes.
@@ -57,7 +58,7 @@ func main() {
 	flag.StringVar(&c.LoadServer, "loadserver", "bin/hearth-bench-loadserver", "static loadserver binary to upload into sandboxes")
 	flag.StringVar(&c.Out, "out", envOr("BENCH_OUT", "/tmp/hearth-bench.json"), "JSON report path")
 	flag.StringVar(&c.Repo, "repo", ".", "repository root, for the uffd benchmark")
-	flag.StringVar(&only, "only", "", "comma-separated sections to run (create,exec,pty,proxy,files,codeinterp,pause,density,uffd); empty runs all")
+	flag.StringVar(&only, "only", "", "comma-separated sections to run (create,exec,pty,proxy,files,templates,codeinterp,pause,density,uffd); empty runs all")
 	hog := flag.String("hog-mb", "500,250", "comma-separated MB of touched memory for the pause section (sandboxes have 512 MiB)")
 	flag.IntVar(&c.PTY.Samples, "pty-samples", 300, "keystrokes per PTY phase")
 	flag.DurationVar(&c.PTY.Gap, "pty-gap", 20*time.Millisecond, "pause between keystrokes")
@@ -195,6 +196,7 @@ func run(ctx context.Context, c config) (*Report, error) {
 			return rep, fmt.Errorf("kill work sandbox: %w", err)
 		}
 	}
+	section("templates", templatesDefinition, func(s *Section) error { return runTemplates(ctx, e, 20, s) })
 	section("codeinterp", codeinterpDefinition, func(s *Section) error { return runCodeinterp(ctx, e, 10, 100, s) })
 	section("pause", pauseDefinition, func(s *Section) error { return runPause(ctx, e, 5, c.HogMB, s) })
 	section("density", densityDefinition, func(s *Section) error { return runDensity(ctx, e, 50, 5*time.Second, s) })

@@ -8,27 +8,17 @@
 import { describe, test, before, after } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, spawn } from 'node:child_process'
-import { existsSync, rmSync, mkdirSync, readdirSync } from 'node:fs'
+import { existsSync, rmSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { Sandbox } from 'e2b'
-import { Proc, freePorts, dataDir, apiReady, testKey, waitFor, hearthBin, stateRoot } from './harness.mjs'
+import { Proc, freePorts, dataDir, apiReady, testKey, waitFor, hearthBin, stateRoot, ownDatabase } from './harness.mjs'
 
 if (!hearthBin) throw new Error('HEARTH_BIN must point at the hearth binary')
 
 const pgURL = process.env.HEARTH_E2E_DATABASE_URL
-// An S3-compatible server binary to run the suite over S3 too (gofakes3: `GOBIN=/tmp go install
-// github.com/johannesboyne/gofakes3/cmd/gofakes3@v1.2.0`); without it only the directory runs.
+// An S3-compatible server binary to run the suite over S3 too: scripts/e2e.sh builds
+// e2e/s3server (gofakes3) and names it; without it only the directory runs.
 const s3Bin = process.env.HEARTH_E2E_GOFAKES3
-
-// ownDatabase creates a database of its own on the e2e PostgreSQL server, so this suite's
-// hosts (left down when it ends) are not in the other suites' host lists.
-function ownDatabase(name) {
-  const u = new URL(pgURL)
-  const createdb = readdirSync('/usr/lib/postgresql').map((v) => `/usr/lib/postgresql/${v}/bin/createdb`).find((p) => existsSync(p)) || 'createdb'
-  execFileSync(createdb, ['-h', u.hostname, '-p', u.port, '-U', u.username || 'postgres', name], { stdio: 'inherit' })
-  u.pathname = '/' + name
-  return u.toString()
-}
 
 for (const kind of ['directory', 's3']) {
   const skip = !pgURL ? 'HEARTH_E2E_DATABASE_URL not set' : kind === 's3' && !s3Bin ? 'HEARTH_E2E_GOFAKES3 not set' : false
@@ -45,7 +35,7 @@ for (const kind of ['directory', 's3']) {
     before(async () => {
       const [apiPort, proxyPort, s3Port, ...agentPorts] = await freePorts(9)
       api = `http://127.0.0.1:${apiPort}`
-      const db = ownDatabase(`hearth_artifacts_${kind}_${Date.now()}`)
+      const db = ownDatabase(pgURL, `hearth_artifacts_${kind}_${Date.now()}`)
       let shared = join(stateRoot, 'artifacts-shared')
       const agentEnv = {}
       if (kind === 's3') {

@@ -2,7 +2,7 @@
 // on free ports, and every run uses its own network-slot prefix and pool, so tests never
 // collide with a `hearth dev` the developer is running.
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdirSync, rmSync, existsSync, createWriteStream, readFileSync, renameSync } from 'node:fs'
+import { mkdirSync, rmSync, existsSync, createWriteStream, readFileSync, renameSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import net from 'node:net'
 import http from 'node:http'
@@ -46,15 +46,18 @@ export async function waitFor(what, fn, timeoutMs = 60_000, everyMs = 100) {
   }
 }
 
-// A running hearth process with its output kept for failure reports.
+// A running hearth process with its output kept for failure reports. wrap, if given, is a
+// command hearth runs under (e.g. ['nsenter', '--net=/run/netns/NS'], which execs it in
+// place: the child is hearth itself).
 export class Proc {
-  constructor(name, args, env = {}) {
+  constructor(name, args, env = {}, wrap = []) {
     this.name = name
     this.args = args
     this.output = ''
     this.logFile = join(logDir, name.replace(/[^a-z0-9]+/gi, '-') + '.log')
     const log = createWriteStream(this.logFile, { flags: 'a' })
-    this.child = spawn(hearthBin, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+    const [cmd, ...argv] = [...wrap, hearthBin, ...args]
+    this.child = spawn(cmd, argv, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
     const keep = (d) => {
       log.write(d)
       this.output += d.toString()
@@ -139,6 +142,17 @@ function buildOf(templateDir) {
   } catch {
     return ''
   }
+}
+
+// ownDatabase creates a database of its own on the e2e PostgreSQL server (pgURL) and returns
+// its URL, so a suite's hosts (left down when it ends) are not in the other suites' host
+// lists.
+export function ownDatabase(pgURL, name) {
+  const u = new URL(pgURL)
+  const createdb = readdirSync('/usr/lib/postgresql').map((v) => `/usr/lib/postgresql/${v}/bin/createdb`).find((p) => existsSync(p)) || 'createdb'
+  execFileSync(createdb, ['-h', u.hostname, '-p', u.port, '-U', u.username || 'postgres', name], { stdio: 'inherit' })
+  u.pathname = '/' + name
+  return u.toString()
 }
 
 export async function apiReady(apiUrl, key) {

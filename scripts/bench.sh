@@ -31,6 +31,8 @@ for s in ss: s.close()')
 
 # A fresh state each run but the cached base template (built on first use, about a minute).
 rm -rf "$data/hearth.db" "$data/hearth.db-wal" "$data/hearth.db-shm" "$data/sandboxes" "$data/api-key"
+# Templates built through the API in earlier runs are built again under new IDs.
+find "$data/templates" -mindepth 1 -maxdepth 1 ! -name base -exec rm -rf {} + 2>/dev/null || true
 
 log="$logs/hearth-dev.log"
 agent_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')

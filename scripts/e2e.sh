@@ -30,6 +30,15 @@ elif [ "${HEARTH_REQUIRE_POSTGRES:-}" = 1 ]; then
   exit 1
 fi
 
+# The test-only S3 server (gofakes3, e2e/s3server) the suites with `--artifacts s3://…` run
+# their agents against; an S3 server named in HEARTH_E2E_GOFAKES3 already is used instead.
+if [ -z "${HEARTH_E2E_GOFAKES3:-}" ]; then
+  go=${GO:-go}
+  command -v "$go" >/dev/null || go=/usr/local/go/bin/go
+  "$go" build -o bin/s3server ./e2e/s3server
+  export HEARTH_E2E_GOFAKES3="$PWD/bin/s3server"
+fi
+
 # Arguments, if any, replace the list of test files (and may add node --test flags, e.g.
 # --test-name-pattern): scripts/e2e.sh --test-name-pattern 'two agents' ./platform.test.mjs
 cd e2e

@@ -52,6 +52,8 @@ type agentConfig struct {
 	DefaultDiskMiB int
 	// MaxSandboxes caps the sandboxes running at once (paused ones do not count); 0: no cap.
 	MaxSandboxes int
+	// ImageCacheMiB caps the OCI layer cache of image builds (0: no cap).
+	ImageCacheMiB int64
 	// ControlPlane is the control plane's URL for heartbeats; empty runs the agent alone.
 	ControlPlane string
 	AgentToken   string
@@ -112,7 +114,8 @@ func init() {
 	diskFlag(f, &c.DefaultDiskMiB)
 	maxSandboxesFlag(f, &c.MaxSandboxes)
 	c.warmPoolFlags(f)
-	f.StringVar(&c.ControlPlane, "control-plane", "", "control plane URL to register with and send heartbeats to, e.g. http://10.0.0.1:3000")
+	imageCacheFlag(f, &c.ImageCacheMiB)
+	f.StringVar(&c.ControlPlane, "control-plane", "", "control plane URL to register with and send heartbeats to, e.g. http://10.0.0.1:3000; several, comma-separated (one per replica), are tried in turn")
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the control plane, required: sent with heartbeats and required on every call the agent serves ($HEARTH_AGENT_TOKEN)")
 	f.StringVar(&c.HostID, "host-id", "", "this host's ID in the control plane (default: the hostname)")
 	f.StringVar(&c.AdvertiseRPC, "advertise-rpc", "", "address the control plane dials for the API (default: the --listen address)")
@@ -132,6 +135,9 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	}
 	if c.DefaultDiskMiB < minDiskMiB {
 		return fmt.Errorf("--default-disk-mib %d: want at least %d", c.DefaultDiskMiB, minDiskMiB)
+	}
+	if c.ImageCacheMiB < 0 {
+		return fmt.Errorf("--image-cache-mib %d: want 0 (no limit) or more", c.ImageCacheMiB)
 	}
 	if c.MaxSandboxes < 0 {
 		return fmt.Errorf("--max-sandboxes %d: want 0 (no limit) or more", c.MaxSandboxes)
@@ -240,6 +246,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	}
 	a := agent.New(mgr, conns, c.Runtime, log)
 	a.EnableTemplateBuilds(c.DataDir)
+	a.SetImageCacheLimit(c.ImageCacheMiB << 20)
 	go func() {
 		if err := inspector.Serve(inspectLn); err != nil {
 			log.Error("egress inspector stopped", "err", err)
@@ -363,6 +370,11 @@ func (c *agentConfig) warmPool() (sandbox.WarmPool, error) {
 	return sandbox.WarmPool{Sizes: sizes, CPUs: c.WarmPoolCPUs, MemoryMiB: c.WarmPoolMemoryMiB}, nil
 }
 
+// imageCacheFlag defines --image-cache-mib (agent and dev).
+func imageCacheFlag(f *pflag.FlagSet, v *int64) {
+	f.Int64Var(v, "image-cache-mib", template.DefaultImageCacheMaxBytes>>20, "size (MiB) the cache of pulled OCI image layers is cut to after each image build, least recently used first; built templates keep their own copy, so only rebuilds pull again; 0: no limit")
+}
+
 // diskFlag defines --default-disk-mib (agent and dev).
 func diskFlag(f *pflag.FlagSet, v *int) {
 	f.IntVar(v, "default-disk-mib", defaultDiskMiB, "disk size (MiB) of sandboxes whose template names none: writes past it fail with ENOSPC in the sandbox")
@@ -444,7 +456,7 @@ func heartbeatSender(c agentConfig, a *agent.Agent, share *templateShare, rpcAdd
 		proxyAddr = c.AdvertiseProxy
 	}
 	return &hostreg.Sender{
-		ControlPlane: strings.TrimSuffix(c.ControlPlane, "/"),
+		ControlPlane: c.ControlPlane,
 		Token:        c.AgentToken,
 		HostID:       c.HostID,
 		TokenFile:    filepath.Join(c.DataDir, "host-token"),

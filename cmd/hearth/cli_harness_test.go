@@ -127,6 +127,10 @@ func freshCLICommands() {
 		tmpl.RemoveCommand(ls)
 	}
 	tmpl.AddCommand(newTemplateLsCmd())
+	if b := findCommand(tmpl, "build"); b != nil {
+		tmpl.RemoveCommand(b)
+	}
+	tmpl.AddCommand(newTemplateBuildCmd())
 }
 
 // expect checks an invocation's exit code and that its outputs contain the given texts.

@@ -69,6 +69,7 @@ func init() {
 	diskFlag(f, &a.DefaultDiskMiB)
 	maxSandboxesFlag(f, &a.MaxSandboxes)
 	a.warmPoolFlags(f)
+	imageCacheFlag(f, &a.ImageCacheMiB)
 	a.egressFlags(f)
 	f.StringVar(&envdPath, "envd", "", "envd binary to inject into templates (default: envd next to hearth)")
 	f.BoolVar(&verbose, "verbose", false, "log debug messages")

@@ -34,6 +34,8 @@ type Agent struct {
 	stats   *hoststats.Sampler
 	// buildDataDir is where BuildTemplate builds templates; empty refuses builds.
 	buildDataDir string
+	// imageCacheMaxBytes caps the OCI layer cache under buildDataDir (SetImageCacheLimit).
+	imageCacheMaxBytes int64
 }
 
 var _ hostagentv1connect.HostAgentServiceHandler = (*Agent)(nil)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -22,6 +21,10 @@ import (
 // EnableTemplateBuilds lets the agent build templates (BuildTemplate) under dataDir, where
 // it finds the templates it boots.
 func (a *Agent) EnableTemplateBuilds(dataDir string) { a.buildDataDir = dataDir }
+
+// SetImageCacheLimit caps the OCI layer cache of image builds: after each pull it is cut to
+// maxBytes, least recently used layers first (0: never cut).
+func (a *Agent) SetImageCacheLimit(maxBytes int64) { a.imageCacheMaxBytes = maxBytes }
 
 // buildTimeout bounds a whole template build on the agent.
 const buildTimeout = 2 * time.Hour
@@ -101,7 +104,7 @@ func (a *Agent) BuildTemplate(ctx context.Context, req *connect.Request[pb.Build
 	start := time.Now()
 	o := template.APIBuildOptions{
 		DataDir: a.buildDataDir, Name: m.GetTemplateId(), From: m.GetFromTemplate(), Steps: steps,
-		Image: image, ImageCacheDir: filepath.Join(a.buildDataDir, "oci-layers"),
+		Image: image, ImageCacheDir: template.LayerCacheDir(a.buildDataDir), ImageCacheMaxBytes: a.imageCacheMaxBytes,
 		StartCmd: m.GetStartCmd(), ReadyCmd: m.GetReadyCmd(), Log: logf,
 		Archive: func(hash string) (io.ReadCloser, error) {
 			b, ok := files[hash]

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,6 +154,50 @@ func TestSenderRegistersOnce(t *testing.T) {
 	if _, err := os.Stat(victim.TokenFile); err == nil {
 		t.Fatal("a token from an unproven answer was saved")
 	}
+}
+
+// TestSenderFailsOverBetweenReplicas: an agent given two replicas' URLs heartbeats to the one
+// that answers, whichever is down, and keeps to it; both replicas accept its host token.
+func TestSenderFailsOverBetweenReplicas(t *testing.T) {
+	s1, _, st := newTestCP(t)
+	s2 := New(Config{Store: st, Log: slog.New(slog.DiscardHandler), HostDeadAfter: time.Minute, AgentToken: testAgentToken})
+	var hits [2]atomic.Int64
+	count := func(i int, h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits[i].Add(1); h.ServeHTTP(w, r) })
+	}
+	hs1, hs2 := httptest.NewServer(count(0, s1.APIHandler())), httptest.NewServer(count(1, s2.APIHandler()))
+	t.Cleanup(hs1.Close)
+	t.Cleanup(hs2.Close)
+	beats := 0
+	snd := &hostreg.Sender{ControlPlane: hs1.URL + "/, " + hs2.URL, Token: testAgentToken, HostID: "h1",
+		TokenFile: filepath.Join(t.TempDir(), "host-token"), Log: slog.New(slog.DiscardHandler),
+		Build: func(ctx context.Context) (hostreg.Heartbeat, error) {
+			beats++
+			return hostreg.Heartbeat{RPCAddr: "10.0.0.1:5008", ProxyAddr: "10.0.0.1:5007", SandboxesRunning: beats}, nil
+		}}
+	send := func(what string, want1, want2 int64) {
+		t.Helper()
+		hits[0].Store(0)
+		hits[1].Store(0)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := snd.Send(ctx); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if h, _ := st.Host(ctx, "h1"); h.SandboxesRunning != beats {
+			t.Fatalf("%s: the stored host has heartbeat %d, want %d", what, h.SandboxesRunning, beats)
+		}
+		if hits[0].Load() != want1 || hits[1].Load() != want2 {
+			t.Fatalf("%s: replicas got %d and %d heartbeats, want %d and %d", what, hits[0].Load(), hits[1].Load(), want1, want2)
+		}
+	}
+	send("both up", 1, 0)
+	hs1.Close()
+	send("replica 1 down", 0, 1)
+	send("replica 1 still down: straight to replica 2", 0, 1)
+	// The URL after the one that answered last refuses connections: the next one is tried.
+	snd.ControlPlane = hs2.URL + ",http://127.0.0.1:1"
+	send("a replica that refuses connections", 0, 1)
 }
 
 // TestAgentCallsCarryToken: the RPC client and the proxy hop to agents send the agent token;

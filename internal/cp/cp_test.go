@@ -131,6 +131,42 @@ func heartbeat(t *testing.T, url, id string, mem, committed int64, hdr map[strin
 	return status
 }
 
+// TestPendingEndsWithAnyReplicasHeartbeat: what a replica placed counts against a host until
+// the host's next heartbeat, even when that heartbeat went to another replica (agents send
+// theirs to one). Before, only a heartbeat this replica received cleared it, so a replica
+// the agents did not talk to kept adding every sandbox it ever placed to the hosts' own
+// figures and soon found them all full.
+func TestPendingEndsWithAnyReplicasHeartbeat(t *testing.T) {
+	_, hs, st := newTestCP(t)
+	s2 := New(Config{Store: st, Log: slog.New(slog.DiscardHandler), HostDeadAfter: time.Minute, AgentToken: testAgentToken})
+	ctx := context.Background()
+	heartbeat(t, hs.URL, "a", 4096, 0, nil) // room for 8192 MiB (2x overcommit)
+	heartbeat(t, hs.URL, "b", 4096, 0, nil)
+	d := demand{memMiB: 3000, cpus: 1}
+	for i, want := range []string{"a", "b", "a", "b"} {
+		h, err := s2.place(ctx, d)
+		if err != nil || h.ID != want {
+			t.Fatalf("placement %d through replica 2: %v, %v; want %s", i, h.ID, err, want)
+		}
+		s2.addPending(h.ID, d)
+	}
+	if _, err := s2.place(ctx, d); err == nil {
+		t.Fatal("a fifth 3000 MiB sandbox fit while four were in flight")
+	}
+	// The agents report them, to replica 1 (one on b has been killed meanwhile).
+	time.Sleep(5 * time.Millisecond) // past the store's millisecond resolution
+	for id, committed := range map[string]int64{"a": 6000, "b": 3000} {
+		h, _ := st.Host(ctx, id)
+		h.MemoryCommittedMiB, h.LastHeartbeat = committed, time.Now().UTC()
+		if err := st.PutHost(ctx, h); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h, err := s2.place(ctx, d); err != nil || h.ID != "b" {
+		t.Fatalf("placement after the agents reported in elsewhere: %v, %v; want b", h.ID, err)
+	}
+}
+
 func TestHeartbeatRegistersHostsAndTemplates(t *testing.T) {
 	_, hs, st := newTestCP(t)
 	if got := heartbeat(t, hs.URL, "h1", 4096, 0, nil); got != http.StatusOK {

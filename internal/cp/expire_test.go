@@ -2,7 +2,11 @@ package cp
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -61,8 +65,31 @@ func TestTimeoutsActOnceAcrossReplicas(t *testing.T) {
 	if p, d := agent.pauses.Load(), agent.destroys.Load(); p != 1 || d != 1 {
 		t.Fatalf("agent saw %d pauses and %d destroys, want 1 and 1", p, d)
 	}
-	if n := s1.expired.Load() + s2.expired.Load(); n != 2 {
+	if n := s1.counts.expired() + s2.counts.expired(); n != 2 {
 		t.Fatalf("replicas acted on %d timeouts, want 2", n)
+	}
+	// What each replica's GET /metrics says adds up the same way.
+	sum := map[string]int{}
+	for _, s := range []*Server{s1, s2} {
+		hs := httptest.NewServer(s.APIHandler())
+		defer hs.Close()
+		status, body, hdr := call(t, "GET", hs.URL+"/metrics", "", map[string]string{"X-API-Key": testKey})
+		if status != http.StatusOK || !strings.HasPrefix(hdr.Get("Content-Type"), "text/plain") {
+			t.Fatalf("GET /metrics: %d %s %q", status, hdr.Get("Content-Type"), body)
+		}
+		for _, action := range []string{"paused", "killed"} {
+			var n int
+			series := `hearth_sandbox_timeouts_total{action="` + action + `"} `
+			i := strings.Index(body, "\n"+series)
+			if i < 0 {
+				t.Fatalf("no %s series in %q", action, body)
+			}
+			fmt.Sscan(body[i+1+len(series):], &n)
+			sum[action] += n
+		}
+	}
+	if sum["paused"] != 1 || sum["killed"] != 1 {
+		t.Fatalf("timeouts summed over the replicas' /metrics: %v, want 1 paused and 1 killed", sum)
 	}
 	got, err := st.Sandbox(ctx, "autopause")
 	if err != nil || got.State != store.StatePaused {
@@ -113,5 +140,24 @@ func TestStaleExpiryListingActsOnNothing(t *testing.T) {
 	}
 	if got, err := st.Sandbox(ctx, "paused-by-1"); err != nil || got.State != store.StatePaused {
 		t.Fatalf("paused-by-1: %+v %v, want paused", got, err)
+	}
+}
+
+// TestMetricsAreTheOperators: another team's key is refused GET /metrics, and no key at all
+// is asked for one.
+func TestMetricsAreTheOperators(t *testing.T) {
+	_, hs, _, other := tenants(t)
+	for _, c := range []struct {
+		name string
+		hdr  map[string]string
+		want int
+	}{
+		{"operator", map[string]string{"X-API-Key": testKey}, http.StatusOK},
+		{"another team", map[string]string{"X-API-Key": other}, http.StatusForbidden},
+		{"no key", nil, http.StatusUnauthorized},
+	} {
+		if status, body, _ := call(t, "GET", hs.URL+"/metrics", "", c.hdr); status != c.want {
+			t.Errorf("%s: GET /metrics: %d %q, want %d", c.name, status, body, c.want)
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -16,6 +17,7 @@ import (
 	"connectrpc.com/connect"
 
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
+	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
 )
@@ -280,5 +282,101 @@ func TestPlacementWeighsCPUsAndLimits(t *testing.T) {
 	}
 	if _, err := s.placeTemplate(ctx, d, "capped"); err == nil || !strings.Contains(err.Error(), "at its limit of 3 running sandboxes") {
 		t.Fatalf("place on the full template host: %v", err)
+	}
+}
+
+// TestHostMarkedDownOnceAcrossReplicas: two replicas that check a silent host at once mark
+// it down once between them, and a host whose heartbeat is fresh stays ready. Before, each
+// wrote back the host record it had listed, so a heartbeat that landed in between was
+// overwritten (the host went down with its sandboxes lost though it had just reported in).
+func TestHostMarkedDownOnceAcrossReplicas(t *testing.T) {
+	s1, _, st := newTestCP(t)
+	s2 := New(Config{Store: st, Log: slog.New(slog.DiscardHandler), HostDeadAfter: time.Minute, AgentToken: testAgentToken})
+	ctx := context.Background()
+	for _, id := range []string{"silent", "fresh"} {
+		startAgentServer(t, st, id, &listAgent{snapshotAgent: snapshotAgent{snapshot: map[string]bool{}}, has: map[string]pb.State{}})
+	}
+	putSandbox(t, st, store.Sandbox{ID: "on-silent", HostID: "silent", State: store.StateRunning})
+	putSandbox(t, st, store.Sandbox{ID: "on-fresh", HostID: "fresh", State: store.StateRunning})
+	h, _ := st.Host(ctx, "silent")
+	h.LastHeartbeat = time.Now().UTC().Add(-2 * time.Minute)
+	if err := st.PutHost(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for _, s := range []*Server{s1, s2, s1, s2} {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.checkHosts(ctx) }()
+	}
+	wg.Wait()
+	if n := s1.counts.hostsDown.Load() + s2.counts.hostsDown.Load(); n != 1 {
+		t.Fatalf("the silent host was marked down %d times, want once", n)
+	}
+	for id, want := range map[string]string{"silent": store.HostDown, "fresh": store.HostReady} {
+		if h, _ := st.Host(ctx, id); h.State != want {
+			t.Fatalf("host %s: %s, want %s", id, h.State, want)
+		}
+	}
+	for id, want := range map[string]string{"on-silent": store.StateLost, "on-fresh": store.StateRunning} {
+		if got := stateOf(t, st, id); got != want {
+			t.Fatalf("%s: %s, want %s", id, got, want)
+		}
+	}
+}
+
+// createsDuringList is an agent on which another replica finishes a create while it answers
+// List: the sandbox is recorded as running here, and the list, begun before, lacks it.
+type createsDuringList struct {
+	*listAgent
+	st store.Store
+	t  *testing.T
+}
+
+func (a createsDuringList) List(ctx context.Context, req *connect.Request[pb.ListRequest]) (*connect.Response[pb.ListResponse], error) {
+	res, err := a.listAgent.List(ctx, req)
+	putSandbox(a.t, a.st, store.Sandbox{ID: "just-created", HostID: "h1", State: store.StateRunning})
+	return res, err
+}
+
+// TestReconcileKeepsCreatesFinishedMeanwhile: a reconcile (a replica starting, a host coming
+// back) that overlaps a create finished by another replica keeps that sandbox; it dropped the
+// record as gone from the agent when it read the agent before the store.
+func TestReconcileKeepsCreatesFinishedMeanwhile(t *testing.T) {
+	s, _, st := newTestCP(t)
+	ctx := context.Background()
+	agent := &listAgent{snapshotAgent: snapshotAgent{snapshot: map[string]bool{}}, has: map[string]pb.State{"old": pb.State_STATE_RUNNING}}
+	startAgentServer(t, st, "h1", createsDuringList{listAgent: agent, st: st, t: t})
+	putSandbox(t, st, store.Sandbox{ID: "old", HostID: "h1", State: store.StateRunning})
+	putSandbox(t, st, store.Sandbox{ID: "gone", HostID: "h1", State: store.StateRunning})
+	s.Reconcile(ctx)
+	for id, want := range map[string]string{"old": store.StateRunning, "just-created": store.StateRunning, "gone": "gone"} {
+		if got := stateOf(t, st, id); got != want {
+			t.Errorf("%s after the reconcile: %s, want %s", id, got, want)
+		}
+	}
+	if len(agent.destroyed) != 0 {
+		t.Errorf("the reconcile destroyed %v on the agent", agent.destroyed)
+	}
+}
+
+// TestHeartbeatOfAReadyHostBringsLostSandboxesBack: a replica can mark a host down and lose
+// its sandboxes just as another records a heartbeat from it, so the host is ready with lost
+// sandboxes; its next heartbeat reconciles them (before, only a host that was down was
+// reconciled, and they stayed lost).
+func TestHeartbeatOfAReadyHostBringsLostSandboxesBack(t *testing.T) {
+	_, hs, st := newTestCP(t)
+	ctx := context.Background()
+	agent := &listAgent{snapshotAgent: snapshotAgent{snapshot: map[string]bool{}}, has: map[string]pb.State{"back": pb.State_STATE_RUNNING}}
+	startAgentServer(t, st, "h1", agent)
+	putSandbox(t, st, store.Sandbox{ID: "back", HostID: "h1", State: store.StateLost})
+	h, _ := st.Host(ctx, "h1")
+	b, _ := json.Marshal(hostreg.Heartbeat{RPCAddr: h.RPCAddr, ProxyAddr: h.ProxyAddr, Runtime: "gvisor", CPUs: 2, MemoryTotalMiB: 4096})
+	if status, body, _ := call(t, "POST", hs.URL+hostreg.Path("h1"), string(b), map[string]string{"Authorization": "Bearer " + testAgentToken}); status != http.StatusOK {
+		t.Fatalf("heartbeat: %d %s", status, body)
+	}
+	for deadline := time.Now().Add(5 * time.Second); stateOf(t, st, "back") != store.StateRunning; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the lost sandbox of a ready host is %s after its heartbeat, want running", stateOf(t, st, "back"))
+		}
 	}
 }

@@ -98,7 +98,7 @@ func (s *Server) fits(h store.Host, d demand) (score float64, why string) {
 	if h.MemoryTotalMiB <= 0 {
 		return 0, "reports no memory"
 	}
-	p := s.pending(h.ID)
+	p := s.pending(h)
 	if h.MaxSandboxes > 0 && h.SandboxesRunning+p.sandboxes+1 > h.MaxSandboxes {
 		return 0, fmt.Sprintf("at its limit of %d running sandboxes", h.MaxSandboxes)
 	}
@@ -159,20 +159,42 @@ func (s *Server) candidates(ctx context.Context, d demand) ([]store.Host, error)
 	return out, nil
 }
 
-func (s *Server) pending(hostID string) load {
+// placement is one sandbox this replica placed on a host, and when.
+type placement struct {
+	at time.Time
+	d  demand
+}
+
+// pending is what this replica placed on host h after h's last heartbeat as the store has
+// it, whichever replica received that heartbeat: the agent's own figures cover what came
+// before. (Clearing them when a heartbeat reached this replica left them growing forever on
+// a replica the agents do not send heartbeats to.)
+func (s *Server) pending(h store.Host) load {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
-	return s.inflight[hostID]
+	var l load
+	kept := s.inflight[h.ID][:0]
+	for _, p := range s.inflight[h.ID] {
+		if !p.at.After(h.LastHeartbeat) {
+			continue
+		}
+		kept = append(kept, p)
+		l.memMiB += int64(p.d.memMiB)
+		l.cpus += p.d.cpus
+		l.sandboxes++
+	}
+	if len(kept) == 0 {
+		delete(s.inflight, h.ID)
+	} else {
+		s.inflight[h.ID] = kept
+	}
+	return l
 }
 
 func (s *Server) addPending(hostID string, d demand) {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
-	l := s.inflight[hostID]
-	l.memMiB += int64(d.memMiB)
-	l.cpus += d.cpus
-	l.sandboxes++
-	s.inflight[hostID] = l
+	s.inflight[hostID] = append(s.inflight[hostID], placement{at: time.Now(), d: d})
 }
 
 // heartbeat registers an agent or refreshes it. Every heartbeat needs the shared agent
@@ -249,14 +271,15 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	s.pendMu.Lock()
-	delete(s.inflight, id) // the agent's own figures now include what was in flight
-	s.pendMu.Unlock()
 	for _, t := range hb.Templates {
 		s.registerTemplate(r.Context(), t)
 	}
 	if wasDown {
 		s.log.Info("agent ready", "host", id, "rpc", h.RPCAddr, "proxy", h.ProxyAddr, "runtime", h.Runtime, "registered", issued != "")
+	}
+	// A host that was up as this heartbeat read it can still have lost sandboxes: another
+	// replica may have marked it down, and lost them, between that read and this write.
+	if wasDown || s.hasLost(r.Context(), id) {
 		go s.reconcileHost(context.WithoutCancel(r.Context()), h)
 	}
 	if issued != "" {
@@ -264,6 +287,12 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// hasLost says whether the store has lost sandboxes on a host.
+func (s *Server) hasLost(ctx context.Context, hostID string) bool {
+	page, _, err := s.store.ListSandboxes(ctx, store.SandboxFilter{HostID: hostID, States: []string{store.StateLost}, Limit: 1})
+	return err == nil && len(page) > 0
 }
 
 // checkAgentAddr accepts a host:port an agent advertises.
@@ -276,21 +305,29 @@ func checkAgentAddr(field, addr string) error {
 }
 
 // checkHosts marks agents without a recent heartbeat down and their running sandboxes lost.
+// The mark is a conditional write: of the replicas that see a host silent, one marks it (and
+// loses its sandboxes), and a heartbeat that lands after the list was read keeps it ready
+// (writing the listed record back would have undone that heartbeat).
 func (s *Server) checkHosts(ctx context.Context) {
 	hosts, err := s.store.ListHosts(ctx)
 	if err != nil {
 		s.log.Warn("list hosts", "err", err)
 		return
 	}
+	silentSince := time.Now().Add(-s.cfg.HostDeadAfter)
 	for _, h := range hosts {
-		if h.State != store.HostReady || time.Since(h.LastHeartbeat) <= s.cfg.HostDeadAfter {
+		if h.State != store.HostReady || !h.LastHeartbeat.Before(silentSince) {
 			continue
 		}
-		h.State = store.HostDown
-		if err := s.store.PutHost(ctx, h); err != nil {
+		marked, err := s.store.MarkHostDown(ctx, h.ID, silentSince)
+		if err != nil {
 			s.log.Warn("mark host down", "host", h.ID, "err", err)
 			continue
 		}
+		if !marked {
+			continue // another replica did, or a heartbeat came
+		}
+		s.counts.hostsDown.Add(1)
 		s.log.Warn("agent stopped sending heartbeats: marked down, its running sandboxes are lost", "host", h.ID, "last", h.LastHeartbeat)
 		s.loseHostSandboxes(ctx, h.ID)
 	}

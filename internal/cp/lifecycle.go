@@ -57,7 +57,7 @@ func (s *Server) expireOne(ctx context.Context, listed store.Sandbox) {
 		}
 		err = s.pauseClaimed(ctx, sb, sb.AutoPauseFilesystemOnly)
 		if err == nil {
-			s.expired.Add(1)
+			s.counts.timeoutPaused.Add(1)
 			s.log.Info("sandbox paused on timeout", "sandbox", id)
 			return
 		}
@@ -79,7 +79,7 @@ func (s *Server) expireOne(ctx context.Context, listed store.Sandbox) {
 		s.log.Warn("kill on timeout", "sandbox", id, "err", err)
 		return
 	}
-	s.expired.Add(1)
+	s.counts.timeoutKilled.Add(1)
 	s.log.Info("sandbox killed on timeout", "sandbox", id)
 }
 
@@ -102,7 +102,7 @@ func (s *Server) expireLost(ctx context.Context, listed store.Sandbox) {
 		s.log.Warn("kill lost sandbox on timeout", "sandbox", listed.ID, "err", err)
 		return
 	}
-	s.expired.Add(1)
+	s.counts.timeoutKilled.Add(1)
 	s.log.Info("lost sandbox killed on timeout", "sandbox", listed.ID)
 }
 
@@ -125,9 +125,30 @@ func (s *Server) Reconcile(ctx context.Context) {
 // agent no longer has are dropped, states are corrected (a lost sandbox the agent still has
 // is running or paused again), and sandboxes the store does not know (killed while their
 // host was away) are destroyed on the agent.
+//
+// The store is read before the agent: a sandbox the store lists as running or paused here
+// was already on the agent then (creates and moves record that after the agent has it), so
+// one missing from the agent's later list is really gone. (Read the other way round, a
+// create another replica finished between the two reads looked gone, and its record was
+// dropped.) Each correction is conditional on the record being as read: whatever changed
+// it meanwhile (a kill, a pause, a move) wins.
 func (s *Server) reconcileHost(ctx context.Context, h store.Host) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	var records []store.Sandbox
+	cursor := ""
+	for {
+		page, next, err := s.store.ListSandboxes(ctx, store.SandboxFilter{HostID: h.ID, Cursor: cursor})
+		if err != nil {
+			s.log.Warn("reconcile: list sandboxes", "host", h.ID, "err", err)
+			return
+		}
+		records = append(records, page...)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
 	res, err := s.agents.client(h).List(ctx, connect.NewRequest(&pb.ListRequest{}))
 	if err != nil {
 		s.log.Warn("reconcile: list sandboxes on agent", "host", h.ID, "err", err)
@@ -138,48 +159,55 @@ func (s *Server) reconcileHost(ctx context.Context, h store.Host) {
 		onAgent[sb.GetSandboxId()] = sb
 	}
 	known := map[string]bool{}
-	cursor := ""
-	for {
-		page, next, err := s.store.ListSandboxes(ctx, store.SandboxFilter{HostID: h.ID, Cursor: cursor})
-		if err != nil {
-			s.log.Warn("reconcile: list sandboxes", "host", h.ID, "err", err)
-			return
+	asRead := func(sb store.Sandbox) func(*store.Sandbox) error {
+		return func(x *store.Sandbox) error {
+			if x.Version != sb.Version {
+				return errNotDue
+			}
+			return nil
 		}
-		for _, sb := range page {
-			known[sb.ID] = true
-			a, ok := onAgent[sb.ID]
-			switch {
-			case !ok:
-				if sb.State == store.StateStarting {
-					continue // a create in flight from another replica
+	}
+	for _, sb := range records {
+		known[sb.ID] = true
+		a, ok := onAgent[sb.ID]
+		switch {
+		case !ok:
+			if sb.State == store.StateStarting {
+				continue // a create in flight from another replica
+			}
+			// Claimed (stopping) first, so nothing that changed it since the read is undone.
+			unchanged := asRead(sb)
+			if _, err := s.store.UpdateSandbox(ctx, sb.ID, func(x *store.Sandbox) error {
+				if err := unchanged(x); err != nil {
+					return err
 				}
-				s.log.Warn("reconcile: agent no longer has sandbox; dropping it", "sandbox", sb.ID, "host", h.ID)
-				s.store.DeleteSandbox(ctx, sb.ID)
-				s.events.add(sb.ID, "error", "sandbox lost: its agent no longer has it")
-			case a.GetState() == pb.State_STATE_RUNNING && (sb.State == store.StatePaused || sb.State == store.StateLost),
-				a.GetState() == pb.State_STATE_PAUSED && (sb.State == store.StateRunning || sb.State == store.StateLost):
-				state := store.StateRunning
-				if a.GetState() == pb.State_STATE_PAUSED {
-					state = store.StatePaused
+				x.State = store.StateStopping
+				return nil
+			}); err != nil {
+				continue
+			}
+			s.log.Warn("reconcile: agent no longer has sandbox; dropping it", "sandbox", sb.ID, "host", h.ID)
+			s.store.DeleteSandbox(ctx, sb.ID)
+			s.events.add(sb.ID, "error", "sandbox lost: its agent no longer has it")
+		case a.GetState() == pb.State_STATE_RUNNING && (sb.State == store.StatePaused || sb.State == store.StateLost),
+			a.GetState() == pb.State_STATE_PAUSED && (sb.State == store.StateRunning || sb.State == store.StateLost):
+			state := store.StateRunning
+			if a.GetState() == pb.State_STATE_PAUSED {
+				state = store.StatePaused
+			}
+			unchanged := asRead(sb)
+			// Only from the record read above: a kill that began meanwhile wins.
+			if _, err := s.store.UpdateSandbox(ctx, sb.ID, func(x *store.Sandbox) error {
+				if err := unchanged(x); err != nil {
+					return err
 				}
-				was := sb.State
-				// Only from the state read above: a kill that began meanwhile wins.
-				if _, err := s.store.UpdateSandbox(ctx, sb.ID, func(x *store.Sandbox) error {
-					if x.State != was {
-						return errNotDue
-					}
-					x.State = state
-					return nil
-				}); err == nil && was == store.StateLost {
-					s.log.Info("reconcile: lost sandbox is back with its host", "sandbox", sb.ID, "host", h.ID, "state", state)
-					s.events.add(sb.ID, "info", "sandbox back: its host agent "+h.ID+" is responding again")
-				}
+				x.State = state
+				return nil
+			}); err == nil && sb.State == store.StateLost {
+				s.log.Info("reconcile: lost sandbox is back with its host", "sandbox", sb.ID, "host", h.ID, "state", state)
+				s.events.add(sb.ID, "info", "sandbox back: its host agent "+h.ID+" is responding again")
 			}
 		}
-		if next == "" {
-			break
-		}
-		cursor = next
 	}
 	for id, a := range onAgent {
 		if known[id] || a.GetState() == pb.State_STATE_STARTING {

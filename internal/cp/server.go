@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/proxy"
@@ -105,12 +104,12 @@ type Server struct {
 	resumeMu sync.Mutex
 	resuming map[string]*resumeCall
 
-	// expired counts the timeouts this replica acted on (paused or killed).
-	expired atomic.Int64
+	// counts are this replica's actions, served on GET /metrics.
+	counts counters
 
-	// inflight is memory being placed on each host since its last heartbeat.
+	// inflight are the sandboxes this replica placed on each host lately (see pending).
 	pendMu   sync.Mutex
-	inflight map[string]load
+	inflight map[string][]placement
 
 	// uploadKey signs the upload URLs of API template builds.
 	uploadKey string
@@ -130,7 +129,7 @@ func New(cfg Config) *Server {
 		routes:        &routes{m: map[string]cachedRoute{}},
 		metricsClient: &http.Client{Transport: proxy.NewTransport(0)},
 		resuming:      map[string]*resumeCall{},
-		inflight:      map[string]load{},
+		inflight:      map[string][]placement{},
 	}
 	s.uploadKey = cfg.AgentToken
 	if s.uploadKey == "" {
@@ -183,6 +182,7 @@ func (s *Server) APIHandler() http.Handler {
 	mux.Handle("POST /v2/templates/{templateID}/builds/{buildID}", auth(s.startTemplateBuild))
 	mux.Handle("GET /templates/{templateID}/builds/{buildID}/status", auth(s.templateBuildStatus))
 	mux.Handle("GET /templates/aliases/{alias}", auth(s.templateAlias))
+	mux.Handle("GET /metrics", auth(s.serveMetrics))
 	mux.HandleFunc("POST /hearth/v1/hosts/{id}/heartbeat", s.heartbeat)
 	mux.Handle("GET /hearth/v1/hosts", auth(s.listHosts))
 	mux.Handle("POST /hearth/v1/hosts/{id}/drain", auth(s.drainHost))

@@ -135,7 +135,11 @@ func Path(hostID string) string { return "/hearth/v1/hosts/" + url.PathEscape(ho
 
 // Sender posts heartbeats to a control plane.
 type Sender struct {
-	ControlPlane string // base URL, e.g. http://127.0.0.1:3000
+	// ControlPlane is the control plane's base URL (http://127.0.0.1:3000), or several
+	// separated by commas, one per replica: a heartbeat goes to the one that answered last
+	// and, when that one fails, to the next, so the agent stays registered while any
+	// replica is up.
+	ControlPlane string
 	Token        string // the shared agent token
 	HostID       string
 	// TokenFile keeps the host's own token (mode 0600) once the control plane issued it.
@@ -147,22 +151,31 @@ type Sender struct {
 	HTTP  *http.Client
 
 	hostToken string
+	current   int // index of the control plane URL that answered last
 }
 
 // maxAnswer caps what is read of a heartbeat's answer.
 const maxAnswer = 64 << 10
 
-// Send posts one heartbeat.
+// urls are the control plane URLs ControlPlane names.
+func (s *Sender) urls() []string {
+	var out []string
+	for _, u := range strings.Split(s.ControlPlane, ",") {
+		if u = strings.TrimSuffix(strings.TrimSpace(u), "/"); u != "" {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// Send posts one heartbeat: to the control plane URL that answered last, then to the others
+// in turn until one takes it.
 func (s *Sender) Send(ctx context.Context) error {
 	hb, err := s.Build(ctx)
 	if err != nil {
 		return fmt.Errorf("build heartbeat: %w", err)
 	}
 	body, err := json.Marshal(hb)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.ControlPlane+Path(s.HostID), bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -175,6 +188,39 @@ func (s *Sender) Send(ctx context.Context) error {
 		} else if !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("read host token: %w", err)
 		}
+	}
+	urls := s.urls()
+	if len(urls) == 0 {
+		return errors.New("no control plane URL: start the agent with --control-plane")
+	}
+	var errs []error
+	for i := range urls {
+		n := (s.current + i) % len(urls)
+		// A replica that does not answer at all gets its share of the time left, not all of
+		// it, so the others are still tried.
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if d, ok := ctx.Deadline(); ok {
+			actx, cancel = context.WithTimeout(ctx, time.Until(d)/time.Duration(len(urls)-i))
+		}
+		err := s.sendTo(actx, urls[n], body)
+		cancel()
+		if err == nil {
+			s.current = n
+			return nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sendTo posts one heartbeat body to the control plane at base.
+func (s *Sender) sendTo(ctx context.Context, base string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+Path(s.HostID), bytes.NewReader(body))
+	if err != nil {
+		return err
 	}
 	nonce := NewToken()
 	req.Header.Set("Content-Type", "application/json")
@@ -189,21 +235,21 @@ func (s *Sender) Send(ctx context.Context) error {
 	}
 	res, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("heartbeat to %s: %w", s.ControlPlane, err)
+		return fmt.Errorf("heartbeat to %s: %w", base, err)
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
-		return fmt.Errorf("heartbeat to %s: %s: %s", s.ControlPlane, res.Status, bytes.TrimSpace(msg))
+		return fmt.Errorf("heartbeat to %s: %s: %s", base, res.Status, bytes.TrimSpace(msg))
 	}
 	want := Proof(s.Token, s.HostID, nonce)
 	if !hmac.Equal([]byte(res.Header.Get(ProofHeader)), []byte(want)) {
-		return fmt.Errorf("heartbeat to %s: the answer does not prove it comes from a control plane holding the agent token: check --control-plane and --agent-token", s.ControlPlane)
+		return fmt.Errorf("heartbeat to %s: the answer does not prove it comes from a control plane holding the agent token: check --control-plane and --agent-token", base)
 	}
 	if res.StatusCode == http.StatusOK {
 		var reg Registration
 		if err := json.NewDecoder(io.LimitReader(res.Body, maxAnswer)).Decode(&reg); err != nil || reg.HostToken == "" {
-			return fmt.Errorf("heartbeat to %s: registration answer without a host token (%v)", s.ControlPlane, err)
+			return fmt.Errorf("heartbeat to %s: registration answer without a host token (%v)", base, err)
 		}
 		if err := s.saveHostToken(reg.HostToken); err != nil {
 			return err

@@ -322,4 +322,8 @@ type Store interface {
 	// SetHostDraining sets or clears a host's Draining flag; ErrNotFound if there is no
 	// such host.
 	SetHostDraining(ctx context.Context, id string, draining bool) error
+	// MarkHostDown sets a ready host whose last heartbeat is before silentSince down, in one
+	// conditional write, and says whether it did: of replicas checking at once exactly one
+	// marks it, and a heartbeat recorded meanwhile keeps the host ready.
+	MarkHostDown(ctx context.Context, id string, silentSince time.Time) (bool, error)
 }

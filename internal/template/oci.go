@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -54,6 +55,9 @@ const (
 type PullOptions struct {
 	// CacheDir keeps compressed layers by digest; "" caches nothing.
 	CacheDir string
+	// CacheMaxBytes, when above 0, is what the cache is cut to after a pull (the pulled
+	// image's layers kept): PruneLayerCache.
+	CacheMaxBytes int64
 	// MaxBytes caps the compressed size of the layers and the unpacked content; 0 means
 	// DefaultImageMaxBytes.
 	MaxBytes int64
@@ -164,6 +168,20 @@ func pullImage(ctx context.Context, img Image, rootfs string, o PullOptions) (Im
 	if w.skipped > 0 {
 		o.Log(fmt.Sprintf("Left out %d device nodes and FIFOs: a sandbox has its own /dev", w.skipped))
 	}
+	if o.CacheDir != "" && o.CacheMaxBytes > 0 {
+		keep := map[string]bool{}
+		for _, l := range layers {
+			if d, err := l.Digest(); err == nil {
+				keep[d.String()] = true
+			}
+		}
+		// The template is built by now: a failed prune costs disk, not the build.
+		if n, freed, err := PruneLayerCache(o.CacheDir, o.CacheMaxBytes, keep); err != nil {
+			o.Log("Layer cache: " + err.Error())
+		} else if n > 0 {
+			o.Log(fmt.Sprintf("Layer cache: removed %d least recently used layers (%d MiB) to stay under %d MiB", n, freed>>20, o.CacheMaxBytes>>20))
+		}
+	}
 	c := cf.Config
 	return ImageConfig{Digest: digest.String(), Env: c.Env, WorkingDir: c.WorkingDir, User: c.User, Entrypoint: c.Entrypoint, Cmd: c.Cmd}, nil
 }
@@ -185,13 +203,23 @@ func applyImageLayer(ctx context.Context, w *layerWriter, l v1.Layer, i, n int, 
 		if err != nil {
 			return registryError(ref, img, fmt.Errorf("layer %s: %w", d, err))
 		}
+		rc, err = openCachedLayer(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			// A prune (another build's, maybe in another process) removed it after the
+			// check: fetch it once more.
+			if p, cached, err = cacheLayer(ctx, l, d, size, o.CacheDir); err != nil {
+				return registryError(ref, img, fmt.Errorf("layer %s: %w", d, err))
+			}
+			rc, err = openCachedLayer(p)
+		}
+		if err != nil {
+			return fmt.Errorf("open cached layer %s: %w", d, err)
+		}
 		if cached {
+			touchLayer(p)
 			o.Log(fmt.Sprintf("Layer %d/%d %s: cached", i+1, n, short))
 		} else {
 			o.Log(fmt.Sprintf("Layer %d/%d %s: pulled %d MiB", i+1, n, short, size>>20))
-		}
-		if rc, err = openCachedLayer(p); err != nil {
-			return fmt.Errorf("open cached layer %s: %w", d, err)
 		}
 	} else {
 		o.Log(fmt.Sprintf("Layer %d/%d %s: pulling %d MiB", i+1, n, short, size>>20))

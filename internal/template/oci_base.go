@@ -60,7 +60,7 @@ func (o *APIBuildOptions) imageBase(ctx context.Context, rootfs string) (*buildS
 	img := *o.Image
 	o.Log(PhaseBase, "info", "[base] FROM "+img.Ref)
 	logf := func(s string) { o.Log(PhaseBase, "info", s) }
-	cfg, err := PullImage(ctx, img, rootfs, PullOptions{CacheDir: o.ImageCacheDir, MaxBytes: o.ImageMaxBytes, Timeout: o.ImageTimeout, Log: logf})
+	cfg, err := PullImage(ctx, img, rootfs, PullOptions{CacheDir: o.ImageCacheDir, CacheMaxBytes: o.ImageCacheMaxBytes, MaxBytes: o.ImageMaxBytes, Timeout: o.ImageTimeout, Log: logf})
 	if err != nil {
 		return nil, Meta{}, err
 	}

@@ -60,8 +60,10 @@ type APIBuildOptions struct {
 	// ImageCacheDir keeps pulled layers by digest; ImageMaxBytes and ImageTimeout bound a
 	// pull (0: DefaultImageMaxBytes, DefaultImageTimeout).
 	ImageCacheDir string
-	ImageMaxBytes int64
-	ImageTimeout  time.Duration
+	// ImageCacheMaxBytes is what the layer cache is cut to after a pull; 0 leaves it.
+	ImageCacheMaxBytes int64
+	ImageMaxBytes      int64
+	ImageTimeout       time.Duration
 	// EnvdPath is the envd an image base gets; "" takes the one in this host's base template.
 	EnvdPath string
 	Steps    []Step

@@ -15,18 +15,21 @@ import (
 	"testing"
 	"time"
 
+	cdpbrowser "github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 
 	"github.com/hearthsh/hearth/internal/cp"
 	"github.com/hearthsh/hearth/internal/runtime/runtimetest"
+	"github.com/hearthsh/hearth/internal/store"
 )
 
 // TestDashboardInBrowser drives the dashboard in headless Chromium against a real hearth dev
-// (gVisor): sign in, create a sandbox, run a command in its terminal, upload a file (file
-// picker and drop), pause and resume it and use the terminal again, set its timeout, kill it,
-// create an API key, sign out.
+// (gVisor): sign in, create a sandbox, filter the list, run commands in its terminal (colours,
+// copy and paste, resize), upload (file picker and drop), download and delete files, browse a
+// directory, open a port's preview, fork it, pause and resume it and use the same shell again,
+// set its timeout, pause, resume and kill it from the list, create an API key, sign out.
 //
 // It needs root, runsc and chromium (scripts/deps.sh installs it). Under `make test`
 // (HEARTH_REQUIRE_RUNTIME) a missing prerequisite fails the test. With
@@ -81,13 +84,24 @@ func TestDashboardInBrowser(t *testing.T) {
 	t.Logf("create: click to running row in %v", time.Since(clicked).Round(time.Millisecond))
 	id := b.eval(`document.querySelector('#sandboxes tr[data-state="running"]').dataset.id`)
 	t.Cleanup(func() { dev.kill(id) })
+	b.waitJS("the create reported", `document.getElementById("flash").textContent === "create sandbox: created `+id+`"`)
 	row := b.eval(`document.querySelector('#sandboxes tr[data-state="running"]').textContent`)
 	for _, want := range []string{"base", "owner=browser-test", "local"} {
 		if !strings.Contains(row, want) {
 			t.Errorf("list row %q lacks %q", row, want)
 		}
 	}
+	b.waitJS("the sandbox's CPU and memory in use now", `/^now \d/.test(document.querySelector('#sandboxes tr[data-id="`+id+`"] .cpu-now').textContent) && /^now \d/.test(document.querySelector('#sandboxes tr[data-id="`+id+`"] .mem-now').textContent)`)
 	b.shot("sandboxes")
+
+	// A metadata filter that does not match hides it; the URL it leaves shows the same in a
+	// fresh page; one that matches shows it again.
+	b.do(chromedp.SendKeys(chromedp.CSS("#filter-metadata"), "owner=someone-else"))
+	b.waitJS("the sandbox hidden by the filter", `location.search === "?metadata=owner%3Dsomeone-else" && !document.querySelector('#sandboxes tr[data-id="`+id+`"]') && !document.getElementById("empty").hidden`)
+	b.do(chromedp.Navigate(b.eval(`location.href`)))
+	b.waitJS("the filtered view from its URL", `document.getElementById("filter-metadata").value === "owner=someone-else" && document.getElementById("refreshed").textContent !== "" && !document.querySelector('#sandboxes tr[data-id="`+id+`"]')`)
+	b.do(chromedp.Navigate(dev.url + "/dashboard/?metadata=owner%3Dbrowser-test&state=running"))
+	b.waitJS("the sandbox through a matching filter", `!!document.querySelector('#sandboxes tr[data-id="`+id+`"]')`)
 
 	// Its page: a terminal that runs commands.
 	b.do(chromedp.Click(chromedp.CSS(`#sandboxes tr[data-id="` + id + `"] a`)))
@@ -97,6 +111,33 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.typeInTerminal("echo $((6*7))\r")
 	b.waitScreenLine("42")
 	t.Logf("terminal: keystrokes to output on screen in %v (polled every 200 ms)", time.Since(typed).Round(time.Millisecond))
+
+	// Colours: the shell's SGR codes reach the screen (red is palette colour 1).
+	const cmd = "echo copied-$((40+2))"
+	b.typeInTerminal(`printf '\033[31m%s\033[0m\n' '` + cmd + `'` + "\r")
+	b.waitScreenLine(cmd)
+	if got := b.eval(screenLineJS(cmd, `{ const c = l.getCell(0); return c.isFgPalette() + ":" + c.getFgColor() }`)); got != "true:1" {
+		t.Errorf("%q is drawn in colour %q (palette?:index), want true:1", cmd, got)
+	}
+	// Copy and paste: select that line, Ctrl+Shift+C copies it, Ctrl+Shift+V pastes it at
+	// the prompt, Enter runs it.
+	b.eval(`(document.addEventListener("copy", e => { window.copiedText = e.clipboardData.getData("text/plain") }), "")`)
+	b.eval(screenLineJS(cmd, fmt.Sprintf(`{ window.hearthTerminal.select(0, i, %d); return "" }`, len(cmd))))
+	b.pressKey("C", "KeyC", 67, modCtrl|modShift)
+	b.waitJS("the selection copied", `window.copiedText === "`+cmd+`"`)
+	b.pressKey("V", "KeyV", 86, modCtrl|modShift)
+	b.typeInTerminal("\r")
+	b.waitScreenLine("copied-42")
+	// Resize: a narrower window refits the terminal and the PTY gets its new size.
+	cols := b.eval(`String(window.hearthTerminal.cols)`)
+	b.do(chromedp.EmulateViewport(900, 1000))
+	b.waitJS("the terminal refitted", `String(window.hearthTerminal.cols) !== "`+cols+`"`)
+	b.typeInTerminal("stty size\r")
+	b.waitScreenLine(b.eval(`window.hearthTerminal.rows + " " + window.hearthTerminal.cols`))
+	narrow := b.eval(`String(window.hearthTerminal.cols)`)
+	b.do(chromedp.EmulateViewport(1360, 1000)) // the window's own size again
+	b.waitJS("the terminal refitted wider", `window.hearthTerminal.cols > `+narrow)
+	b.typeInTerminal("clear\r")
 
 	// Upload a file (the drop zone and the file input share the upload path) and see it.
 	local := filepath.Join(t.TempDir(), "hello-dashboard.txt")
@@ -112,6 +153,31 @@ func TestDashboardInBrowser(t *testing.T) {
 	b.waitJS("the dropped file listed", `!!document.querySelector('#files tr[data-name="dropped.txt"]')`)
 	b.typeInTerminal("cat ~/hello-dashboard.txt\r")
 	b.waitScreenLine("uploaded through the dashboard")
+
+	// Download: the file's link saves its bytes.
+	downloads := t.TempDir()
+	b.do(chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
+		_, err := cdp.Call(ctx, tg, cdpbrowser.SetDownloadBehavior, cdpbrowser.SetDownloadBehaviorParams{
+			Behavior: cdpbrowser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads})
+		return err
+	}))
+	b.do(chromedp.Click(chromedp.CSS(`#files tr[data-name="hello-dashboard.txt"] a`)))
+	waitFile(t, filepath.Join(downloads, "hello-dashboard.txt"), "uploaded through the dashboard\n")
+	// Delete: the file leaves the list and the sandbox.
+	b.do(chromedp.Click(chromedp.CSS(`#files tr[data-name="dropped.txt"] button`)))
+	b.waitJS("dropped.txt gone from the list", `!document.querySelector('#files tr[data-name="dropped.txt"]')`)
+	b.typeInTerminal("test -e ~/dropped.txt || echo deleted-ok\r")
+	b.waitScreenLine("deleted-ok")
+	// Browse: a directory opens, Up goes back.
+	b.typeInTerminal("mkdir -p ~/sub && echo inner > ~/sub/inner.txt && echo made-sub\r")
+	b.waitScreenLine("made-sub")
+	b.do(chromedp.Click(chromedp.CSS(`#files-nav button[type="submit"]`)))
+	b.waitJS("the new directory listed", `!!document.querySelector('#files tr[data-name="sub"] a')`)
+	b.do(chromedp.Click(chromedp.CSS(`#files tr[data-name="sub"] a`)))
+	b.waitJS("the directory's files", `document.getElementById("files-path").value === "/home/user/sub" && !!document.querySelector('#files tr[data-name="inner.txt"]')`)
+	b.do(chromedp.Click(chromedp.CSS("#files-up")))
+	b.waitJS("the parent again", `document.getElementById("files-path").value === "/home/user" && !!document.querySelector('#files tr[data-name="hello-dashboard.txt"]')`)
+	b.waitJS("the lifecycle log", `document.getElementById("logs").textContent.includes("sandbox running")`)
 	b.waitJS("metrics samples", `document.getElementById("metrics-now").textContent.startsWith("now:") && Number(document.getElementById("metrics").dataset.samples) >= 3`)
 
 	// A web server in the sandbox shows under Open ports; its link opens the app. The
@@ -147,6 +213,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	if now := b.eval(`document.body.dataset.terminalPid`); now != pid {
 		t.Errorf("terminal after resume is shell %s, want the same shell %s", now, pid)
 	}
+	b.waitJS("pause and resume in the log", `/sandbox paused[\s\S]*sandbox resumed/.test(document.getElementById("logs").textContent)`)
 
 	// Fork: the copy opens on its own page with the files; killing it leads back to the list.
 	b.do(chromedp.Click(chromedp.CSS("#sb-fork")))
@@ -163,8 +230,17 @@ func TestDashboardInBrowser(t *testing.T) {
 	// A new timeout shows as the new expiry; kill removes the sandbox from the list.
 	b.do(chromedp.SetValue(chromedp.CSS("#sb-timeout"), "1200"), chromedp.Click(chromedp.CSS("#sb-set-timeout")))
 	b.waitJS("the new expiry", `/in (19m|20m)/.test(document.querySelector("#sb-info").textContent)`)
-	b.do(chromedp.Click(chromedp.CSS("#sb-kill")))
-	b.waitJS("the empty list after kill", `location.pathname === "/dashboard/" && !document.getElementById("empty").hidden`)
+
+	// The list's own buttons: pause, resume, kill.
+	b.do(chromedp.Navigate(dev.url + "/dashboard/"))
+	listRow := `#sandboxes tr[data-id="` + id + `"]`
+	b.waitJS("the new expiry in the list", `/in (19m|20m)/.test(document.querySelector('`+listRow+`').textContent)`)
+	b.do(chromedp.Click(chromedp.CSS(listRow + " button.pause")))
+	b.waitJS("paused from the list", `document.querySelector('`+listRow+`').dataset.state === "paused"`)
+	b.do(chromedp.Click(chromedp.CSS(listRow + " button.resume")))
+	b.waitJS("resumed from the list", `document.querySelector('`+listRow+`').dataset.state === "running"`)
+	b.do(chromedp.Click(chromedp.CSS(listRow + " button.kill")))
+	b.waitJS("the empty list after kill", `!document.querySelector('`+listRow+`') && !document.getElementById("empty").hidden`)
 
 	// API keys: create one, see it listed.
 	b.do(chromedp.Navigate(dev.url + "/dashboard/keys"))
@@ -262,6 +338,45 @@ func (b *chrome) typeInTerminal(keys string) {
 				if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, ev); err != nil {
 					return fmt.Errorf("type %q: %w", r, err)
 				}
+			}
+		}
+		return nil
+	}))
+}
+
+// waitFile waits up to 30 s for path to hold want (a download landing).
+func waitFile(t *testing.T, path, want string) {
+	t.Helper()
+	var got []byte
+	var err error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if got, err = os.ReadFile(path); err == nil && string(got) == want {
+			return
+		}
+	}
+	t.Fatalf("download %s: %q, %v; want %q", path, got, err, want)
+}
+
+// screenLineJS is JavaScript that runs body with l, the first line of the terminal's buffer
+// that reads text (trimmed), and i, its index; it returns "" when no line does.
+func screenLineJS(text, body string) string {
+	return fmt.Sprintf(`(() => { const b = window.hearthTerminal.buffer.active; for (let i = 0; i < b.length; i++) { const l = b.getLine(i); if (l.translateToString(true).trim() === %q) %s } return "" })()`, text, body)
+}
+
+// CDP's modifier bits.
+const (
+	modCtrl  = 2
+	modShift = 8
+)
+
+// pressKey sends one key press with modifiers to the focused element, as a keyboard does.
+func (b *chrome) pressKey(key, code string, vk, mods int64) {
+	b.t.Helper()
+	b.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		for _, typ := range []input.DispatchKeyEventType{input.DispatchKeyEventTypeKeyDown, input.DispatchKeyEventTypeKeyUp} {
+			ev := input.DispatchKeyEventParams{Type: typ, Key: key, Code: code, WindowsVirtualKeyCode: vk, Modifiers: mods}
+			if _, err := cdp.Call(ctx, t, input.DispatchKeyEvent, ev); err != nil {
+				return fmt.Errorf("press %s: %w", key, err)
 			}
 		}
 		return nil
@@ -447,10 +562,27 @@ func TestPagesInBrowser(t *testing.T) {
 		t.Skip("skipping: chromium not installed (scripts/deps.sh installs it)")
 	}
 	d := newDashboard(t)
+	// Two more sandboxes of the team for the list's filters: a paused one of another
+	// template and a running one with metadata.
+	now := time.Now().UTC()
+	for _, sb := range []store.Sandbox{
+		{ID: "sbxpaused", TeamID: store.DefaultTeam, TemplateID: d.builtTemplate, HostID: "h", State: store.StatePaused,
+			StartedAt: now.Add(-time.Minute), EndAt: now.Add(time.Hour), Metadata: map[string]string{"env": "dev"}},
+		{ID: "sbxtagged", TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h", State: store.StateRunning, CPUs: 2, MemoryMiB: 512,
+			StartedAt: now.Add(-2 * time.Minute), EndAt: now.Add(time.Hour), Metadata: map[string]string{"env": "prod", "owner": "ann lee"}},
+	} {
+		if err := d.st.CreateSandbox(context.Background(), sb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.st.PutTemplate(context.Background(), store.Template{ID: "base", TeamID: store.DefaultTeam, BuildStatus: store.BuildReady,
+		CPUs: 2, MemoryMiB: 512, CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
-		chromedp.Flag("disable-dev-shm-usage", true))
+		chromedp.WindowSize(1360, 800), chromedp.Flag("disable-dev-shm-usage", true))
 	actx, acancel := chromedp.NewExecAllocator(ctx, opts...)
 	defer acancel()
 	bctx, bcancel := chromedp.NewContext(actx)
@@ -467,12 +599,56 @@ func TestPagesInBrowser(t *testing.T) {
 	b.waitJS("the refusal", `document.querySelector("#signin-error")?.textContent.includes("invalid API key")`)
 	b.do(chromedp.SendKeys(chromedp.CSS("#key"), d.keyMine), chromedp.Click(chromedp.CSS("#signin")))
 	b.waitJS("the team's sandbox listed", `!!document.querySelector('#sandboxes tr[data-id="`+d.sandboxMine+`"]')`)
-	if n := b.eval(`String(document.querySelectorAll("#sandboxes tbody tr").length)`); n != "1" {
-		t.Errorf("list shows %s rows, want the team's 1", n)
+	if got := b.listed(); got != "sbxmine sbxpaused sbxtagged" {
+		t.Errorf("list shows %q, want the team's three sandboxes, newest first", got)
 	}
-	if row := b.eval(`document.querySelector('#sandboxes tbody tr').textContent`); !strings.Contains(row, "running") || !strings.Contains(row, "base") {
+	if row := b.eval(`document.querySelector('#sandboxes tr[data-id="sbxmine"]').textContent`); !strings.Contains(row, "running") || !strings.Contains(row, "base") {
 		t.Errorf("row %q lacks state or template", row)
 	}
+
+	// Filters: each hides the sandboxes it does not match, and the URL it leaves reproduces
+	// the view in a fresh page.
+	setFilter := func(name, value string) {
+		b.eval(fmt.Sprintf(`(() => { const e = document.getElementById("filter-%s"); e.value = %q; e.dispatchEvent(new Event(e.tagName === "SELECT" ? "change" : "input")); return "" })()`, name, value))
+	}
+	b.waitJS("the template filter's options", `[...document.querySelectorAll("#filter-template option")].some(o => o.value === "`+d.builtTemplate+`")`)
+	for _, c := range []struct {
+		filter, value string
+		query, rows   string
+	}{
+		{"state", "paused", "state=paused", "sbxpaused"},
+		{"state", "", "", "sbxmine sbxpaused sbxtagged"},
+		{"template", d.builtTemplate, "template=" + d.builtTemplate, "sbxpaused"},
+		{"template", "base", "template=base", "sbxmine sbxtagged"},
+		{"metadata", "owner=ann lee", "template=base&metadata=owner%3Dann+lee", "sbxtagged"},
+		{"template", "", "metadata=owner%3Dann+lee", "sbxtagged"},
+		{"metadata", "env=dev", "metadata=env%3Ddev", "sbxpaused"},
+		{"metadata", "", "", "sbxmine sbxpaused sbxtagged"},
+		{"id", "MINE", "id=MINE", "sbxmine"},
+	} {
+		setFilter(c.filter, c.value)
+		b.waitJS(c.filter+"="+c.value+" applied", `location.search === "`+map[bool]string{true: "?", false: ""}[c.query != ""]+c.query+`" && [...document.querySelectorAll("#sandboxes tbody tr")].map(r => r.dataset.id).join(" ") === "`+c.rows+`"`)
+		if c.value == "owner=ann lee" {
+			b.shot("sandboxes-filtered")
+		}
+	}
+	setFilter("id", "")
+	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/?state=running&metadata=env%3Dprod"))
+	b.waitJS("the view the link names", `document.getElementById("filter-state").value === "running" && document.getElementById("filter-metadata").value === "env=prod" && [...document.querySelectorAll("#sandboxes tbody tr")].map(r => r.dataset.id).join(" ") === "sbxtagged"`)
+	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/?metadata=env"))
+	b.waitJS("a bad metadata filter explained", `document.getElementById("filter-error").textContent.includes('"env" is not key=value')`)
+	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/?id=nothing-like-this"))
+	b.waitJS("no match said", `document.getElementById("empty").textContent === "No sandboxes match these filters." && !document.getElementById("empty").hidden`)
+	// Nothing loads from anywhere but the dashboard: the sandbox page's terminal (xterm.js)
+	// included.
+	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/sandboxes/" + d.sandboxMine))
+	b.waitJS("the terminal drawn", `!!window.hearthTerminal && !!document.querySelector("#terminal .xterm")`)
+	if got := b.eval(`(() => { const rs = performance.getEntriesByType("resource").map(e => e.name);
+		const off = rs.filter(n => !n.startsWith(location.origin + "/"));
+		return off.length ? "from elsewhere: " + off.join(" ") : rs.some(n => n.endsWith("/dashboard/static/vendor/xterm.js")) ? "ok" : "no xterm.js in " + rs.join(" ") })()`); got != "ok" {
+		t.Errorf("sandbox page resources: %s", got)
+	}
+
 	// Templates: the list, a template's builds, a build's log.
 	b.do(chromedp.Navigate(d.srv.URL + "/dashboard/templates"))
 	b.waitJS("the template listed", `!!document.querySelector('#templates tr[data-id="`+d.builtTemplate+`"]')`)
@@ -486,4 +662,34 @@ func TestPagesInBrowser(t *testing.T) {
 	b.waitJS("the key list", `document.querySelectorAll("#keys tbody tr").length === 1`)
 	b.do(chromedp.SendKeys(chromedp.CSS("#key-name"), "made-in-browser"), chromedp.Click(chromedp.CSS(`#key-create button`)))
 	b.waitJS("the new key listed", `document.querySelectorAll("#keys tbody tr").length === 2 && document.getElementById("key-new-value").textContent.startsWith("e2b_")`)
+	made := b.eval(`document.getElementById("key-new-value").textContent`)
+	if code := apiStatus(t, d.srv.URL, made); code != http.StatusOK {
+		t.Fatalf("the key made in the browser: GET /templates answers %d, want 200", code)
+	}
+	// Revoke it: it leaves the list, and the API refuses it.
+	keyID := b.eval(`[...document.querySelectorAll("#keys tbody tr")].find(r => r.cells[0].textContent === "made-in-browser").dataset.id`)
+	b.do(chromedp.Click(chromedp.CSS(`#keys tr[data-id="` + keyID + `"] button`)))
+	b.waitJS("the revoked key gone", `document.querySelectorAll("#keys tbody tr").length === 1 && ![...document.querySelectorAll("#keys tbody td")].some(td => td.textContent === "made-in-browser")`)
+	if code := apiStatus(t, d.srv.URL, made); code != http.StatusUnauthorized {
+		t.Errorf("the revoked key: GET /templates answers %d, want 401", code)
+	}
+}
+
+// listed is the IDs of the sandbox list's rows, in order.
+func (b *chrome) listed() string {
+	b.t.Helper()
+	return b.eval(`[...document.querySelectorAll("#sandboxes tbody tr")].map(r => r.dataset.id).join(" ")`)
+}
+
+// apiStatus is the status of GET /templates with key.
+func apiStatus(t *testing.T, base, key string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/templates", nil)
+	req.Header.Set("X-API-Key", key)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	return res.StatusCode
 }

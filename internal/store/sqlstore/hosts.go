@@ -3,6 +3,7 @@ package sqlstore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hearthsh/hearth/internal/store"
 )
@@ -107,6 +108,16 @@ func (s *Store) SetHostDraining(ctx context.Context, id string, draining bool) e
 		return fmt.Errorf("host %s: %w", id, store.ErrNotFound)
 	}
 	return nil
+}
+
+// MarkHostDown marks a ready host down if it has been silent since silentSince.
+func (s *Store) MarkHostDown(ctx context.Context, id string, silentSince time.Time) (bool, error) {
+	n, err := s.db.Exec(ctx, `UPDATE hosts SET state = $1 WHERE id = $2 AND state = $3 AND last_heartbeat < $4`,
+		store.HostDown, id, store.HostReady, millis(silentSince))
+	if err != nil {
+		return false, fmt.Errorf("mark host %s down: %w", id, err)
+	}
+	return n == 1, nil
 }
 
 // DeleteHost removes the host's record.

@@ -76,6 +76,37 @@ func testHosts(t *testing.T, open Opener) {
 	}
 	wantErr(t, "drain unknown host", s.SetHostDraining(ctx, "nope", true), store.ErrNotFound)
 
+	// MarkHostDown acts only on a ready host silent since the given time, once.
+	for _, c := range []struct {
+		name        string
+		state       string
+		lastBeat    time.Time
+		silentSince time.Time
+		want        bool
+	}{
+		{"silent ready host", store.HostReady, base, base.Add(time.Second), true},
+		{"heartbeat after the cut-off", store.HostReady, base.Add(2 * time.Second), base.Add(time.Second), false},
+		{"heartbeat at the cut-off", store.HostReady, base.Add(time.Second), base.Add(time.Second), false},
+		{"already down", store.HostDown, base, base.Add(time.Second), false},
+	} {
+		h := beat
+		h.State, h.LastHeartbeat = c.state, c.lastBeat
+		must(t, c.name, s.PutHost(ctx, h))
+		marked, err := s.MarkHostDown(ctx, "h1", c.silentSince)
+		must(t, c.name, err)
+		got, _ := s.Host(ctx, "h1")
+		wantState := c.state
+		if c.want {
+			wantState = store.HostDown
+		}
+		if marked != c.want || got.State != wantState || !got.LastHeartbeat.Equal(c.lastBeat) {
+			t.Fatalf("%s: marked %v, host %s beat %v; want marked %v, %s beat %v", c.name, marked, got.State, got.LastHeartbeat, c.want, wantState, c.lastBeat)
+		}
+	}
+	if marked, err := s.MarkHostDown(ctx, "nope", base.Add(time.Hour)); err != nil || marked {
+		t.Fatalf("mark unknown host down: %v %v, want false and no error", marked, err)
+	}
+
 	must(t, "delete", s.DeleteHost(ctx, "h1"))
 	wantErr(t, "delete again", s.DeleteHost(ctx, "h1"), store.ErrNotFound)
 	_, err = s.Host(ctx, "h1")

@@ -29,6 +29,12 @@ function flash (msg, ok) {
 
 // request calls the dashboard's server; a lost session goes back to the sign-in page.
 async function request (method, url, body, headers) {
+  return (await exchange(method, url, body, headers)).data
+}
+
+// exchange is request that also hands back the response's headers (list pages carry the
+// next page's token in one).
+async function exchange (method, url, body, headers) {
   const opts = { method, headers: { 'X-CSRF-Token': csrf, ...(headers || {}) }, credentials: 'same-origin' }
   if (body !== undefined) {
     if (body instanceof Blob || typeof body === 'string') opts.body = body
@@ -40,13 +46,17 @@ async function request (method, url, body, headers) {
   let data = null
   try { data = text ? JSON.parse(text) : null } catch { data = text }
   if (!res.ok) throw new Error((data && data.message) || `${method} ${url}: ${res.status}`)
-  return data
+  return { data, headers: res.headers }
 }
 const api = (method, path, body) => request(method, '/dashboard/api' + path, body)
 
-// act runs a user's action and reports its failure.
+// act runs a user's action and reports how it went: fn's message (a string it returns), or
+// "done", or its failure.
 async function act (what, fn) {
-  try { await fn(); flash(what + ': done', true) } catch (e) { flash(what + ': ' + e.message) }
+  try {
+    const msg = await fn()
+    flash(what + ': ' + (typeof msg === 'string' ? msg : 'done'), true)
+  } catch (e) { flash(what + ': ' + e.message) }
 }
 
 function age (from) {
@@ -92,47 +102,173 @@ const actions = {
 }
 
 // ---- sandboxes list ----
+
+// parsePairs reads "key=value, key2=value2" (the create form's metadata and the metadata
+// filter); an entry without "=" is an error naming it.
+function parsePairs (text) {
+  const out = {}
+  for (const pair of text.split(',')) {
+    if (!pair.trim()) continue
+    const i = pair.indexOf('=')
+    if (i < 1 || !pair.slice(0, i).trim()) throw new Error(`"${pair.trim()}" is not key=value`)
+    out[pair.slice(0, i).trim()] = pair.slice(i + 1).trim()
+  }
+  return out
+}
+
+// The list's filters live in the page's URL query (state, template, metadata, id), so a link
+// reproduces the view. State, template and metadata are the API's own list filters; the API
+// has no filter by ID, so id (part of an ID, any case) is matched here.
+const listFilters = ['state', 'template', 'metadata', 'id']
+
+function listQuery (f) {
+  const q = new URLSearchParams({ state: f.state || 'running,paused', limit: '100' })
+  if (f.template) q.set('template', f.template)
+  const md = Object.entries(parsePairs(f.metadata))
+  // The API's metadata filter is key=value pairs joined by &, each key and value
+  // percent-encoded (as the SDKs send it).
+  if (md.length) q.set('metadata', new URLSearchParams(md.map(([k, v]) => [encodeURIComponent(k), encodeURIComponent(v)])).toString())
+  return q
+}
+
+// listAll reads every page of the list (up to maxPages of 100).
+async function listAll (q, maxPages) {
+  const out = []
+  for (let i = 0; i < maxPages; i++) {
+    const { data, headers } = await exchange('GET', '/dashboard/api/v2/sandboxes?' + q)
+    out.push(...data)
+    const next = headers.get('X-Next-Token')
+    if (!next) return { list: out, more: false }
+    q.set('nextToken', next)
+  }
+  return { list: out, more: true }
+}
+
+// runLimited runs fn over items, at most n at a time.
+async function runLimited (items, n, fn) {
+  const queue = [...items]
+  await Promise.all(Array.from({ length: Math.min(n, queue.length) }, async () => {
+    while (queue.length) await fn(queue.shift())
+  }))
+}
+
 async function sandboxesPage () {
   const tbody = document.querySelector('#sandboxes tbody')
-  const refresh = async () => {
-    const list = await api('GET', '/v2/sandboxes?state=running,paused&limit=100')
-    list.sort((a, b) => new Date(b.startedAt) - new Date(a.startedAt))
-    tbody.replaceChildren(...list.map(sb => el('tr', { 'data-id': sb.sandboxID, 'data-state': sb.state },
-      el('td', {}, el('a', { href: '/dashboard/sandboxes/' + encodeURIComponent(sb.sandboxID) }, el('code', {}, sb.sandboxID))),
-      el('td', {}, stateBadge(sb.state)),
-      el('td', {}, sb.alias || sb.templateID),
-      el('td', {}, sb.clientID),
-      el('td', {}, sb.cpuCount),
-      el('td', {}, sb.memoryMB + ' MiB'),
-      el('td', {}, age(sb.startedAt)),
-      el('td', {}, until(sb.endAt)),
-      el('td', {}, metadataText(sb.metadata)),
-      el('td', { class: 'actions' },
-        sb.state === 'running'
-          ? el('button', { class: 'pause', onclick: () => act('pause ' + sb.sandboxID, async () => { await actions.pause(sb.sandboxID); await refresh() }) }, 'Pause')
-          : el('button', { class: 'resume', onclick: () => act('resume ' + sb.sandboxID, async () => { await actions.resume(sb.sandboxID); await refresh() }) }, 'Resume'),
-        ' ',
-        el('button', { class: 'kill danger', onclick: () => act('kill ' + sb.sandboxID, async () => { await actions.kill(sb.sandboxID); await refresh() }) }, 'Kill')))))
-    document.getElementById('empty').hidden = list.length > 0
-    document.getElementById('refreshed').textContent = 'updated ' + new Date().toLocaleTimeString()
+  const input = name => document.getElementById('filter-' + name)
+  const filterError = document.getElementById('filter-error')
+  const now = new Map() // sandbox ID -> its latest metrics sample
+  const fromURL = () => {
+    const q = new URLSearchParams(location.search)
+    for (const f of listFilters) {
+      const v = q.get(f) || ''
+      const box = input(f)
+      // A value the select does not offer (a link from elsewhere) still filters, and the
+      // API says what is wrong with it.
+      if (box.tagName === 'SELECT' && ![...box.options].some(o => o.value === v)) box.append(el('option', { value: v }, v))
+      box.value = v
+    }
   }
-  every(3000, refresh)
+  const current = () => Object.fromEntries(listFilters.map(f => [f, input(f).value.trim()]))
+  const showNow = (tr, sb) => {
+    const s = now.get(sb.sandboxID)
+    tr.querySelector('.cpu-now').textContent = s ? `now ${s.cpuUsedPct.toFixed(1)}%` : ''
+    tr.querySelector('.mem-now').textContent = s ? `now ${bytes(s.memUsed)}` : ''
+  }
+  let generation = 0
+  const refresh = async () => {
+    const gen = ++generation
+    const f = current()
+    let q
+    try { q = listQuery(f) } catch (e) {
+      filterError.textContent = 'metadata filter: ' + e.message + ' (write key=value, key2=value2)'
+      filterError.hidden = false
+      tbody.replaceChildren() // not the rows of the filter before
+      document.getElementById('empty').hidden = true
+      document.getElementById('count').textContent = ''
+      return
+    }
+    filterError.hidden = true
+    const { list: all, more } = await listAll(q, 10)
+    if (gen !== generation) return // a newer filter's answer is on its way
+    const needle = f.id.toLowerCase()
+    const list = all.filter(sb => sb.sandboxID.toLowerCase().includes(needle))
+    list.sort((a, b) => new Date(b.startedAt) - new Date(a.startedAt))
+    const rows = list.map(sb => {
+      const tr = el('tr', { 'data-id': sb.sandboxID, 'data-state': sb.state },
+        el('td', {}, el('a', { href: '/dashboard/sandboxes/' + encodeURIComponent(sb.sandboxID) }, el('code', {}, sb.sandboxID))),
+        el('td', {}, stateBadge(sb.state)),
+        el('td', {}, sb.alias || sb.templateID),
+        el('td', {}, sb.clientID),
+        el('td', {}, sb.cpuCount + ' vCPU ', el('small', { class: 'cpu-now' })),
+        el('td', {}, sb.memoryMB + ' MiB ', el('small', { class: 'mem-now' })),
+        el('td', {}, age(sb.startedAt)),
+        el('td', {}, until(sb.endAt)),
+        el('td', {}, metadataText(sb.metadata)),
+        el('td', { class: 'actions' },
+          sb.state === 'running'
+            ? el('button', { class: 'pause', onclick: () => act('pause ' + sb.sandboxID, async () => { await actions.pause(sb.sandboxID); await refresh() }) }, 'Pause')
+            : el('button', { class: 'resume', onclick: () => act('resume ' + sb.sandboxID, async () => { await actions.resume(sb.sandboxID); await refresh() }) }, 'Resume'),
+          ' ',
+          el('button', { class: 'kill danger', onclick: () => act('kill ' + sb.sandboxID, async () => { await actions.kill(sb.sandboxID); await refresh() }) }, 'Kill')))
+      showNow(tr, sb)
+      return tr
+    })
+    tbody.replaceChildren(...rows)
+    const filtered = listFilters.some(k => f[k])
+    const empty = document.getElementById('empty')
+    empty.hidden = list.length > 0
+    empty.textContent = filtered ? 'No sandboxes match these filters.' : 'No running or paused sandboxes.'
+    document.getElementById('count').textContent = (more ? 'the newest ' : '') + list.length +
+      (list.length === 1 ? ' sandbox' : ' sandboxes') + (needle ? ` (${all.length} before the ID filter)` : '')
+    document.getElementById('refreshed').textContent = 'updated ' + new Date().toLocaleTimeString()
+    // CPU and memory in use now, for the running sandboxes shown (the first 50).
+    const running = list.filter(sb => sb.state === 'running').slice(0, 50)
+    for (const id of now.keys()) if (!running.some(sb => sb.sandboxID === id)) now.delete(id)
+    await runLimited(running, 4, async sb => {
+      try {
+        const m = await api('GET', `/sandboxes/${encodeURIComponent(sb.sandboxID)}/metrics`)
+        if (m.length) now.set(sb.sandboxID, m[m.length - 1])
+      } catch { now.delete(sb.sandboxID) } // a sandbox pausing or on a host that is down
+      const tr = [...tbody.rows].find(r => r.dataset.id === sb.sandboxID)
+      if (tr && gen === generation) showNow(tr, sb)
+    })
+  }
+
+  // A change of a filter rewrites the URL (replaceState: typing is not history) and the list.
+  let typing
+  const apply = () => {
+    const q = new URLSearchParams()
+    for (const [k, v] of Object.entries(current())) if (v) q.set(k, v)
+    const qs = q.toString()
+    history.replaceState(null, '', location.pathname + (qs ? '?' + qs : ''))
+    refresh().catch(e => flash(e.message))
+  }
+  for (const f of listFilters) {
+    input(f).addEventListener(input(f).tagName === 'SELECT' ? 'change' : 'input', () => { clearTimeout(typing); typing = setTimeout(apply, 250) })
+  }
+  document.getElementById('filters').addEventListener('submit', ev => { ev.preventDefault(); clearTimeout(typing); apply() })
+  document.getElementById('filter-clear').onclick = () => { for (const f of listFilters) input(f).value = ''; apply() }
+  window.addEventListener('popstate', () => { fromURL(); refresh().catch(e => flash(e.message)) })
 
   const select = document.getElementById('create-template')
-  const templates = await api('GET', '/templates')
-  select.replaceChildren(...templates.map(t => el('option', { value: t.templateID }, (t.aliases && t.aliases[0]) || t.templateID)))
+  let templates = [] // without them the list still works, unfiltered by template
+  try { templates = await api('GET', '/templates') } catch (e) { flash('read templates: ' + e.message) }
+  const name = t => (t.aliases && t.aliases[0]) || t.templateID
+  select.replaceChildren(...templates.map(t => el('option', { value: t.templateID }, name(t))))
+  input('template').replaceChildren(el('option', { value: '' }, 'any'),
+    ...templates.map(t => el('option', { value: t.templateID }, name(t))))
+  fromURL()
+  every(3000, refresh)
+
   document.getElementById('create').addEventListener('submit', ev => {
     ev.preventDefault()
-    const metadata = {}
-    for (const pair of document.getElementById('create-metadata').value.split(',')) {
-      const [k, ...v] = pair.split('=')
-      if (k.trim()) metadata[k.trim()] = v.join('=').trim()
-    }
-    const timeout = parseInt(document.getElementById('create-timeout').value, 10) || undefined
     act('create sandbox', async () => {
+      let metadata
+      try { metadata = parsePairs(document.getElementById('create-metadata').value) } catch (e) { throw new Error('metadata: ' + e.message) }
+      const timeout = parseInt(document.getElementById('create-timeout').value, 10) || undefined
       const sb = await api('POST', '/sandboxes', { templateID: select.value, timeout, metadata })
-      flash('created ' + sb.sandboxID, true)
       await refresh()
+      return 'created ' + sb.sandboxID
     })
   })
 }
@@ -267,6 +403,22 @@ function terminalView (id, stateOf) {
   let pid = 0 // the shell to reattach to
   const enc = new TextEncoder()
   term.onData(d => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)) })
+  // Copy and paste as terminals on Linux do: Ctrl+Shift+C copies the selection and
+  // Ctrl+Shift+V pastes (Cmd+C / Cmd+V on a Mac, and the context menu, work without this).
+  // Plain Ctrl+C and Ctrl+V stay the shell's. The copy goes through the browser's copy
+  // event, which xterm.js fills with the selection: it needs no clipboard permission and
+  // works on plain http too. A paste is left to the browser, whose paste event xterm.js
+  // sends to the shell (bracketed, when the shell asks for that).
+  term.attachCustomKeyEventHandler(ev => {
+    if (ev.type !== 'keydown' || !ev.ctrlKey || !ev.shiftKey || ev.altKey || ev.metaKey) return true
+    if (ev.code === 'KeyC') {
+      if (term.hasSelection()) document.execCommand('copy')
+      ev.preventDefault() // not the browser's own Ctrl+Shift+C (developer tools)
+      return false
+    }
+    if (ev.code === 'KeyV') return false // the browser pastes into xterm.js's input
+    return true
+  })
   term.onResize(({ cols, rows }) => {
     if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'resize', cols, rows }))
   })
