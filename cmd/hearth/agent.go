@@ -358,7 +358,10 @@ func (c *agentConfig) warmPool() (sandbox.WarmPool, error) {
 	if err != nil {
 		return sandbox.WarmPool{}, fmt.Errorf("--warm-pool %q: %w", c.WarmPool, err)
 	}
-	if len(sizes) > 0 && c.Runtime != "gvisor" {
+	if len(sizes) == 0 {
+		return sandbox.WarmPool{}, nil // the shape flags size nothing
+	}
+	if c.Runtime != "gvisor" {
 		return sandbox.WarmPool{}, fmt.Errorf("--warm-pool: the %s runtime cannot hand a booted sandbox to a create; only gvisor can", c.Runtime)
 	}
 	if c.WarmPoolCPUs < 1 {

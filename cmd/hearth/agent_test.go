@@ -26,7 +26,7 @@ func TestWarmPoolFlags(t *testing.T) {
 	for _, tc := range []struct {
 		args    []string
 		runtime string
-		want    string // the error's text, or "" for a pool of base=2,code-interpreter-v1=1
+		want    string // the error's text, "none" for no pool, or "" for a pool of base=2,code-interpreter-v1=1
 	}{
 		{args: []string{"--warm-pool", "base=2,code-interpreter-v1=1"}},
 		{args: []string{"--warm-pool", "base"}, want: `--warm-pool "base": warm pool entry "base": want template=count, e.g. base=2`},
@@ -34,6 +34,8 @@ func TestWarmPoolFlags(t *testing.T) {
 		{args: []string{"--warm-pool", "base=1", "--warm-pool-cpus", "0"}, want: "--warm-pool-cpus 0: want at least 1"},
 		{args: []string{"--warm-pool", "base=1", "--warm-pool-memory-mib", "32"}, want: "--warm-pool-memory-mib 32: want at least 64"},
 		{args: []string{"--warm-pool", "base=1"}, runtime: "qemu", want: "--warm-pool: the qemu runtime cannot hand a booted sandbox to a create; only gvisor can"},
+		// Without a pool the shape flags size nothing, whatever they say.
+		{args: []string{"--warm-pool-cpus", "0"}, want: "none"},
 	} {
 		c := agentConfig{Runtime: "gvisor"}
 		if tc.runtime != "" {
@@ -45,6 +47,12 @@ func TestWarmPoolFlags(t *testing.T) {
 			t.Fatal(err)
 		}
 		wp, err := c.warmPool()
+		if tc.want == "none" {
+			if err != nil || len(wp.Sizes) != 0 {
+				t.Errorf("%v: %+v, %v; want no pool", tc.args, wp, err)
+			}
+			continue
+		}
 		if tc.want != "" {
 			if err == nil || err.Error() != tc.want {
 				t.Errorf("%v: %v, want error %q", tc.args, err, tc.want)
