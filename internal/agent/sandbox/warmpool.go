@@ -47,7 +47,9 @@ const (
 // WarmPool sizes the warm pool: Sizes[template] sandboxes of each template are kept ready,
 // each with CPUs and MemoryMiB and the disk size a create of the template without one gets.
 // A create claims one only with exactly that shape: the CPU quota, memory limit and disk
-// bound are fixed when gVisor boots.
+// bound come from the OCI spec the sandbox was booted with (the disk bound, the overlay's
+// size, cannot change after), so a resized pooled sandbox would not be what a fresh create
+// of that shape makes.
 type WarmPool struct {
 	Sizes     map[string]int
 	CPUs      int
