@@ -34,6 +34,8 @@ type Agent struct {
 	stats   *hoststats.Sampler
 	// buildDataDir is where BuildTemplate builds templates; empty refuses builds.
 	buildDataDir string
+	// dropArtifact removes a deleted template's upload from the artifacts store, if set.
+	dropArtifact func(ctx context.Context, name string) error
 }
 
 var _ hostagentv1connect.HostAgentServiceHandler = (*Agent)(nil)

@@ -122,7 +122,7 @@ func (s *Server) snapshot(ctx context.Context, id, name string) (store.Snapshot,
 	}
 	sn := store.Snapshot{
 		ID: snapID, Name: name, TeamID: src.TeamID, SourceSandboxID: id, HostID: host.ID,
-		TemplateID: src.TemplateID, Alias: src.Alias, CPUs: src.CPUs, MemoryMiB: src.MemoryMiB,
+		TemplateID: src.TemplateID, Alias: src.Alias, BuildID: src.BuildID, CPUs: src.CPUs, MemoryMiB: src.MemoryMiB,
 		DiskMiB: int(res.Msg.GetSnapshot().GetDiskMib()), EnvdVersion: src.EnvdVersion,
 		SizeBytes: int64(res.Msg.GetSnapshot().GetSizeBytes()), CreatedAt: time.Now().UTC(),
 	}
