@@ -21,7 +21,7 @@ const (
 	// starts a pass at once too.
 	gcEvery = time.Minute
 	// gcGrace spares builds that became ready this recently: their tags are being set.
-	gcGrace = time.Minute
+	gcGrace = 10 * time.Second
 )
 
 var errNotCollectable = errors.New("build is not collectable")
@@ -34,29 +34,42 @@ func (s *Server) collectSoon() {
 	}
 }
 
-// gcLoop runs collectBuilds every gcEvery and when kicked, until ctx ends.
+// gcLoop runs collectBuilds every gcEvery and when kicked, until ctx ends; a pass that
+// spared a build only for its grace period runs again when that ends.
 func (s *Server) gcLoop(ctx context.Context) {
 	t := time.NewTicker(gcEvery)
 	defer t.Stop()
+	again := time.NewTimer(gcEvery)
+	defer again.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-s.gcKick:
+		case <-again.C:
 		}
-		s.collectBuilds(ctx)
+		if _, wait := s.collectPass(ctx); wait > 0 {
+			again.Reset(wait)
+		}
 	}
 }
 
 // collectBuilds deletes every collectable build and returns how many it deleted.
 func (s *Server) collectBuilds(ctx context.Context) int {
+	n, _ := s.collectPass(ctx)
+	return n
+}
+
+// collectPass is collectBuilds; wait, when above 0, is when the first build spared only for
+// its grace period becomes collectable.
+func (s *Server) collectPass(ctx context.Context) (n int, wait time.Duration) {
 	tpls, err := s.store.ListTemplates(ctx)
 	if err != nil {
 		s.log.Warn("template gc: list templates", "err", err)
-		return 0
+		return 0, 0
 	}
-	n := 0
+	now := time.Now().UTC()
 	for _, tpl := range tpls {
 		builds, err := s.store.ListTemplateBuilds(ctx, tpl.ID)
 		if err != nil {
@@ -64,12 +77,18 @@ func (s *Server) collectBuilds(ctx context.Context) int {
 			continue
 		}
 		for _, b := range builds {
+			if left := s.gcGrace - now.Sub(b.FinishedAt); left > 0 && b.Status == store.BuildReady && b.AgentTemplate != "" && b.DeletedAt.IsZero() {
+				if wait == 0 || left < wait {
+					wait = left + 100*time.Millisecond
+				}
+				continue
+			}
 			if s.collectBuild(ctx, b) {
 				n++
 			}
 		}
 	}
-	return n
+	return n, wait
 }
 
 // collectable reports whether b may be deleted as far as its record says: a ready version
