@@ -251,6 +251,10 @@ func (ts *templateShare) drop(ctx context.Context, name string) error {
 		return fmt.Errorf("upload record of %s: %w", name, err)
 	}
 	mb, err := artifacts.GetBytes(ctx, ts.store, u.Manifest, 1<<20)
+	if errors.Is(err, artifacts.ErrNotFound) {
+		// Another agent that had the version dropped it first.
+		return os.Remove(ts.uploadPath(name))
+	}
 	if err != nil {
 		return fmt.Errorf("read manifest %s: %w", u.Manifest, err)
 	}

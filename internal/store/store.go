@@ -155,13 +155,13 @@ type Sandbox struct {
 	Alias      string // the template alias it was created from, if any
 	// BuildID is the API build it booted (its template version), "" for templates built on
 	// the agents: a rebuild or a tag moving leaves it on this one.
-	BuildID string
-	HostID  string // agent that runs it, or holds its snapshot while paused
-	State      string
-	CPUs       int
-	MemoryMiB  int
-	DiskMiB    int
-	StartedAt  time.Time
+	BuildID   string
+	HostID    string // agent that runs it, or holds its snapshot while paused
+	State     string
+	CPUs      int
+	MemoryMiB int
+	DiskMiB   int
+	StartedAt time.Time
 	// EndAt is the deadline: on expiry the sandbox is killed, or paused when AutoPause.
 	EndAt       time.Time
 	Metadata    map[string]string
