@@ -9,8 +9,9 @@ package cp
 //	GET  /templates/{templateID}/builds/{buildID}/status?logsOffset=N → status, log entries, reason
 //	GET  /templates/aliases/{alias}                     → 200 {templateID, public} | 404
 //
-// A build runs on one agent (BuildTemplate), which keeps the template: sandboxes of it are
-// placed on that host. Templates are not copied between hosts yet.
+// A build runs on one agent (BuildTemplate), which keeps it as a version of its own (see
+// tags.go): sandboxes of it are placed on that host, or on another agent that fetches the
+// version from the artifacts store.
 
 import (
 	"context"

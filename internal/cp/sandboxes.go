@@ -143,8 +143,15 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 		if err != nil {
 			return store.Sandbox{}, err
 		}
-		if host, err = s.placeTemplate(ctx, demand{memMiB: mem, cpus: cpus}, tplHost); err != nil {
-			return store.Sandbox{}, err
+		d := demand{memMiB: mem, cpus: cpus}
+		if host, err = s.placeTemplate(ctx, d, tplHost); err != nil {
+			if ref.build == nil || tplArtifact == "" {
+				return store.Sandbox{}, err
+			}
+			// The version is in the agents' artifacts store: any agent sharing it fetches it.
+			if host, err = s.place(ctx, d); err != nil {
+				return store.Sandbox{}, err
+			}
 		}
 	}
 	s.addPending(host.ID, demand{memMiB: mem, cpus: cpus})
