@@ -8,7 +8,7 @@ import assert from 'node:assert/strict'
 import { existsSync, readdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { Sandbox, Template } from 'e2b'
-import { Proc, freePorts, dataDir, apiReady, waitFor, testKey, hearthBin } from './harness.mjs'
+import { startDev, waitFor, hearthBin } from './harness.mjs'
 
 if (!hearthBin) throw new Error('HEARTH_BIN must point at the hearth binary')
 
@@ -27,16 +27,7 @@ describe('template tags and versions (hearth dev)', () => {
   const opts = { cpuCount: 1, memoryMB: 512 }
   const built = {}
   before(async () => {
-    const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
-    dir = dataDir('devtags')
-    dev = new Proc('hearth dev tags', ['dev', '--data-dir', dir, '--api-key', testKey,
-      '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
-      '--slot-prefix', 'hta', '--pool', '10.202.0.0/16'])
-    process.env.E2B_API_URL = `http://127.0.0.1:${api}`
-    process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`
-    process.env.E2B_API_KEY = testKey
-    await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
+    ;({ dev, dir } = await startDev('hearth dev tags', 'devtags', 'hta', '10.202.0.0/16'))
   })
   after(async () => {
     console.error(`hearth process log: ${dev?.logFile}`)

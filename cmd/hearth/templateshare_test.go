@@ -21,13 +21,7 @@ import (
 // by the manifest digest and has the same build, files included; a manifest of another
 // template is refused and installs nothing.
 func TestTemplateShare(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	store, err := artifacts.NewDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, store, log := shareTestSetup(t)
 	src, dst := t.TempDir(), t.TempDir()
 	dir := template.Dir(src, "base")
 	os.MkdirAll(filepath.Join(dir, "rootfs", "usr", "bin"), 0o755)
@@ -80,13 +74,7 @@ func TestTemplateShare(t *testing.T) {
 // manifest and tree from the store and the host, and leaves another version of the same
 // template fetchable; a second agent that had fetched the dropped version drops it too.
 func TestTemplateVersionDrop(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	store, err := artifacts.NewDir(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ctx, store, log := shareTestSetup(t)
 	src, dst, third := t.TempDir(), t.TempDir(), t.TempDir()
 	v1, v2 := "tpl00000000000000001-build-1", "tpl00000000000000001-build-2"
 	for i, name := range []string{v1, v2} {
@@ -145,4 +133,16 @@ func TestTemplateVersionDrop(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(template.Dir(third, v2), "rootfs", "etc", "tag-version")); string(got) != v2 {
 		t.Fatalf("fetched v2 file: %q", got)
 	}
+}
+
+// shareTestSetup returns a test's context, an artifacts store in a temp dir and a quiet log.
+func shareTestSetup(t *testing.T) (context.Context, artifacts.Store, *slog.Logger) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	store, err := artifacts.NewDir(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, store, slog.New(slog.NewTextHandler(io.Discard, nil))
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -97,21 +96,8 @@ func TestTemplateTagsAndVersions(t *testing.T) {
 	s.gcGrace = 0
 	ctx := context.Background()
 	agent := &versionAgent{busy: map[string]bool{}}
-	startBuildAgent(t, hs.URL, &buildAgent{}) // registers host h1 ...
-	_, h := hostagentv1connect.NewHostAgentServiceHandler(agent)
-	rpc := httptest.NewUnstartedServer(h)
-	rpc.Config.Protocols = new(http.Protocols)
-	rpc.Config.Protocols.SetUnencryptedHTTP2(true)
-	rpc.Start()
-	t.Cleanup(rpc.Close)
-	host, err := st.Host(ctx, "h1") // ... and points it at this agent
-	if err != nil {
-		t.Fatal(err)
-	}
-	host.RPCAddr = strings.TrimPrefix(rpc.URL, "http://")
-	if err := st.PutHost(ctx, host); err != nil {
-		t.Fatal(err)
-	}
+	startBuildAgent(t, hs.URL, &buildAgent{}) // registers host h1 and the base template ...
+	startAgentServer(t, st, "h1", agent)      // ... and points h1 at this agent
 	key := map[string]string{"X-API-Key": testKey}
 
 	tplID, b1 := buildVersion(t, hs.URL, `{"name":"x"}`)
