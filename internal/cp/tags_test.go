@@ -16,6 +16,7 @@ import (
 
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
+	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/store"
 )
 
@@ -26,8 +27,10 @@ type versionAgent struct {
 	mu      sync.Mutex
 	built   []string
 	created []string
-	deleted []string
-	busy    map[string]bool
+	// artifacts are the creates' template artifacts, in order.
+	artifacts []string
+	deleted   []string
+	busy      map[string]bool
 }
 
 func (a *versionAgent) BuildTemplate(ctx context.Context, req *connect.Request[pb.BuildTemplateRequest], st *connect.ServerStream[pb.BuildTemplateResponse]) error {
@@ -40,6 +43,7 @@ func (a *versionAgent) BuildTemplate(ctx context.Context, req *connect.Request[p
 func (a *versionAgent) Create(ctx context.Context, req *connect.Request[pb.CreateRequest]) (*connect.Response[pb.CreateResponse], error) {
 	a.mu.Lock()
 	a.created = append(a.created, req.Msg.GetTemplate())
+	a.artifacts = append(a.artifacts, req.Msg.GetTemplateArtifact())
 	a.mu.Unlock()
 	return connect.NewResponse(&pb.CreateResponse{Sandbox: &pb.Sandbox{SandboxId: req.Msg.GetSandboxId(), Template: req.Msg.GetTemplate(), EnvdVersion: "0.6.4"}}), nil
 }
@@ -292,5 +296,38 @@ func TestTemplateTagsAndVersions(t *testing.T) {
 	// b2 is tagged and used: it stays.
 	if b, _ := st.TemplateBuild(ctx, b2); !b.DeletedAt.IsZero() {
 		t.Fatal("gc deleted the tagged build")
+	}
+}
+
+// TestVersionArtifact: a version's upload, reported in its host's heartbeat, is recorded on
+// its build (not as a template of its own), and a create of it goes to another agent, which
+// gets the artifact to fetch, when the build's host takes no sandboxes.
+func TestVersionArtifact(t *testing.T) {
+	s, hs, st := newTestCP(t)
+	ctx := context.Background()
+	home, other := &versionAgent{}, &versionAgent{}
+	startBuildAgent(t, hs.URL, &buildAgent{})
+	startAgentServer(t, st, "h1", home)
+	tplID, b1 := buildVersion(t, hs.URL, `{"name":"moving"}`)
+	version := tplID + "-" + b1
+	artifact := "sha256:" + strings.Repeat("c", 64)
+	s.registerTemplate(ctx, hostreg.Template{Name: version, Version: "v", EnvdVersion: "0.6.4", Artifact: artifact})
+	if b, err := st.TemplateBuild(ctx, b1); err != nil || b.Artifact != artifact {
+		t.Fatalf("build after its host reported the upload: %+v, %v", b, err)
+	}
+	if _, err := st.Template(ctx, version); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a version became a template of its own: %v", err)
+	}
+
+	startAgentServer(t, st, "h2", other)
+	if err := st.SetHostDraining(ctx, "h1", true); err != nil {
+		t.Fatal(err)
+	}
+	status, body, _ := call(t, "POST", hs.URL+"/sandboxes", `{"templateID":"moving"}`, map[string]string{"X-API-Key": testKey})
+	if status != http.StatusCreated {
+		t.Fatalf("create while the build's host drains: %d %s", status, body)
+	}
+	if got := other.last(&other.created); got != version || other.last(&other.artifacts) != artifact {
+		t.Fatalf("other host booted %q with artifact %q; want %s from %s", got, other.last(&other.artifacts), version, artifact)
 	}
 }
