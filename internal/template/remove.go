@@ -12,21 +12,27 @@ import (
 
 // Remove deletes template name from dataDir under its build lock, so it never races a build
 // or a fetch of the same name: the directory is renamed aside first, so a crash midway
-// leaves no half-deleted template that looks valid (the next build's sweep removes the
-// rest). It reports whether the template was there.
+// leaves no half-deleted template that looks valid (a later remove of the name sweeps what
+// is left). It reports whether the template was there.
 func Remove(ctx context.Context, dataDir, name string) (bool, error) {
 	if err := CheckName(name); err != nil {
 		return false, fmt.Errorf("remove template: %w", err)
 	}
 	root := filepath.Join(dataDir, "templates")
-	if _, err := os.Stat(Dir(dataDir, name)); errors.Is(err, os.ErrNotExist) {
-		return false, nil
+	left, _ := filepath.Glob(filepath.Join(root, "."+name+".old-*"))
+	if _, err := os.Stat(Dir(dataDir, name)); errors.Is(err, os.ErrNotExist) && len(left) == 0 {
+		return false, nil // not here: no lock file made for it either
 	}
 	unlock, err := filelock.Lock(ctx, filepath.Join(root, "."+name+".lock"))
 	if err != nil {
 		return false, fmt.Errorf("remove template %s: %w", name, err)
 	}
 	defer unlock()
+	// What a crash in an earlier remove of this name left (a version's name is not built
+	// again, so no build's sweep would find it).
+	for _, p := range left {
+		_ = os.RemoveAll(p)
+	}
 	old := filepath.Join(root, "."+name+".old-"+randHex(4))
 	if err := os.Rename(Dir(dataDir, name), old); errors.Is(err, os.ErrNotExist) {
 		return false, nil
