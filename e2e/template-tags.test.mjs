@@ -105,7 +105,8 @@ describe('template tags and versions (hearth dev)', () => {
     assert.ok(existsSync(v1dir), `version dir ${v1dir} (have ${readdirSync(versions)})`)
     // Collection runs when a tag goes, and every minute; a build is spared for 10 s after
     // it became ready.
-    await waitFor('v2 deleted from the agent', () => !existsSync(v2dir), 150_000, 1000)
+    const v2name = `${built.v2.templateId}-${built.v2.buildId}`
+    await waitFor('v2 deleted from the agent', () => !existsSync(v2dir) && !readdirSync(versions).some((e) => e.startsWith(`.${v2name}.`)), 150_000, 500)
     assert.ok(existsSync(v1dir), 'a tagged version stays')
     assert.ok(existsSync(join(versions, `${built.v1b.templateId}-${built.v1b.buildId}`)), 'the rebuild stays')
   })

@@ -59,6 +59,7 @@ func (r resolved) buildID() string {
 
 // versionName is the name a new API build is kept under on the agents: the template ID and
 // the build ID, a valid template name (at most 57 characters) that no rebuild reuses.
+// template.VersionBuild reads the build ID back.
 func versionName(templateID, buildID string) string { return templateID + "-" + buildID }
 
 // resolveTemplate resolves `name[:tag]` (or a template ID) among the templates the caller's

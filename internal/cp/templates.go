@@ -135,10 +135,10 @@ func (s *Server) visibleTemplate(ctx context.Context, idOrAlias string) (store.T
 // host uploaded it, is recorded on the build so agents without it can fetch it. It reports
 // whether ht was such a version.
 func (s *Server) registerVersion(ctx context.Context, ht hostreg.Template) bool {
-	if len(ht.Name) < 38 || ht.Name[len(ht.Name)-37] != '-' || !uuidRE.MatchString(ht.Name[len(ht.Name)-36:]) {
+	buildID, ok := template.VersionBuild(ht.Name)
+	if !ok {
 		return false
 	}
-	buildID := ht.Name[len(ht.Name)-36:]
 	b, err := s.store.TemplateBuild(ctx, buildID)
 	if err != nil || b.AgentName() != ht.Name {
 		return true // a version whose build this control plane does not know: not a template

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strings"
 
 	"github.com/hearthsh/hearth/internal/filelock"
 )
@@ -44,3 +46,33 @@ func Remove(ctx context.Context, dataDir, name string) (bool, error) {
 	}
 	return true, nil
 }
+
+// SweepRemoved finishes removes that a stopped process interrupted: every `.NAME.old-*` left
+// in dataDir's templates for which isVersion(NAME) holds is deleted under NAME's lock. Only
+// names that are never built again (API build versions) qualify: another name's leftovers
+// belong to its next build's sweep.
+func SweepRemoved(ctx context.Context, dataDir string, isVersion func(name string) bool) {
+	left, _ := filepath.Glob(filepath.Join(dataDir, "templates", ".*.old-*"))
+	seen := map[string]bool{}
+	for _, p := range left {
+		base := filepath.Base(p)
+		i := strings.LastIndex(base, ".old-")
+		name := base[1:i]
+		if seen[name] || CheckName(name) != nil || !isVersion(name) {
+			continue
+		}
+		seen[name] = true
+		_, _ = Remove(ctx, dataDir, name)
+	}
+}
+
+// VersionBuild returns the build ID of an API build's version name (the template ID, '-',
+// the build's UUID); ok is false for other names. Such names are never built again.
+func VersionBuild(name string) (buildID string, ok bool) {
+	if len(name) < 38 || name[len(name)-37] != '-' || !versionUUID.MatchString(name[len(name)-36:]) {
+		return "", false
+	}
+	return name[len(name)-36:], true
+}
+
+var versionUUID = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)

@@ -46,3 +46,23 @@ func TestRemove(t *testing.T) {
 		t.Fatal("remove of an invalid name worked")
 	}
 }
+
+// TestSweepRemoved: leftovers of interrupted removes of versions go; those of other names stay
+// for their next build.
+func TestSweepRemoved(t *testing.T) {
+	data := t.TempDir()
+	root := filepath.Join(data, "templates")
+	version, other := filepath.Join(root, ".tpl-v1.old-ab12"), filepath.Join(root, ".base.old-cd34")
+	for _, p := range []string{version, other} {
+		if err := os.MkdirAll(filepath.Join(p, "rootfs"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	SweepRemoved(context.Background(), data, func(name string) bool { return name == "tpl-v1" })
+	if _, err := os.Stat(version); !os.IsNotExist(err) {
+		t.Fatalf("a version's leftover after the sweep: %v", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Fatalf("another name's leftover went: %v", err)
+	}
+}
