@@ -106,7 +106,7 @@ describe('template tags and versions (hearth dev)', () => {
     // Collection runs when a tag goes, and every minute; a build is spared for 10 s after
     // it became ready.
     const v2name = `${built.v2.templateId}-${built.v2.buildId}`
-    await waitFor('v2 deleted from the agent', () => !existsSync(v2dir) && !readdirSync(versions).some((e) => e.startsWith(`.${v2name}.`)), 150_000, 500)
+    await waitFor('v2 deleted from the agent', () => !existsSync(v2dir) && !readdirSync(versions).some((e) => e.startsWith(`.${v2name}.old-`)), 150_000, 500)
     assert.ok(existsSync(v1dir), 'a tagged version stays')
     assert.ok(existsSync(join(versions, `${built.v1b.templateId}-${built.v1b.buildId}`)), 'the rebuild stays')
   })
