@@ -34,13 +34,7 @@ func TestUpgradeKeepsSecureSandboxesPrivate(t *testing.T) {
 			t.Fatalf("%.60s: %v", q, err)
 		}
 	}
-	db.Close()
-
-	s, err := Open(context.Background(), path)
-	if err != nil {
-		t.Fatalf("open old database: %v", err)
-	}
-	defer s.Close()
+	s := openUpgraded(t, db, path)
 	for _, tt := range []struct {
 		id             string
 		public, online bool
@@ -95,13 +89,7 @@ VALUES ('base', 2, 512, 0, '0.6.4', 'abc-123', 'ready', TRUE, 1, 1, 'default')`,
 			t.Fatalf("%.60s: %v", q, err)
 		}
 	}
-	db.Close()
-
-	s, err := Open(context.Background(), path)
-	if err != nil {
-		t.Fatalf("open old database: %v", err)
-	}
-	defer s.Close()
+	s := openUpgraded(t, db, path)
 	ctx := context.Background()
 	tag, err := s.TemplateTag(ctx, "apitpl00000000000001", "default")
 	if err != nil || tag.BuildID != build || tag.CreatedAt.UnixMilli() != 7 {
@@ -113,4 +101,16 @@ VALUES ('base', 2, 512, 0, '0.6.4', 'abc-123', 'ready', TRUE, 1, 1, 'default')`,
 	if b, err := s.TemplateBuild(ctx, build); err != nil || b.AgentName() != "apitpl00000000000001" || b.Tags != nil {
 		t.Fatalf("old build after upgrade: %+v, %v; want it kept under the template ID", b, err)
 	}
+}
+
+// openUpgraded closes the old database db and opens it as a store, which migrates it.
+func openUpgraded(t *testing.T, db *sql.DB, path string) *Store {
+	t.Helper()
+	db.Close()
+	s, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatalf("open old database: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }
