@@ -283,3 +283,19 @@ export async function eventsUntilMarker(sbx, wd, opts, op) {
   await sbx.files.remove(join(wd, '.marker'))
   return events.slice(0, i)
 }
+
+// startDev runs `hearth dev` over data dir `name` on free loopback ports, with its own slot
+// prefix and address pool, points the SDK at it (the E2B_* variables) and waits for its API.
+export async function startDev(label, name, prefix, pool) {
+  const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+  const dir = dataDir(name)
+  const dev = new Proc(label, ['dev', '--data-dir', dir, '--api-key', testKey,
+    '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
+    '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+    '--slot-prefix', prefix, '--pool', pool])
+  process.env.E2B_API_URL = `http://127.0.0.1:${api}`
+  process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`
+  process.env.E2B_API_KEY = testKey
+  await apiReady(`http://127.0.0.1:${api}`, testKey).catch((e) => { console.error(dev.tail()); throw e })
+  return { dev, dir, api, proxy }
+}

@@ -247,6 +247,9 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	a := agent.New(mgr, conns, c.Runtime, log)
 	a.EnableTemplateBuilds(c.DataDir)
 	a.SetImageCacheLimit(c.ImageCacheMiB << 20)
+	if share != nil {
+		a.SetTemplateArtifactDropper(share.drop)
+	}
 	go func() {
 		if err := inspector.Serve(inspectLn); err != nil {
 			log.Error("egress inspector stopped", "err", err)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -232,4 +233,41 @@ func (ts *templateShare) fetch(ctx context.Context, name, manifest string) error
 	}
 	ts.log.Info("template fetched", "template", name, "version", m.Version, "bytes", m.Size, "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// drop removes what this agent uploaded of template name (a deleted version) from the
+// store: its manifest and its tree. A tree holds the version's own meta (a build ID of its
+// own), so no other version's manifest names it.
+func (ts *templateShare) drop(ctx context.Context, name string) error {
+	b, err := os.ReadFile(ts.uploadPath(name))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var u templateUpload
+	if err := json.Unmarshal(b, &u); err != nil {
+		return fmt.Errorf("upload record of %s: %w", name, err)
+	}
+	mb, err := artifacts.GetBytes(ctx, ts.store, u.Manifest, 1<<20)
+	if errors.Is(err, artifacts.ErrNotFound) {
+		// Another agent that had the version dropped it first.
+		return os.Remove(ts.uploadPath(name))
+	}
+	if err != nil {
+		return fmt.Errorf("read manifest %s: %w", u.Manifest, err)
+	}
+	var m templateManifest
+	if err := json.Unmarshal(mb, &m); err != nil || m.Kind != templateManifestKind || m.Name != name {
+		return fmt.Errorf("manifest %s is not template %s's", u.Manifest, name)
+	}
+	if err := ts.store.Delete(ctx, m.Tree); err != nil {
+		return fmt.Errorf("delete tree %s: %w", m.Tree, err)
+	}
+	if err := ts.store.Delete(ctx, u.Manifest); err != nil {
+		return fmt.Errorf("delete manifest %s: %w", u.Manifest, err)
+	}
+	ts.log.Info("template upload dropped", "template", name, "manifest", u.Manifest)
+	return os.Remove(ts.uploadPath(name))
 }

@@ -36,6 +36,8 @@ type Agent struct {
 	buildDataDir string
 	// imageCacheMaxBytes caps the OCI layer cache under buildDataDir (SetImageCacheLimit).
 	imageCacheMaxBytes int64
+	// dropArtifact removes a deleted template's upload from the artifacts store, if set.
+	dropArtifact func(ctx context.Context, name string) error
 }
 
 var _ hostagentv1connect.HostAgentServiceHandler = (*Agent)(nil)

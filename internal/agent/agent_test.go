@@ -52,6 +52,7 @@ type harness struct {
 	proxyURL string
 	rpcURL   string
 	stop     func()
+	agent    *Agent
 }
 
 var (
@@ -159,6 +160,7 @@ func startAgentOn(t testing.TB, env *runtimetest.Env, dataDir string, an agentNe
 		rpc:      hostagentv1connect.NewHostAgentServiceClient(h2cClient(), "http://"+rpcLn.Addr().String()),
 		proxyURL: "http://" + proxyLn.Addr().String(),
 		rpcURL:   "http://" + rpcLn.Addr().String(),
+		agent:    a,
 	}
 	h.stop = func() { rpcSrv.Close(); proxySrv.Close() }
 	return h

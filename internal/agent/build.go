@@ -19,8 +19,13 @@ import (
 )
 
 // EnableTemplateBuilds lets the agent build templates (BuildTemplate) under dataDir, where
-// it finds the templates it boots.
-func (a *Agent) EnableTemplateBuilds(dataDir string) { a.buildDataDir = dataDir }
+// it finds the templates it boots, and delete versions (DeleteTemplate).
+// Removes of template versions that the agent's stopping interrupted are finished in the
+// background.
+func (a *Agent) EnableTemplateBuilds(dataDir string) {
+	a.buildDataDir = dataDir
+	go template.SweepRemoved(context.Background(), dataDir, func(name string) bool { _, ok := template.VersionBuild(name); return ok })
+}
 
 // SetImageCacheLimit caps the OCI layer cache of image builds: after each pull it is cut to
 // maxBytes, least recently used layers first (0: never cut).

@@ -9,8 +9,9 @@ package cp
 //	GET  /templates/{templateID}/builds/{buildID}/status?logsOffset=N → status, log entries, reason
 //	GET  /templates/aliases/{alias}                     → 200 {templateID, public} | 404
 //
-// A build runs on one agent (BuildTemplate), which keeps the template: sandboxes of it are
-// placed on that host. Templates are not copied between hosts yet.
+// A build runs on one agent (BuildTemplate), which keeps it as a version of its own (see
+// tags.go): sandboxes of it are placed on that host, or on another agent that fetches the
+// version from the artifacts store.
 
 import (
 	"context"
@@ -147,7 +148,7 @@ type templateName struct {
 }
 
 // parseTemplateName lower-cases and trims name and splits it, as E2B's ParseName does. Hearth
-// has no namespaces yet and only the default tag; an alias must be a Hearth template name.
+// has no namespaces yet; an alias must be a Hearth template name. No tag means "default".
 func parseTemplateName(name string) (templateName, error) {
 	name = strings.ToLower(strings.TrimSpace(name))
 	if name == "" {
@@ -171,18 +172,18 @@ func parseTemplateName(name string) (templateName, error) {
 	return n, nil
 }
 
-// checkTag accepts the default tag only: Hearth does not keep builds by tag yet.
+// checkTag checks a tag's form (B7): lower-case letters, digits, '-', '_' and '.', not a
+// UUID. given says a ':' or a tags entry was there, so an empty tag is an error.
 func checkTag(tag string, given bool) error {
 	switch {
 	case given && tag == "":
-		return errorf(http.StatusBadRequest, "Invalid tag: empty tag after ':'")
-	case tag == "" || tag == "default":
+		return errorf(http.StatusBadRequest, "Invalid tag: empty tag")
+	case tag == "":
 		return nil
 	case !tagRE.MatchString(tag) || uuidRE.MatchString(tag):
-		return errorf(http.StatusBadRequest, "Invalid tag: %q", tag)
-	default:
-		return errorf(http.StatusBadRequest, "Invalid tag: %q: Hearth keeps one build per template and supports only the default tag so far", tag)
+		return errorf(http.StatusBadRequest, "Invalid tag: %q: want lower-case letters, digits, '-', '_' and '.', and not a UUID", tag)
 	}
+	return nil
 }
 
 // newBuildID returns a random UUID v4.
@@ -233,11 +234,10 @@ func (s *Server) requestTemplateBuild(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	for _, t := range req.Tags {
-		if err := checkTag(strings.ToLower(strings.TrimSpace(t)), true); err != nil {
-			fail(w, err)
-			return
-		}
+	tags, err := buildTags(n, req.Tags)
+	if err != nil {
+		fail(w, err)
+		return
 	}
 	cpus, mem := 2, 1024
 	if req.CPUCount != nil {
@@ -282,7 +282,10 @@ func (s *Server) requestTemplateBuild(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	b := store.TemplateBuild{ID: newBuildID(), TeamID: teamOf(ctx), TemplateID: tpl.ID, Status: store.BuildWaiting, CPUs: cpus, MemoryMiB: mem, CreatedAt: now, UpdatedAt: now}
+	b := store.TemplateBuild{ID: newBuildID(), TeamID: teamOf(ctx), TemplateID: tpl.ID, Status: store.BuildWaiting, CPUs: cpus, MemoryMiB: mem,
+		Tags: tags, CreatedAt: now, UpdatedAt: now}
+	// Each build is a version of its own on the agents, which no later build replaces.
+	b.AgentTemplate = versionName(tpl.ID, b.ID)
 	s.supersedeWaiting(ctx, tpl.ID)
 	if err := s.store.CreateTemplateBuild(ctx, b); err != nil {
 		fail(w, err)
@@ -291,7 +294,7 @@ func (s *Server) requestTemplateBuild(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("template build requested", "template", tpl.ID, "alias", n.alias, "build", b.ID)
 	writeJSON(w, http.StatusAccepted, TemplateRequestResponseV3{
 		TemplateID: tpl.ID, BuildID: b.ID, Public: tpl.Public,
-		Names: []string{n.alias}, Tags: []string{n.tag}, Aliases: []string{n.alias},
+		Names: []string{n.alias}, Tags: tags, Aliases: []string{n.alias},
 	})
 }
 
@@ -421,37 +424,35 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) {
 // baseOf maps the build's base to a template on the agents or an OCI image: fromTemplate
 // names a template; fromImage e2bdev/base (the SDK's default) is Hearth's base; any other
 // fromImage is an image the agent pulls, returned as image.
-func (s *Server) baseOf(ctx context.Context, req TemplateBuildStartV2) (base store.Template, image string, err error) {
+func (s *Server) baseOf(ctx context.Context, req TemplateBuildStartV2) (base resolved, image string, err error) {
 	switch {
 	case req.FromTemplate != "" && req.FromImage != "":
-		return store.Template{}, "", errorf(http.StatusBadRequest, "give fromImage or fromTemplate, not both")
+		return resolved{}, "", errorf(http.StatusBadRequest, "give fromImage or fromTemplate, not both")
 	case req.FromTemplate != "":
-		n, err := parseTemplateName(req.FromTemplate)
-		if err != nil {
-			return store.Template{}, "", err
-		}
-		tpl, err := s.visibleTemplate(ctx, n.alias)
-		if errors.Is(err, store.ErrNotFound) {
-			return store.Template{}, "", errorf(http.StatusBadRequest, "base template %q not found: build it first, or start from 'base' (fromTemplate('base') or fromBaseImage())", req.FromTemplate)
+		// name:tag starts from the build the tag points at; the bare name from the default's.
+		r, err := s.resolveTemplate(ctx, req.FromTemplate)
+		var he *httpError
+		if errors.As(err, &he) && he.status == http.StatusNotFound {
+			return resolved{}, "", errorf(http.StatusBadRequest, "base template %q not found: build it first, or start from 'base' (fromTemplate('base') or fromBaseImage()); %s", req.FromTemplate, he.msg)
 		}
 		if err != nil {
-			return store.Template{}, "", err
+			return resolved{}, "", err
 		}
-		if tpl.BuildStatus != store.BuildReady {
-			return store.Template{}, "", errorf(http.StatusBadRequest, "error getting base template, you may need to rebuild it first: %q has no ready build (status %s)", req.FromTemplate, tpl.BuildStatus)
+		if r.build == nil && r.tpl.BuildStatus != store.BuildReady {
+			return resolved{}, "", errorf(http.StatusBadRequest, "error getting base template, you may need to rebuild it first: %q has no ready build (status %s)", req.FromTemplate, r.tpl.BuildStatus)
 		}
-		return tpl, "", nil
+		return r, "", nil
 	case req.FromImage == "" || baseImages[strings.TrimSuffix(req.FromImage, ":latest")]:
 		tpl, err := s.visibleTemplate(ctx, baseTemplate)
 		if errors.Is(err, store.ErrNotFound) {
-			return store.Template{}, "", errorf(http.StatusServiceUnavailable, "no agent has built the base template yet (`hearth template build base`)")
+			return resolved{}, "", errorf(http.StatusServiceUnavailable, "no agent has built the base template yet (`hearth template build base`)")
 		}
-		return tpl, "", err
+		return resolved{tpl: tpl}, "", err
 	default:
 		if _, err := name.ParseReference(req.FromImage, name.WeakValidation); err != nil {
-			return store.Template{}, "", errorf(http.StatusBadRequest, "fromImage %q is not a valid image reference: %v", req.FromImage, err)
+			return resolved{}, "", errorf(http.StatusBadRequest, "fromImage %q is not a valid image reference: %v", req.FromImage, err)
 		}
-		return store.Template{}, req.FromImage, nil
+		return resolved{}, req.FromImage, nil
 	}
 }
 
@@ -583,17 +584,20 @@ func (s *Server) buildRequest(ctx context.Context, tpl store.Template, b store.T
 		return nil, err
 	}
 	if image == "" && auth != nil {
-		return nil, errorf(http.StatusBadRequest, "fromImageRegistry goes with fromImage: %s is a Hearth template, pulled from no registry", base.ID)
+		return nil, errorf(http.StatusBadRequest, "fromImageRegistry goes with fromImage: %s is a Hearth template, pulled from no registry", base.tpl.ID)
 	}
-	if image == "" && base.ID == tpl.ID {
+	if image == "" && base.tpl.ID == tpl.ID && base.build == nil {
 		return nil, errorf(http.StatusBadRequest, "a template cannot start from itself")
 	}
 	if len(req.Steps) > maxBuildSteps {
 		return nil, errorf(http.StatusBadRequest, "%d steps: at most %d", len(req.Steps), maxBuildSteps)
 	}
 	rpc := &pb.BuildTemplateRequest{
-		TemplateId: tpl.ID, FromTemplate: base.ID, FromImage: image, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd,
+		TemplateId: b.AgentName(), FromImage: image, StartCmd: req.StartCmd, ReadyCmd: req.ReadyCmd,
 		Cpus: uint32(b.CPUs), MemoryMib: uint32(b.MemoryMiB),
+	}
+	if image == "" {
+		rpc.FromTemplate = base.agentName()
 	}
 	if auth != nil {
 		rpc.RegistryUsername, rpc.RegistryPassword = auth.Username, auth.Password
@@ -756,7 +760,14 @@ func (s *Server) finishBuild(ctx context.Context, buildID, hostID string, res *p
 		}
 		tpl.BuildStatus = store.BuildError
 	} else {
-		s.log.Info("template build ready", "template", tpl.ID, "build", b.ID, "host", b.HostID)
+		s.log.Info("template build ready", "template", tpl.ID, "build", b.ID, "host", b.HostID, "tags", b.Tags)
+		tags := b.Tags
+		if len(tags) == 0 {
+			tags = []string{store.DefaultTag}
+		}
+		if err := s.tagBuild(ctx, b, tags); err != nil {
+			s.log.Warn("tag ready build", "build", b.ID, "err", err)
+		}
 		tpl.BuildID, tpl.BuildStatus, tpl.EnvdVersion = b.ID, store.BuildReady, res.GetEnvdVersion()
 		tpl.CPUs, tpl.MemoryMiB, tpl.DiskMiB = b.CPUs, b.MemoryMiB, int(res.GetDiskMib())
 	}
@@ -868,31 +879,22 @@ type TemplateAliasResponse struct {
 }
 
 func (s *Server) templateAlias(w http.ResponseWriter, r *http.Request) {
-	raw := r.PathValue("alias")
-	n, err := parseTemplateName(raw)
+	// With an explicit tag, the tag must exist too (404 otherwise), as on E2B.
+	res, err := s.resolveTemplate(r.Context(), r.PathValue("alias"))
 	if err != nil {
-		var he *httpError
-		if errors.As(err, &he) && strings.Contains(he.msg, "supports only the default tag") {
-			fail(w, errorf(http.StatusNotFound, "tag of template %q not found", raw))
-			return
-		}
 		fail(w, err)
 		return
 	}
-	tpl, err := s.visibleTemplate(r.Context(), n.alias)
-	if errors.Is(err, store.ErrNotFound) {
-		fail(w, errorf(http.StatusNotFound, "Template alias '%s' not found", n.alias))
-		return
-	} else if err != nil {
-		fail(w, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, TemplateAliasResponse{TemplateID: tpl.ID, Public: tpl.Public})
+	writeJSON(w, http.StatusOK, TemplateAliasResponse{TemplateID: res.tpl.ID, Public: res.tpl.Public})
 }
 
-// templateHost is the agent that holds API template tpl's ready build ("" for templates
-// every agent builds itself), and an error when it has none ready.
-func (s *Server) templateHost(ctx context.Context, tpl store.Template) (string, error) {
+// templateHost is the agent that holds the resolved version ("" for templates every agent
+// builds itself), and an error when the template has no ready build.
+func (s *Server) templateHost(ctx context.Context, r resolved) (string, error) {
+	if r.build != nil {
+		return r.build.HostID, nil
+	}
+	tpl := r.tpl
 	if tpl.BuildStatus != "" && tpl.BuildStatus != store.BuildReady {
 		return "", errorf(http.StatusBadRequest, "template %s has no ready build yet (status %s): wait for its build to finish", tpl.ID, tpl.BuildStatus)
 	}

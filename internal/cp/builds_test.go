@@ -209,7 +209,9 @@ func TestTemplateBuildRefusals(t *testing.T) {
 	}{
 		{`{}`, "Name is required", 400},
 		{`{"name":"Bad Name!"}`, "Invalid name", 400},
-		{`{"name":"x:v1"}`, "only the default tag", 400},
+		{`{"name":"x:V-1!"}`, "Invalid tag", 400},
+		{`{"name":"x","tags":["6b3f0d6e-0000-4000-8000-000000000001"]}`, "not a UUID", 400},
+		{`{"name":"x","tags":[""]}`, "Invalid tag", 400},
 		{`{"name":"x:"}`, "Invalid tag", 400},
 		{`{"name":"x","cpuCount":3}`, "CPU count", 400},
 		{`{"name":"x","memoryMB":100}`, "Memory", 400},

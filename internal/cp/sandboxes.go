@@ -68,7 +68,12 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 		return store.Sandbox{}, err
 	}
 	if !fromSnapshot {
-		if err := checkTemplateName("templateID", req.TemplateID); err != nil {
+		// name[:tag]: the name as a template name, the tag as a tag.
+		alias, tag, tagged := strings.Cut(req.TemplateID, ":")
+		if err := checkTemplateName("templateID", alias); err != nil {
+			return store.Sandbox{}, err
+		}
+		if err := checkTag(tag, tagged); err != nil {
 			return store.Sandbox{}, err
 		}
 	}
@@ -95,24 +100,37 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 		cpus, mem, disk int
 		host            store.Host
 		tplArtifact     string
+		buildID         string // the API build (version) booted
+		agentTemplate   string // the name the agent keeps that version under
 	)
 	if fromSnapshot {
 		// A sandbox from a snapshot is a copy of the snapshot's sandbox, on the host that
 		// keeps it.
-		tplID, alias, cpus, mem, disk = snap.TemplateID, snap.Alias, snap.CPUs, snap.MemoryMiB, snap.DiskMiB
+		tplID, alias, cpus, mem, disk, buildID = snap.TemplateID, snap.Alias, snap.CPUs, snap.MemoryMiB, snap.DiskMiB, snap.BuildID
+		agentTemplate = snap.TemplateID
+		if snap.BuildID != "" {
+			if b, err := s.store.TemplateBuild(ctx, snap.BuildID); err == nil {
+				agentTemplate = b.AgentName()
+			}
+		}
 		if host, err = s.store.Host(ctx, snap.HostID); err != nil || host.State != store.HostReady || time.Since(host.LastHeartbeat) > s.cfg.HostDeadAfter {
 			return store.Sandbox{}, errorf(http.StatusServiceUnavailable, "snapshot %s is kept on host %s, which is not available", req.TemplateID, snap.HostID)
 		}
 	} else {
-		tpl, err := s.visibleTemplate(ctx, req.TemplateID)
-		if errors.Is(err, store.ErrNotFound) {
-			return store.Sandbox{}, errorf(http.StatusNotFound, "template %q not found: build it on an agent with `hearth template build %s`", req.TemplateID, req.TemplateID)
-		} else if err != nil {
+		// name:tag boots the build the tag points at; the bare name the default tag's.
+		ref, err := s.resolveTemplate(ctx, req.TemplateID)
+		if err != nil {
 			return store.Sandbox{}, err
 		}
-		tplID, cpus, mem, disk, tplArtifact = tpl.ID, tpl.CPUs, tpl.MemoryMiB, tpl.DiskMiB, tpl.Artifact
-		if req.TemplateID != tpl.ID {
-			alias = req.TemplateID
+		tpl := ref.tpl
+		tplID, cpus, mem, disk, tplArtifact = tpl.ID, tpl.CPUs, tpl.MemoryMiB, tpl.DiskMiB, ref.artifact()
+		buildID, agentTemplate = ref.buildID(), ref.agentName()
+		if b := ref.build; b != nil && b.CPUs > 0 {
+			// A version keeps the size it was built with.
+			cpus, mem = b.CPUs, b.MemoryMiB
+		}
+		if n, _ := parseTemplateName(req.TemplateID); n.alias != tpl.ID {
+			alias = n.alias
 		}
 		if cpus <= 0 {
 			cpus = s.cfg.DefaultCPUs
@@ -121,19 +139,26 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 			mem = s.cfg.DefaultMemoryMiB
 		}
 		// An API-built template lives on the agent that built it.
-		tplHost, err := s.templateHost(ctx, tpl)
+		tplHost, err := s.templateHost(ctx, ref)
 		if err != nil {
 			return store.Sandbox{}, err
 		}
-		if host, err = s.placeTemplate(ctx, demand{memMiB: mem, cpus: cpus}, tplHost); err != nil {
-			return store.Sandbox{}, err
+		d := demand{memMiB: mem, cpus: cpus}
+		if host, err = s.placeTemplate(ctx, d, tplHost); err != nil {
+			if ref.build == nil || tplArtifact == "" {
+				return store.Sandbox{}, err
+			}
+			// The version is in the agents' artifacts store: any agent sharing it fetches it.
+			if host, err = s.place(ctx, d); err != nil {
+				return store.Sandbox{}, err
+			}
 		}
 	}
 	s.addPending(host.ID, demand{memMiB: mem, cpus: cpus})
 
 	now := time.Now().UTC()
 	sb := store.Sandbox{
-		ID: newSandboxID(), TeamID: team, TemplateID: tplID, Alias: alias, HostID: host.ID, State: store.StateStarting,
+		ID: newSandboxID(), TeamID: team, TemplateID: tplID, Alias: alias, BuildID: buildID, HostID: host.ID, State: store.StateStarting,
 		CPUs: cpus, MemoryMiB: mem, DiskMiB: disk, StartedAt: now, EndAt: now.Add(ttl),
 		Metadata: req.Metadata, EnvVars: req.EnvVars, EnvdVersion: envd.Version,
 		AllowInternet: req.AllowInternetAccess == nil || *req.AllowInternetAccess,
@@ -148,9 +173,18 @@ func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, err
 	if err := s.store.CreateSandbox(ctx, sb); err != nil {
 		return store.Sandbox{}, err
 	}
+	if buildID != "" && !fromSnapshot {
+		// The record names the build now; read the build again: garbage collection claims a
+		// build before it counts its users, so either it sees this record or this sees its
+		// claim (see collectBuild).
+		if b, err := s.store.TemplateBuild(ctx, buildID); err != nil || !b.DeletedAt.IsZero() {
+			_ = s.store.DeleteSandbox(context.WithoutCancel(ctx), sb.ID)
+			return store.Sandbox{}, errorf(http.StatusNotFound, "template %s: build %s was deleted meanwhile (its tag moved): create again", tplID, buildID)
+		}
+	}
 	s.events.own(sb.ID, team)
 	creq := &pb.CreateRequest{
-		SandboxId: sb.ID, Template: tplID, Cpus: uint32(cpus), MemoryMib: uint32(mem),
+		SandboxId: sb.ID, Template: agentTemplate, Cpus: uint32(cpus), MemoryMib: uint32(mem),
 		EnvVars: withSandboxEnv(sb), EnvdAccessToken: sb.EnvdAccessToken, Metadata: sb.Metadata,
 		Egress: egressOf(sb), DiskMib: uint32(max(sb.DiskMiB, 0)),
 		// An agent that lacks the template fetches this build (agents sharing --artifacts).

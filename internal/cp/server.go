@@ -113,6 +113,11 @@ type Server struct {
 
 	// uploadKey signs the upload URLs of API template builds.
 	uploadKey string
+
+	// gcKick starts a template garbage collection pass (gcLoop); gcGrace is gcGrace but
+	// for tests.
+	gcKick  chan struct{}
+	gcGrace time.Duration
 }
 
 // New returns a control plane over a store.
@@ -130,6 +135,8 @@ func New(cfg Config) *Server {
 		metricsClient: &http.Client{Transport: proxy.NewTransport(0)},
 		resuming:      map[string]*resumeCall{},
 		inflight:      map[string][]placement{},
+		gcKick:        make(chan struct{}, 1),
+		gcGrace:       gcGrace,
 	}
 	s.uploadKey = cfg.AgentToken
 	if s.uploadKey == "" {
@@ -181,8 +188,12 @@ func (s *Server) APIHandler() http.Handler {
 	mux.Handle("GET /templates/{templateID}/files/{hash}", auth(s.templateFile))
 	mux.Handle("POST /v2/templates/{templateID}/builds/{buildID}", auth(s.startTemplateBuild))
 	mux.Handle("GET /templates/{templateID}/builds/{buildID}/status", auth(s.templateBuildStatus))
-	mux.Handle("GET /templates/aliases/{alias}", auth(s.templateAlias))
 	mux.Handle("GET /metrics", auth(s.serveMetrics))
+	// GET /templates/aliases/{alias} and GET /templates/{templateID}/tags overlap (the
+	// mux refuses both), so one pattern serves the two.
+	mux.Handle("GET /templates/{templateID}/{sub}", auth(s.templateSub))
+	mux.Handle("POST /templates/tags", auth(s.assignTemplateTags))
+	mux.Handle("DELETE /templates/tags", auth(s.deleteTemplateTags))
 	mux.HandleFunc("POST /hearth/v1/hosts/{id}/heartbeat", s.heartbeat)
 	mux.Handle("GET /hearth/v1/hosts", auth(s.listHosts))
 	mux.Handle("POST /hearth/v1/hosts/{id}/drain", auth(s.drainHost))
@@ -219,6 +230,7 @@ func (s *Server) ProxyHandler() http.Handler { return s.proxy }
 // Run drives the lifecycle loops (timeouts, host liveness) until ctx ends. Call Reconcile
 // first.
 func (s *Server) Run(ctx context.Context) {
+	go s.gcLoop(ctx)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {

@@ -122,7 +122,7 @@ func (s *Server) snapshot(ctx context.Context, id, name string) (store.Snapshot,
 	}
 	sn := store.Snapshot{
 		ID: snapID, Name: name, TeamID: src.TeamID, SourceSandboxID: id, HostID: host.ID,
-		TemplateID: src.TemplateID, Alias: src.Alias, CPUs: src.CPUs, MemoryMiB: src.MemoryMiB,
+		TemplateID: src.TemplateID, Alias: src.Alias, BuildID: src.BuildID, CPUs: src.CPUs, MemoryMiB: src.MemoryMiB,
 		DiskMiB: int(res.Msg.GetSnapshot().GetDiskMib()), EnvdVersion: src.EnvdVersion,
 		SizeBytes: int64(res.Msg.GetSnapshot().GetSizeBytes()), CreatedAt: time.Now().UTC(),
 	}
@@ -276,8 +276,10 @@ func (s *Server) findSnapshot(ctx context.Context, ref string) (store.Snapshot, 
 // a snapshot. A reference only a snapshot can have (tagged or namespaced) that matches none
 // is a 404.
 func (s *Server) snapshotFor(ctx context.Context, templateID string) (store.Snapshot, bool, error) {
-	if template.CheckName(templateID) == nil {
-		if _, err := s.visibleTemplate(ctx, templateID); err == nil {
+	// A template's name, tagged or not (name:default is both a template's default tag and
+	// a snapshot's reference: the template wins, as for the bare name).
+	if alias, _, _ := strings.Cut(templateID, ":"); template.CheckName(alias) == nil {
+		if _, err := s.visibleTemplate(ctx, alias); err == nil {
 			return store.Snapshot{}, false, nil
 		}
 	}

@@ -20,6 +20,9 @@ func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) {
 		s.log.Warn("heartbeat names an invalid template; ignored", "err", err)
 		return
 	}
+	if s.registerVersion(ctx, ht) {
+		return
+	}
 	now := time.Now().UTC()
 	t, err := s.store.Template(ctx, ht.Name)
 	switch {
@@ -125,4 +128,29 @@ func (s *Server) visibleTemplate(ctx context.Context, idOrAlias string) (store.T
 		return store.Template{}, fmt.Errorf("template %s: %w", idOrAlias, store.ErrNotFound)
 	}
 	return t, nil
+}
+
+// registerVersion handles a heartbeat's template that is an API build's version (named
+// versionName(templateID, buildID)): no template of its own, but its artifact, once its
+// host uploaded it, is recorded on the build so agents without it can fetch it. It reports
+// whether ht was such a version.
+func (s *Server) registerVersion(ctx context.Context, ht hostreg.Template) bool {
+	buildID, ok := template.VersionBuild(ht.Name)
+	if !ok {
+		return false
+	}
+	b, err := s.store.TemplateBuild(ctx, buildID)
+	if err != nil || b.AgentName() != ht.Name {
+		return true // a version whose build this control plane does not know: not a template
+	}
+	if ht.Artifact == "" || ht.Artifact == b.Artifact || !b.DeletedAt.IsZero() {
+		return true
+	}
+	if _, err := s.store.UpdateTemplateBuild(ctx, b.ID, func(x *store.TemplateBuild) error {
+		x.Artifact = ht.Artifact
+		return nil
+	}); err != nil {
+		s.log.Warn("record template version artifact", "build", b.ID, "err", err)
+	}
+	return true
 }

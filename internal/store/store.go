@@ -87,11 +87,41 @@ type TemplateBuild struct {
 	CPUs               int
 	MemoryMiB          int
 	// Version is the built template's version on its host, once ready.
-	Version    string
+	Version string
+	// AgentTemplate is the name the agents keep this build under, a version of its own that
+	// a rebuild never replaces; "" for builds made before versions, kept under TemplateID.
+	AgentTemplate string
+	// Artifact is the digest of the build's manifest in the agents' artifacts store, once
+	// an agent uploaded it ("" otherwise).
+	Artifact string
+	// Tags are the tags the build asked for; they point at it once it is ready.
+	Tags []string
+	// DeletedAt is set when garbage collection claimed the build (no tag, sandbox or
+	// snapshot uses it): its files are being, or have been, removed from the agents.
+	DeletedAt  time.Time
 	CreatedAt  time.Time
 	UpdatedAt  time.Time
 	FinishedAt time.Time // zero until ready or error
 }
+
+// AgentName is the name the agents keep build b under.
+func (b TemplateBuild) AgentName() string {
+	if b.AgentTemplate != "" {
+		return b.AgentTemplate
+	}
+	return b.TemplateID
+}
+
+// TemplateTag points a tag of a template at one of its builds (E2B's name:tag).
+type TemplateTag struct {
+	TemplateID string
+	Tag        string
+	BuildID    string
+	CreatedAt  time.Time
+}
+
+// DefaultTag is the tag a bare template name means.
+const DefaultTag = "default"
 
 // BuildLogEntry is one line of a build's log; Seq counts from 0 in each build.
 type BuildLogEntry struct {
@@ -123,12 +153,15 @@ type Sandbox struct {
 	TeamID     string
 	TemplateID string
 	Alias      string // the template alias it was created from, if any
-	HostID     string // agent that runs it, or holds its snapshot while paused
-	State      string
-	CPUs       int
-	MemoryMiB  int
-	DiskMiB    int
-	StartedAt  time.Time
+	// BuildID is the API build it booted (its template version), "" for templates built on
+	// the agents: a rebuild or a tag moving leaves it on this one.
+	BuildID   string
+	HostID    string // agent that runs it, or holds its snapshot while paused
+	State     string
+	CPUs      int
+	MemoryMiB int
+	DiskMiB   int
+	StartedAt time.Time
 	// EndAt is the deadline: on expiry the sandbox is killed, or paused when AutoPause.
 	EndAt       time.Time
 	Metadata    map[string]string
@@ -191,6 +224,7 @@ type Snapshot struct {
 	HostID          string // the host that keeps it; sandboxes start from it there
 	TemplateID      string
 	Alias           string // the template alias the source was created from, if any
+	BuildID         string // the source's API build ("" for templates built on the agents)
 	CPUs            int
 	MemoryMiB       int
 	DiskMiB         int
@@ -281,6 +315,18 @@ type Store interface {
 	UpdateTemplateBuild(ctx context.Context, id string, fn func(*TemplateBuild) error) (TemplateBuild, error)
 	// ListTemplateBuilds returns a template's builds, newest first.
 	ListTemplateBuilds(ctx context.Context, templateID string) ([]TemplateBuild, error)
+	// SetTemplateTag points tag t.Tag of t.TemplateID at t.BuildID, creating or moving it;
+	// ErrNotFound for a template that does not exist.
+	SetTemplateTag(ctx context.Context, t TemplateTag) error
+	// TemplateTag returns one tag of a template, or ErrNotFound.
+	TemplateTag(ctx context.Context, templateID, tag string) (TemplateTag, error)
+	// ListTemplateTags returns a template's tags, by tag.
+	ListTemplateTags(ctx context.Context, templateID string) ([]TemplateTag, error)
+	// DeleteTemplateTag removes one tag; ErrNotFound if the template has no such tag.
+	DeleteTemplateTag(ctx context.Context, templateID, tag string) error
+	// TemplateBuildUsers counts what uses build buildID: the tags pointing at it and the
+	// sandboxes (in any state) and snapshots that record it.
+	TemplateBuildUsers(ctx context.Context, buildID string) (int, error)
 	// AppendBuildLogs adds entries to a build's log (ErrConflict if a Seq exists).
 	AppendBuildLogs(ctx context.Context, buildID string, entries []BuildLogEntry) error
 	// BuildLogs returns up to limit entries of a build's log from Seq offset on.

@@ -9,31 +9,50 @@ import (
 )
 
 const buildCols = `id, template_id, team_id, status, host_id, recipe, reason, reason_step, cpus,
-    memory_mib, version, created_at, updated_at, finished_at`
+    memory_mib, version, created_at, updated_at, finished_at, agent_template, artifact, tags, deleted_at`
 
 func scanBuild(r Row) (store.TemplateBuild, error) {
 	var (
-		b                          store.TemplateBuild
-		created, updated, finished int64
+		b                                   store.TemplateBuild
+		created, updated, finished, deleted int64
+		tags                                string
 	)
 	if err := r.Scan(&b.ID, &b.TemplateID, &b.TeamID, &b.Status, &b.HostID, &b.Recipe, &b.Reason, &b.ReasonStep,
-		&b.CPUs, &b.MemoryMiB, &b.Version, &created, &updated, &finished); err != nil {
+		&b.CPUs, &b.MemoryMiB, &b.Version, &created, &updated, &finished, &b.AgentTemplate, &b.Artifact, &tags, &deleted); err != nil {
 		return store.TemplateBuild{}, err
 	}
 	b.CreatedAt, b.UpdatedAt = fromMillis(created), fromMillis(updated)
 	if finished != 0 {
 		b.FinishedAt = fromMillis(finished)
 	}
+	if deleted != 0 {
+		b.DeletedAt = fromMillis(deleted)
+	}
+	var err error
+	if b.Tags, err = decodeList(tags); err != nil {
+		return store.TemplateBuild{}, fmt.Errorf("build %s tags: %w", b.ID, err)
+	}
+	if len(b.Tags) == 0 {
+		b.Tags = nil // as written: none asked for
+	}
 	return b, nil
 }
 
-func buildArgs(b store.TemplateBuild) []any {
-	var finished int64
+func buildArgs(b store.TemplateBuild) ([]any, error) {
+	var finished, deleted int64
 	if !b.FinishedAt.IsZero() {
 		finished = millis(b.FinishedAt)
 	}
+	if !b.DeletedAt.IsZero() {
+		deleted = millis(b.DeletedAt)
+	}
+	tags, err := encodeList(b.Tags)
+	if err != nil {
+		return nil, fmt.Errorf("build %s tags: %w", b.ID, err)
+	}
 	return []any{b.ID, b.TemplateID, b.TeamID, b.Status, b.HostID, b.Recipe, b.Reason, b.ReasonStep,
-		b.CPUs, b.MemoryMiB, b.Version, millis(b.CreatedAt), millis(b.UpdatedAt), finished}
+		b.CPUs, b.MemoryMiB, b.Version, millis(b.CreatedAt), millis(b.UpdatedAt), finished,
+		b.AgentTemplate, b.Artifact, tags, deleted}, nil
 }
 
 // CreateTemplateBuild records b; zero times become now.
@@ -45,8 +64,12 @@ func (s *Store) CreateTemplateBuild(ctx context.Context, b store.TemplateBuild) 
 	if b.UpdatedAt.IsZero() {
 		b.UpdatedAt = ts
 	}
-	_, err := s.db.Exec(ctx, `INSERT INTO template_builds (`+buildCols+`)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`, buildArgs(b)...)
+	args, err := buildArgs(b)
+	if err != nil {
+		return fmt.Errorf("create template build: %w", err)
+	}
+	_, err = s.db.Exec(ctx, `INSERT INTO template_builds (`+buildCols+`)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)`, args...)
 	if err != nil {
 		if s.d.IsUniqueViolation(err) {
 			return fmt.Errorf("template build %s: %w", b.ID, store.ErrConflict)
@@ -84,10 +107,15 @@ func (s *Store) UpdateTemplateBuild(ctx context.Context, id string, fn func(*sto
 			return fnError{err}
 		}
 		next.ID, next.CreatedAt, next.UpdatedAt = id, cur.CreatedAt, now()
+		args, err := buildArgs(next)
+		if err != nil {
+			return fmt.Errorf("update template build: %w", err)
+		}
 		if _, err := q.Exec(ctx, `UPDATE template_builds SET template_id = $2, team_id = $3, status = $4,
     host_id = $5, recipe = $6, reason = $7, reason_step = $8, cpus = $9, memory_mib = $10,
-    version = $11, created_at = $12, updated_at = $13, finished_at = $14
-WHERE id = $1`, buildArgs(next)...); err != nil {
+    version = $11, created_at = $12, updated_at = $13, finished_at = $14, agent_template = $15,
+    artifact = $16, tags = $17, deleted_at = $18
+WHERE id = $1`, args...); err != nil {
 			return fmt.Errorf("update template build %s: %w", id, err)
 		}
 		out = next

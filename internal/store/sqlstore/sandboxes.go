@@ -13,7 +13,7 @@ const sandboxCols = `id, template_id, alias, host_id, state, cpus, memory_mib, d
     started_at, end_at, metadata, env_vars, envd_version, envd_access_token,
     traffic_access_token, secure, allow_internet, auto_pause, auto_resume, version, updated_at,
     allow_out, deny_out, allow_public_traffic, auto_pause_fs_only, paused_fs_only, team_id,
-    snapshot_manifest`
+    snapshot_manifest, build_id`
 
 func scanSandbox(r Row) (store.Sandbox, error) {
 	var (
@@ -26,7 +26,7 @@ func scanSandbox(r Row) (store.Sandbox, error) {
 		&s.DiskMiB, &started, &end, &metadataJSON, &envVarsJS, &s.EnvdVersion, &s.EnvdAccessToken,
 		&s.TrafficAccessToken, &s.Secure, &s.AllowInternet, &s.AutoPause, &s.AutoResume,
 		&s.Version, &updated, &allowOutJS, &denyOutJS, &s.AllowPublicTraffic,
-		&s.AutoPauseFilesystemOnly, &s.PausedFilesystemOnly, &s.TeamID, &s.SnapshotManifest); err != nil {
+		&s.AutoPauseFilesystemOnly, &s.PausedFilesystemOnly, &s.TeamID, &s.SnapshotManifest, &s.BuildID); err != nil {
 		return store.Sandbox{}, err
 	}
 	s.StartedAt, s.EndAt, s.UpdatedAt = fromMillis(started), fromMillis(end), fromMillis(updated)
@@ -68,7 +68,7 @@ func sandboxArgs(s store.Sandbox) ([]any, error) {
 		millis(s.StartedAt), millis(s.EndAt), md, env, s.EnvdVersion, s.EnvdAccessToken,
 		s.TrafficAccessToken, s.Secure, s.AllowInternet, s.AutoPause, s.AutoResume,
 		s.Version, millis(s.UpdatedAt), allowOut, denyOut, s.AllowPublicTraffic,
-		s.AutoPauseFilesystemOnly, s.PausedFilesystemOnly, s.TeamID, s.SnapshotManifest}, nil
+		s.AutoPauseFilesystemOnly, s.PausedFilesystemOnly, s.TeamID, s.SnapshotManifest, s.BuildID}, nil
 }
 
 // CreateSandbox stores s as Version 1, updated now.
@@ -83,7 +83,7 @@ func (s *Store) CreateSandbox(ctx context.Context, sb store.Sandbox) error {
 	}
 	_, err = s.db.Exec(ctx, `INSERT INTO sandboxes (`+sandboxCols+`) VALUES ($1, $2, $3, $4,
     $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-    $22, $23, $24, $25, $26, $27, $28)`, args...)
+    $22, $23, $24, $25, $26, $27, $28, $29)`, args...)
 	if err != nil {
 		if s.d.IsUniqueViolation(err) {
 			return fmt.Errorf("sandbox %s: %w", sb.ID, store.ErrConflict)
@@ -140,8 +140,8 @@ func (s *Store) UpdateSandbox(ctx context.Context, id string, fn func(*store.San
     traffic_access_token = $15, secure = $16, allow_internet = $17, auto_pause = $18,
     auto_resume = $19, version = $20, updated_at = $21, allow_out = $22, deny_out = $23,
     allow_public_traffic = $24, auto_pause_fs_only = $25, paused_fs_only = $26,
-    snapshot_manifest = $28
-WHERE id = $1 AND team_id = $27 AND version = $29`, append(args, cur.Version)...)
+    snapshot_manifest = $28, build_id = $29
+WHERE id = $1 AND team_id = $27 AND version = $30`, append(args, cur.Version)...)
 		if err != nil {
 			return fmt.Errorf("update sandbox %s: %w", id, err)
 		}

@@ -9,7 +9,7 @@ import (
 )
 
 const snapshotCols = `id, name, team_id, source_sandbox_id, host_id, template_id, alias, cpus,
-    memory_mib, disk_mib, envd_version, size_bytes, created_at`
+    memory_mib, disk_mib, envd_version, size_bytes, created_at, build_id`
 
 func scanSnapshot(r Row) (store.Snapshot, error) {
 	var (
@@ -17,7 +17,7 @@ func scanSnapshot(r Row) (store.Snapshot, error) {
 		created int64
 	)
 	if err := r.Scan(&s.ID, &s.Name, &s.TeamID, &s.SourceSandboxID, &s.HostID, &s.TemplateID, &s.Alias,
-		&s.CPUs, &s.MemoryMiB, &s.DiskMiB, &s.EnvdVersion, &s.SizeBytes, &created); err != nil {
+		&s.CPUs, &s.MemoryMiB, &s.DiskMiB, &s.EnvdVersion, &s.SizeBytes, &created, &s.BuildID); err != nil {
 		return store.Snapshot{}, err
 	}
 	s.CreatedAt = fromMillis(created)
@@ -48,9 +48,9 @@ WHERE team_id = $1 AND name = $2 `+s.d.ForUpdate, sn.TeamID, sn.Name))
 			}
 		}
 		_, err := q.Exec(ctx, `INSERT INTO snapshots (`+snapshotCols+`)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
 			sn.ID, sn.Name, sn.TeamID, sn.SourceSandboxID, sn.HostID, sn.TemplateID, sn.Alias,
-			sn.CPUs, sn.MemoryMiB, sn.DiskMiB, sn.EnvdVersion, sn.SizeBytes, millis(sn.CreatedAt))
+			sn.CPUs, sn.MemoryMiB, sn.DiskMiB, sn.EnvdVersion, sn.SizeBytes, millis(sn.CreatedAt), sn.BuildID)
 		return err
 	})
 	if err != nil {

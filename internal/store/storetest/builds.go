@@ -3,6 +3,7 @@ package storetest
 import (
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 	"time"
 
@@ -14,7 +15,8 @@ func testTemplateBuilds(t *testing.T, open Opener) {
 	ctx := ctxFor(t)
 	b := store.TemplateBuild{
 		ID: "6b3f0d6e-0000-4000-8000-000000000001", TemplateID: "tpl0000000000000000a", Status: store.BuildWaiting,
-		CPUs: 2, MemoryMiB: 1024, CreatedAt: base, UpdatedAt: base,
+		CPUs: 2, MemoryMiB: 1024, CreatedAt: base, UpdatedAt: base, Tags: []string{"v1", "prod"},
+		AgentTemplate: "tpl0000000000000000a-6b3f0d6e-0000-4000-8000-000000000001",
 	}
 	if err := s.CreateTemplateBuild(ctx, b); err != nil {
 		t.Fatal(err)
@@ -23,7 +25,7 @@ func testTemplateBuilds(t *testing.T, open Opener) {
 		t.Fatalf("duplicate build: got %v, want ErrConflict", err)
 	}
 	got, err := s.TemplateBuild(ctx, b.ID)
-	if err != nil || got != b {
+	if err != nil || !reflect.DeepEqual(got, b) {
 		t.Fatalf("read back: %+v, %v; want %+v", got, err, b)
 	}
 	if _, err := s.TemplateBuild(ctx, "nope"); !errors.Is(err, store.ErrNotFound) {
@@ -32,13 +34,14 @@ func testTemplateBuilds(t *testing.T, open Opener) {
 	fin := base.Add(time.Minute)
 	upd, err := s.UpdateTemplateBuild(ctx, b.ID, func(x *store.TemplateBuild) error {
 		x.Status, x.HostID, x.Recipe, x.Reason, x.ReasonStep, x.FinishedAt = store.BuildError, "h1", `{"steps":[]}`, "boom", "2", fin
+		x.Artifact, x.DeletedAt, x.Tags = "sha256:ab", fin, nil
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	got, err = s.TemplateBuild(ctx, b.ID)
-	if err != nil || got != upd || got.Status != store.BuildError || got.ReasonStep != "2" || !got.FinishedAt.Equal(fin) || !got.CreatedAt.Equal(base) {
+	if err != nil || !reflect.DeepEqual(got, upd) || got.Artifact != "sha256:ab" || !got.DeletedAt.Equal(fin) || got.Tags != nil || got.Status != store.BuildError || got.ReasonStep != "2" || !got.FinishedAt.Equal(fin) || !got.CreatedAt.Equal(base) {
 		t.Fatalf("after update: %+v, %v", got, err)
 	}
 	stop := errors.New("stop")

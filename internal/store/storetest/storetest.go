@@ -31,6 +31,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Templates", testTemplates},
 		{"TemplateAliasConflict", testTemplateAliasConflict},
 		{"TemplateBuilds", testTemplateBuilds},
+		{"TemplateTags", testTemplateTags},
 		{"SandboxCRUD", testSandboxCRUD},
 		{"UpdateSandbox", testUpdateSandbox},
 		{"UpdateSandboxAtomic", testUpdateSandboxAtomic},

@@ -67,6 +67,9 @@ const (
 	// HostAgentServiceBuildTemplateProcedure is the fully-qualified name of the HostAgentService's
 	// BuildTemplate RPC.
 	HostAgentServiceBuildTemplateProcedure = "/hostagent.v1.HostAgentService/BuildTemplate"
+	// HostAgentServiceDeleteTemplateProcedure is the fully-qualified name of the HostAgentService's
+	// DeleteTemplate RPC.
+	HostAgentServiceDeleteTemplateProcedure = "/hostagent.v1.HostAgentService/DeleteTemplate"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -106,6 +109,10 @@ type HostAgentServiceClient interface {
 	// ready command polled, and the snapshot its sandboxes restore from is taken then. A
 	// failed build leaves the previous build of that template in place.
 	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest]) (*connect.ServerStreamForClient[v1.BuildTemplateResponse], error)
+	// DeleteTemplate removes one template (an API build's version) from this host, and its
+	// manifest from the artifacts store when this host uploaded it. FAILED_PRECONDITION while
+	// a sandbox (in any state) or a snapshot on this host uses it; success when it is not here.
+	DeleteTemplate(context.Context, *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -197,6 +204,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
 			connect.WithClientOptions(opts...),
 		),
+		deleteTemplate: connect.NewClient[v1.DeleteTemplateRequest, v1.DeleteTemplateResponse](
+			httpClient,
+			baseURL+HostAgentServiceDeleteTemplateProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteTemplate")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -215,6 +228,7 @@ type hostAgentServiceClient struct {
 	deleteSnapshot *connect.Client[v1.DeleteSnapshotRequest, v1.DeleteSnapshotResponse]
 	listSnapshots  *connect.Client[v1.ListSnapshotsRequest, v1.ListSnapshotsResponse]
 	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
+	deleteTemplate *connect.Client[v1.DeleteTemplateRequest, v1.DeleteTemplateResponse]
 }
 
 // Create calls hostagent.v1.HostAgentService.Create.
@@ -282,6 +296,11 @@ func (c *hostAgentServiceClient) BuildTemplate(ctx context.Context, req *connect
 	return c.buildTemplate.CallServerStream(ctx, req)
 }
 
+// DeleteTemplate calls hostagent.v1.HostAgentService.DeleteTemplate.
+func (c *hostAgentServiceClient) DeleteTemplate(ctx context.Context, req *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error) {
+	return c.deleteTemplate.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// Create boots a sandbox from a template and returns once envd answers.
@@ -319,6 +338,10 @@ type HostAgentServiceHandler interface {
 	// ready command polled, and the snapshot its sandboxes restore from is taken then. A
 	// failed build leaves the previous build of that template in place.
 	BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error
+	// DeleteTemplate removes one template (an API build's version) from this host, and its
+	// manifest from the artifacts store when this host uploaded it. FAILED_PRECONDITION while
+	// a sandbox (in any state) or a snapshot on this host uses it; success when it is not here.
+	DeleteTemplate(context.Context, *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -406,6 +429,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("BuildTemplate")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceDeleteTemplateHandler := connect.NewUnaryHandler(
+		HostAgentServiceDeleteTemplateProcedure,
+		svc.DeleteTemplate,
+		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteTemplate")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateProcedure:
@@ -434,6 +463,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceListSnapshotsHandler.ServeHTTP(w, r)
 		case HostAgentServiceBuildTemplateProcedure:
 			hostAgentServiceBuildTemplateHandler.ServeHTTP(w, r)
+		case HostAgentServiceDeleteTemplateProcedure:
+			hostAgentServiceDeleteTemplateHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -493,4 +524,8 @@ func (UnimplementedHostAgentServiceHandler) ListSnapshots(context.Context, *conn
 
 func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *connect.Request[v1.BuildTemplateRequest], *connect.ServerStream[v1.BuildTemplateResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.BuildTemplate is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) DeleteTemplate(context.Context, *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.DeleteTemplate is not implemented"))
 }
