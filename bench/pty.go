@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -106,19 +108,32 @@ func openTerminal(ctx context.Context, sb *hearth.Sandbox) (*terminal, error) {
 	return t, nil
 }
 
-// sample types n keystrokes gap apart and returns their echo latencies and the number lost.
-func (t *terminal) sample(ctx context.Context, n int, gap time.Duration) (samples, int, error) {
-	var out samples
-	lost := 0
+// keystrokes are what sample measured: each echoed keystroke's time until its echo, and
+// until SendInput returned (the input path alone: client, proxies, envd writing to the
+// PTY), and how many were never echoed.
+type keystrokes struct {
+	echo, send samples
+	lost       int
+}
+
+func (k *keystrokes) addAll(o keystrokes) {
+	k.echo = append(k.echo, o.echo...)
+	k.send = append(k.send, o.send...)
+	k.lost += o.lost
+}
+
+// sample types n keystrokes gap apart.
+func (t *terminal) sample(ctx context.Context, n int, gap time.Duration) (keystrokes, error) {
+	var k keystrokes
 	const alphabet = "abcdefghijklmnopqrstuvwxyz"
 	for i := range n {
 		if ctx.Err() != nil {
-			return out, lost, ctx.Err()
+			return k, ctx.Err()
 		}
 		if i > 0 && i%60 == 0 {
 			// Keep cat's line short: end it, let the echo of the newline pass, start afresh.
 			if err := t.h.SendInput(ctx, []byte("\n")); err != nil {
-				return out, lost, fmt.Errorf("send newline: %w", err)
+				return k, fmt.Errorf("send newline: %w", err)
 			}
 			t.w.waitFor(ctx, []byte("\n"), 5*time.Second)
 			time.Sleep(20 * time.Millisecond)
@@ -130,17 +145,19 @@ func (t *terminal) sample(ctx context.Context, n int, gap time.Duration) (sample
 		err := t.h.SendInput(sctx, key)
 		cancel()
 		if err != nil {
-			return out, lost, fmt.Errorf("keystroke %d: %w", i, err)
+			return k, fmt.Errorf("keystroke %d: %w", i, err)
 		}
+		sent := time.Since(start)
 		if t.w.waitFor(ctx, key, 5*time.Second) {
-			out = append(out, time.Since(start))
+			k.echo = append(k.echo, time.Since(start))
+			k.send = append(k.send, sent)
 		} else {
-			lost++
+			k.lost++
 			t.w.reset()
 		}
 		sleepCtx(ctx, gap)
 	}
-	return out, lost, nil
+	return k, nil
 }
 
 // ptyConfig is how the PTY section samples and loads.
@@ -174,18 +191,25 @@ type ptyConfig struct {
 }
 
 // ptyArm is one path measured idle and loaded: the terminal's sandbox handle and the proxy
-// URL the load goes through.
+// URL the load goes through, and what it measured over the rounds.
 type ptyArm struct {
 	name     string // prefix of the section's rows; "" for the headline arm
 	sb       *hearth.Sandbox
 	proxyURL string
+	term     *terminal
+
+	idle, loaded       keystrokes
+	idleBusy, loadBusy []float64
+	load               loadStats // summed over the rounds
+	cpu                map[string]float64
 }
 
-// armResult is what one arm measured, for the A/B rows.
-type armResult struct{ idle, loaded samples }
+// ptyRounds is how many times each arm is measured idle then loaded, arms taking turns
+// (A B, then B A), so that other work on the host falls on both alike.
+const ptyRounds = 2
 
 // runPTY measures keystroke-to-echo idle, then under load, in the work sandbox; with
-// pc.SharedProxy, again through the shared-transport proxy.
+// pc.SharedProxy, also through the shared-transport proxy, the arms taking turns.
 func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
@@ -214,26 +238,45 @@ func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) er
 		}
 		s.note("load target", "a second sandbox")
 	}
-	arms := []ptyArm{{"", sb, proxyBase}}
+	arms := []*ptyArm{{name: "", sb: sb, proxyURL: proxyBase}}
 	if pc.SharedProxy != "" {
 		c := *e.client
 		c.SandboxURL = pc.SharedProxy
-		arms = append(arms, ptyArm{"shared transport: ", c.Attach(t.sb.ID, t.sb.Info().EnvdAccessToken), pc.SharedProxy})
+		arms = append(arms, &ptyArm{name: "shared transport: ", sb: c.Attach(t.sb.ID, t.sb.Info().EnvdAccessToken), proxyURL: pc.SharedProxy})
 	}
-	var res []armResult
 	for _, a := range arms {
-		r, err := runPTYArm(ctx, e, t, lt, a, pc, s)
+		term, err := openTerminal(ctx, a.sb)
 		if err != nil {
-			if a.name != "" {
-				return fmt.Errorf("%s%w", a.name, err)
-			}
-			return err
+			return fmt.Errorf("%s%w", a.name, err)
 		}
-		res = append(res, r)
+		a.term, a.cpu = term, map[string]float64{}
+		defer func() {
+			kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_ = term.h.Kill(kctx)
+			cancel()
+		}()
+		if _, err := term.sample(ctx, 20, pc.Gap); err != nil { // warm up connections
+			return fmt.Errorf("%s%w", a.name, err)
+		}
 	}
-	if len(res) == 2 {
-		s.add("A/B loaded p50 shared / isolated", ratio(res[1].loaded.pct(50), res[0].loaded.pct(50)), "×")
-		s.add("A/B loaded p99 shared / isolated", ratio(res[1].loaded.pct(99), res[0].loaded.pct(99)), "×")
+	per := max(pc.Samples/ptyRounds, 1)
+	for r := range ptyRounds {
+		for i := range arms {
+			a := arms[i]
+			if r%2 == 1 {
+				a = arms[len(arms)-1-i]
+			}
+			if err := a.round(ctx, t, lt, pc, per, s); err != nil {
+				return fmt.Errorf("%sround %d: %w", a.name, r+1, err)
+			}
+		}
+	}
+	for _, a := range arms {
+		a.report(pc, s)
+	}
+	if len(arms) == 2 {
+		s.add("A/B loaded p50 shared / isolated", ratio(arms[1].loaded.echo.pct(50), arms[0].loaded.echo.pct(50)), "×")
+		s.add("A/B loaded p99 shared / isolated", ratio(arms[1].loaded.echo.pct(99), arms[0].loaded.echo.pct(99)), "×")
 	}
 	s.add("target p99 loaded/idle (reported, not asserted)", 2, "× at most")
 	if pc.Direct && pc.DirectSockets == "" {
@@ -248,34 +291,23 @@ func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) er
 	return nil
 }
 
-// runPTYArm opens a terminal through arm a, samples it idle, then while the load generator
-// drives pc.Load at lt through a's proxy, and adds the rows.
-func runPTYArm(ctx context.Context, e *env, t, lt *target, a ptyArm, pc ptyConfig, s *Section) (armResult, error) {
-	term, err := openTerminal(ctx, a.sb)
-	if err != nil {
-		return armResult{}, err
-	}
-	defer func() {
-		kctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		_ = term.h.Kill(kctx)
-		cancel()
-	}()
-	if _, _, err := term.sample(ctx, 20, pc.Gap); err != nil { // warm up connections
-		return armResult{}, err
-	}
+// round samples the arm's terminal idle, then while the load generator drives pc.Load at
+// lt through the arm's proxy.
+func (a *ptyArm) round(ctx context.Context, t, lt *target, pc ptyConfig, n int, s *Section) error {
 	stopProbe := probe(ctx, t, pc.Probe, s, a.name+"idle")
 	idleCPU := startCPUMeter()
-	idle, idleLost, err := term.sample(ctx, pc.Samples, pc.Gap)
-	idleBusy := idleCPU.percent()
+	idle, err := a.term.sample(ctx, n, pc.Gap)
+	a.idleBusy = append(a.idleBusy, idleCPU.percent())
 	stopProbe()
 	if err != nil {
-		return armResult{}, fmt.Errorf("idle: %w", err)
+		return fmt.Errorf("idle: %w", err)
 	}
+	a.idle.addAll(idle)
 
 	for range pc.GuestCPU {
 		// Bounded by timeout(1) whatever happens to this process; killed below.
 		if err := startBackground(ctx, t.sb, "exec timeout 120 sh -c ': benchbusy; while :; do :; done'", nil); err != nil {
-			return armResult{}, fmt.Errorf("guest busy loop: %w", err)
+			return fmt.Errorf("guest busy loop: %w", err)
 		}
 	}
 	if pc.GuestCPU > 0 {
@@ -288,47 +320,81 @@ func runPTYArm(ctx context.Context, e *env, t, lt *target, a ptyArm, pc ptyConfi
 	}
 	lp, err := startLoadProc(ctx, lt, a.proxyURL, pc.Load, strings.Fields(pc.Wrap))
 	if err != nil {
-		return armResult{}, err
+		return err
 	}
 	sleepCtx(ctx, 2*time.Second) // let the schedules settle
 	snap := takeCPUSnapshot()
 	stopProbe = probe(ctx, t, pc.Probe, s, a.name+"loaded")
 	loadedCPU := startCPUMeter()
-	loaded, loadedLost, serr := term.sample(ctx, pc.Samples, pc.Gap)
-	loadedBusy := loadedCPU.percent()
+	loaded, serr := a.term.sample(ctx, n, pc.Gap)
+	a.loadBusy = append(a.loadBusy, loadedCPU.percent())
 	stopProbe()
-	cpu := snap.coresSince(os.Getpid(), lp.pid())
+	for _, c := range snap.coresSince(os.Getpid(), lp.pid()) {
+		a.cpu[c.Group] += c.Cores / ptyRounds
+	}
 	st, lerr := lp.stop()
 	if serr != nil {
-		return armResult{}, fmt.Errorf("loaded: %w", serr)
+		return fmt.Errorf("loaded: %w", serr)
 	}
 	if lerr != nil {
-		return armResult{}, lerr
+		return lerr
 	}
+	a.loaded.addAll(loaded)
+	a.load.Seconds += st.Seconds
+	a.load.WSSent += st.WSSent
+	a.load.WSMsgs += st.WSMsgs
+	a.load.APIReqs += st.APIReqs
+	a.load.BlobBytes += st.BlobBytes
+	a.load.Skipped += st.Skipped
+	a.load.Errors += st.Errors
+	if a.load.FirstErr == "" {
+		a.load.FirstErr = st.FirstErr
+	}
+	return nil
+}
 
-	n := a.name
+// report adds the arm's rows.
+func (a *ptyArm) report(pc ptyConfig, s *Section) {
+	n, idle, loaded, st, p := a.name, a.idle.echo, a.loaded.echo, a.load, pc.Load
 	s.add(n+"idle p50", idle.pct(50), "ms")
 	s.add(n+"idle p99", idle.pct(99), "ms")
 	s.add(n+"loaded p50", loaded.pct(50), "ms")
 	s.add(n+"loaded p99", loaded.pct(99), "ms")
 	s.add(n+"ratio p50 loaded/idle", ratio(loaded.pct(50), idle.pct(50)), "×")
 	s.add(n+"ratio p99 loaded/idle", ratio(loaded.pct(99), idle.pct(99)), "×")
-	s.add(n+"samples idle / loaded", float64(len(idle)), fmt.Sprintf("/ %d", len(loaded)))
-	s.add(n+"timeouts idle / loaded", float64(idleLost), fmt.Sprintf("/ %d", loadedLost))
-	s.add(n+"host CPU busy idle / loaded", idleBusy, fmt.Sprintf("/ %.0f %%", loadedBusy))
-	p := pc.Load
+	s.add(n+"SendInput returned, idle p50 / p99", a.idle.send.pct(50), fmt.Sprintf("/ %.2f ms", a.idle.send.pct(99)))
+	s.add(n+"SendInput returned, loaded p50 / p99", a.loaded.send.pct(50), fmt.Sprintf("/ %.2f ms", a.loaded.send.pct(99)))
+	s.add(n+"samples idle / loaded", float64(len(idle)), fmt.Sprintf("/ %d (%d rounds, arms in turn)", len(loaded), ptyRounds))
+	s.add(n+"timeouts idle / loaded", float64(a.idle.lost), fmt.Sprintf("/ %d", a.loaded.lost))
+	s.add(n+"host CPU busy idle / loaded", mean(a.idleBusy), fmt.Sprintf("/ %.0f %%", mean(a.loadBusy)))
 	s.add(n+"load: WebSocket echoes", float64(st.WSMsgs)/st.Seconds, fmt.Sprintf("msg/s (offered %.0f over %d connections)", p.WSRate, p.WS))
 	s.add(n+"load: /api polls", float64(st.APIReqs)/st.Seconds, fmt.Sprintf("req/s (offered %.0f)", p.PollRate))
-	s.add(n+"load: /blob downloads", float64(st.BlobBytes)/1e6/st.Seconds, fmt.Sprintf("MB/s (offered %.0f in %.0f MB GETs)", p.DownloadMBps, float64(p.ChunkBytes)/1e6))
+	s.add(n+"load: /blob downloads", float64(st.BlobBytes)/1e6/st.Seconds, fmt.Sprintf("MB/s (offered %.0f in %.1f MB GETs)", p.DownloadMBps, float64(p.ChunkBytes)/1e6))
 	s.add(n+"load: skipped (late or over the in-flight bound) / errors", float64(st.Skipped), fmt.Sprintf("/ %d", st.Errors))
 	if st.FirstErr != "" {
 		s.note(n+"load: first error", oneLine(st.FirstErr, 80))
 	}
+	cpu := make([]cpuShare, 0, len(a.cpu))
+	for g, c := range a.cpu {
+		cpu = append(cpu, cpuShare{g, c})
+	}
+	sort.Slice(cpu, func(i, j int) bool { return cpu[i].Cores > cpu[j].Cores })
 	for i, c := range cpu {
 		if i == 6 {
 			break
 		}
 		s.add(n+"cpu while loaded: "+c.Group, c.Cores, "cores")
 	}
-	return armResult{idle, loaded}, nil
+}
+
+// mean of a few values (NaN for none).
+func mean(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	sum := 0.0
+	for _, x := range v {
+		sum += x
+	}
+	return sum / float64(len(v))
 }
