@@ -23,7 +23,7 @@ const densityDefinition = "ramp: base sandboxes created `par` at a time (each un
 	"and a settle; file handles (/proc/sys/fs/file-nr), hearth dev's descriptors and tasks " +
 	"(threads, which take PIDs) likewise per sandbox, and how many sandboxes each would allow " +
 	"(its limit minus its use before, over the use per sandbox). sustained: with the ramp's " +
-	"sandboxes still running, `par` workers each create a sandbox and kill the oldest, for a " +
+	"sandboxes still running, `par` workers each kill the oldest sandbox and create one, for a " +
 	"bounded time and count: creates/s is completed creates over that time. The 512 MiB " +
 	"memory limit of a sandbox is a cap, not a reservation; other processes on the host move " +
 	"the memory figure too."
@@ -209,7 +209,7 @@ func runDensity(ctx context.Context, e *env, dc densityConfig, s *Section) error
 					firstErr = err
 				}
 				if failsRow >= 3 {
-					stop("create failed 3 times in a row: " + oneLine(err.Error(), 160))
+					stop("create failed 3 times in a row: " + oneLine(err.Error(), 120))
 				}
 			} else if err == nil {
 				failsRow = 0
@@ -230,7 +230,7 @@ func runDensity(ctx context.Context, e *env, dc densityConfig, s *Section) error
 	s.add("idle sandboxes running", float64(n), fmt.Sprintf("of a target of %d", dc.Target))
 	s.note("ramp stopped by", stopWhy)
 	if firstErr != nil {
-		s.note("ramp: first create error", oneLine(firstErr.Error(), 200))
+		s.note("ramp: first create error", oneLine(firstErr.Error(), 120))
 	}
 	s.add(fmt.Sprintf("ramp: created %d (%d at a time)", n, dc.Par), ramp.Seconds(), fmt.Sprintf("s (%.1f creates/s)", float64(n)/ramp.Seconds()))
 	s.add("ramp: create → first exec p50 / p99", createDur.pct(50), fmt.Sprintf("/ %.0f ms", createDur.pct(99)))
@@ -266,12 +266,12 @@ func runDensity(ctx context.Context, e *env, dc densityConfig, s *Section) error
 		s.add("would allow: network slots (/30 each)", math.Pow(2, float64(32-p.Bits()))/4, "sandboxes ("+dc.Pool+")")
 	}
 
-	// Sustained: create one, kill the oldest, par at a time, bounded in time and count.
+	// Sustained: kill the oldest, create one, par at a time, bounded in time and count; the
+	// count stays at the ramp's, which may be at a limit, so the kill comes first.
 	var (
-		done      int
-		sustained samples
-		errs      int
-		sErr      error
+		done, errs, errsRow int
+		sustained           samples
+		sErr                error
 	)
 	sctx, scancel := context.WithTimeout(ctx, dc.Sustain)
 	defer scancel()
@@ -279,11 +279,16 @@ func runDensity(ctx context.Context, e *env, dc densityConfig, s *Section) error
 	_ = forEach(sctx, make([]struct{}, dc.Par), dc.Par, func(ctx context.Context, _ int, _ struct{}) error {
 		for ctx.Err() == nil {
 			mu.Lock()
-			if done+errs >= dc.SustainMax {
+			if done+errs >= dc.SustainMax || errsRow >= 5 {
 				mu.Unlock()
 				return nil
 			}
 			mu.Unlock()
+			if old := live.popOldest(); old != nil {
+				if err := e.kill(ctx, old.ID); err != nil {
+					live.push(old) // left for the cleanup
+				}
+			}
 			d, sb, err := createReady(ctx, e)
 			if sb != nil {
 				live.push(sb)
@@ -294,31 +299,25 @@ func runDensity(ctx context.Context, e *env, dc densityConfig, s *Section) error
 			mu.Lock()
 			if err != nil {
 				errs++
+				errsRow++
 				if sErr == nil {
 					sErr = err
 				}
 			} else {
-				done++
+				done, errsRow = done+1, 0
 				sustained = append(sustained, d)
 			}
 			mu.Unlock()
-			if err == nil {
-				if old := live.popOldest(); old != nil {
-					if kerr := e.kill(context.WithoutCancel(ctx), old.ID); kerr != nil {
-						live.push(old) // left for the cleanup
-					}
-				}
-			}
 		}
 		return nil
 	})
 	sdur := time.Since(sstart)
-	s.add(fmt.Sprintf("sustained: creates/s (%d running, one kill per create, %d at a time)", n, dc.Par), float64(done)/sdur.Seconds(),
+	s.add(fmt.Sprintf("sustained: creates/s (%d running, a kill before each create, %d at a time)", n, dc.Par), float64(done)/sdur.Seconds(),
 		fmt.Sprintf("(%d creates in %.0f s)", done, sdur.Seconds()))
 	s.add("sustained: create → first exec p50 / p99", sustained.pct(50), fmt.Sprintf("/ %.0f ms", sustained.pct(99)))
 	s.add("sustained: failed creates", float64(errs), "")
 	if sErr != nil {
-		s.note("sustained: first error", oneLine(sErr.Error(), 200))
+		s.note("sustained: first error", oneLine(sErr.Error(), 120))
 	}
 	return nil
 }
