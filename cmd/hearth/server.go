@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -112,13 +113,13 @@ func openStore(ctx context.Context, c serverConfig) (store.Store, error) {
 // memoryOvercommitFlag defines --memory-overcommit (server and dev).
 func memoryOvercommitFlag(f *pflag.FlagSet, v *float64) {
 	f.Float64Var(v, "memory-overcommit", 2, "place sandboxes on a host until their memory limits add up to this multiple of its memory "+
-		"(limits are caps, not reservations: an idle sandbox uses far less)")
+		"(limits are caps, not reservations: an idle sandbox uses far less); 0: the default")
 }
 
 // runControlPlane serves the API and the proxy until ctx ends.
 func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *slog.Logger, ready func(api, proxy net.Addr, domain string, tls *proxyTLS)) error {
-	if c.MemoryOvercommit <= 0 {
-		return fmt.Errorf("--memory-overcommit %g: want a multiple above 0 (e.g. 2)", c.MemoryOvercommit)
+	if c.MemoryOvercommit < 0 || math.IsNaN(c.MemoryOvercommit) || math.IsInf(c.MemoryOvercommit, 0) {
+		return fmt.Errorf("--memory-overcommit %g: want a multiple above 0 (e.g. 2), or 0 for the default", c.MemoryOvercommit)
 	}
 	ptls, err := setupProxyTLS(c.TLS, c.DataDir, c.Domain)
 	if err != nil {
