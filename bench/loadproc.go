@@ -32,13 +32,14 @@ type loadProc struct {
 	waited chan error
 }
 
-// startLoadProc starts `wrap… <this binary> -loadgen JOB` and waits until it is loaded.
-func startLoadProc(ctx context.Context, t *target, p loadParams, wrap []string) (*loadProc, error) {
+// startLoadProc starts `wrap… <this binary> -loadgen JOB`, whose load goes through the
+// proxy at proxyURL, and waits until it is loaded.
+func startLoadProc(ctx context.Context, t *target, proxyURL string, p loadParams, wrap []string) (*loadProc, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("load generator: %w", err)
 	}
-	job, _ := json.Marshal(loadJob{ProxyURL: proxyBase, ID: t.id, Guest: t.guest, Token: t.token, Domain: t.domain, Params: p})
+	job, _ := json.Marshal(loadJob{ProxyURL: proxyURL, ID: t.id, Guest: t.guest, Token: t.token, Domain: t.domain, Params: p})
 	argv := append(append([]string(nil), wrap...), self, "-loadgen", string(job))
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stderr = os.Stderr

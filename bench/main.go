@@ -34,6 +34,7 @@ type config struct {
 	Only       map[string]bool
 	HogMB      []int
 	PTY        ptyConfig
+	Density    densityConfig
 }
 
 func main() {
@@ -62,25 +63,41 @@ func main() {
 	hog := flag.String("hog-mb", "500,250", "comma-separated MB of touched memory for the pause section (sandboxes have 512 MiB)")
 	flag.IntVar(&c.PTY.Samples, "pty-samples", 300, "keystrokes per PTY phase")
 	flag.DurationVar(&c.PTY.Gap, "pty-gap", 20*time.Millisecond, "pause between keystrokes")
-	flag.IntVar(&c.PTY.Load.WS, "load-ws", 8, "WebSocket clients in the PTY load")
+	flag.IntVar(&c.PTY.Load.WS, "load-ws", 8, "WebSocket connections in the PTY load")
+	flag.Float64Var(&c.PTY.Load.WSRate, "load-ws-rate", 300, "WebSocket messages per second in the PTY load, over all connections (open loop)")
 	flag.IntVar(&c.PTY.Load.WSBytes, "load-ws-bytes", 200, "bytes per WebSocket message")
-	flag.IntVar(&c.PTY.Load.Pollers, "load-pollers", 4, "REST pollers of /api in the PTY load")
-	flag.DurationVar(&c.PTY.Load.PollEvery, "load-poll-every", 10*time.Millisecond, "pause between one poller's requests")
-	flag.IntVar(&c.PTY.Load.Blobs, "load-blobs", 4, "concurrent /blob downloads in the PTY load")
+	flag.Float64Var(&c.PTY.Load.PollRate, "load-poll-rate", 30, "REST polls of /api per second in the PTY load (open loop)")
+	flag.Float64Var(&c.PTY.Load.DownloadMBps, "load-download-mbps", 50, "MB/s of /blob downloads in the PTY load (open loop)")
+	chunkMB := flag.Float64("load-download-chunk-mb", 4, "MB per /blob download in the PTY load")
+	flag.IntVar(&c.PTY.Load.MaxInFlight, "load-max-in-flight", 32, "most polls, and most downloads, in flight at once in the PTY load")
+	flag.StringVar(&c.PTY.SharedProxy, "shared-proxy", "", "URL of hearth dev's --bench-shared-proxy-listen proxy: the pty section also measures through it (the A/B; scripts/bench.sh sets it)")
 	flag.StringVar(&c.PTY.Wrap, "load-wrap", "", "command prefix for the load generator process, e.g. \"taskset -c 1\"")
 	flag.BoolVar(&c.PTY.Direct, "pty-direct", false, "investigation: the terminal talks to envd directly, not through the proxy")
 	flag.StringVar(&c.PTY.DirectSockets, "pty-direct-sockets", "", "investigation: with -pty-direct, reach envd over its host socket under this sandboxes dir (hearth dev's <data-dir>/sandboxes; gVisor)")
 	flag.BoolVar(&c.PTY.OtherSandbox, "load-other-sandbox", false, "investigation: the load goes to a second sandbox, not the terminal's")
 	flag.IntVar(&c.PTY.GuestCPU, "load-guest-cpu", 0, "investigation: busy loops inside the terminal's sandbox during the loaded phase")
 	flag.BoolVar(&c.PTY.Probe, "probe", false, "investigation: also time direct GETs of the terminal sandbox's /api in both phases")
+	flag.IntVar(&c.Density.Target, "density-target", 200, "idle sandboxes the density section ramps up to")
+	flag.IntVar(&c.Density.Par, "density-par", 4, "creates at once in the density section")
+	flag.DurationVar(&c.Density.Ramp, "density-ramp", 3*time.Minute, "most time the density ramp takes")
+	flag.DurationVar(&c.Density.Sustain, "density-sustain", time.Minute, "time of the density section's sustained creates")
+	flag.IntVar(&c.Density.SustainMax, "density-sustain-max", 300, "most sustained creates in the density section")
+	flag.IntVar(&c.Density.HearthPID, "hearth-pid", 0, "hearth dev's PID, to count its descriptors in the density section (scripts/bench.sh sets it)")
+	flag.StringVar(&c.Density.Pool, "slot-pool", "10.238.0.0/16", "hearth dev's --pool, for the density section's network-slot limit")
 	loadDirect := flag.Bool("load-direct", false, "investigation: the load goes to the sandbox directly, not through the proxy")
 	flag.Parse()
 	c.PTY.Load.Form = formHeaders
 	if *loadDirect {
 		c.PTY.Load.Form = formDirect
 	}
-	c.PTY.Load.BlobBytes = 256 << 20
+	c.PTY.Load.ChunkBytes = int64(*chunkMB * 1e6)
+	c.Density.Settle = 5 * time.Second
 	c.PTY.Load.Max = 3 * time.Minute
+	if c.PTY.Load.WS < 0 || c.PTY.Load.WSRate < 0 || c.PTY.Load.PollRate < 0 || c.PTY.Load.DownloadMBps < 0 ||
+		(c.PTY.Load.WSRate > 0 && c.PTY.Load.WS == 0) || (c.PTY.Load.DownloadMBps > 0 && c.PTY.Load.ChunkBytes <= 0) {
+		fmt.Fprintln(os.Stderr, "bench: load rates must be 0 or more, -load-ws at least 1 with a WebSocket rate, -load-download-chunk-mb above 0 with a download rate")
+		os.Exit(2)
+	}
 	if only != "" {
 		c.Only = map[string]bool{}
 		for _, s := range strings.Split(only, ",") {
@@ -91,6 +108,10 @@ func main() {
 		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
 			c.HogMB = append(c.HogMB, n)
 		}
+	}
+	if c.Density.Target < 1 || c.Density.Par < 1 || c.Density.Ramp <= 0 || c.Density.Sustain < 0 || c.Density.SustainMax < 0 {
+		fmt.Fprintln(os.Stderr, "bench: -density-target and -density-par must be at least 1, -density-ramp above 0, the sustain flags 0 or more")
+		os.Exit(2)
 	}
 	if c.APIKey == "" {
 		fmt.Fprintln(os.Stderr, "bench: -api-key or HEARTH_API_KEY is required")
@@ -199,7 +220,7 @@ func run(ctx context.Context, c config) (*Report, error) {
 	section("templates", templatesDefinition, func(s *Section) error { return runTemplates(ctx, e, 20, s) })
 	section("codeinterp", codeinterpDefinition, func(s *Section) error { return runCodeinterp(ctx, e, 10, 100, s) })
 	section("pause", pauseDefinition, func(s *Section) error { return runPause(ctx, e, 5, c.HogMB, s) })
-	section("density", densityDefinition, func(s *Section) error { return runDensity(ctx, e, 50, 5*time.Second, s) })
+	section("density", densityDefinition, func(s *Section) error { return runDensity(ctx, e, c.Density, s) })
 	section("uffd", uffdDefinition, func(s *Section) error { return runUffd(ctx, c.Repo, s) })
 	return rep, nil
 }

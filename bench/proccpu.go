@@ -65,10 +65,15 @@ func (s cpuSnapshot) coresSince(self, child int) []cpuShare {
 	by := map[string]uint64{}
 	for pid, p := range now.ticks {
 		d := p.ticks - s.ticks[pid].ticks
-		if before, ok := s.ticks[pid]; !ok || before.comm != p.comm || before.ticks > p.ticks {
-			d = p.ticks // started during the phase
+		if before, ok := s.ticks[pid]; !ok || before.ticks > p.ticks {
+			d = p.ticks // started during the phase (a reused PID's count starts afresh)
 		}
 		name := p.comm
+		if strings.HasPrefix(name, "kworker/") {
+			// A kernel worker's name says which work queue it serves now, and changes with
+			// it: one group for all of them.
+			name = "kworker (kernel work queues)"
+		}
 		switch pid {
 		case self:
 			name = "bench (PTY client)"

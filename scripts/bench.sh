@@ -21,10 +21,12 @@ done
 go build -o bin/hearth-bench ./bench
 CGO_ENABLED=0 go build -trimpath -o bin/hearth-bench-loadserver ./bench/loadserver
 
-# Four distinct free ports: all held open until all are chosen, so none is picked twice.
-read -r api proxy agent agentproxy < <(python3 -c '
+# Five distinct free ports: all held open until all are chosen, so none is picked twice.
+# shared is the benchmark-only proxy whose agent traffic shares the HTTP/2 RPC transport
+# (the pty section's A/B; docs/benchmarks.md).
+read -r api proxy agent agentproxy shared < <(python3 -c '
 import socket
-ss = [socket.socket() for _ in range(4)]
+ss = [socket.socket() for _ in range(5)]
 for s in ss: s.bind(("127.0.0.1", 0))
 print(*[s.getsockname()[1] for s in ss])
 for s in ss: s.close()')
@@ -39,6 +41,7 @@ agent_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
 bin/hearth dev --data-dir "$data" --agent-token "$agent_token" --slot-prefix hbench --pool 10.238.0.0/16 --api-key "$key" \
   --listen "127.0.0.1:$api" --proxy-listen "127.0.0.1:$proxy" \
   --agent-listen "127.0.0.1:$agent" --agent-proxy-listen "127.0.0.1:$agentproxy" \
+  --bench-shared-proxy-listen "127.0.0.1:$shared" \
   --default-timeout 10m --warm-pool base=1 --warm-pool-cpus 1 --warm-pool-memory-mib 512 ${HEARTH_BENCH_DEV_ARGS:-} >"$log" 2>&1 &
 dev=$!
 stop_dev() {
@@ -67,5 +70,5 @@ until curl -fsS -H "X-API-Key: $key" "http://127.0.0.1:$api/templates" 2>/dev/nu
   sleep 1
 done
 
-bin/hearth-bench -api "http://127.0.0.1:$api" -proxy "http://127.0.0.1:$proxy" -agent "127.0.0.1:$agent" -agent-proxy "127.0.0.1:$agentproxy" \
+bin/hearth-bench -api "http://127.0.0.1:$api" -proxy "http://127.0.0.1:$proxy" -shared-proxy "http://127.0.0.1:$shared" -hearth-pid "$dev" -agent "127.0.0.1:$agent" -agent-proxy "127.0.0.1:$agentproxy" \
   -agent-token "$agent_token" -api-key "$key" -loadserver bin/hearth-bench-loadserver -repo "$PWD" "$@"

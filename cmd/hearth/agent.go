@@ -43,11 +43,15 @@ type agentConfig struct {
 	// ProxySocket, when set, is a Unix socket the sandbox proxy also serves on, for a
 	// control plane on the same machine (hearth dev).
 	ProxySocket string
-	Runtime     string
-	Runsc       string
-	PoolCIDR    string
-	SlotPrefix  string
-	DefaultUser string
+	// BenchProxyOnRPC makes the RPC listener also serve proxy traffic (requests that carry
+	// the sandbox routing header), for the benchmark's shared-transport arm (hearth dev
+	// --bench-shared-proxy-listen); off by default.
+	BenchProxyOnRPC bool
+	Runtime         string
+	Runsc           string
+	PoolCIDR        string
+	SlotPrefix      string
+	DefaultUser     string
 	// DefaultDiskMiB is the disk size of sandboxes whose template names none.
 	DefaultDiskMiB int
 	// MaxSandboxes caps the sandboxes running at once (paused ones do not count); 0: no cap.
@@ -264,8 +268,19 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	mux := http.NewServeMux()
 	rpcPath, rpcHandler := a.RPCHandler()
 	mux.Handle(rpcPath, agent.RequireControlPlane(c.AgentToken, rpcHandler))
-	rpcSrv := newServer(mux, true)
-	proxySrv := newServer(agent.RequireControlPlaneProxy(c.AgentToken, a.ProxyHandler()), false)
+	proxyHandler := agent.RequireControlPlaneProxy(c.AgentToken, a.ProxyHandler())
+	var rpcRoot http.Handler = mux
+	if c.BenchProxyOnRPC {
+		rpcRoot = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get(proxy.HeaderSandboxID) != "" {
+				proxyHandler.ServeHTTP(w, r)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		})
+	}
+	rpcSrv := newServer(rpcRoot, true)
+	proxySrv := newServer(proxyHandler, false)
 	proxySrv.ConnContext = proxy.ConnContext
 	srvs, lns := []*http.Server{rpcSrv, proxySrv}, []net.Listener{rpcLn, proxyLn}
 	if c.ProxySocket != "" {

@@ -60,6 +60,7 @@ func init() {
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret between the control plane and the agent (default: a new random one each start; set it to call the agent's API yourself)")
 	f.StringVar(&c.DatabaseURL, "database-url", os.Getenv("HEARTH_DATABASE_URL"), "PostgreSQL URL instead of SQLite")
 	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none")
+	memoryOvercommitFlag(f, &c.MemoryOvercommit)
 	f.StringVar(&a.RPCAddr, "agent-listen", "127.0.0.1:5008", "address of the agent's API")
 	f.StringVar(&a.ProxyAddr, "agent-proxy-listen", "127.0.0.1:5007", "address of the agent's sandbox proxy")
 	f.StringVar(&a.Runtime, "runtime", "gvisor", "sandbox runtime")
@@ -71,6 +72,8 @@ func init() {
 	a.warmPoolFlags(f)
 	imageCacheFlag(f, &a.ImageCacheMiB)
 	a.egressFlags(f)
+	f.StringVar(&c.BenchSharedProxyAddr, "bench-shared-proxy-listen", "", "benchmark only (off when empty): address of a second sandbox proxy whose traffic to the agent "+
+		"shares the HTTP/2 RPC connection instead of the dedicated HTTP/1.1 transport (WebSockets stay on HTTP/1.1); see docs/benchmarks.md")
 	f.StringVar(&envdPath, "envd", "", "envd binary to inject into templates (default: envd next to hearth)")
 	f.BoolVar(&verbose, "verbose", false, "log debug messages")
 	rootCmd.AddCommand(cmd)
@@ -147,6 +150,7 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 	a.ControlPlane = "http://" + apiAddr
 	a.HostID = devHostID
 	a.StopOnExit = true
+	a.BenchProxyOnRPC = c.BenchSharedProxyAddr != ""
 	go func() { errc <- runAgent(ctx, a, log, nil) }()
 	// Either part ending ends both; wait for the other so the agent can stop its sandboxes.
 	err = <-errc

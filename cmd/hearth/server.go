@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/hearthsh/hearth/internal/cp"
 	"github.com/hearthsh/hearth/internal/proxy"
@@ -33,9 +35,15 @@ type serverConfig struct {
 	APIKey         string
 	DefaultTimeout time.Duration
 	HostDeadAfter  time.Duration
+	// MemoryOvercommit: see cp.Config.
+	MemoryOvercommit float64
 	// LocalProxySockets: see cp.Config (hearth dev).
 	LocalProxySockets map[string]string
 	TLS               proxyTLSConfig
+	// BenchSharedProxyAddr, when set (hearth dev --bench-shared-proxy-listen), serves a
+	// second sandbox proxy whose agent traffic shares the HTTP/2 RPC transport; for the
+	// benchmark's A/B only.
+	BenchSharedProxyAddr string
 }
 
 func init() {
@@ -78,6 +86,7 @@ func init() {
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the agents, required: authenticates their heartbeats and the control plane's calls to them ($HEARTH_AGENT_TOKEN)")
 	f.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "an API key to accept (e2b_ followed by hex), added to the store")
 	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none (E2B's API default)")
+	memoryOvercommitFlag(f, &c.MemoryOvercommit)
 	f.DurationVar(&c.HostDeadAfter, "host-dead-after", 30*time.Second, "mark an agent down, and its running sandboxes lost, after this long without a heartbeat (agents send one every 5 s)")
 	rootCmd.AddCommand(cmd)
 }
@@ -101,8 +110,17 @@ func openStore(ctx context.Context, c serverConfig) (store.Store, error) {
 	return st, nil
 }
 
+// memoryOvercommitFlag defines --memory-overcommit (server and dev).
+func memoryOvercommitFlag(f *pflag.FlagSet, v *float64) {
+	f.Float64Var(v, "memory-overcommit", 2, "place sandboxes on a host until their memory limits add up to this multiple of its memory "+
+		"(limits are caps, not reservations: an idle sandbox uses far less); 0: the default")
+}
+
 // runControlPlane serves the API and the proxy until ctx ends.
 func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *slog.Logger, ready func(api, proxy net.Addr, domain string, tls *proxyTLS)) error {
+	if c.MemoryOvercommit < 0 || math.IsNaN(c.MemoryOvercommit) || math.IsInf(c.MemoryOvercommit, 0) {
+		return fmt.Errorf("--memory-overcommit %g: want a multiple above 0 (e.g. 2), or 0 for the default", c.MemoryOvercommit)
+	}
 	ptls, err := setupProxyTLS(c.TLS, c.DataDir, c.Domain)
 	if err != nil {
 		return fmt.Errorf("proxy TLS: %w", err)
@@ -117,7 +135,8 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 		proxyLn = proxy.ServeTLSAndPlain(proxyLn, ptls.config, 10*time.Second)
 	}
 	srv := cp.New(cp.Config{Store: st, Log: log, Domain: domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout,
-		HostDeadAfter: c.HostDeadAfter, ProxyPort: tcpPort(proxyAddr), LocalProxySockets: c.LocalProxySockets, BuildFilesDir: filepath.Join(c.DataDir, "build-files")})
+		HostDeadAfter: c.HostDeadAfter, ProxyPort: tcpPort(proxyAddr), LocalProxySockets: c.LocalProxySockets, BuildFilesDir: filepath.Join(c.DataDir, "build-files"),
+		MemoryOvercommit: c.MemoryOvercommit, BenchSharedTransport: c.BenchSharedProxyAddr != ""})
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	srv.Reconcile(rctx)
 	cancel()
@@ -125,11 +144,22 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 
 	apiSrv := newServer(srv.APIHandler(), false)
 	proxySrv := newServer(srv.ProxyHandler(), false)
+	srvs, lns := []*http.Server{apiSrv, proxySrv}, []net.Listener{apiLn, proxyLn}
+	if c.BenchSharedProxyAddr != "" {
+		ln, err := net.Listen("tcp", c.BenchSharedProxyAddr)
+		if err != nil {
+			apiLn.Close()
+			proxyLn.Close()
+			return fmt.Errorf("bench shared-transport proxy: %w", err)
+		}
+		srvs, lns = append(srvs, newServer(srv.SharedProxyHandler(), false)), append(lns, ln)
+		log.Warn("benchmark switch on: a second sandbox proxy shares the agents' HTTP/2 RPC transport", "listen", ln.Addr().String())
+	}
 	log.Info("control plane ready", "api", apiLn.Addr().String(), "proxy", proxyAddr.String(), "domain", domain, "tls", ptls != nil)
 	if ready != nil {
 		ready(apiLn.Addr(), proxyAddr, domain, ptls)
 	}
-	return serveUntil(ctx, []*http.Server{apiSrv, proxySrv}, []net.Listener{apiLn, proxyLn})
+	return serveUntil(ctx, srvs, lns)
 }
 
 // tcpPort is the port of a TCP listener's address, 0 for any other.

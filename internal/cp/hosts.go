@@ -30,8 +30,11 @@ const maxAgentReply = 16 << 20
 // carries the agent token, which the agents check.
 type agentPool struct {
 	http *http.Client
-	mu   sync.Mutex
-	rpc  map[string]hostagentv1connect.HostAgentServiceClient // by RPC address
+	// h2 is the transport under http, without the token: the benchmark's shared-transport
+	// arm sends proxy traffic through it (Config.BenchSharedTransport).
+	h2  *http2.Transport
+	mu  sync.Mutex
+	rpc map[string]hostagentv1connect.HostAgentServiceClient // by RPC address
 }
 
 func newAgentPool(token string) *agentPool {
@@ -43,7 +46,7 @@ func newAgentPool(token string) *agentPool {
 		ReadIdleTimeout: 30 * time.Second,
 		PingTimeout:     10 * time.Second,
 	}
-	return &agentPool{http: &http.Client{Transport: bearer{tr, token}}, rpc: map[string]hostagentv1connect.HostAgentServiceClient{}}
+	return &agentPool{http: &http.Client{Transport: bearer{tr, token}}, h2: tr, rpc: map[string]hostagentv1connect.HostAgentServiceClient{}}
 }
 
 // bearer adds the agent token to every request.

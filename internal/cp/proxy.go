@@ -57,6 +57,7 @@ const routeTTL = 2 * time.Second
 type cachedRoute struct {
 	sb   store.Sandbox
 	addr string
+	rpc  string // the agent's RPC address, for the benchmark's shared-transport arm
 	at   time.Time
 }
 
@@ -95,69 +96,99 @@ func (c *routes) drop(id string) {
 func (s *Server) forgetRoute(id string) {
 	s.routes.drop(id)
 	s.proxy.Evict(id)
+	if s.sharedProxy != nil {
+		s.sharedProxy.Evict(id)
+	}
 }
 
 // resolveProxy finds the agent proxy for a sandbox port, resuming the sandbox first when it
 // is paused and allows auto-resume.
 func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstream, error) {
+	c, err := s.resolveRoute(r, route)
+	if err != nil {
+		return proxy.Upstream{}, err
+	}
+	return s.upstream(c.sb, c.addr, route), nil
+}
+
+// resolveShared is resolveProxy for the benchmark's shared-transport listener: the request
+// goes to the agent's RPC address over the control plane's HTTP/2 RPC transport, multiplexed
+// on the connection the RPCs use. Upgrades (WebSockets) keep the HTTP/1.1 path: HTTP/2
+// carries no Upgrade, and the agent proxy speaks no extended CONNECT.
+func (s *Server) resolveShared(r *http.Request, route proxy.Route) (proxy.Upstream, error) {
+	c, err := s.resolveRoute(r, route)
+	if err != nil {
+		return proxy.Upstream{}, err
+	}
+	if r.Header.Get("Upgrade") != "" {
+		return s.upstream(c.sb, c.addr, route), nil
+	}
+	up := s.upstream(c.sb, c.rpc, route)
+	up.Socket, up.Transport = "", s.agents.h2
+	return up, nil
+}
+
+// resolveRoute finds the running sandbox and its host's addresses for a proxied request.
+func (s *Server) resolveRoute(r *http.Request, route proxy.Route) (cachedRoute, error) {
 	if c, ok := s.routes.get(route.SandboxID); ok {
 		if err := checkTraffic(r, c.sb, route); err != nil {
-			return proxy.Upstream{}, err
+			return cachedRoute{}, err
 		}
-		return s.upstream(c.sb, c.addr, route), nil
+		return c, nil
 	}
 	ctx := r.Context()
 	sb, err := s.store.Sandbox(ctx, route.SandboxID)
 	if errors.Is(err, store.ErrNotFound) {
 		// Killed and expired sandboxes leave no record: the same answer as for an unknown ID.
-		return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: route.SandboxID,
+		return cachedRoute{}, &proxy.NotFoundError{SandboxID: route.SandboxID,
 			Detail: "sandbox " + route.SandboxID + " is not running: no such sandbox, or it was killed or its timeout ran out"}
 	}
 	if err != nil {
-		return proxy.Upstream{}, err
+		return cachedRoute{}, err
 	}
 	if err := checkTraffic(r, sb, route); err != nil {
-		return proxy.Upstream{}, err
+		return cachedRoute{}, err
 	}
 	switch sb.State {
 	case store.StateRunning:
 	case store.StatePaused:
 		if sb.PausedFilesystemOnly {
-			return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: sb.ID,
+			return cachedRoute{}, &proxy.NotFoundError{SandboxID: sb.ID,
 				Detail: "sandbox " + sb.ID + " is paused keeping only its filesystem, which traffic never resumes: resume it with Sandbox.connect or `hearth sandbox resume`"}
 		}
 		if !sb.AutoResume {
-			return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: sb.ID,
+			return cachedRoute{}, &proxy.NotFoundError{SandboxID: sb.ID,
 				Detail: "sandbox " + sb.ID + " is paused and does not resume on traffic: resume it with Sandbox.connect or `hearth sandbox resume`"}
 		}
 		if sb, err = s.resumeOnce(ctx, sb.ID, autoResumeTimeout); err != nil {
 			if statusOf(err) == http.StatusNotFound { // killed meanwhile
-				return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: route.SandboxID, Detail: err.Error()}
+				return cachedRoute{}, &proxy.NotFoundError{SandboxID: route.SandboxID, Detail: err.Error()}
 			}
-			return proxy.Upstream{}, err
+			return cachedRoute{}, err
 		}
 	case store.StateStopping:
 		// As on E2B, a sandbox being killed is no longer routed: the SDKs probe /health
 		// right after a kill cuts their streams and need the 502 to say "killed".
-		return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: sb.ID, Detail: "sandbox " + sb.ID + " is being killed"}
+		return cachedRoute{}, &proxy.NotFoundError{SandboxID: sb.ID, Detail: "sandbox " + sb.ID + " is being killed"}
 	case store.StateLost:
 		// Not routable, and not coming back on traffic: as for a gone sandbox, E2B's 502, so
 		// the SDKs' isRunning() says false.
-		return proxy.Upstream{}, &proxy.NotFoundError{SandboxID: sb.ID, Detail: lostErr(sb, "reach").Error()}
+		return cachedRoute{}, &proxy.NotFoundError{SandboxID: sb.ID, Detail: lostErr(sb, "reach").Error()}
 	default:
 		// starting, pausing, resuming: it will be running or paused in a moment (E2B's proxy
 		// answers 409 "still transitioning" too).
-		return proxy.Upstream{}, busy(sb.ID, sb.State, "connect to")
+		return cachedRoute{}, busy(sb.ID, sb.State, "connect to")
 	}
 	host, err := s.store.Host(ctx, sb.HostID)
 	if err != nil {
-		return proxy.Upstream{}, err
+		return cachedRoute{}, err
 	}
 	if host.State != store.HostReady {
-		return proxy.Upstream{}, errorf(http.StatusServiceUnavailable, "host %s of sandbox %s is down", host.ID, sb.ID)
+		return cachedRoute{}, errorf(http.StatusServiceUnavailable, "host %s of sandbox %s is down", host.ID, sb.ID)
 	}
-	s.routes.put(cachedRoute{sb: sb, addr: host.ProxyAddr, at: time.Now()})
-	return s.upstream(sb, host.ProxyAddr, route), nil
+	c := cachedRoute{sb: sb, addr: host.ProxyAddr, rpc: host.RPCAddr, at: time.Now()}
+	s.routes.put(c)
+	return c, nil
 }
 
 // checkTraffic enforces the traffic token on the non-envd ports of a sandbox created with

@@ -41,6 +41,10 @@ type Upstream struct {
 	// function that ends the stream cleanly with a reason. The agent hands it to conntrack, so
 	// a pause ends streams at once instead of waiting for them.
 	OnStream func(end func(reason string))
+	// Transport, when set, carries this request instead of the handler's own HTTP/1.1
+	// transport. Only the benchmark's shared-transport arm sets it (cp.Config.
+	// BenchSharedTransport); production traffic always takes the dedicated transport.
+	Transport http.RoundTripper
 }
 
 // ResolveFunc maps a route to an upstream, or fails with an error that StatusFor maps to an
@@ -237,7 +241,7 @@ func (h *Handler) proxyFor(route Route, addr string) *httputil.ReverseProxy {
 		return p.(*httputil.ReverseProxy)
 	}
 	p := &httputil.ReverseProxy{
-		Transport:      h.transport,
+		Transport:      pickTransport{h.transport},
 		FlushInterval:  -1, // stream server-sent events and long polls as they come
 		Rewrite:        rewrite,
 		ModifyResponse: modifyResponse,
@@ -245,6 +249,17 @@ func (h *Handler) proxyFor(route Route, addr string) *httputil.ReverseProxy {
 	}
 	actual, _ := h.proxies.LoadOrStore(key, p)
 	return actual.(*httputil.ReverseProxy)
+}
+
+// pickTransport sends a request through its upstream's Transport when it names one, else
+// through the handler's own.
+type pickTransport struct{ own *http.Transport }
+
+func (p pickTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if rt, ok := r.Context().Value(routeKey{}).(*routed); ok && rt.up.Transport != nil {
+		return rt.up.Transport.RoundTrip(r)
+	}
+	return p.own.RoundTrip(r)
 }
 
 func rewrite(pr *httputil.ProxyRequest) {

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"golang.org/x/net/http2"
 )
 
 func TestParseRoute(t *testing.T) {
@@ -291,6 +293,47 @@ func TestProxySocket(t *testing.T) {
 				if body != c.want {
 					t.Fatalf("request %d answered by %q, want %q", i, body, c.want)
 				}
+			}
+		})
+	}
+}
+
+// TestProxyUpstreamTransport: an upstream that names a transport is reached through it (the
+// benchmark's shared HTTP/2 arm); any other request keeps the handler's HTTP/1.1 transport.
+func TestProxyUpstreamTransport(t *testing.T) {
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetUnencryptedHTTP2(true)
+	us := &http.Server{Protocols: p, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.Proto)
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go us.Serve(ln)
+	t.Cleanup(func() { us.Close() })
+	h2 := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}}
+	t.Cleanup(h2.CloseIdleConnections)
+	for _, c := range []struct {
+		name      string
+		transport http.RoundTripper
+		want      string
+	}{
+		{"own transport", nil, "HTTP/1.1"},
+		{"upstream's transport", h2, "HTTP/2.0"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := New(func(r *http.Request, route Route) (Upstream, error) {
+				return Upstream{Addr: ln.Addr().String(), Transport: c.transport}, nil
+			}, Options{})
+			ps := httptest.NewServer(h)
+			defer ps.Close()
+			_, body := get(t, http.DefaultClient, ps.URL+"/x", map[string]string{"E2b-Sandbox-Id": "sbx1", "E2b-Sandbox-Port": "8080"})
+			if body != c.want {
+				t.Fatalf("upstream saw %q, want %q", body, c.want)
 			}
 		})
 	}
