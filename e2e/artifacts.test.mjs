@@ -10,7 +10,7 @@ import assert from 'node:assert/strict'
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, rmSync, mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import { Sandbox } from 'e2b'
+import { Sandbox, Template } from 'e2b'
 import { Proc, freePorts, dataDir, apiReady, testKey, waitFor, hearthBin, stateRoot, ownDatabase } from './harness.mjs'
 
 if (!hearthBin) throw new Error('HEARTH_BIN must point at the hearth binary')
@@ -134,6 +134,29 @@ for (const kind of ['directory', 's3']) {
         assert.equal((await again.commands.run(`kill -0 ${pid} && echo still`)).stdout, 'still\n')
       } finally {
         await Sandbox.kill(sbx.sandboxId).catch(() => {})
+      }
+    })
+
+    test('a template built through the API on one host is used on the other', { skip: kind !== 'directory' && 'the directory run covers it' }, async () => {
+      const name = `e2e-moved-tpl-${Date.now().toString(36)}`
+      const tpl = Template().fromTemplate('base').runCmd('echo built-elsewhere > /etc/moved-template', { user: 'root' })
+      const built = await Template.build(tpl, name, { cpuCount: 1, memoryMB: 512 })
+      const version = `${built.templateId}-${built.buildId}`
+      const builder = Object.keys(agents).find((h) => existsSync(join(agents[h].dir, 'templates', version, 'meta.json')))
+      assert.ok(builder, `version ${version} built on one of the agents`)
+      const other = Object.keys(agents).find((h) => h !== builder)
+      assert.ok(!existsSync(join(agents[other].dir, 'templates', version)), 'the other agent does not have it yet')
+      await waitFor(`${builder} uploaded ${version}`, async () => existsSync(join(agents[builder].dir, 'template-artifacts', `${version}.json`)), 120_000, 250)
+      await new Promise((r) => setTimeout(r, 6000)) // a heartbeat carries its manifest to the control plane
+      execFileSync(hearthBin, ['host', 'drain', builder], { env: process.env, stdio: ['ignore', 'pipe', 'inherit'] })
+      let sbx
+      try {
+        sbx = await Sandbox.create(name, { timeoutMs: 120_000, requestTimeoutMs: 300_000 })
+        assert.equal((await info(sbx.sandboxId)).clientID, other, 'placed on the host that did not build it')
+        assert.equal((await sbx.commands.run('cat /etc/moved-template')).stdout, 'built-elsewhere\n')
+      } finally {
+        execFileSync(hearthBin, ['host', 'undrain', builder], { env: process.env, stdio: 'ignore' })
+        if (sbx) await Sandbox.kill(sbx.sandboxId).catch(() => {})
       }
     })
 
