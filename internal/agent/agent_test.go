@@ -256,6 +256,10 @@ func (h *harness) get(path string) (int, string) {
 func (h *harness) state(id string) pb.State {
 	res, err := h.rpc.Get(context.Background(), connect.NewRequest(&pb.GetRequest{SandboxId: id}))
 	if err != nil {
+		if connect.CodeOf(err) != connect.CodeNotFound {
+			// Not an answer about the sandbox: say so, or a failing test blames its state.
+			fmt.Fprintf(os.Stderr, "harness: get %s: %v\n", id, err)
+		}
 		return pb.State_STATE_UNSPECIFIED
 	}
 	return res.Msg.GetSandbox().GetState()
