@@ -505,7 +505,7 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
     }
   })
 
-  test('list startedAfter is inclusive; getMetrics returns only samples inside start..end', async () => {
+  test('list startedAfter is inclusive; getMetrics returns the history, only samples inside start..end', async () => {
     const tag = `started-${Date.now()}`
     const sbx = await Sandbox.create('base', { metadata: { suite: tag }, timeoutMs: 120_000 })
     try {
@@ -516,11 +516,14 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
       assert.deepEqual(await listed(new Date(startedAt.getTime() - 1000)), [sbx.sandboxId], 'a second earlier')
       assert.deepEqual(await listed(new Date(startedAt.getTime() + 1000)), [], 'a second later')
 
-      // The SDK rounds start to the nearest second, so right after the create a range that
-      // starts at startedAt may begin a fraction of a second in the future: wait it out.
-      await new Promise((r) => setTimeout(r, Math.max(0, startedAt.getTime() + 1500 - Date.now())))
-      const all = await sbx.getMetrics()
-      assert.ok(all.length >= 1, 'a running sandbox has a sample')
+      // The agent samples envd every 5 s and keeps the history: a sandbox running ~12 s has
+      // at least two samples, oldest first.
+      let all = []
+      await waitFor('two metrics samples', async () => (all = await sbx.getMetrics()).length >= 2, 20_000, 1000)
+      assert.ok(Date.now() - startedAt.getTime() < 20_000, 'two samples within 20 s of the start')
+      for (let i = 1; i < all.length; i++) {
+        assert.ok(all[i].timestamp > all[i - 1].timestamp, `samples out of order: ${all.map((m) => m.timestamp.toISOString())}`)
+      }
       const end = new Date(Date.now() + 60_000)
       const inside = await sbx.getMetrics({ start: startedAt, end })
       assert.ok(inside.length >= 1, 'a range from the start to past now has a sample')

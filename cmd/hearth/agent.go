@@ -249,6 +249,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		go share.run(ctx)
 	}
 	a := agent.New(mgr, conns, c.Runtime, log)
+	go a.RunMetrics(ctx)
 	a.EnableTemplateBuilds(c.DataDir)
 	a.SetImageCacheLimit(c.ImageCacheMiB << 20)
 	if share != nil {

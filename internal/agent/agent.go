@@ -14,6 +14,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/hearthsh/hearth/internal/agent/metricslog"
 	"github.com/hearthsh/hearth/internal/agent/sandbox"
 	"github.com/hearthsh/hearth/internal/artifacts"
 	"github.com/hearthsh/hearth/internal/conntrack"
@@ -32,6 +33,8 @@ type Agent struct {
 	runtime string
 	log     *slog.Logger
 	stats   *hoststats.Sampler
+	// metrics is the recent history of each sandbox's envd metrics (RunMetrics samples it).
+	metrics *metricslog.Log
 	// buildDataDir is where BuildTemplate builds templates; empty refuses builds.
 	buildDataDir string
 	// imageCacheMaxBytes caps the OCI layer cache under buildDataDir (SetImageCacheLimit).
@@ -46,7 +49,44 @@ var _ hostagentv1connect.HostAgentServiceHandler = (*Agent)(nil)
 func New(mgr *sandbox.Manager, conns *conntrack.Tracker, runtimeName string, log *slog.Logger) *Agent {
 	a := &Agent{mgr: mgr, conns: conns, runtime: runtimeName, log: log, stats: hoststats.NewSampler("/")}
 	a.proxy = proxy.New(a.resolve, proxy.Options{StatusFor: proxyStatus, Log: log})
+	a.metrics = metricslog.New(metricslog.Config{Targets: a.metricsTargets, Log: log})
 	return a
+}
+
+// RunMetrics samples the envd metrics of every running sandbox until ctx ends, for the
+// Metrics RPC.
+func (a *Agent) RunMetrics(ctx context.Context) { a.metrics.Run(ctx) }
+
+func (a *Agent) metricsTargets() []metricslog.Target {
+	eps := a.mgr.EnvdEndpoints()
+	out := make([]metricslog.Target, len(eps))
+	for i, e := range eps {
+		out[i] = metricslog.Target{ID: e.ID, Running: e.Running, Addr: e.Target.Addr, Socket: e.Target.Socket, Token: e.AccessToken}
+	}
+	return out
+}
+
+// Metrics returns the metrics history of one sandbox on this host.
+func (a *Agent) Metrics(ctx context.Context, req *connect.Request[pb.MetricsRequest]) (*connect.Response[pb.MetricsResponse], error) {
+	id := req.Msg.GetSandboxId()
+	if _, err := a.mgr.Get(id); err != nil {
+		return nil, rpcError(err)
+	}
+	var start, end time.Time
+	if req.Msg.Start != nil {
+		start = req.Msg.GetStart().AsTime()
+	}
+	if req.Msg.End != nil {
+		end = req.Msg.GetEnd().AsTime()
+	}
+	res := &pb.MetricsResponse{}
+	for _, s := range a.metrics.Samples(id, start, end) {
+		res.Samples = append(res.Samples, &pb.MetricSample{
+			Time: timestamppb.New(s.At), CpuCount: s.CPUCount, CpuUsedPct: s.CPUUsedPct, MemTotal: s.MemTotal,
+			MemUsed: s.MemUsed, MemCache: s.MemCache, DiskUsed: s.DiskUsed, DiskTotal: s.DiskTotal,
+		})
+	}
+	return connect.NewResponse(res), nil
 }
 
 // RPCHandler serves hostagent.v1.
@@ -213,6 +253,7 @@ func (a *Agent) Destroy(ctx context.Context, req *connect.Request[pb.DestroyRequ
 	if err != nil {
 		return nil, rpcError(err)
 	}
+	a.metrics.Forget(id)
 	return connect.NewResponse(&pb.DestroyResponse{}), nil
 }
 

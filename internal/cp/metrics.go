@@ -2,26 +2,26 @@ package cp
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
+	"errors"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
 
-	"github.com/hearthsh/hearth/internal/envd/auth"
-	"github.com/hearthsh/hearth/internal/envd/hoststats"
-	"github.com/hearthsh/hearth/internal/hostreg"
-	"github.com/hearthsh/hearth/internal/proxy"
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
 )
 
-// sandboxMetrics answers GET /sandboxes/{id}/metrics with a sample read from envd now, if
-// it falls inside the query's [start, end] (Unix seconds, both inclusive; start defaults to
-// the sandbox's start and end to now, as on E2B). Hearth keeps no metrics history, so the
-// list has one element for a running sandbox and a range that reaches the present, and none
-// otherwise (a paused sandbox, a range that ended before now).
+// sandboxMetrics answers GET /sandboxes/{id}/metrics with the samples of envd's metrics the
+// sandbox's agent took (every 5 s while it runs, the last 2 hours, stamped with the host's
+// clock) whose time is in the query's [start, end] (Unix seconds, both inclusive; start
+// defaults to the sandbox's start and end to now, as on E2B), oldest first. A paused
+// sandbox returns the samples of before its pause; one whose agent no longer has it (moved
+// to another host, or the agent restarted: the history is in the agent's memory) returns
+// what that agent took, possibly nothing.
 func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	start, end, err := metricsRange(r.URL.Query())
@@ -34,32 +34,58 @@ func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request) {
 		fail(w, sandboxErr(id, err))
 		return
 	}
-	if start == nil {
-		t := sb.StartedAt.Unix()
-		start = &t
+	from := sb.StartedAt.Truncate(time.Second)
+	if start != nil {
+		from = time.Unix(*start, 0)
 	}
-	// A sample read now is newer than an end in the past: do not ask envd for it.
-	if sb.State != store.StateRunning || (end != nil && *end < time.Now().Unix()) {
-		writeJSON(w, http.StatusOK, []SandboxMetric{})
-		return
+	req := &pb.MetricsRequest{SandboxId: sb.ID, Start: timestamppb.New(from)}
+	if end != nil {
+		// Inclusive of the whole second end names.
+		req.End = timestamppb.New(time.Unix(*end, 0).Add(time.Second - time.Nanosecond))
 	}
-	m, err := s.readEnvdMetrics(r.Context(), sb)
+	samples, err := s.agentMetrics(r.Context(), sb, req)
 	if err != nil {
 		fail(w, err)
 		return
 	}
-	// The sample is stamped with the control plane's clock, not the one envd reports: the
-	// guest's clock is the sandbox's to set, and it must not move a sample into or out of a
-	// range.
-	at := time.Now().UTC().Truncate(time.Second)
-	if at.Unix() < *start || (end != nil && at.Unix() > *end) {
-		writeJSON(w, http.StatusOK, []SandboxMetric{})
-		return
+	out := make([]SandboxMetric, 0, len(samples))
+	for _, m := range samples {
+		at := m.GetTime().AsTime().UTC().Truncate(time.Second)
+		out = append(out, SandboxMetric{
+			Timestamp: at, TimestampUnix: at.Unix(), CPUCount: int(m.GetCpuCount()), CPUUsedPct: m.GetCpuUsedPct(),
+			MemUsed: m.GetMemUsed(), MemTotal: m.GetMemTotal(), MemCache: m.GetMemCache(),
+			DiskUsed: m.GetDiskUsed(), DiskTotal: m.GetDiskTotal(),
+		})
 	}
-	writeJSON(w, http.StatusOK, []SandboxMetric{{
-		Timestamp: at, TimestampUnix: at.Unix(), CPUCount: m.CPUCount, CPUUsedPct: m.CPUUsedPct,
-		MemUsed: m.MemUsed, MemTotal: m.MemTotal, MemCache: m.MemCache, DiskUsed: m.DiskUsed, DiskTotal: m.DiskTotal,
-	}})
+	writeJSON(w, http.StatusOK, out)
+}
+
+// agentMetrics asks the sandbox's agent for its samples in the request's range. A host or a
+// sandbox the agent does not know has none.
+func (s *Server) agentMetrics(ctx context.Context, sb store.Sandbox, req *pb.MetricsRequest) ([]*pb.MetricSample, error) {
+	if sb.HostID == "" {
+		return nil, nil
+	}
+	host, err := s.store.Host(ctx, sb.HostID)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if host.State != store.HostReady {
+		return nil, errorf(http.StatusServiceUnavailable, "metrics of %s: its host %s is %s", sb.ID, host.ID, host.State)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	res, err := s.agents.client(host).Metrics(ctx, connect.NewRequest(req))
+	if err != nil {
+		if connect.CodeOf(err) == connect.CodeNotFound {
+			return nil, nil
+		}
+		return nil, errorf(http.StatusBadGateway, "metrics of %s from host %s: %v", sb.ID, host.ID, err)
+	}
+	return res.Msg.GetSamples(), nil
 }
 
 // metricsRange parses the start and end of a metrics query: Unix seconds, nil when absent.
@@ -86,47 +112,3 @@ func metricsRange(q url.Values) (start, end *int64, err error) {
 	}
 	return start, end, nil
 }
-
-// readEnvdMetrics asks envd through the sandbox's agent proxy.
-func (s *Server) readEnvdMetrics(ctx context.Context, sb store.Sandbox) (hoststats.Metrics, error) {
-	var m hoststats.Metrics
-	host, err := s.store.Host(ctx, sb.HostID)
-	if err != nil {
-		return m, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+host.ProxyAddr+"/metrics", nil)
-	if err != nil {
-		return m, err
-	}
-	req.Header.Set(proxy.HeaderSandboxID, sb.ID)
-	req.Header.Set(proxy.HeaderSandboxPort, itoa(proxy.EnvdPort))
-	req.Header.Set(hostreg.ProxyAuthHeader, s.cfg.AgentToken)
-	if sb.EnvdAccessToken != "" {
-		req.Header.Set(auth.Header, sb.EnvdAccessToken)
-	}
-	res, err := s.metricsClient.Do(req)
-	if err != nil {
-		return m, fmt.Errorf("read metrics of %s: %w", sb.ID, err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return m, fmt.Errorf("read metrics of %s: envd answered %s", sb.ID, res.Status)
-	}
-	// The answer comes from inside the sandbox: read a bounded amount of it.
-	body, err := io.ReadAll(io.LimitReader(res.Body, maxEnvdMetrics+1))
-	if err != nil {
-		return m, fmt.Errorf("read metrics of %s: %w", sb.ID, err)
-	}
-	if len(body) > maxEnvdMetrics {
-		return m, errorf(http.StatusBadGateway, "read metrics of %s: envd's answer is over %d bytes", sb.ID, maxEnvdMetrics)
-	}
-	if err := json.Unmarshal(body, &m); err != nil {
-		return m, errorf(http.StatusBadGateway, "read metrics of %s: envd's answer: %v", sb.ID, err)
-	}
-	return m, nil
-}
-
-// maxEnvdMetrics caps envd's metrics answer (a few hundred bytes in practice).
-const maxEnvdMetrics = 64 << 10

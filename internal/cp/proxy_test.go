@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
@@ -137,58 +138,108 @@ func TestProxyNotRunning(t *testing.T) {
 	}
 }
 
-// TestMetricsRange: GET /sandboxes/{id}/metrics returns the sample read now only when it
-// falls inside [start, end] (inclusive; start defaults to the sandbox's start, end to now),
-// and refuses bad bounds with a 400 naming the parameter.
+// historyAgent answers Metrics from a fixed history, as an agent's metrics log does: the
+// samples whose time is in the request's range, oldest first.
+type historyAgent struct {
+	hostagentv1connect.UnimplementedHostAgentServiceHandler
+	samples map[string][]time.Time
+}
+
+func (a *historyAgent) Metrics(_ context.Context, req *connect.Request[pb.MetricsRequest]) (*connect.Response[pb.MetricsResponse], error) {
+	times, ok := a.samples[req.Msg.GetSandboxId()]
+	if !ok {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("sandbox %s not on this host", req.Msg.GetSandboxId()))
+	}
+	res := &pb.MetricsResponse{}
+	for _, at := range times {
+		if (req.Msg.Start != nil && at.Before(req.Msg.GetStart().AsTime())) || (req.Msg.End != nil && at.After(req.Msg.GetEnd().AsTime())) {
+			continue
+		}
+		res.Samples = append(res.Samples, &pb.MetricSample{Time: timestamppb.New(at), CpuCount: 2, MemTotal: 1024, MemUsed: 512})
+	}
+	return connect.NewResponse(res), nil
+}
+
+// TestMetricsRange: GET /sandboxes/{id}/metrics returns the agent's samples of the sandbox
+// whose time is inside [start, end] (Unix seconds, inclusive; start defaults to the
+// sandbox's start, end to now), oldest first, E2B's JSON; a paused sandbox its history; one
+// its agent does not have none; bad bounds a 400 naming the parameter.
 func TestMetricsRange(t *testing.T) {
-	asked := 0
-	agentProxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		asked++
-		fmt.Fprintf(w, `{"ts":%d,"cpu_count":2,"mem_total":1024}`, time.Now().Unix())
-	}))
-	t.Cleanup(agentProxy.Close)
+	started := time.Now().Add(-time.Minute).UTC().Truncate(time.Second)
+	at := func(s float64) time.Time { return started.Add(time.Duration(s * float64(time.Second))) }
+	agent := &historyAgent{samples: map[string][]time.Time{
+		// One sample from before the sandbox's start (as after a clock step): the default
+		// start leaves it out.
+		"m1":     {at(-5), at(10.4), at(20.4), at(30.4), at(40.4), at(50.4)},
+		"paused": {at(10), at(15)},
+	}}
 	_, hs, st := newTestCP(t)
 	ctx := context.Background()
-	st.PutHost(ctx, store.Host{ID: "h", State: store.HostReady, ProxyAddr: strings.TrimPrefix(agentProxy.URL, "http://")})
-	started := time.Now().Add(-time.Minute).UTC()
-	st.CreateSandbox(ctx, store.Sandbox{ID: "m1", TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h", State: store.StateRunning, StartedAt: started, EndAt: started.Add(time.Hour)})
-	before, now := started.Add(-time.Hour).Unix(), time.Now().Unix()
+	startAgentServer(t, st, "h", agent)
+	up, err := st.Host(ctx, "h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.PutHost(ctx, store.Host{ID: "down", State: store.HostDown, RPCAddr: up.RPCAddr})
+	for _, sb := range []store.Sandbox{
+		{ID: "m1", State: store.StateRunning, HostID: "h"},
+		{ID: "paused", State: store.StatePaused, HostID: "h"},
+		{ID: "elsewhere", State: store.StateRunning, HostID: "h"}, // the agent lost it (restarted)
+		{ID: "hostdown", State: store.StateRunning, HostID: "down"},
+	} {
+		sb.TeamID, sb.TemplateID, sb.StartedAt, sb.EndAt = store.DefaultTeam, "base", started, started.Add(time.Hour)
+		if err := st.CreateSandbox(ctx, sb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s0, now := started.Unix(), time.Now().Unix()
 	key := map[string]string{"X-API-Key": testKey}
 
 	tests := []struct {
-		name, query string
-		status      int
-		samples     int // when 200
-		msg         string
-		asksEnvd    bool
+		name, id, query string
+		status          int
+		want            []int64 // timestampUnix of the samples, when 200
+		msg             string
 	}{
-		{"no range", "", 200, 1, "", true},
-		{"range around now", fmt.Sprintf("start=%d&end=%d", started.Unix(), now+60), 200, 1, "", true},
-		{"only start", fmt.Sprintf("start=%d", started.Unix()), 200, 1, "", true},
-		{"range before the sandbox", fmt.Sprintf("start=%d&end=%d", before, before+10), 200, 0, "", false},
-		{"range ending before now", fmt.Sprintf("start=%d&end=%d", started.Unix(), now-30), 200, 0, "", false},
-		{"range starting later", fmt.Sprintf("start=%d", now+3600), 200, 0, "", true},
-		{"start after end", fmt.Sprintf("start=%d&end=%d", now, now-1), 400, 0, "start", false},
-		{"start not a number", "start=yesterday", 400, 0, "start must be a Unix time in seconds", false},
-		{"negative end", "end=-5", 400, 0, "end must be a Unix time in seconds", false},
-		{"start in milliseconds is still an integer", fmt.Sprintf("start=%d", now*1000), 200, 0, "", true},
+		{"no range: since the sandbox's start", "m1", "", 200, []int64{s0 + 10, s0 + 20, s0 + 30, s0 + 40, s0 + 50}, ""},
+		{"inclusive range", "m1", fmt.Sprintf("start=%d&end=%d", s0+10, s0+30), 200, []int64{s0 + 10, s0 + 20, s0 + 30}, ""},
+		{"only start", "m1", fmt.Sprintf("start=%d", s0+40), 200, []int64{s0 + 40, s0 + 50}, ""},
+		{"start before the sandbox's", "m1", fmt.Sprintf("start=%d&end=%d", s0-10, s0+10), 200, []int64{s0 - 5, s0 + 10}, ""},
+		{"range before the sandbox", "m1", fmt.Sprintf("start=%d&end=%d", s0-3600, s0-3590), 200, []int64{}, ""},
+		{"range starting later", "m1", fmt.Sprintf("start=%d", now+3600), 200, []int64{}, ""},
+		{"start in milliseconds is still an integer", "m1", fmt.Sprintf("start=%d", now*1000), 200, []int64{}, ""},
+		{"paused sandbox keeps its history", "paused", "", 200, []int64{s0 + 10, s0 + 15}, ""},
+		{"agent no longer has it", "elsewhere", "", 200, []int64{}, ""},
+		{"host down", "hostdown", "", 503, nil, "host down"},
+		{"unknown sandbox", "nope", "", 404, nil, "nope"},
+		{"start after end", "m1", fmt.Sprintf("start=%d&end=%d", now, now-1), 400, nil, "start"},
+		{"start not a number", "m1", "start=yesterday", 400, nil, "start must be a Unix time in seconds"},
+		{"negative end", "m1", "end=-5", 400, nil, "end must be a Unix time in seconds"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			asked = 0
-			status, body, _ := call(t, "GET", hs.URL+"/sandboxes/m1/metrics?"+tt.query, "", key)
+			status, body, _ := call(t, "GET", hs.URL+"/sandboxes/"+tt.id+"/metrics?"+tt.query, "", key)
 			if status != tt.status || !strings.Contains(body, tt.msg) {
 				t.Fatalf("%d %s, want %d containing %q", status, body, tt.status, tt.msg)
-			}
-			if (asked > 0) != tt.asksEnvd {
-				t.Errorf("asked envd %d times, want asked: %v", asked, tt.asksEnvd)
 			}
 			if status != 200 {
 				return
 			}
-			var got []SandboxMetric
-			if err := json.Unmarshal([]byte(body), &got); err != nil || len(got) != tt.samples {
-				t.Fatalf("%s: %d samples (%v), want %d", body, len(got), err, tt.samples)
+			var got []map[string]any
+			if err := json.Unmarshal([]byte(body), &got); err != nil || got == nil {
+				t.Fatalf("%s: not a JSON list: %v", body, err)
+			}
+			ts := []int64{}
+			for _, m := range got {
+				ts = append(ts, int64(m["timestampUnix"].(float64)))
+				for _, k := range []string{"timestamp", "cpuCount", "cpuUsedPct", "memUsed", "memTotal", "memCache", "diskUsed", "diskTotal"} {
+					if _, ok := m[k]; !ok {
+						t.Fatalf("sample %v lacks E2B's %q", m, k)
+					}
+				}
+			}
+			if fmt.Sprint(ts) != fmt.Sprint(tt.want) {
+				t.Fatalf("samples at %v, want %v", ts, tt.want)
 			}
 		})
 	}

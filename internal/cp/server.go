@@ -104,8 +104,6 @@ type Server struct {
 	failures *failLimiter
 	events   *eventLog
 	routes   *routes
-	// metricsClient reads envd metrics through agent proxies (HTTP/1.1, like all proxy traffic).
-	metricsClient *http.Client
 
 	// resuming deduplicates concurrent auto-resumes of one sandbox.
 	resumeMu sync.Mutex
@@ -131,19 +129,18 @@ type Server struct {
 func New(cfg Config) *Server {
 	cfg.defaults()
 	s := &Server{
-		cfg:           cfg,
-		store:         cfg.Store,
-		log:           cfg.Log,
-		agents:        newAgentPool(cfg.AgentToken),
-		keys:          newKeyCache(cfg.Store),
-		failures:      newFailLimiter(),
-		events:        newEventLog(),
-		routes:        &routes{m: map[string]cachedRoute{}},
-		metricsClient: &http.Client{Transport: proxy.NewTransport(0)},
-		resuming:      map[string]*resumeCall{},
-		inflight:      map[string][]placement{},
-		gcKick:        make(chan struct{}, 1),
-		gcGrace:       gcGrace,
+		cfg:      cfg,
+		store:    cfg.Store,
+		log:      cfg.Log,
+		agents:   newAgentPool(cfg.AgentToken),
+		keys:     newKeyCache(cfg.Store),
+		failures: newFailLimiter(),
+		events:   newEventLog(),
+		routes:   &routes{m: map[string]cachedRoute{}},
+		resuming: map[string]*resumeCall{},
+		inflight: map[string][]placement{},
+		gcKick:   make(chan struct{}, 1),
+		gcGrace:  gcGrace,
 	}
 	s.uploadKey = cfg.AgentToken
 	if s.uploadKey == "" {

@@ -226,7 +226,9 @@ async function sandboxesPage () {
     for (const id of now.keys()) if (!running.some(sb => sb.sandboxID === id)) now.delete(id)
     await runLimited(running, 4, async sb => {
       try {
-        const m = await api('GET', `/sandboxes/${encodeURIComponent(sb.sandboxID)}/metrics`)
+        // The last few samples, not the sandbox's whole history: the newest is "now".
+        const since = Math.floor(Date.now() / 1000) - 120 // room for a browser clock off by 2 min
+        const m = await api('GET', `/sandboxes/${encodeURIComponent(sb.sandboxID)}/metrics?start=${since}`)
         if (m.length) now.set(sb.sandboxID, m[m.length - 1])
       } catch { now.delete(sb.sandboxID) } // a sandbox pausing or on a host that is down
       const tr = [...tbody.rows].find(r => r.dataset.id === sb.sandboxID)
@@ -312,11 +314,13 @@ function sandboxPage () {
   filesView(id)
 }
 
-// metricsChart keeps the samples seen while the page is open (the API reports the current
-// one) and draws CPU and memory as two polylines.
+// metricsChart draws CPU and memory as two polylines over time: the sandbox's history
+// (its agent samples envd every 5 s and keeps the last 2 hours) loaded when the page opens,
+// then the new samples as they come.
 function metricsChart (id, stateOf) {
   const svg = document.getElementById('metrics')
   const samples = []
+  const keep = 1440 // what the agent keeps: 2 hours at one sample every 5 s
   const ns = 'http://www.w3.org/2000/svg'
   const draw = () => {
     while (svg.firstChild) svg.firstChild.remove()
@@ -325,35 +329,45 @@ function metricsChart (id, stateOf) {
       l.setAttribute('x1', 0); l.setAttribute('x2', 400); l.setAttribute('y1', 130 - y * 1.2); l.setAttribute('y2', 130 - y * 1.2)
       l.setAttribute('stroke', '#e4e7ea'); svg.append(l)
     }
-    const line = (vals, color) => {
-      if (vals.length === 0) return
-      const step = 400 / Math.max(1, 59)
+    // x is time: the oldest sample at the left, the newest at the right (at least a minute
+    // across, so a new sandbox's first samples do not fill the width).
+    const last = samples.length ? samples[samples.length - 1].timestampUnix : 0
+    const first = samples.length ? Math.min(samples[0].timestampUnix, last - 60) : 0
+    const x = s => (400 * (s.timestampUnix - first) / Math.max(1, last - first)).toFixed(1)
+    const line = (val, color) => {
+      if (samples.length === 0) return
+      const y = s => (130 - Math.min(100, val(s)) * 1.2).toFixed(1)
       const p = document.createElementNS(ns, 'polyline')
-      p.setAttribute('points', vals.map((v, i) => `${(i * step).toFixed(1)},${(130 - Math.min(100, v) * 1.2).toFixed(1)}`).join(' '))
+      p.setAttribute('points', samples.map(s => `${x(s)},${y(s)}`).join(' '))
       p.setAttribute('fill', 'none'); p.setAttribute('stroke', color); p.setAttribute('stroke-width', 2)
       svg.append(p)
-      vals.forEach((v, i) => { // a dot per sample, so one sample shows too
+      if (samples.length > 120) return // a dot per sample only while they are apart
+      for (const s of samples) { // so that one sample shows too
         const c = document.createElementNS(ns, 'circle')
-        c.setAttribute('cx', (i * step).toFixed(1)); c.setAttribute('cy', (130 - Math.min(100, v) * 1.2).toFixed(1))
+        c.setAttribute('cx', x(s)); c.setAttribute('cy', y(s))
         c.setAttribute('r', 2.5); c.setAttribute('fill', color)
         svg.append(c)
-      })
+      }
     }
-    line(samples.map(s => s.cpuUsedPct), '#c4501b')
-    line(samples.map(s => s.memTotal ? 100 * s.memUsed / s.memTotal : 0), '#2a6fb0')
+    line(s => s.cpuUsedPct, '#c4501b')
+    line(s => s.memTotal ? 100 * s.memUsed / s.memTotal : 0, '#2a6fb0')
     svg.dataset.samples = samples.length
   }
   draw()
-  every(2000, async () => {
-    if (stateOf() !== 'running') return
-    const m = await api('GET', `/sandboxes/${encodeURIComponent(id)}/metrics`)
-    const s = m[m.length - 1]
-    if (!s) return
-    if (samples.length && samples[samples.length - 1].timestampUnix === s.timestampUnix) return
-    samples.push(s)
-    if (samples.length > 60) samples.shift()
+  let loaded = false
+  every(2500, async () => {
+    // The first call loads the history (paused sandboxes have one too); later ones ask
+    // only for what came after the newest sample shown.
+    if (loaded && stateOf() !== 'running') return
+    const after = samples.length ? samples[samples.length - 1].timestampUnix + 1 : null
+    const m = await api('GET', `/sandboxes/${encodeURIComponent(id)}/metrics` + (after ? `?start=${after}` : ''))
+    loaded = true
+    if (!m.length) return
+    samples.push(...m)
+    samples.splice(0, Math.max(0, samples.length - keep))
+    const s = samples[samples.length - 1]
     document.getElementById('metrics-now').textContent =
-      `now: CPU ${s.cpuUsedPct.toFixed(1)}% of ${s.cpuCount}, memory ${bytes(s.memUsed)} of ${bytes(s.memTotal)}, disk ${bytes(s.diskUsed)} of ${bytes(s.diskTotal)}`
+      `${stateOf() === 'running' ? 'now' : 'last'}: CPU ${s.cpuUsedPct.toFixed(1)}% of ${s.cpuCount}, memory ${bytes(s.memUsed)} of ${bytes(s.memTotal)}, disk ${bytes(s.diskUsed)} of ${bytes(s.diskTotal)}`
     draw()
   })
 }

@@ -919,6 +919,213 @@ func (x *ResumeResponse) GetSandbox() *Sandbox {
 	return nil
 }
 
+type MetricsRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SandboxId string                 `protobuf:"bytes,1,opt,name=sandbox_id,json=sandboxId,proto3" json:"sandbox_id,omitempty"`
+	// start and end bound the samples' times, both inclusive; unset means no bound.
+	Start         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=start,proto3" json:"start,omitempty"`
+	End           *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=end,proto3" json:"end,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsRequest) Reset() {
+	*x = MetricsRequest{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsRequest) ProtoMessage() {}
+
+func (x *MetricsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsRequest.ProtoReflect.Descriptor instead.
+func (*MetricsRequest) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *MetricsRequest) GetSandboxId() string {
+	if x != nil {
+		return x.SandboxId
+	}
+	return ""
+}
+
+func (x *MetricsRequest) GetStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Start
+	}
+	return nil
+}
+
+func (x *MetricsRequest) GetEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.End
+	}
+	return nil
+}
+
+type MetricsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Samples       []*MetricSample        `protobuf:"bytes,1,rep,name=samples,proto3" json:"samples,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricsResponse) Reset() {
+	*x = MetricsResponse{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricsResponse) ProtoMessage() {}
+
+func (x *MetricsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricsResponse.ProtoReflect.Descriptor instead.
+func (*MetricsResponse) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MetricsResponse) GetSamples() []*MetricSample {
+	if x != nil {
+		return x.Samples
+	}
+	return nil
+}
+
+// MetricSample is one reading of envd's GET /metrics, stamped with the host's clock when it
+// arrived (the guest's clock is the sandbox's to set).
+type MetricSample struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Time          *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	CpuCount      uint32                 `protobuf:"varint,2,opt,name=cpu_count,json=cpuCount,proto3" json:"cpu_count,omitempty"`
+	CpuUsedPct    float64                `protobuf:"fixed64,3,opt,name=cpu_used_pct,json=cpuUsedPct,proto3" json:"cpu_used_pct,omitempty"`
+	MemTotal      uint64                 `protobuf:"varint,4,opt,name=mem_total,json=memTotal,proto3" json:"mem_total,omitempty"`
+	MemUsed       uint64                 `protobuf:"varint,5,opt,name=mem_used,json=memUsed,proto3" json:"mem_used,omitempty"`
+	MemCache      uint64                 `protobuf:"varint,6,opt,name=mem_cache,json=memCache,proto3" json:"mem_cache,omitempty"`
+	DiskUsed      uint64                 `protobuf:"varint,7,opt,name=disk_used,json=diskUsed,proto3" json:"disk_used,omitempty"`
+	DiskTotal     uint64                 `protobuf:"varint,8,opt,name=disk_total,json=diskTotal,proto3" json:"disk_total,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetricSample) Reset() {
+	*x = MetricSample{}
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetricSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetricSample) ProtoMessage() {}
+
+func (x *MetricSample) ProtoReflect() protoreflect.Message {
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetricSample.ProtoReflect.Descriptor instead.
+func (*MetricSample) Descriptor() ([]byte, []int) {
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *MetricSample) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *MetricSample) GetCpuCount() uint32 {
+	if x != nil {
+		return x.CpuCount
+	}
+	return 0
+}
+
+func (x *MetricSample) GetCpuUsedPct() float64 {
+	if x != nil {
+		return x.CpuUsedPct
+	}
+	return 0
+}
+
+func (x *MetricSample) GetMemTotal() uint64 {
+	if x != nil {
+		return x.MemTotal
+	}
+	return 0
+}
+
+func (x *MetricSample) GetMemUsed() uint64 {
+	if x != nil {
+		return x.MemUsed
+	}
+	return 0
+}
+
+func (x *MetricSample) GetMemCache() uint64 {
+	if x != nil {
+		return x.MemCache
+	}
+	return 0
+}
+
+func (x *MetricSample) GetDiskUsed() uint64 {
+	if x != nil {
+		return x.DiskUsed
+	}
+	return 0
+}
+
+func (x *MetricSample) GetDiskTotal() uint64 {
+	if x != nil {
+		return x.DiskTotal
+	}
+	return 0
+}
+
 type StatsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -927,7 +1134,7 @@ type StatsRequest struct {
 
 func (x *StatsRequest) Reset() {
 	*x = StatsRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1146,7 @@ func (x *StatsRequest) String() string {
 func (*StatsRequest) ProtoMessage() {}
 
 func (x *StatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[14]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1159,7 @@ func (x *StatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsRequest.ProtoReflect.Descriptor instead.
 func (*StatsRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{14}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
 }
 
 type StatsResponse struct {
@@ -971,7 +1178,7 @@ type StatsResponse struct {
 
 func (x *StatsResponse) Reset() {
 	*x = StatsResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -983,7 +1190,7 @@ func (x *StatsResponse) String() string {
 func (*StatsResponse) ProtoMessage() {}
 
 func (x *StatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[15]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -996,7 +1203,7 @@ func (x *StatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatsResponse.ProtoReflect.Descriptor instead.
 func (*StatsResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{15}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *StatsResponse) GetRuntime() string {
@@ -1058,7 +1265,7 @@ type SetEgressRequest struct {
 
 func (x *SetEgressRequest) Reset() {
 	*x = SetEgressRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1070,7 +1277,7 @@ func (x *SetEgressRequest) String() string {
 func (*SetEgressRequest) ProtoMessage() {}
 
 func (x *SetEgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[16]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1083,7 +1290,7 @@ func (x *SetEgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetEgressRequest.ProtoReflect.Descriptor instead.
 func (*SetEgressRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{16}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetEgressRequest) GetSandboxId() string {
@@ -1109,7 +1316,7 @@ type SetEgressResponse struct {
 
 func (x *SetEgressResponse) Reset() {
 	*x = SetEgressResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1328,7 @@ func (x *SetEgressResponse) String() string {
 func (*SetEgressResponse) ProtoMessage() {}
 
 func (x *SetEgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[17]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1341,7 @@ func (x *SetEgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetEgressResponse.ProtoReflect.Descriptor instead.
 func (*SetEgressResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{17}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetEgressResponse) GetSandbox() *Sandbox {
@@ -1154,7 +1361,7 @@ type ForkRequest struct {
 
 func (x *ForkRequest) Reset() {
 	*x = ForkRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1166,7 +1373,7 @@ func (x *ForkRequest) String() string {
 func (*ForkRequest) ProtoMessage() {}
 
 func (x *ForkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[18]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1179,7 +1386,7 @@ func (x *ForkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkRequest.ProtoReflect.Descriptor instead.
 func (*ForkRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{18}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ForkRequest) GetSandboxId() string {
@@ -1208,7 +1415,7 @@ type ForkChild struct {
 
 func (x *ForkChild) Reset() {
 	*x = ForkChild{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1220,7 +1427,7 @@ func (x *ForkChild) String() string {
 func (*ForkChild) ProtoMessage() {}
 
 func (x *ForkChild) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[19]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1233,7 +1440,7 @@ func (x *ForkChild) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkChild.ProtoReflect.Descriptor instead.
 func (*ForkChild) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{19}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ForkChild) GetSandboxId() string {
@@ -1274,7 +1481,7 @@ type ForkResponse struct {
 
 func (x *ForkResponse) Reset() {
 	*x = ForkResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1493,7 @@ func (x *ForkResponse) String() string {
 func (*ForkResponse) ProtoMessage() {}
 
 func (x *ForkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[20]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1506,7 @@ func (x *ForkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkResponse.ProtoReflect.Descriptor instead.
 func (*ForkResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{20}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ForkResponse) GetResults() []*ForkResult {
@@ -1320,7 +1527,7 @@ type ForkResult struct {
 
 func (x *ForkResult) Reset() {
 	*x = ForkResult{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1332,7 +1539,7 @@ func (x *ForkResult) String() string {
 func (*ForkResult) ProtoMessage() {}
 
 func (x *ForkResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[21]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1345,7 +1552,7 @@ func (x *ForkResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForkResult.ProtoReflect.Descriptor instead.
 func (*ForkResult) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{21}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ForkResult) GetSandbox() *Sandbox {
@@ -1380,7 +1587,7 @@ type Snapshot struct {
 
 func (x *Snapshot) Reset() {
 	*x = Snapshot{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1392,7 +1599,7 @@ func (x *Snapshot) String() string {
 func (*Snapshot) ProtoMessage() {}
 
 func (x *Snapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[22]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1405,7 +1612,7 @@ func (x *Snapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Snapshot.ProtoReflect.Descriptor instead.
 func (*Snapshot) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{22}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Snapshot) GetSnapshotId() string {
@@ -1475,7 +1682,7 @@ type CreateSnapshotRequest struct {
 
 func (x *CreateSnapshotRequest) Reset() {
 	*x = CreateSnapshotRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1694,7 @@ func (x *CreateSnapshotRequest) String() string {
 func (*CreateSnapshotRequest) ProtoMessage() {}
 
 func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[23]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1707,7 @@ func (x *CreateSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{23}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CreateSnapshotRequest) GetSandboxId() string {
@@ -1526,7 +1733,7 @@ type CreateSnapshotResponse struct {
 
 func (x *CreateSnapshotResponse) Reset() {
 	*x = CreateSnapshotResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1745,7 @@ func (x *CreateSnapshotResponse) String() string {
 func (*CreateSnapshotResponse) ProtoMessage() {}
 
 func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[24]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,7 +1758,7 @@ func (x *CreateSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*CreateSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{24}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CreateSnapshotResponse) GetSnapshot() *Snapshot {
@@ -1570,7 +1777,7 @@ type DeleteSnapshotRequest struct {
 
 func (x *DeleteSnapshotRequest) Reset() {
 	*x = DeleteSnapshotRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1789,7 @@ func (x *DeleteSnapshotRequest) String() string {
 func (*DeleteSnapshotRequest) ProtoMessage() {}
 
 func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[25]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1802,7 @@ func (x *DeleteSnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotRequest.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{25}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DeleteSnapshotRequest) GetSnapshotId() string {
@@ -1613,7 +1820,7 @@ type DeleteSnapshotResponse struct {
 
 func (x *DeleteSnapshotResponse) Reset() {
 	*x = DeleteSnapshotResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1832,7 @@ func (x *DeleteSnapshotResponse) String() string {
 func (*DeleteSnapshotResponse) ProtoMessage() {}
 
 func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[26]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1845,7 @@ func (x *DeleteSnapshotResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteSnapshotResponse.ProtoReflect.Descriptor instead.
 func (*DeleteSnapshotResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{26}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
 }
 
 type DeleteTemplateRequest struct {
@@ -1650,7 +1857,7 @@ type DeleteTemplateRequest struct {
 
 func (x *DeleteTemplateRequest) Reset() {
 	*x = DeleteTemplateRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1662,7 +1869,7 @@ func (x *DeleteTemplateRequest) String() string {
 func (*DeleteTemplateRequest) ProtoMessage() {}
 
 func (x *DeleteTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[27]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1675,7 +1882,7 @@ func (x *DeleteTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTemplateRequest.ProtoReflect.Descriptor instead.
 func (*DeleteTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{27}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeleteTemplateRequest) GetTemplate() string {
@@ -1695,7 +1902,7 @@ type DeleteTemplateResponse struct {
 
 func (x *DeleteTemplateResponse) Reset() {
 	*x = DeleteTemplateResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1914,7 @@ func (x *DeleteTemplateResponse) String() string {
 func (*DeleteTemplateResponse) ProtoMessage() {}
 
 func (x *DeleteTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[28]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1927,7 @@ func (x *DeleteTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteTemplateResponse.ProtoReflect.Descriptor instead.
 func (*DeleteTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{28}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DeleteTemplateResponse) GetDeleted() bool {
@@ -1738,7 +1945,7 @@ type ListSnapshotsRequest struct {
 
 func (x *ListSnapshotsRequest) Reset() {
 	*x = ListSnapshotsRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1750,7 +1957,7 @@ func (x *ListSnapshotsRequest) String() string {
 func (*ListSnapshotsRequest) ProtoMessage() {}
 
 func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[29]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1763,7 +1970,7 @@ func (x *ListSnapshotsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsRequest.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{29}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
 }
 
 type ListSnapshotsResponse struct {
@@ -1775,7 +1982,7 @@ type ListSnapshotsResponse struct {
 
 func (x *ListSnapshotsResponse) Reset() {
 	*x = ListSnapshotsResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1787,7 +1994,7 @@ func (x *ListSnapshotsResponse) String() string {
 func (*ListSnapshotsResponse) ProtoMessage() {}
 
 func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[30]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1800,7 +2007,7 @@ func (x *ListSnapshotsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListSnapshotsResponse.ProtoReflect.Descriptor instead.
 func (*ListSnapshotsResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{30}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListSnapshotsResponse) GetSnapshots() []*Snapshot {
@@ -1840,7 +2047,7 @@ type BuildTemplateRequest struct {
 
 func (x *BuildTemplateRequest) Reset() {
 	*x = BuildTemplateRequest{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +2059,7 @@ func (x *BuildTemplateRequest) String() string {
 func (*BuildTemplateRequest) ProtoMessage() {}
 
 func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[31]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +2072,7 @@ func (x *BuildTemplateRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateRequest.ProtoReflect.Descriptor instead.
 func (*BuildTemplateRequest) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{31}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *BuildTemplateRequest) GetTemplateId() string {
@@ -1970,7 +2177,7 @@ type BuildStep struct {
 
 func (x *BuildStep) Reset() {
 	*x = BuildStep{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1982,7 +2189,7 @@ func (x *BuildStep) String() string {
 func (*BuildStep) ProtoMessage() {}
 
 func (x *BuildStep) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[32]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1995,7 +2202,7 @@ func (x *BuildStep) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildStep.ProtoReflect.Descriptor instead.
 func (*BuildStep) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{32}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *BuildStep) GetType() string {
@@ -2029,7 +2236,7 @@ type BuildFile struct {
 
 func (x *BuildFile) Reset() {
 	*x = BuildFile{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2041,7 +2248,7 @@ func (x *BuildFile) String() string {
 func (*BuildFile) ProtoMessage() {}
 
 func (x *BuildFile) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[33]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2054,7 +2261,7 @@ func (x *BuildFile) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildFile.ProtoReflect.Descriptor instead.
 func (*BuildFile) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{33}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *BuildFile) GetHash() string {
@@ -2084,7 +2291,7 @@ type BuildLogEntry struct {
 
 func (x *BuildLogEntry) Reset() {
 	*x = BuildLogEntry{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2096,7 +2303,7 @@ func (x *BuildLogEntry) String() string {
 func (*BuildLogEntry) ProtoMessage() {}
 
 func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[34]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2109,7 +2316,7 @@ func (x *BuildLogEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildLogEntry.ProtoReflect.Descriptor instead.
 func (*BuildLogEntry) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{34}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *BuildLogEntry) GetTimestamp() *timestamppb.Timestamp {
@@ -2151,7 +2358,7 @@ type BuildTemplateResponse struct {
 
 func (x *BuildTemplateResponse) Reset() {
 	*x = BuildTemplateResponse{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2163,7 +2370,7 @@ func (x *BuildTemplateResponse) String() string {
 func (*BuildTemplateResponse) ProtoMessage() {}
 
 func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[35]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2176,7 +2383,7 @@ func (x *BuildTemplateResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildTemplateResponse.ProtoReflect.Descriptor instead.
 func (*BuildTemplateResponse) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{35}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *BuildTemplateResponse) GetLog() *BuildLogEntry {
@@ -2208,7 +2415,7 @@ type BuildResult struct {
 
 func (x *BuildResult) Reset() {
 	*x = BuildResult{}
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2220,7 +2427,7 @@ func (x *BuildResult) String() string {
 func (*BuildResult) ProtoMessage() {}
 
 func (x *BuildResult) ProtoReflect() protoreflect.Message {
-	mi := &file_hostagent_v1_hostagent_proto_msgTypes[36]
+	mi := &file_hostagent_v1_hostagent_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2233,7 +2440,7 @@ func (x *BuildResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BuildResult.ProtoReflect.Descriptor instead.
 func (*BuildResult) Descriptor() ([]byte, []int) {
-	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{36}
+	return file_hostagent_v1_hostagent_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *BuildResult) GetError() string {
@@ -2348,7 +2555,25 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x12+\n" +
 	"\x11snapshot_manifest\x18\x02 \x01(\tR\x10snapshotManifest\"A\n" +
 	"\x0eResumeResponse\x12/\n" +
-	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"\x0e\n" +
+	"\asandbox\x18\x01 \x01(\v2\x15.hostagent.v1.SandboxR\asandbox\"\x8f\x01\n" +
+	"\x0eMetricsRequest\x12\x1d\n" +
+	"\n" +
+	"sandbox_id\x18\x01 \x01(\tR\tsandboxId\x120\n" +
+	"\x05start\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05start\x12,\n" +
+	"\x03end\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\x03end\"G\n" +
+	"\x0fMetricsResponse\x124\n" +
+	"\asamples\x18\x01 \x03(\v2\x1a.hostagent.v1.MetricSampleR\asamples\"\x8e\x02\n" +
+	"\fMetricSample\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x1b\n" +
+	"\tcpu_count\x18\x02 \x01(\rR\bcpuCount\x12 \n" +
+	"\fcpu_used_pct\x18\x03 \x01(\x01R\n" +
+	"cpuUsedPct\x12\x1b\n" +
+	"\tmem_total\x18\x04 \x01(\x04R\bmemTotal\x12\x19\n" +
+	"\bmem_used\x18\x05 \x01(\x04R\amemUsed\x12\x1b\n" +
+	"\tmem_cache\x18\x06 \x01(\x04R\bmemCache\x12\x1b\n" +
+	"\tdisk_used\x18\a \x01(\x04R\bdiskUsed\x12\x1d\n" +
+	"\n" +
+	"disk_total\x18\b \x01(\x04R\tdiskTotal\"\x0e\n" +
 	"\fStatsRequest\"\xab\x02\n" +
 	"\rStatsResponse\x12\x18\n" +
 	"\aruntime\x18\x01 \x01(\tR\aruntime\x12\x12\n" +
@@ -2466,7 +2691,7 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\fSTATE_PAUSED\x10\x04\x12\x12\n" +
 	"\x0eSTATE_RESUMING\x10\x05\x12\x12\n" +
 	"\x0eSTATE_STOPPING\x10\x06\x12\x11\n" +
-	"\rSTATE_STOPPED\x10\a2\xbd\b\n" +
+	"\rSTATE_STOPPED\x10\a2\x85\t\n" +
 	"\x10HostAgentService\x12C\n" +
 	"\x06Create\x12\x1b.hostagent.v1.CreateRequest\x1a\x1c.hostagent.v1.CreateResponse\x12:\n" +
 	"\x03Get\x12\x18.hostagent.v1.GetRequest\x1a\x19.hostagent.v1.GetResponse\x12=\n" +
@@ -2481,7 +2706,8 @@ const file_hostagent_v1_hostagent_proto_rawDesc = "" +
 	"\x0eDeleteSnapshot\x12#.hostagent.v1.DeleteSnapshotRequest\x1a$.hostagent.v1.DeleteSnapshotResponse\x12X\n" +
 	"\rListSnapshots\x12\".hostagent.v1.ListSnapshotsRequest\x1a#.hostagent.v1.ListSnapshotsResponse\x12Z\n" +
 	"\rBuildTemplate\x12\".hostagent.v1.BuildTemplateRequest\x1a#.hostagent.v1.BuildTemplateResponse0\x01\x12[\n" +
-	"\x0eDeleteTemplate\x12#.hostagent.v1.DeleteTemplateRequest\x1a$.hostagent.v1.DeleteTemplateResponseBBZ@github.com/hearthsh/hearth/internal/gen/hostagent/v1;hostagentv1b\x06proto3"
+	"\x0eDeleteTemplate\x12#.hostagent.v1.DeleteTemplateRequest\x1a$.hostagent.v1.DeleteTemplateResponse\x12F\n" +
+	"\aMetrics\x12\x1c.hostagent.v1.MetricsRequest\x1a\x1d.hostagent.v1.MetricsResponseBBZ@github.com/hearthsh/hearth/internal/gen/hostagent/v1;hostagentv1b\x06proto3"
 
 var (
 	file_hostagent_v1_hostagent_proto_rawDescOnce sync.Once
@@ -2496,7 +2722,7 @@ func file_hostagent_v1_hostagent_proto_rawDescGZIP() []byte {
 }
 
 var file_hostagent_v1_hostagent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
+var file_hostagent_v1_hostagent_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(State)(0),                     // 0: hostagent.v1.State
 	(*Sandbox)(nil),                // 1: hostagent.v1.Sandbox
@@ -2513,97 +2739,106 @@ var file_hostagent_v1_hostagent_proto_goTypes = []any{
 	(*PauseResponse)(nil),          // 12: hostagent.v1.PauseResponse
 	(*ResumeRequest)(nil),          // 13: hostagent.v1.ResumeRequest
 	(*ResumeResponse)(nil),         // 14: hostagent.v1.ResumeResponse
-	(*StatsRequest)(nil),           // 15: hostagent.v1.StatsRequest
-	(*StatsResponse)(nil),          // 16: hostagent.v1.StatsResponse
-	(*SetEgressRequest)(nil),       // 17: hostagent.v1.SetEgressRequest
-	(*SetEgressResponse)(nil),      // 18: hostagent.v1.SetEgressResponse
-	(*ForkRequest)(nil),            // 19: hostagent.v1.ForkRequest
-	(*ForkChild)(nil),              // 20: hostagent.v1.ForkChild
-	(*ForkResponse)(nil),           // 21: hostagent.v1.ForkResponse
-	(*ForkResult)(nil),             // 22: hostagent.v1.ForkResult
-	(*Snapshot)(nil),               // 23: hostagent.v1.Snapshot
-	(*CreateSnapshotRequest)(nil),  // 24: hostagent.v1.CreateSnapshotRequest
-	(*CreateSnapshotResponse)(nil), // 25: hostagent.v1.CreateSnapshotResponse
-	(*DeleteSnapshotRequest)(nil),  // 26: hostagent.v1.DeleteSnapshotRequest
-	(*DeleteSnapshotResponse)(nil), // 27: hostagent.v1.DeleteSnapshotResponse
-	(*DeleteTemplateRequest)(nil),  // 28: hostagent.v1.DeleteTemplateRequest
-	(*DeleteTemplateResponse)(nil), // 29: hostagent.v1.DeleteTemplateResponse
-	(*ListSnapshotsRequest)(nil),   // 30: hostagent.v1.ListSnapshotsRequest
-	(*ListSnapshotsResponse)(nil),  // 31: hostagent.v1.ListSnapshotsResponse
-	(*BuildTemplateRequest)(nil),   // 32: hostagent.v1.BuildTemplateRequest
-	(*BuildStep)(nil),              // 33: hostagent.v1.BuildStep
-	(*BuildFile)(nil),              // 34: hostagent.v1.BuildFile
-	(*BuildLogEntry)(nil),          // 35: hostagent.v1.BuildLogEntry
-	(*BuildTemplateResponse)(nil),  // 36: hostagent.v1.BuildTemplateResponse
-	(*BuildResult)(nil),            // 37: hostagent.v1.BuildResult
-	nil,                            // 38: hostagent.v1.Sandbox.MetadataEntry
-	nil,                            // 39: hostagent.v1.CreateRequest.EnvVarsEntry
-	nil,                            // 40: hostagent.v1.CreateRequest.MetadataEntry
-	nil,                            // 41: hostagent.v1.ForkChild.EnvVarsEntry
-	nil,                            // 42: hostagent.v1.ForkChild.MetadataEntry
-	(*timestamppb.Timestamp)(nil),  // 43: google.protobuf.Timestamp
+	(*MetricsRequest)(nil),         // 15: hostagent.v1.MetricsRequest
+	(*MetricsResponse)(nil),        // 16: hostagent.v1.MetricsResponse
+	(*MetricSample)(nil),           // 17: hostagent.v1.MetricSample
+	(*StatsRequest)(nil),           // 18: hostagent.v1.StatsRequest
+	(*StatsResponse)(nil),          // 19: hostagent.v1.StatsResponse
+	(*SetEgressRequest)(nil),       // 20: hostagent.v1.SetEgressRequest
+	(*SetEgressResponse)(nil),      // 21: hostagent.v1.SetEgressResponse
+	(*ForkRequest)(nil),            // 22: hostagent.v1.ForkRequest
+	(*ForkChild)(nil),              // 23: hostagent.v1.ForkChild
+	(*ForkResponse)(nil),           // 24: hostagent.v1.ForkResponse
+	(*ForkResult)(nil),             // 25: hostagent.v1.ForkResult
+	(*Snapshot)(nil),               // 26: hostagent.v1.Snapshot
+	(*CreateSnapshotRequest)(nil),  // 27: hostagent.v1.CreateSnapshotRequest
+	(*CreateSnapshotResponse)(nil), // 28: hostagent.v1.CreateSnapshotResponse
+	(*DeleteSnapshotRequest)(nil),  // 29: hostagent.v1.DeleteSnapshotRequest
+	(*DeleteSnapshotResponse)(nil), // 30: hostagent.v1.DeleteSnapshotResponse
+	(*DeleteTemplateRequest)(nil),  // 31: hostagent.v1.DeleteTemplateRequest
+	(*DeleteTemplateResponse)(nil), // 32: hostagent.v1.DeleteTemplateResponse
+	(*ListSnapshotsRequest)(nil),   // 33: hostagent.v1.ListSnapshotsRequest
+	(*ListSnapshotsResponse)(nil),  // 34: hostagent.v1.ListSnapshotsResponse
+	(*BuildTemplateRequest)(nil),   // 35: hostagent.v1.BuildTemplateRequest
+	(*BuildStep)(nil),              // 36: hostagent.v1.BuildStep
+	(*BuildFile)(nil),              // 37: hostagent.v1.BuildFile
+	(*BuildLogEntry)(nil),          // 38: hostagent.v1.BuildLogEntry
+	(*BuildTemplateResponse)(nil),  // 39: hostagent.v1.BuildTemplateResponse
+	(*BuildResult)(nil),            // 40: hostagent.v1.BuildResult
+	nil,                            // 41: hostagent.v1.Sandbox.MetadataEntry
+	nil,                            // 42: hostagent.v1.CreateRequest.EnvVarsEntry
+	nil,                            // 43: hostagent.v1.CreateRequest.MetadataEntry
+	nil,                            // 44: hostagent.v1.ForkChild.EnvVarsEntry
+	nil,                            // 45: hostagent.v1.ForkChild.MetadataEntry
+	(*timestamppb.Timestamp)(nil),  // 46: google.protobuf.Timestamp
 }
 var file_hostagent_v1_hostagent_proto_depIdxs = []int32{
 	0,  // 0: hostagent.v1.Sandbox.state:type_name -> hostagent.v1.State
-	43, // 1: hostagent.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
-	38, // 2: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
+	46, // 1: hostagent.v1.Sandbox.created_at:type_name -> google.protobuf.Timestamp
+	41, // 2: hostagent.v1.Sandbox.metadata:type_name -> hostagent.v1.Sandbox.MetadataEntry
 	3,  // 3: hostagent.v1.Sandbox.egress:type_name -> hostagent.v1.Egress
-	39, // 4: hostagent.v1.CreateRequest.env_vars:type_name -> hostagent.v1.CreateRequest.EnvVarsEntry
-	40, // 5: hostagent.v1.CreateRequest.metadata:type_name -> hostagent.v1.CreateRequest.MetadataEntry
+	42, // 4: hostagent.v1.CreateRequest.env_vars:type_name -> hostagent.v1.CreateRequest.EnvVarsEntry
+	43, // 5: hostagent.v1.CreateRequest.metadata:type_name -> hostagent.v1.CreateRequest.MetadataEntry
 	3,  // 6: hostagent.v1.CreateRequest.egress:type_name -> hostagent.v1.Egress
 	1,  // 7: hostagent.v1.CreateResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	1,  // 8: hostagent.v1.GetResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	1,  // 9: hostagent.v1.ListResponse.sandboxes:type_name -> hostagent.v1.Sandbox
 	1,  // 10: hostagent.v1.PauseResponse.sandbox:type_name -> hostagent.v1.Sandbox
 	1,  // 11: hostagent.v1.ResumeResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	3,  // 12: hostagent.v1.SetEgressRequest.egress:type_name -> hostagent.v1.Egress
-	1,  // 13: hostagent.v1.SetEgressResponse.sandbox:type_name -> hostagent.v1.Sandbox
-	20, // 14: hostagent.v1.ForkRequest.children:type_name -> hostagent.v1.ForkChild
-	41, // 15: hostagent.v1.ForkChild.env_vars:type_name -> hostagent.v1.ForkChild.EnvVarsEntry
-	42, // 16: hostagent.v1.ForkChild.metadata:type_name -> hostagent.v1.ForkChild.MetadataEntry
-	22, // 17: hostagent.v1.ForkResponse.results:type_name -> hostagent.v1.ForkResult
-	1,  // 18: hostagent.v1.ForkResult.sandbox:type_name -> hostagent.v1.Sandbox
-	43, // 19: hostagent.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
-	23, // 20: hostagent.v1.CreateSnapshotResponse.snapshot:type_name -> hostagent.v1.Snapshot
-	23, // 21: hostagent.v1.ListSnapshotsResponse.snapshots:type_name -> hostagent.v1.Snapshot
-	33, // 22: hostagent.v1.BuildTemplateRequest.steps:type_name -> hostagent.v1.BuildStep
-	34, // 23: hostagent.v1.BuildTemplateRequest.files:type_name -> hostagent.v1.BuildFile
-	43, // 24: hostagent.v1.BuildLogEntry.timestamp:type_name -> google.protobuf.Timestamp
-	35, // 25: hostagent.v1.BuildTemplateResponse.log:type_name -> hostagent.v1.BuildLogEntry
-	37, // 26: hostagent.v1.BuildTemplateResponse.result:type_name -> hostagent.v1.BuildResult
-	2,  // 27: hostagent.v1.HostAgentService.Create:input_type -> hostagent.v1.CreateRequest
-	5,  // 28: hostagent.v1.HostAgentService.Get:input_type -> hostagent.v1.GetRequest
-	7,  // 29: hostagent.v1.HostAgentService.List:input_type -> hostagent.v1.ListRequest
-	9,  // 30: hostagent.v1.HostAgentService.Destroy:input_type -> hostagent.v1.DestroyRequest
-	11, // 31: hostagent.v1.HostAgentService.Pause:input_type -> hostagent.v1.PauseRequest
-	13, // 32: hostagent.v1.HostAgentService.Resume:input_type -> hostagent.v1.ResumeRequest
-	15, // 33: hostagent.v1.HostAgentService.Stats:input_type -> hostagent.v1.StatsRequest
-	17, // 34: hostagent.v1.HostAgentService.SetEgress:input_type -> hostagent.v1.SetEgressRequest
-	19, // 35: hostagent.v1.HostAgentService.Fork:input_type -> hostagent.v1.ForkRequest
-	24, // 36: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
-	26, // 37: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
-	30, // 38: hostagent.v1.HostAgentService.ListSnapshots:input_type -> hostagent.v1.ListSnapshotsRequest
-	32, // 39: hostagent.v1.HostAgentService.BuildTemplate:input_type -> hostagent.v1.BuildTemplateRequest
-	28, // 40: hostagent.v1.HostAgentService.DeleteTemplate:input_type -> hostagent.v1.DeleteTemplateRequest
-	4,  // 41: hostagent.v1.HostAgentService.Create:output_type -> hostagent.v1.CreateResponse
-	6,  // 42: hostagent.v1.HostAgentService.Get:output_type -> hostagent.v1.GetResponse
-	8,  // 43: hostagent.v1.HostAgentService.List:output_type -> hostagent.v1.ListResponse
-	10, // 44: hostagent.v1.HostAgentService.Destroy:output_type -> hostagent.v1.DestroyResponse
-	12, // 45: hostagent.v1.HostAgentService.Pause:output_type -> hostagent.v1.PauseResponse
-	14, // 46: hostagent.v1.HostAgentService.Resume:output_type -> hostagent.v1.ResumeResponse
-	16, // 47: hostagent.v1.HostAgentService.Stats:output_type -> hostagent.v1.StatsResponse
-	18, // 48: hostagent.v1.HostAgentService.SetEgress:output_type -> hostagent.v1.SetEgressResponse
-	21, // 49: hostagent.v1.HostAgentService.Fork:output_type -> hostagent.v1.ForkResponse
-	25, // 50: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
-	27, // 51: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
-	31, // 52: hostagent.v1.HostAgentService.ListSnapshots:output_type -> hostagent.v1.ListSnapshotsResponse
-	36, // 53: hostagent.v1.HostAgentService.BuildTemplate:output_type -> hostagent.v1.BuildTemplateResponse
-	29, // 54: hostagent.v1.HostAgentService.DeleteTemplate:output_type -> hostagent.v1.DeleteTemplateResponse
-	41, // [41:55] is the sub-list for method output_type
-	27, // [27:41] is the sub-list for method input_type
-	27, // [27:27] is the sub-list for extension type_name
-	27, // [27:27] is the sub-list for extension extendee
-	0,  // [0:27] is the sub-list for field type_name
+	46, // 12: hostagent.v1.MetricsRequest.start:type_name -> google.protobuf.Timestamp
+	46, // 13: hostagent.v1.MetricsRequest.end:type_name -> google.protobuf.Timestamp
+	17, // 14: hostagent.v1.MetricsResponse.samples:type_name -> hostagent.v1.MetricSample
+	46, // 15: hostagent.v1.MetricSample.time:type_name -> google.protobuf.Timestamp
+	3,  // 16: hostagent.v1.SetEgressRequest.egress:type_name -> hostagent.v1.Egress
+	1,  // 17: hostagent.v1.SetEgressResponse.sandbox:type_name -> hostagent.v1.Sandbox
+	23, // 18: hostagent.v1.ForkRequest.children:type_name -> hostagent.v1.ForkChild
+	44, // 19: hostagent.v1.ForkChild.env_vars:type_name -> hostagent.v1.ForkChild.EnvVarsEntry
+	45, // 20: hostagent.v1.ForkChild.metadata:type_name -> hostagent.v1.ForkChild.MetadataEntry
+	25, // 21: hostagent.v1.ForkResponse.results:type_name -> hostagent.v1.ForkResult
+	1,  // 22: hostagent.v1.ForkResult.sandbox:type_name -> hostagent.v1.Sandbox
+	46, // 23: hostagent.v1.Snapshot.created_at:type_name -> google.protobuf.Timestamp
+	26, // 24: hostagent.v1.CreateSnapshotResponse.snapshot:type_name -> hostagent.v1.Snapshot
+	26, // 25: hostagent.v1.ListSnapshotsResponse.snapshots:type_name -> hostagent.v1.Snapshot
+	36, // 26: hostagent.v1.BuildTemplateRequest.steps:type_name -> hostagent.v1.BuildStep
+	37, // 27: hostagent.v1.BuildTemplateRequest.files:type_name -> hostagent.v1.BuildFile
+	46, // 28: hostagent.v1.BuildLogEntry.timestamp:type_name -> google.protobuf.Timestamp
+	38, // 29: hostagent.v1.BuildTemplateResponse.log:type_name -> hostagent.v1.BuildLogEntry
+	40, // 30: hostagent.v1.BuildTemplateResponse.result:type_name -> hostagent.v1.BuildResult
+	2,  // 31: hostagent.v1.HostAgentService.Create:input_type -> hostagent.v1.CreateRequest
+	5,  // 32: hostagent.v1.HostAgentService.Get:input_type -> hostagent.v1.GetRequest
+	7,  // 33: hostagent.v1.HostAgentService.List:input_type -> hostagent.v1.ListRequest
+	9,  // 34: hostagent.v1.HostAgentService.Destroy:input_type -> hostagent.v1.DestroyRequest
+	11, // 35: hostagent.v1.HostAgentService.Pause:input_type -> hostagent.v1.PauseRequest
+	13, // 36: hostagent.v1.HostAgentService.Resume:input_type -> hostagent.v1.ResumeRequest
+	18, // 37: hostagent.v1.HostAgentService.Stats:input_type -> hostagent.v1.StatsRequest
+	20, // 38: hostagent.v1.HostAgentService.SetEgress:input_type -> hostagent.v1.SetEgressRequest
+	22, // 39: hostagent.v1.HostAgentService.Fork:input_type -> hostagent.v1.ForkRequest
+	27, // 40: hostagent.v1.HostAgentService.CreateSnapshot:input_type -> hostagent.v1.CreateSnapshotRequest
+	29, // 41: hostagent.v1.HostAgentService.DeleteSnapshot:input_type -> hostagent.v1.DeleteSnapshotRequest
+	33, // 42: hostagent.v1.HostAgentService.ListSnapshots:input_type -> hostagent.v1.ListSnapshotsRequest
+	35, // 43: hostagent.v1.HostAgentService.BuildTemplate:input_type -> hostagent.v1.BuildTemplateRequest
+	31, // 44: hostagent.v1.HostAgentService.DeleteTemplate:input_type -> hostagent.v1.DeleteTemplateRequest
+	15, // 45: hostagent.v1.HostAgentService.Metrics:input_type -> hostagent.v1.MetricsRequest
+	4,  // 46: hostagent.v1.HostAgentService.Create:output_type -> hostagent.v1.CreateResponse
+	6,  // 47: hostagent.v1.HostAgentService.Get:output_type -> hostagent.v1.GetResponse
+	8,  // 48: hostagent.v1.HostAgentService.List:output_type -> hostagent.v1.ListResponse
+	10, // 49: hostagent.v1.HostAgentService.Destroy:output_type -> hostagent.v1.DestroyResponse
+	12, // 50: hostagent.v1.HostAgentService.Pause:output_type -> hostagent.v1.PauseResponse
+	14, // 51: hostagent.v1.HostAgentService.Resume:output_type -> hostagent.v1.ResumeResponse
+	19, // 52: hostagent.v1.HostAgentService.Stats:output_type -> hostagent.v1.StatsResponse
+	21, // 53: hostagent.v1.HostAgentService.SetEgress:output_type -> hostagent.v1.SetEgressResponse
+	24, // 54: hostagent.v1.HostAgentService.Fork:output_type -> hostagent.v1.ForkResponse
+	28, // 55: hostagent.v1.HostAgentService.CreateSnapshot:output_type -> hostagent.v1.CreateSnapshotResponse
+	30, // 56: hostagent.v1.HostAgentService.DeleteSnapshot:output_type -> hostagent.v1.DeleteSnapshotResponse
+	34, // 57: hostagent.v1.HostAgentService.ListSnapshots:output_type -> hostagent.v1.ListSnapshotsResponse
+	39, // 58: hostagent.v1.HostAgentService.BuildTemplate:output_type -> hostagent.v1.BuildTemplateResponse
+	32, // 59: hostagent.v1.HostAgentService.DeleteTemplate:output_type -> hostagent.v1.DeleteTemplateResponse
+	16, // 60: hostagent.v1.HostAgentService.Metrics:output_type -> hostagent.v1.MetricsResponse
+	46, // [46:61] is the sub-list for method output_type
+	31, // [31:46] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_hostagent_v1_hostagent_proto_init() }
@@ -2617,7 +2852,7 @@ func file_hostagent_v1_hostagent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_hostagent_v1_hostagent_proto_rawDesc), len(file_hostagent_v1_hostagent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   42,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

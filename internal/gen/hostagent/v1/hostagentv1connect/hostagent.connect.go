@@ -70,6 +70,9 @@ const (
 	// HostAgentServiceDeleteTemplateProcedure is the fully-qualified name of the HostAgentService's
 	// DeleteTemplate RPC.
 	HostAgentServiceDeleteTemplateProcedure = "/hostagent.v1.HostAgentService/DeleteTemplate"
+	// HostAgentServiceMetricsProcedure is the fully-qualified name of the HostAgentService's Metrics
+	// RPC.
+	HostAgentServiceMetricsProcedure = "/hostagent.v1.HostAgentService/Metrics"
 )
 
 // HostAgentServiceClient is a client for the hostagent.v1.HostAgentService service.
@@ -113,6 +116,11 @@ type HostAgentServiceClient interface {
 	// manifest from the artifacts store when this host uploaded it. FAILED_PRECONDITION while
 	// a sandbox (in any state) or a snapshot on this host uses it; success when it is not here.
 	DeleteTemplate(context.Context, *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error)
+	// Metrics returns the samples of envd's GET /metrics the agent took of a sandbox (every
+	// 5 s while it runs, the last 2 hours, in memory: an agent restart loses them) whose host
+	// time is in [start, end], oldest first. A paused sandbox keeps the samples of before its
+	// pause. NOT_FOUND for a sandbox this host does not have.
+	Metrics(context.Context, *connect.Request[v1.MetricsRequest]) (*connect.Response[v1.MetricsResponse], error)
 }
 
 // NewHostAgentServiceClient constructs a client for the hostagent.v1.HostAgentService service. By
@@ -210,6 +218,12 @@ func NewHostAgentServiceClient(httpClient connect.HTTPClient, baseURL string, op
 			connect.WithSchema(hostAgentServiceMethods.ByName("DeleteTemplate")),
 			connect.WithClientOptions(opts...),
 		),
+		metrics: connect.NewClient[v1.MetricsRequest, v1.MetricsResponse](
+			httpClient,
+			baseURL+HostAgentServiceMetricsProcedure,
+			connect.WithSchema(hostAgentServiceMethods.ByName("Metrics")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -229,6 +243,7 @@ type hostAgentServiceClient struct {
 	listSnapshots  *connect.Client[v1.ListSnapshotsRequest, v1.ListSnapshotsResponse]
 	buildTemplate  *connect.Client[v1.BuildTemplateRequest, v1.BuildTemplateResponse]
 	deleteTemplate *connect.Client[v1.DeleteTemplateRequest, v1.DeleteTemplateResponse]
+	metrics        *connect.Client[v1.MetricsRequest, v1.MetricsResponse]
 }
 
 // Create calls hostagent.v1.HostAgentService.Create.
@@ -301,6 +316,11 @@ func (c *hostAgentServiceClient) DeleteTemplate(ctx context.Context, req *connec
 	return c.deleteTemplate.CallUnary(ctx, req)
 }
 
+// Metrics calls hostagent.v1.HostAgentService.Metrics.
+func (c *hostAgentServiceClient) Metrics(ctx context.Context, req *connect.Request[v1.MetricsRequest]) (*connect.Response[v1.MetricsResponse], error) {
+	return c.metrics.CallUnary(ctx, req)
+}
+
 // HostAgentServiceHandler is an implementation of the hostagent.v1.HostAgentService service.
 type HostAgentServiceHandler interface {
 	// Create boots a sandbox from a template and returns once envd answers.
@@ -342,6 +362,11 @@ type HostAgentServiceHandler interface {
 	// manifest from the artifacts store when this host uploaded it. FAILED_PRECONDITION while
 	// a sandbox (in any state) or a snapshot on this host uses it; success when it is not here.
 	DeleteTemplate(context.Context, *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error)
+	// Metrics returns the samples of envd's GET /metrics the agent took of a sandbox (every
+	// 5 s while it runs, the last 2 hours, in memory: an agent restart loses them) whose host
+	// time is in [start, end], oldest first. A paused sandbox keeps the samples of before its
+	// pause. NOT_FOUND for a sandbox this host does not have.
+	Metrics(context.Context, *connect.Request[v1.MetricsRequest]) (*connect.Response[v1.MetricsResponse], error)
 }
 
 // NewHostAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -435,6 +460,12 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 		connect.WithSchema(hostAgentServiceMethods.ByName("DeleteTemplate")),
 		connect.WithHandlerOptions(opts...),
 	)
+	hostAgentServiceMetricsHandler := connect.NewUnaryHandler(
+		HostAgentServiceMetricsProcedure,
+		svc.Metrics,
+		connect.WithSchema(hostAgentServiceMethods.ByName("Metrics")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/hostagent.v1.HostAgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case HostAgentServiceCreateProcedure:
@@ -465,6 +496,8 @@ func NewHostAgentServiceHandler(svc HostAgentServiceHandler, opts ...connect.Han
 			hostAgentServiceBuildTemplateHandler.ServeHTTP(w, r)
 		case HostAgentServiceDeleteTemplateProcedure:
 			hostAgentServiceDeleteTemplateHandler.ServeHTTP(w, r)
+		case HostAgentServiceMetricsProcedure:
+			hostAgentServiceMetricsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -528,4 +561,8 @@ func (UnimplementedHostAgentServiceHandler) BuildTemplate(context.Context, *conn
 
 func (UnimplementedHostAgentServiceHandler) DeleteTemplate(context.Context, *connect.Request[v1.DeleteTemplateRequest]) (*connect.Response[v1.DeleteTemplateResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.DeleteTemplate is not implemented"))
+}
+
+func (UnimplementedHostAgentServiceHandler) Metrics(context.Context, *connect.Request[v1.MetricsRequest]) (*connect.Response[v1.MetricsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("hostagent.v1.HostAgentService.Metrics is not implemented"))
 }
