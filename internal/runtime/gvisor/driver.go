@@ -86,13 +86,7 @@ type Driver struct {
 var (
 	_ runtime.Driver           = (*Driver)(nil)
 	_ runtime.EnvdSocketDriver = (*Driver)(nil)
-	_ runtime.AdoptableDriver  = (*Driver)(nil)
 )
-
-// Adoptable implements runtime.AdoptableDriver. runsc holds open what it reads of s.Dir
-// (the overlay file, the socket and log mounts, which move with the dir) and is given paths
-// in it only per call; the container ID stays the one created, and a restore takes any ID.
-func (d *Driver) Adoptable() bool { return true }
 
 // EnvdSocket implements runtime.EnvdSocketDriver. runsc runs with --host-uds=create, which
 // lets the sandbox create sockets in its host-backed mounts (only the socket dir is one) but
