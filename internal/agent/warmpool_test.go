@@ -166,6 +166,28 @@ func TestWarmPool(t *testing.T) {
 		}
 	})
 
+	// runsc takes a container ID as a prefix of one: before the driver terminated its IDs, a
+	// sandbox "warm" beside pooled "warm-<hex>" ones could not be stopped (CI hung 18 minutes
+	// on warm-c0 beside a pooled warm-c0…).
+	t.Run("a sandbox whose ID begins the pooled ones' is destroyed alone", func(t *testing.T) {
+		eventually(t, 2*time.Minute, "warm pool refilled", full)
+		if _, err := h.rpc.Create(ctx, connect.NewRequest(warmReq("warm", 2))); err != nil {
+			t.Fatalf("create warm: %v", err)
+		}
+		dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if _, err := h.rpc.Destroy(dctx, connect.NewRequest(&pb.DestroyRequest{SandboxId: "warm"})); err != nil {
+			t.Fatalf("destroy warm: %v", err)
+		}
+		if !full() {
+			t.Fatalf("pool after the destroy: %v, want base: 2", h.mgr.WarmReady())
+		}
+		create(t, warmReq("warm-after-prefix", 1))
+		if out, _ := h.runToken(t, "warm-after-prefix", "token-warm-after-prefix", "echo $E2B_SANDBOX_ID"); out != "warm-after-prefix\n" {
+			t.Errorf("sandbox claimed after the destroy sees %q", out)
+		}
+	})
+
 	t.Run("concurrent creates each get a sandbox of their own", func(t *testing.T) {
 		eventually(t, 2*time.Minute, "warm pool refilled", full)
 		var wg sync.WaitGroup
