@@ -25,13 +25,16 @@ import (
 type config struct {
 	APIURL, ProxyURL, AgentAddr, APIKey string
 	AgentToken                          string
-	LoadServer                          string
-	Out                                 string
-	Repo                                string
-	Only                                map[string]bool
-	HogMB                               []int
-	PTY                                 ptyConfig
-	Density                             densityConfig
+	// AgentProxy is the agent's sandbox proxy (hearth dev --agent-proxy-listen), for the
+	// warm pool's figures; empty skips them.
+	AgentProxy string
+	LoadServer string
+	Out        string
+	Repo       string
+	Only       map[string]bool
+	HogMB      []int
+	PTY        ptyConfig
+	Density    densityConfig
 }
 
 func main() {
@@ -51,6 +54,7 @@ func main() {
 	flag.StringVar(&c.ProxyURL, "proxy", "http://127.0.0.1:3002", "hearth public sandbox proxy URL (hearth dev --proxy-listen)")
 	flag.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "agent token (hearth dev --agent-token), for the agent API")
 	flag.StringVar(&c.AgentAddr, "agent", "127.0.0.1:5008", "hearth agent API address (hearth dev --agent-listen), for sandbox addresses")
+	flag.StringVar(&c.AgentProxy, "agent-proxy", "", "hearth agent proxy address (hearth dev --agent-proxy-listen), for the warm pool figures of the create section; empty skips them")
 	flag.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "API key")
 	flag.StringVar(&c.LoadServer, "loadserver", "bin/hearth-bench-loadserver", "static loadserver binary to upload into sandboxes")
 	flag.StringVar(&c.Out, "out", envOr("BENCH_OUT", "/tmp/hearth-bench.json"), "JSON report path")
@@ -182,7 +186,12 @@ func run(ctx context.Context, c config) (*Report, error) {
 		fmt.Fprintf(os.Stderr, "bench: %s done in %s\n", name, time.Since(start).Round(100*time.Millisecond))
 	}
 
-	section("create", createDefinition, func(s *Section) error { return runCreate(ctx, e, 20, []int{10, 20}, s) })
+	section("create", createDefinition+" "+warmPoolDefinition, func(s *Section) error {
+		if err := runCreate(ctx, e, 20, []int{10, 20}, s); err != nil {
+			return err
+		}
+		return runWarmPool(ctx, e, 15, s)
+	})
 
 	// One work sandbox with the load server serves exec, pty, proxy and files.
 	var work *target

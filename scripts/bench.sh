@@ -42,7 +42,7 @@ bin/hearth dev --data-dir "$data" --agent-token "$agent_token" --slot-prefix hbe
   --listen "127.0.0.1:$api" --proxy-listen "127.0.0.1:$proxy" \
   --agent-listen "127.0.0.1:$agent" --agent-proxy-listen "127.0.0.1:$agentproxy" \
   --bench-shared-proxy-listen "127.0.0.1:$shared" \
-  --default-timeout 10m ${HEARTH_BENCH_DEV_ARGS:-} >"$log" 2>&1 &
+  --default-timeout 10m --warm-pool base=1 --warm-pool-cpus 1 --warm-pool-memory-mib 512 ${HEARTH_BENCH_DEV_ARGS:-} >"$log" 2>&1 &
 dev=$!
 stop_dev() {
   if kill -0 "$dev" 2>/dev/null; then
@@ -70,5 +70,5 @@ until curl -fsS -H "X-API-Key: $key" "http://127.0.0.1:$api/templates" 2>/dev/nu
   sleep 1
 done
 
-bin/hearth-bench -api "http://127.0.0.1:$api" -proxy "http://127.0.0.1:$proxy" -shared-proxy "http://127.0.0.1:$shared" -hearth-pid "$dev" -agent "127.0.0.1:$agent" \
+bin/hearth-bench -api "http://127.0.0.1:$api" -proxy "http://127.0.0.1:$proxy" -shared-proxy "http://127.0.0.1:$shared" -hearth-pid "$dev" -agent "127.0.0.1:$agent" -agent-proxy "127.0.0.1:$agentproxy" \
   -agent-token "$agent_token" -api-key "$key" -loadserver bin/hearth-bench-loadserver -repo "$PWD" "$@"

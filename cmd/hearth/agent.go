@@ -80,6 +80,11 @@ type agentConfig struct {
 	// Artifacts is where paused sandboxes are uploaded for other hosts: a directory or an
 	// s3:// URL (internal/artifacts); empty keeps them on this host.
 	Artifacts string
+	// WarmPool is --warm-pool (template=count,...); WarmPoolCPUs and WarmPoolMemoryMiB the
+	// shape of its sandboxes.
+	WarmPool          string
+	WarmPoolCPUs      int
+	WarmPoolMemoryMiB int
 }
 
 func init() {
@@ -112,6 +117,7 @@ func init() {
 	f.StringVar(&c.DefaultUser, "default-user", "user", "user sandbox commands run as unless the caller names one")
 	diskFlag(f, &c.DefaultDiskMiB)
 	maxSandboxesFlag(f, &c.MaxSandboxes)
+	c.warmPoolFlags(f)
 	imageCacheFlag(f, &c.ImageCacheMiB)
 	f.StringVar(&c.ControlPlane, "control-plane", "", "control plane URL to register with and send heartbeats to, e.g. http://10.0.0.1:3000; several, comma-separated (one per replica), are tried in turn")
 	f.StringVar(&c.AgentToken, "agent-token", os.Getenv("HEARTH_AGENT_TOKEN"), "secret shared with the control plane, required: sent with heartbeats and required on every call the agent serves ($HEARTH_AGENT_TOKEN)")
@@ -140,6 +146,10 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	if c.MaxSandboxes < 0 {
 		return fmt.Errorf("--max-sandboxes %d: want 0 (no limit) or more", c.MaxSandboxes)
 	}
+	warmPool, err := c.warmPool()
+	if err != nil {
+		return err
+	}
 	if c.HostID == "" {
 		c.HostID, _ = os.Hostname()
 	}
@@ -151,7 +161,6 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		share *templateShare
 	)
 	if c.Artifacts != "" {
-		var err error
 		if store, err = artifacts.Open(c.Artifacts, log); err != nil {
 			return fmt.Errorf("--artifacts: %w", err)
 		}
@@ -204,6 +213,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		DefaultUser:    c.DefaultUser,
 		DefaultDiskMiB: c.DefaultDiskMiB,
 		MaxActive:      c.MaxSandboxes,
+		WarmPool:       warmPool,
 		Artifacts:      store,
 		FetchTemplate:  share.fetchFunc(),
 		DefaultWorkdir: home,
@@ -225,6 +235,16 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	if err != nil {
 		return fmt.Errorf("recover: %w", err)
 	}
+	if err := mgr.StartWarmPool(); err != nil {
+		return fmt.Errorf("--warm-pool: %w", err)
+	}
+	// Pooled sandboxes are of no use without this agent: they go with it, whatever
+	// StopOnExit says (the next start would remove them anyway).
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		mgr.StopWarmPool(dctx)
+	}()
 	if share != nil {
 		go share.run(ctx)
 	}
@@ -341,6 +361,35 @@ const (
 // maxSandboxesFlag defines --max-sandboxes (agent and dev).
 func maxSandboxesFlag(f *pflag.FlagSet, v *int) {
 	f.IntVar(v, "max-sandboxes", 0, "most sandboxes running at once on this host (paused ones do not count): creates and resumes past it fail, and the control plane places elsewhere; 0: no limit")
+}
+
+// warmPoolFlags defines --warm-pool and the shape of its sandboxes (agent and dev).
+func (c *agentConfig) warmPoolFlags(f *pflag.FlagSet) {
+	f.StringVar(&c.WarmPool, "warm-pool", "", "sandboxes to keep booted ahead of need, per template: template=count,..., e.g. base=2,code-interpreter-v1=1; "+
+		"a create of that template with the pool's CPUs, memory and the template's disk size claims one instead of booting, and the pool refills in the background; each costs what an idle sandbox does")
+	f.IntVar(&c.WarmPoolCPUs, "warm-pool-cpus", 2, "vCPUs of warm pool sandboxes: only creates asking for as many claim one (the control plane's default is 2)")
+	f.IntVar(&c.WarmPoolMemoryMiB, "warm-pool-memory-mib", 512, "memory (MiB) of warm pool sandboxes: only creates asking for as much claim one (the control plane's default is 512)")
+}
+
+// warmPool checks the --warm-pool flags.
+func (c *agentConfig) warmPool() (sandbox.WarmPool, error) {
+	sizes, err := sandbox.ParseWarmPool(c.WarmPool)
+	if err != nil {
+		return sandbox.WarmPool{}, fmt.Errorf("--warm-pool %q: %w", c.WarmPool, err)
+	}
+	if len(sizes) == 0 {
+		return sandbox.WarmPool{}, nil // the shape flags size nothing
+	}
+	if c.Runtime != "gvisor" {
+		return sandbox.WarmPool{}, fmt.Errorf("--warm-pool: the %s runtime cannot hand a booted sandbox to a create; only gvisor can", c.Runtime)
+	}
+	if c.WarmPoolCPUs < 1 {
+		return sandbox.WarmPool{}, fmt.Errorf("--warm-pool-cpus %d: want at least 1", c.WarmPoolCPUs)
+	}
+	if c.WarmPoolMemoryMiB < 64 {
+		return sandbox.WarmPool{}, fmt.Errorf("--warm-pool-memory-mib %d: want at least 64", c.WarmPoolMemoryMiB)
+	}
+	return sandbox.WarmPool{Sizes: sizes, CPUs: c.WarmPoolCPUs, MemoryMiB: c.WarmPoolMemoryMiB}, nil
 }
 
 // imageCacheFlag defines --image-cache-mib (agent and dev).

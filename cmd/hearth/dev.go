@@ -69,6 +69,7 @@ func init() {
 	f.StringVar(&a.SlotPrefix, "slot-prefix", netslot.DefaultPrefix, "name prefix of the agent's network objects")
 	diskFlag(f, &a.DefaultDiskMiB)
 	maxSandboxesFlag(f, &a.MaxSandboxes)
+	a.warmPoolFlags(f)
 	imageCacheFlag(f, &a.ImageCacheMiB)
 	a.egressFlags(f)
 	f.StringVar(&c.BenchSharedProxyAddr, "bench-shared-proxy-listen", "", "benchmark only (off when empty): address of a second sandbox proxy whose traffic to the agent "+

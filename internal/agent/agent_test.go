@@ -47,6 +47,7 @@ var testPool = netip.MustParsePrefix("10.231.0.0/16")
 type harness struct {
 	env      *runtimetest.Env
 	dataDir  string
+	mgr      *sandbox.Manager
 	rpc      hostagentv1connect.HostAgentServiceClient
 	proxyURL string
 	rpcURL   string
@@ -138,6 +139,10 @@ func startAgentOn(t testing.TB, env *runtimetest.Env, dataDir string, an agentNe
 	if err := mgr.Recover(ctx); err != nil {
 		t.Fatal(err)
 	}
+	if err := mgr.StartWarmPool(); err != nil { // nothing without cfg.WarmPool
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mgr.StopWarmPool(context.Background()) })
 	a := New(mgr, conns, "gvisor", log)
 	mux := http.NewServeMux()
 	mux.Handle(a.RPCHandler())
@@ -151,7 +156,7 @@ func startAgentOn(t testing.TB, env *runtimetest.Env, dataDir string, an agentNe
 	go rpcSrv.Serve(rpcLn)
 	go proxySrv.Serve(proxyLn)
 	h := &harness{
-		env: env, dataDir: dataDir,
+		env: env, dataDir: dataDir, mgr: mgr,
 		rpc:      hostagentv1connect.NewHostAgentServiceClient(h2cClient(), "http://"+rpcLn.Addr().String()),
 		proxyURL: "http://" + proxyLn.Addr().String(),
 		rpcURL:   "http://" + rpcLn.Addr().String(),

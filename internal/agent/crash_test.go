@@ -16,6 +16,7 @@ import (
 
 	"connectrpc.com/connect"
 
+	"github.com/hearthsh/hearth/internal/agent/sandbox"
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
 )
@@ -28,6 +29,10 @@ var crashNet = agentNet{"hcra", netip.MustParsePrefix("10.236.0.0/16"), "hearth-
 // (startAgent) over the data dir it names, killed with SIGKILL by the parent test.
 const crashAgentEnv = "HEARTH_CRASH_AGENT"
 
+// crashAgentWarmEnv, when set, gives the agent process that warm pool (--warm-pool's form),
+// on the warm pool tests' network and cgroups.
+const crashAgentWarmEnv = "HEARTH_CRASH_AGENT_WARM"
+
 // TestCrashAgentChild is the agent process of the crash tests; it only runs when they start
 // it. It prints its addresses, then serves until it is killed.
 func TestCrashAgentChild(t *testing.T) {
@@ -35,7 +40,16 @@ func TestCrashAgentChild(t *testing.T) {
 	if dir == "" {
 		t.Skip("the agent process of the crash tests, started by them")
 	}
-	h := startAgentOn(t, setupEnv(t), dir, crashNet)
+	an, opts := crashNet, []func(*sandbox.Config){}
+	if sizes := os.Getenv(crashAgentWarmEnv); sizes != "" {
+		pool, err := sandbox.ParseWarmPool(sizes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		an = warmNet
+		opts = append(opts, func(c *sandbox.Config) { c.WarmPool = sandbox.WarmPool{Sizes: pool, CPUs: 1, MemoryMiB: 512} })
+	}
+	h := startAgentOn(t, setupEnv(t), dir, an, opts...)
 	fmt.Printf("READY %s %s\n", h.rpcURL, h.proxyURL)
 	time.Sleep(time.Hour) // until SIGKILL
 }
@@ -48,7 +62,7 @@ type crashAgent struct {
 
 // startCrashAgent starts an agent process over dataDir and waits until it has recovered and
 // serves. Its log goes to agent.log in the test's log dir. The caller kills it.
-func startCrashAgent(t *testing.T, dataDir, logDir string) *crashAgent {
+func startCrashAgent(t *testing.T, dataDir, logDir string, env ...string) *crashAgent {
 	t.Helper()
 	logf, err := os.OpenFile(filepath.Join(logDir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -57,7 +71,7 @@ func startCrashAgent(t *testing.T, dataDir, logDir string) *crashAgent {
 	defer logf.Close()
 	mark, _ := logf.Seek(0, 2)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashAgentChild$", "-test.v", "-test.timeout=30m")
-	cmd.Env = append(os.Environ(), crashAgentEnv+"="+dataDir, "HEARTH_REQUIRE_RUNTIME=1")
+	cmd.Env = append(append(os.Environ(), crashAgentEnv+"="+dataDir, "HEARTH_REQUIRE_RUNTIME=1"), env...)
 	cmd.Stderr = logf
 	out, err := cmd.StdoutPipe()
 	if err != nil {

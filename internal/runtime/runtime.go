@@ -171,3 +171,12 @@ type PortablePauser interface {
 	// state after Pause (or PauseFilesystem when filesystemOnly).
 	PausedDirs(filesystemOnly bool) []string
 }
+
+// AdoptableDriver is implemented by drivers whose sandboxes can be started ahead of need and
+// handed over to a sandbox ID chosen later (the agent's warm pool): a running sandbox keeps
+// working when its Spec.Dir is renamed, every later call for it passing the new Dir and the
+// ID it was created with, and a paused one resumes under any ID. The agent keeps no warm
+// pool on drivers without it; it never asks which kind of driver it has.
+type AdoptableDriver interface {
+	Adoptable() bool
+}

@@ -68,8 +68,12 @@ type Config struct {
 	// TemplateArtifact).
 	FetchTemplate func(ctx context.Context, name, manifest string) error
 	// MaxActive caps the sandboxes that are not paused (starting, running, resuming, ...):
-	// a create, fork or resume past it fails with ErrHostFull. 0 means no cap.
+	// a create, fork or resume past it fails with ErrHostFull. 0 means no cap. Pooled
+	// sandboxes (WarmPool) count towards it too, and give way to creates that need room.
 	MaxActive int
+	// WarmPool, when it names templates, keeps sandboxes of them booted ahead of need for
+	// creates to claim (see StartWarmPool).
+	WarmPool WarmPool
 }
 
 // ErrHostFull: the host runs as many sandboxes as its agent allows (--max-sandboxes).
@@ -82,12 +86,7 @@ func (m *Manager) admitLocked() error {
 	if m.cfg.MaxActive <= 0 {
 		return nil
 	}
-	n := 0
-	for _, r := range m.sandboxes {
-		if r.State != Paused {
-			n++
-		}
-	}
+	n := m.activeLocked()
 	if n >= m.cfg.MaxActive {
 		return fmt.Errorf("%w: %d of %d sandboxes are running (raise the agent's --max-sandboxes, or pause or kill some)", ErrHostFull, n, m.cfg.MaxActive)
 	}
@@ -160,6 +159,10 @@ type record struct {
 	// empty means the agent's.
 	User    string `json:"user,omitempty"`
 	Workdir string `json:"workdir,omitempty"`
+	// RuntimeID, for a sandbox claimed from the warm pool, is the ID the runtime booted it
+	// under, which it keeps until the sandbox is next paused (a resume restores it under its
+	// own ID); empty means the sandbox's ID.
+	RuntimeID string `json:"runtimeID,omitempty"`
 
 	slot *netslot.Slot
 	envd *envdClient
@@ -175,6 +178,7 @@ type Manager struct {
 	quarantined []Quarantined
 	// snapUsers counts the starts in progress from each snapshot; -1 while it is deleted.
 	snapUsers map[string]int
+	warm      warmState
 }
 
 // Quarantined is a sandbox directory whose record could not be loaded at start: it was moved,
@@ -243,6 +247,7 @@ func (m *Manager) Recover(ctx context.Context) error {
 	if err := m.cfg.Driver.Reclaim(ctx); err != nil {
 		return fmt.Errorf("reclaim runtime: %w", err)
 	}
+	m.removeWarmLeftovers(ctx)
 	if err := m.cfg.Slots.Reclaim(ctx); err != nil {
 		return fmt.Errorf("reclaim network slots: %w", err)
 	}
@@ -288,7 +293,7 @@ func (m *Manager) finishInterrupted(ctx context.Context, rec *record) {
 	// it removed that disk: paused as it was (whatever a cut-off cold boot wrote since was
 	// never acknowledged; the reclaim stops it).
 	if fp, ok := m.cfg.Driver.(runtime.FilesystemPauser); ok && rec.FilesystemOnly && fp.HasFilesystemSnapshot(m.specFor(rec, tpl)) {
-		rec.State, rec.SlotAddr, rec.SlotNetns = Paused, netip.Addr{}, ""
+		rec.State, rec.SlotAddr, rec.SlotNetns, rec.RuntimeID = Paused, netip.Addr{}, "", ""
 		if err := m.save(rec); err != nil {
 			log.Error("persist paused sandbox", "err", err)
 		}
@@ -301,7 +306,7 @@ func (m *Manager) finishInterrupted(ctx context.Context, rec *record) {
 		log.Error("finish interrupted pause", "err", err)
 		return
 	}
-	rec.State, rec.SlotAddr, rec.SlotNetns = Paused, netip.Addr{}, ""
+	rec.State, rec.SlotAddr, rec.SlotNetns, rec.RuntimeID = Paused, netip.Addr{}, "", ""
 	if err := m.save(rec); err != nil {
 		log.Error("persist paused sandbox", "err", err)
 	}
@@ -415,7 +420,11 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		return Info{}, err
 	}
 	m.sandboxes[req.ID] = rec
+	pooled, victim := m.takeWarmLocked(req, tpl)
 	m.mu.Unlock()
+	if victim != nil {
+		go m.dropForRoom(context.WithoutCancel(ctx), victim)
+	}
 
 	fail := func(err error) (Info, error) {
 		m.teardown(context.WithoutCancel(ctx), rec, tpl)
@@ -423,6 +432,20 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 		delete(m.sandboxes, req.ID)
 		m.mu.Unlock()
 		return Info{}, err
+	}
+	if pooled != nil {
+		start := time.Now()
+		err := m.adopt(ctx, rec, pooled, tpl)
+		if err == nil {
+			m.cfg.Log.Info("warm pool: sandbox claimed", "sandbox", req.ID, "template", req.Template, "runtime_id", pooled.id, "took", time.Since(start))
+			return m.settle(rec, Running)
+		}
+		// Whatever the pooled sandbox got to, a fresh boot still serves the create.
+		m.cfg.Log.Warn("warm pool: claim failed; booting afresh", "sandbox", req.ID, "runtime_id", pooled.id, "err", err)
+		m.teardown(context.WithoutCancel(ctx), rec, tpl)
+		m.mu.Lock()
+		rec.RuntimeID, rec.envd = "", nil
+		m.mu.Unlock()
 	}
 	if err := m.makeDir(req.ID); err != nil {
 		return fail(fmt.Errorf("create sandbox dir: %w", err))
@@ -522,6 +545,10 @@ func (m *Manager) pause(ctx context.Context, id string, fsOnly bool) (Info, erro
 	if err != nil {
 		return rollback(err)
 	}
+	// The container is gone: a resume restores the sandbox under its own ID.
+	m.mu.Lock()
+	rec.RuntimeID = ""
+	m.mu.Unlock()
 	// 6. release the slot: the snapshot is restored into whatever slot is free on resume.
 	m.releaseSlot(ctx, rec)
 	// 7. with an artifacts store, upload it for other hosts, still pausing so that no resume
@@ -887,6 +914,9 @@ func (m *Manager) specFor(rec *record, tpl runtime.Template) runtime.Spec {
 func (m *Manager) spec(rec *record, id string) runtime.Spec {
 	s := runtime.Spec{ID: id, Dir: filepath.Join(m.dir(id), "runtime")}
 	if rec != nil {
+		if rec.RuntimeID != "" {
+			s.ID = rec.RuntimeID
+		}
 		s.CPUs, s.MemoryMiB, s.DiskMiB = rec.CPUs, rec.MemoryMiB, rec.DiskMiB
 		if rec.slot != nil {
 			s.Net = runtime.Net{NetNS: rec.slot.NetnsPath, GuestIP: rec.slot.GuestAddr}
@@ -945,9 +975,11 @@ func newEnvdSecret() string {
 // ErrInvalid marks requests that can never succeed as given.
 var ErrInvalid = errors.New("invalid request")
 
-// Shutdown destroys every running sandbox and keeps paused ones (their snapshots are on
-// disk), for an agent that should leave nothing running when it exits (`hearth dev`).
+// Shutdown destroys every running sandbox and the warm pool and keeps paused ones (their
+// snapshots are on disk), for an agent that should leave nothing running when it exits
+// (`hearth dev`).
 func (m *Manager) Shutdown(ctx context.Context) error {
+	m.StopWarmPool(ctx)
 	var errs []error
 	for _, info := range m.List() {
 		if info.State != Running {

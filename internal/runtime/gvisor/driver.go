@@ -86,7 +86,13 @@ type Driver struct {
 var (
 	_ runtime.Driver           = (*Driver)(nil)
 	_ runtime.EnvdSocketDriver = (*Driver)(nil)
+	_ runtime.AdoptableDriver  = (*Driver)(nil)
 )
+
+// Adoptable implements runtime.AdoptableDriver. runsc holds open what it reads of s.Dir
+// (the overlay file, the socket and log mounts, which move with the dir) and is given paths
+// in it only per call; the container ID stays the one created, and a restore takes any ID.
+func (d *Driver) Adoptable() bool { return true }
 
 // EnvdSocket implements runtime.EnvdSocketDriver. runsc runs with --host-uds=create, which
 // lets the sandbox create sockets in its host-backed mounts (only the socket dir is one) but
@@ -114,10 +120,11 @@ func New(cfg Config) (*Driver, error) {
 			return nil, fmt.Errorf("gvisor: %w", err)
 		}
 	}
+	log := cfg.Logger.With("runtime", "gvisor")
 	return &Driver{
 		cfg:   cfg,
-		runsc: &runsc{bin: cfg.Runsc, root: cfg.StateDir, platform: platform, debug: cfg.Debug},
-		log:   cfg.Logger.With("runtime", "gvisor"),
+		runsc: &runsc{bin: cfg.Runsc, root: cfg.StateDir, platform: platform, debug: cfg.Debug, log: log},
+		log:   log,
 	}, nil
 }
 
@@ -173,10 +180,10 @@ func (d *Driver) Create(ctx context.Context, s runtime.Spec) (err error) {
 
 // boot cold-starts the sandbox from its bundle and waits for envd.
 func (d *Driver) boot(ctx context.Context, s runtime.Spec, bundle string) error {
-	if err := d.runsc.spawn(ctx, s, "create", "--bundle", bundle, s.ID); err != nil {
+	if err := d.runsc.spawn(ctx, s, "create", "--bundle", bundle, containerID(s.ID)); err != nil {
 		return err
 	}
-	if err := d.runsc.spawn(ctx, s, "start", s.ID); err != nil {
+	if err := d.runsc.spawn(ctx, s, "start", containerID(s.ID)); err != nil {
 		return err
 	}
 	return d.waitEnvd(ctx, s)
@@ -184,7 +191,7 @@ func (d *Driver) boot(ctx context.Context, s runtime.Spec, bundle string) error 
 
 // restore starts the sandbox from checkpoint image dir img and waits for envd.
 func (d *Driver) restore(ctx context.Context, s runtime.Spec, bundle, img string) error {
-	if err := d.runsc.spawn(ctx, s, "restore", "--image-path", img, "--direct", "--bundle", bundle, "--detach", s.ID); err != nil {
+	if err := d.runsc.spawn(ctx, s, "restore", "--image-path", img, "--direct", "--bundle", bundle, "--detach", containerID(s.ID)); err != nil {
 		return err
 	}
 	if err := d.waitEnvd(ctx, s); err != nil {
@@ -208,7 +215,7 @@ func (d *Driver) waitEnvd(ctx context.Context, s runtime.Spec) error {
 func (d *Driver) cleanupFailed(s runtime.Spec) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {
+	if err := d.runsc.stopAndDelete(ctx, containerID(s.ID)); err != nil {
 		d.log.Warn("cleanup after failure", "id", s.ID, "err", err)
 	}
 	if err := cgroups.Remove(ctx, cgroupPath(d.cfg.CgroupParent, s.ID)); err != nil {
@@ -237,7 +244,7 @@ func (d *Driver) Pause(ctx context.Context, s runtime.Spec) error {
 		d.thawEnvd(context.WithoutCancel(ctx), s)
 		return fmt.Errorf("pause %s: %w", s.ID, err)
 	}
-	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {
+	if err := d.runsc.stopAndDelete(ctx, containerID(s.ID)); err != nil {
 		return fmt.Errorf("pause %s: release: %w", s.ID, err)
 	}
 	if err := cgroups.Remove(ctx, cgroupPath(d.cfg.CgroupParent, s.ID)); err != nil {
@@ -260,7 +267,7 @@ func (d *Driver) checkpoint(ctx context.Context, s runtime.Spec, final string, l
 	if leaveRunning {
 		args = append(args, "--leave-running")
 	}
-	if _, err := d.runsc.output(ctx, s, append(args, s.ID)...); err != nil {
+	if _, err := d.runsc.output(ctx, s, append(args, containerID(s.ID))...); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("checkpoint %s: %w", s.ID, err)
 	}
@@ -290,7 +297,7 @@ func (d *Driver) Resume(ctx context.Context, s runtime.Spec) (err error) {
 		return fmt.Errorf("resume %s: %w", s.ID, err)
 	}
 	// A container record left by an interrupted earlier attempt would make restore fail.
-	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {
+	if err := d.runsc.stopAndDelete(ctx, containerID(s.ID)); err != nil {
 		return fmt.Errorf("resume %s: %w", s.ID, err)
 	}
 	if err := d.restore(ctx, s, bundle, img); err != nil {
@@ -308,7 +315,7 @@ func (d *Driver) Resume(ctx context.Context, s runtime.Spec) (err error) {
 
 // Destroy implements runtime.Driver.
 func (d *Driver) Destroy(ctx context.Context, s runtime.Spec) error {
-	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {
+	if err := d.runsc.stopAndDelete(ctx, containerID(s.ID)); err != nil {
 		return fmt.Errorf("destroy %s: %w", s.ID, err)
 	}
 	if err := cgroups.Remove(ctx, cgroupPath(d.cfg.CgroupParent, s.ID)); err != nil {

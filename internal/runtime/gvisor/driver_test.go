@@ -167,7 +167,7 @@ func testPauseResume(t *testing.T, mode CreateMode) {
 			cancel()
 			t.Fatalf("cycle %d: pause: %v", cycle, err)
 		}
-		if _, err := d.runsc.state(ctx, sb.spec.ID); !isNotExist(err) {
+		if _, err := d.runsc.state(ctx, containerID(sb.spec.ID)); !isNotExist(err) {
 			t.Errorf("cycle %d: container still known to runsc after pause (err %v)", cycle, err)
 		}
 		if p := sandboxProcesses(sb.spec.ID); len(p) > 0 {
@@ -204,7 +204,7 @@ func leftovers(t *testing.T, d *Driver, id string) []string {
 	var out []string
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if _, err := d.runsc.state(ctx, id); !isNotExist(err) {
+	if _, err := d.runsc.state(ctx, containerID(id)); !isNotExist(err) {
 		out = append(out, fmt.Sprintf("runsc container (state err %v)", err))
 	}
 	if dirs := cgroups.Dirs(cgroupPath(d.cfg.CgroupParent, id)); len(dirs) > 0 {
@@ -232,7 +232,7 @@ func TestDestroyLeavesNothing(t *testing.T) {
 		{"runsc-paused", func(t *testing.T, d *Driver, sb *sandbox) {
 			ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 			defer cancel()
-			if _, err := d.runsc.output(ctx, runtime.Spec{}, "pause", sb.spec.ID); err != nil {
+			if _, err := d.runsc.output(ctx, runtime.Spec{}, "pause", containerID(sb.spec.ID)); err != nil {
 				t.Fatal(err)
 			}
 		}},

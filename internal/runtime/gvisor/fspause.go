@@ -31,14 +31,14 @@ func (d *Driver) PauseFilesystem(ctx context.Context, s runtime.Spec) error {
 	}
 	// --leave-running: the container is stopped below only once the image is safely in
 	// place, so a failed rename leaves the sandbox running as the contract asks.
-	if _, err := d.runsc.output(ctx, s, "fscheckpoint", "--image-path", tmp, "--leave-running", s.ID); err != nil {
+	if _, err := d.runsc.output(ctx, s, "fscheckpoint", "--image-path", tmp, "--leave-running", containerID(s.ID)); err != nil {
 		_ = os.RemoveAll(tmp)
 		return fmt.Errorf("pause %s (filesystem only): %w", s.ID, err)
 	}
 	if err := durable.ReplaceDir(tmp, final); err != nil {
 		return fmt.Errorf("pause %s (filesystem only): %w", s.ID, err)
 	}
-	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {
+	if err := d.runsc.stopAndDelete(ctx, containerID(s.ID)); err != nil {
 		return fmt.Errorf("pause %s (filesystem only): release: %w", s.ID, err)
 	}
 	if err := cgroups.Remove(ctx, cgroupPath(d.cfg.CgroupParent, s.ID)); err != nil {
@@ -60,12 +60,12 @@ func (d *Driver) ResumeFilesystem(ctx context.Context, s runtime.Spec) error {
 	if err != nil {
 		return fmt.Errorf("resume %s: %w", s.ID, err)
 	}
-	if err := d.runsc.stopAndDelete(ctx, s.ID); err != nil {
+	if err := d.runsc.stopAndDelete(ctx, containerID(s.ID)); err != nil {
 		return fmt.Errorf("resume %s: %w", s.ID, err)
 	}
-	err = d.runsc.spawn(ctx, s, "create", "--bundle", bundle, "--fs-restore-image-path", img, s.ID)
+	err = d.runsc.spawn(ctx, s, "create", "--bundle", bundle, "--fs-restore-image-path", img, containerID(s.ID))
 	if err == nil {
-		err = d.runsc.spawn(ctx, s, "start", s.ID)
+		err = d.runsc.spawn(ctx, s, "start", containerID(s.ID))
 	}
 	if err == nil {
 		err = d.waitEnvd(ctx, s)

@@ -146,7 +146,7 @@ func execIn(tb testing.TB, d *Driver, id string, args ...string) string {
 	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	out, err := d.runsc.output(ctx, runtime.Spec{}, append([]string{"exec", id}, args...)...)
+	out, err := d.runsc.output(ctx, runtime.Spec{}, append([]string{"exec", containerID(id)}, args...)...)
 	if err != nil {
 		tb.Fatalf("exec %v in %s: %v", args, id, err)
 	}
@@ -159,7 +159,7 @@ func waitForFile(tb testing.TB, d *Driver, id, path string) {
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err := d.runsc.output(ctx, runtime.Spec{}, "exec", id, "test", "-s", path)
+		_, err := d.runsc.output(ctx, runtime.Spec{}, "exec", containerID(id), "test", "-s", path)
 		cancel()
 		if err == nil {
 			return

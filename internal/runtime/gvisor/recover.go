@@ -27,16 +27,16 @@ var _ runtime.PauseRecoverer = (*Driver)(nil)
 //     is paused now.
 func (d *Driver) RecoverPause(ctx context.Context, s runtime.Spec) error {
 	final := filepath.Join(s.Dir, snapshotDir)
-	if err := d.waitCheckpointCalls(ctx, s.ID); err != nil {
+	if err := d.waitCheckpointCalls(ctx, containerID(s.ID)); err != nil {
 		return fmt.Errorf("recover pause %s: %w", s.ID, err)
 	}
 	if snapshotComplete(final) {
 		d.log.Info("recover pause: the snapshot is complete", "id", s.ID)
 		return nil
 	}
-	st, err := d.runsc.state(ctx, s.ID)
+	st, err := d.runsc.state(ctx, containerID(s.ID))
 	if err == nil && st.Status == statusRunning && snapshotComplete(final+tmpSuffix) {
-		st, err = d.waitCheckpointWritten(ctx, s.ID)
+		st, err = d.waitCheckpointWritten(ctx, containerID(s.ID))
 	}
 	switch {
 	case err == nil && st.Status == statusRunning:

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,6 +29,7 @@ type runsc struct {
 	root     string // --root: this agent's private state dir
 	platform string
 	debug    bool
+	log      *slog.Logger
 }
 
 // globalArgs are the flags every call for sandbox s needs (the zero Spec for root-wide
