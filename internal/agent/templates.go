@@ -47,6 +47,11 @@ func (a *Agent) DeleteTemplate(ctx context.Context, req *connect.Request[pb.Dele
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)
 	}
+	// The runtime's own copy (gVisor's snapshot of the started sandbox) goes too, even when
+	// the template's files were already gone: an earlier delete may have stopped between.
+	if err := a.mgr.DropTemplate(ctx, name); err != nil {
+		return nil, connect.NewError(connect.CodeInternal, err)
+	}
 	if a.dropArtifact != nil {
 		if err := a.dropArtifact(ctx, name); err != nil {
 			// The files here are gone; a manifest left in the store only costs space.

@@ -52,8 +52,30 @@ func TestDeleteTemplate(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "meta.json"), meta, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The runtime's snapshot of the version's started sandbox (a build with a start
+	// command makes one) and its lock.
+	snaps := filepath.Join(h.dataDir, "template-snapshots")
+	img := filepath.Join(snaps, name, name+"-0123456789ab")
+	if err := os.MkdirAll(img, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{filepath.Join(img, "checkpoint.img"), filepath.Join(snaps, name+".lock")} {
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, baseSnaps := os.Stat(filepath.Join(snaps, "base"))
 	if res, err := del(name); err != nil || !res.GetDeleted() {
 		t.Fatalf("delete an unused version: %v, %v", res, err)
+	}
+	for _, p := range []string{filepath.Join(snaps, name), filepath.Join(snaps, name+".lock"), filepath.Join(h.dataDir, "templates", "."+name+".lock")} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s after delete: %v", p, err)
+		}
+	}
+	// Another template's snapshots stay.
+	if _, err := os.Stat(filepath.Join(snaps, "base")); baseSnaps == nil && err != nil {
+		t.Fatalf("base's snapshots after deleting another version: %v", err)
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("version dir after delete: %v", err)

@@ -22,6 +22,13 @@ import (
 // holding one build store one object. It keeps what a root filesystem needs: owners, modes
 // (setuid included), modification times, symlinks, hard links and device nodes. Extended
 // attributes (file capabilities) are not kept.
+//
+// Two other tar writers exist and are not this one on purpose: the SDK's COPY packer
+// (sdk/go PackCopy) zeroes owners, refuses devices, writes no hard links and hashes as it
+// packs, and may not import internal packages; the template package's writer of hostile
+// archives (COPY steps, image layers) merges into an existing rootfs through its symlinks
+// and reads OCI whiteouts, while a tree goes into a new, empty root and must come back whole,
+// device nodes, modification times and names like ".wh.x" included.
 
 // PackTree writes a tar of the tree at root to w.
 func PackTree(w io.Writer, root string) error {

@@ -15,13 +15,19 @@ import (
 // sandbox (running, paused or lost) or snapshot records is deleted from the agents, and
 // from the artifacts store by the agent that uploaded it. Every replica runs it; a build is
 // claimed with a compare-and-set on its record (DeletedAt), so exactly one replica deletes
-// it.
+// it. A host that is down, or does not answer, keeps its copy until it is back: every
+// heartbeat lists the versions the host holds, and one whose build is recorded deleted is
+// deleted there then (dropDeletedCopy), so nothing has to remember which hosts missed it.
 const (
 	// gcEvery is how often every template's builds are looked at; a tag moving or going
 	// starts a pass at once too.
 	gcEvery = time.Minute
 	// gcGrace spares builds that became ready this recently: their tags are being set.
 	gcGrace = 10 * time.Second
+	// gcRetryAfter is how long a build is recorded deleted before a heartbeat's copy of it
+	// is deleted: longer than a collection takes, which may still give the build back
+	// (a host refused) and must not find copies deleted behind its back.
+	gcRetryAfter = 5 * time.Minute
 )
 
 var errNotCollectable = errors.New("build is not collectable")
@@ -139,8 +145,8 @@ func (s *Server) collectBuild(ctx context.Context, b store.TemplateBuild) bool {
 	}
 	for _, h := range hosts {
 		if h.State != store.HostReady {
-			// Its copy stays until the host is removed; the build's record says it is gone.
-			s.log.Warn("template gc: host down, its copy of the build stays", "build", b.ID, "host", h.ID)
+			// Its copy goes when it is back: its heartbeat lists it (dropDeletedCopy).
+			s.log.Warn("template gc: host down, its copy of the build goes when it is back", "build", b.ID, "host", h.ID)
 			continue
 		}
 		actx, cancel := context.WithTimeout(ctx, s.cfg.CreateTimeout)
@@ -159,4 +165,32 @@ func (s *Server) collectBuild(ctx context.Context, b store.TemplateBuild) bool {
 	}
 	s.log.Info("template gc: build deleted", "template", b.TemplateID, "build", b.ID)
 	return true
+}
+
+// dropDeletedCopy deletes host h's copy of build b, which its heartbeat listed though the
+// records say b is deleted: h was down or did not answer when b was collected. It runs in
+// the background, one at a time per host and version; the next heartbeat tries again if
+// this one fails. The host refuses as usual if a sandbox of its own uses the version.
+func (s *Server) dropDeletedCopy(ctx context.Context, h store.Host, b store.TemplateBuild) {
+	if time.Since(b.DeletedAt) < s.gcRetryAfter {
+		return // its collection may still be under way
+	}
+	key := h.ID + "/" + b.AgentName()
+	if _, busy := s.gcRetrying.LoadOrStore(key, true); busy {
+		return
+	}
+	go func() {
+		defer s.gcRetrying.Delete(key)
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.CreateTimeout)
+		defer cancel()
+		_, err := s.agents.client(h).DeleteTemplate(actx, connect.NewRequest(&pb.DeleteTemplateRequest{Template: b.AgentName()}))
+		switch {
+		case err == nil:
+			s.log.Info("template gc: a returned host's copy of a deleted build deleted", "build", b.ID, "host", h.ID)
+		case connect.CodeOf(err) == connect.CodeFailedPrecondition, connect.CodeOf(err) == connect.CodeUnimplemented:
+			s.log.Debug("template gc: host keeps its copy of a deleted build", "build", b.ID, "host", h.ID, "why", err)
+		default:
+			s.log.Warn("template gc: delete a returned host's copy", "build", b.ID, "host", h.ID, "err", err)
+		}
+	}()
 }

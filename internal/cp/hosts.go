@@ -275,7 +275,9 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	for _, t := range hb.Templates {
-		s.registerTemplate(r.Context(), t)
+		if b := s.registerTemplate(r.Context(), t); b != nil {
+			s.dropDeletedCopy(r.Context(), h, *b)
+		}
 	}
 	if wasDown {
 		s.log.Info("agent ready", "host", id, "rpc", h.RPCAddr, "proxy", h.ProxyAddr, "runtime", h.Runtime, "registered", issued != "")

@@ -119,10 +119,13 @@ type Server struct {
 	// uploadKey signs the upload URLs of API template builds.
 	uploadKey string
 
-	// gcKick starts a template garbage collection pass (gcLoop); gcGrace is gcGrace but
-	// for tests.
-	gcKick  chan struct{}
-	gcGrace time.Duration
+	// gcKick starts a template garbage collection pass (gcLoop); gcGrace and gcRetryAfter
+	// are gcGrace and gcRetryAfter but for tests. gcRetrying holds the host/version pairs
+	// whose late deletion (dropDeletedCopy) is under way.
+	gcKick       chan struct{}
+	gcGrace      time.Duration
+	gcRetryAfter time.Duration
+	gcRetrying   sync.Map
 }
 
 // New returns a control plane over a store.
@@ -141,6 +144,8 @@ func New(cfg Config) *Server {
 		inflight: map[string][]placement{},
 		gcKick:   make(chan struct{}, 1),
 		gcGrace:  gcGrace,
+
+		gcRetryAfter: gcRetryAfter,
 	}
 	s.uploadKey = cfg.AgentToken
 	if s.uploadKey == "" {

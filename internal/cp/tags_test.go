@@ -331,3 +331,70 @@ func TestVersionArtifact(t *testing.T) {
 		t.Fatalf("other host booted %q with artifact %q; want %s from %s", got, other.last(&other.artifacts), version, artifact)
 	}
 }
+
+// TestDeletedVersionLeavesReturningHost: a host that is down when a version is collected
+// keeps its copy, and loses it once it is back and its heartbeat lists the copy; a version
+// that is not deleted stays on it.
+func TestDeletedVersionLeavesReturningHost(t *testing.T) {
+	s, hs, st := newTestCP(t)
+	s.gcGrace, s.gcRetryAfter = 0, 0
+	ctx := context.Background()
+	home, away := &versionAgent{busy: map[string]bool{}}, &versionAgent{busy: map[string]bool{}}
+	startBuildAgent(t, hs.URL, &buildAgent{})
+	startAgentServer(t, st, "h1", home)
+	startAgentServer(t, st, "h2", away)
+	h2, err := st.Host(ctx, "h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	heartbeat := func(token string, templates ...string) string {
+		t.Helper()
+		hb := hostreg.Heartbeat{RPCAddr: h2.RPCAddr, ProxyAddr: h2.ProxyAddr, Runtime: "gvisor", CPUs: 2, MemoryTotalMiB: 8192}
+		for _, n := range templates {
+			hb.Templates = append(hb.Templates, hostreg.Template{Name: n, Version: "v", EnvdVersion: "0.6.4"})
+		}
+		b, _ := json.Marshal(hb)
+		hdr := map[string]string{"Authorization": "Bearer " + testAgentToken, hostreg.HostTokenHeader: token}
+		status, body, _ := call(t, "POST", hs.URL+hostreg.Path("h2"), string(b), hdr)
+		if status != http.StatusOK && status != http.StatusNoContent {
+			t.Fatalf("heartbeat: %d %s", status, body)
+		}
+		var reg hostreg.Registration
+		_ = json.Unmarshal([]byte(body), &reg)
+		return reg.HostToken
+	}
+	token := heartbeat("")
+	if err := st.SetHostDraining(ctx, "h2", true); err != nil { // builds go to h1
+		t.Fatal(err)
+	}
+
+	tplID, kept := buildVersion(t, hs.URL, `{"name":"back"}`)
+	_, gone := buildVersion(t, hs.URL, `{"name":"back:tmp"}`)
+	if status, body, _ := call(t, "DELETE", hs.URL+"/templates/tags", `{"name":"back","tags":["tmp"]}`, map[string]string{"X-API-Key": testKey}); status != http.StatusNoContent {
+		t.Fatalf("remove tag tmp: %d %s", status, body)
+	}
+	keptName, goneName := tplID+"-"+kept, tplID+"-"+gone
+	if marked, err := st.MarkHostDown(ctx, "h2", time.Now().Add(time.Hour)); err != nil || !marked {
+		t.Fatalf("mark h2 down: %v, %v", marked, err)
+	}
+	if n := s.collectBuilds(ctx); n != 1 {
+		t.Fatalf("gc deleted %d builds, want 1", n)
+	}
+	if got := home.deletedNames(); len(got) != 1 || got[0] != goneName {
+		t.Fatalf("the ready host deleted %v, want %s", got, goneName)
+	}
+	if got := away.deletedNames(); len(got) != 0 {
+		t.Fatalf("the down host was asked to delete %v", got)
+	}
+
+	heartbeat(token, "base", keptName, goneName) // back, with both copies
+	deadline := time.Now().Add(10 * time.Second)
+	for len(away.deletedNames()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	heartbeat(token, keptName) // a later heartbeat: the live version is still not deleted
+	time.Sleep(200 * time.Millisecond)
+	if got := away.deletedNames(); len(got) != 1 || got[0] != goneName {
+		t.Fatalf("the returned host deleted %v, want only %s", got, goneName)
+	}
+}

@@ -14,14 +14,15 @@ import (
 )
 
 // registerTemplate records a template an agent has built. Templates are built on hosts
-// (`hearth template build`), and agents report them in their heartbeats.
-func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) {
+// (`hearth template build`), and agents report them in their heartbeats. It returns the
+// build of a version that the records say is deleted (see registerVersion).
+func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) (deleted *store.TemplateBuild) {
 	if err := template.CheckName(ht.Name); err != nil {
 		s.log.Warn("heartbeat names an invalid template; ignored", "err", err)
-		return
+		return nil
 	}
-	if s.registerVersion(ctx, ht) {
-		return
+	if isVersion, deleted := s.registerVersion(ctx, ht); isVersion {
+		return deleted
 	}
 	now := time.Now().UTC()
 	t, err := s.store.Template(ctx, ht.Name)
@@ -31,14 +32,14 @@ func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) {
 		t = store.Template{ID: ht.Name, TeamID: store.DefaultTeam, Aliases: []string{ht.Name}, CreatedAt: now, Public: true}
 	case err != nil:
 		s.log.Warn("look up template", "template", ht.Name, "err", err)
-		return
+		return nil
 	case t.BuildID == ht.Version && t.BuildStatus == "ready" && t.DiskMiB == max(ht.DiskMiB, 0) &&
 		(ht.Artifact == "" || t.Artifact == ht.Artifact):
-		return
+		return nil
 	default:
 		// Templates built through the API are recorded by their builds, not by heartbeats.
 		if managed, err := s.apiManaged(ctx, t.ID); err != nil || managed {
-			return
+			return nil
 		}
 	}
 	// The artifact names this build: a new build without one (its host has no store, or
@@ -55,6 +56,7 @@ func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) {
 	if err := s.store.PutTemplate(ctx, t); err != nil {
 		s.log.Warn("register template", "template", ht.Name, "err", err)
 	}
+	return nil
 }
 
 func templateJSON(t store.Template) Template {
@@ -133,18 +135,22 @@ func (s *Server) visibleTemplate(ctx context.Context, idOrAlias string) (store.T
 // registerVersion handles a heartbeat's template that is an API build's version (named
 // versionName(templateID, buildID)): no template of its own, but its artifact, once its
 // host uploaded it, is recorded on the build so agents without it can fetch it. It reports
-// whether ht was such a version.
-func (s *Server) registerVersion(ctx context.Context, ht hostreg.Template) bool {
+// whether ht was such a version, and returns its build when the records say it is deleted
+// (the host still holds a copy the collection did not reach).
+func (s *Server) registerVersion(ctx context.Context, ht hostreg.Template) (isVersion bool, deleted *store.TemplateBuild) {
 	buildID, ok := template.VersionBuild(ht.Name)
 	if !ok {
-		return false
+		return false, nil
 	}
 	b, err := s.store.TemplateBuild(ctx, buildID)
 	if err != nil || b.AgentName() != ht.Name {
-		return true // a version whose build this control plane does not know: not a template
+		return true, nil // a version whose build this control plane does not know: not a template
 	}
-	if ht.Artifact == "" || ht.Artifact == b.Artifact || !b.DeletedAt.IsZero() {
-		return true
+	if !b.DeletedAt.IsZero() {
+		return true, &b
+	}
+	if ht.Artifact == "" || ht.Artifact == b.Artifact {
+		return true, nil
 	}
 	if _, err := s.store.UpdateTemplateBuild(ctx, b.ID, func(x *store.TemplateBuild) error {
 		x.Artifact = ht.Artifact
@@ -152,5 +158,5 @@ func (s *Server) registerVersion(ctx context.Context, ht hostreg.Template) bool 
 	}); err != nil {
 		s.log.Warn("record template version artifact", "build", b.ID, "err", err)
 	}
-	return true
+	return true, nil
 }

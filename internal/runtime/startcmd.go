@@ -24,6 +24,14 @@ type StartSnapshotDriver interface {
 	StartSnapshots() bool
 }
 
+// TemplateDropper is implemented by drivers that keep state of their own per template
+// version (gVisor's template snapshots): DropTemplate deletes it when the version is
+// deleted. It is a no-op for a version the driver holds nothing of, and the caller makes
+// sure no sandbox uses the version.
+type TemplateDropper interface {
+	DropTemplate(ctx context.Context, name string) error
+}
+
 // Defaults of RunStartCommand, as E2B's builder has them.
 const (
 	// DefaultReadyTimeout bounds the wait for the ready command.

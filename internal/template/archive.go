@@ -116,7 +116,8 @@ func CopyArchive(r io.Reader, rootfs string, o CopyOptions) error {
 		return fmt.Errorf("open root filesystem: %w", err)
 	}
 	defer unix.Close(root)
-	w := &rootWriter{root: root, uid: o.UID, gid: o.GID, mode: o.Mode, left: o.MaxBytes, links: map[string]bool{}}
+	w := &rootWriter{root: root, uid: o.UID, gid: o.GID, mode: o.Mode, left: o.MaxBytes, links: map[string]bool{},
+		source: "archive", overLimit: "the copy writes more than its limit"}
 	dest := path.Clean(o.Dest)
 	intoDir := strings.HasSuffix(o.Dest, "/")
 	found := false
@@ -159,7 +160,9 @@ func CopyArchive(r io.Reader, rootfs string, o CopyOptions) error {
 	return nil
 }
 
-// rootWriter creates entries inside a root filesystem through RESOLVE_IN_ROOT lookups.
+// rootWriter creates entries inside a root filesystem through RESOLVE_IN_ROOT lookups. It
+// is what COPY steps (entry) and image layers (layerWriter) share: the lookups, the checks
+// against the archive's own symlinks, and the creation of files and symlinks.
 type rootWriter struct {
 	root     int
 	uid, gid int
@@ -167,15 +170,78 @@ type rootWriter struct {
 	left     int64
 	// links are the targets this archive made symlinks: nothing is written beneath them.
 	links map[string]bool
+	// source names the archive in errors ("archive", "layer"); overLimit says what went
+	// over left.
+	source, overLimit string
 }
 
 const inRoot = unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS
 
-func (w *rootWriter) entry(h *tar.Header, target string, body io.Reader) error {
-	for p := path.Dir(target); p != "/" && p != "."; p = path.Dir(p) {
-		if w.links[p] {
-			return fmt.Errorf("%w: it lies beneath %s, a symlink this archive created", ErrHostileArchive, p)
+// underOwnLink refuses p when it lies beneath a symlink this archive created: writing
+// through it would follow link text the archive chose ("link, then link/file").
+func (w *rootWriter) underOwnLink(p string) error {
+	for d := path.Dir(p); d != "/" && d != "."; d = path.Dir(d) {
+		if w.links[d] {
+			return fmt.Errorf("%w: it lies beneath %s, a symlink this %s created", ErrHostileArchive, d, w.source)
 		}
+	}
+	return nil
+}
+
+// createFile writes the size bytes of body as a new regular file base in the directory
+// parent (nothing may be there: O_EXCL|O_NOFOLLOW), owned by uid:gid with perm, and counts
+// them against left.
+func (w *rootWriter) createFile(parent int, base, target string, size int64, body io.Reader, uid, gid int, perm uint32) error {
+	if size > w.left {
+		return fmt.Errorf("%w: %s", ErrHostileArchive, w.overLimit)
+	}
+	fd, err := unix.Openat(parent, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("create: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), target)
+	n, err := io.Copy(f, io.LimitReader(body, size))
+	w.left -= n
+	if err == nil && n != size {
+		err = io.ErrUnexpectedEOF
+	}
+	// Owner first: chown clears set-user-ID and set-group-ID, which perm then sets.
+	if err == nil {
+		if err = unix.Fchown(fd, uid, gid); err != nil {
+			err = fmt.Errorf("chown: %w", err)
+		}
+	}
+	if err == nil {
+		if err = unix.Fchmod(fd, perm); err != nil {
+			err = fmt.Errorf("chmod: %w", err)
+		}
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// symlink makes base in the directory parent a symlink to link (its text kept as is: it is
+// only ever followed inside the sandbox), owned by uid:gid, and remembers target as one of
+// the archive's own.
+func (w *rootWriter) symlink(parent int, base, target, link string, uid, gid int) error {
+	if link == "" || strings.Contains(link, "\x00") {
+		return fmt.Errorf("%w: symlink without a valid target", ErrHostileArchive)
+	}
+	if err := unix.Symlinkat(link, parent, base); err != nil {
+		return fmt.Errorf("symlink: %w", err)
+	}
+	w.links[target] = true
+	if err := unix.Fchownat(parent, base, uid, gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("chown symlink: %w", err)
+	}
+	return nil
+}
+
+func (w *rootWriter) entry(h *tar.Header, target string, body io.Reader) error {
+	if err := w.underOwnLink(target); err != nil {
+		return err
 	}
 	perm := uint32(h.Mode) & 0o7777
 	if w.mode != 0 {
@@ -196,33 +262,17 @@ func (w *rootWriter) entry(h *tar.Header, target string, body io.Reader) error {
 		defer unix.Close(fd)
 		return w.own(fd, "", perm, true)
 	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old archivers still write TypeRegA
-		if h.Size > w.left {
-			return fmt.Errorf("%w: the copy writes more than its limit", ErrHostileArchive)
+		if h.Size > w.left { // before replaceable removes what is there
+			return fmt.Errorf("%w: %s", ErrHostileArchive, w.overLimit)
 		}
 		parent, base, err := w.replaceable(target)
 		if err != nil {
 			return err
 		}
 		defer unix.Close(parent)
-		fd, err := unix.Openat(parent, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return fmt.Errorf("create: %w", err)
-		}
-		f := os.NewFile(uintptr(fd), target)
-		n, err := io.Copy(f, io.LimitReader(body, h.Size))
-		w.left -= n
-		if err == nil && n != h.Size {
-			err = io.ErrUnexpectedEOF
-		}
-		if err == nil {
-			err = w.own(fd, "", perm, true)
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		return err
+		return w.createFile(parent, base, target, h.Size, body, w.uid, w.gid, perm)
 	case tar.TypeSymlink:
-		if h.Linkname == "" || strings.Contains(h.Linkname, "\x00") {
+		if h.Linkname == "" || strings.Contains(h.Linkname, "\x00") { // before replaceable removes what is there
 			return fmt.Errorf("%w: symlink without a valid target", ErrHostileArchive)
 		}
 		parent, base, err := w.replaceable(target)
@@ -230,14 +280,7 @@ func (w *rootWriter) entry(h *tar.Header, target string, body io.Reader) error {
 			return err
 		}
 		defer unix.Close(parent)
-		if err := unix.Symlinkat(h.Linkname, parent, base); err != nil {
-			return fmt.Errorf("symlink: %w", err)
-		}
-		w.links[target] = true
-		if err := unix.Fchownat(parent, base, w.uid, w.gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return fmt.Errorf("chown symlink: %w", err)
-		}
-		return nil
+		return w.symlink(parent, base, target, h.Linkname, w.uid, w.gid)
 	case tar.TypeLink:
 		return fmt.Errorf("%w: hard links are not supported (archive %s → %s)", ErrHostileArchive, h.Name, h.Linkname)
 	case tar.TypeXGlobalHeader:

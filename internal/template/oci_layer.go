@@ -44,7 +44,8 @@ func newLayerWriter(rootfs string, maxBytes int64, maxEntries int) (*layerWriter
 	if err != nil {
 		return nil, fmt.Errorf("open root filesystem: %w", err)
 	}
-	return &layerWriter{rootWriter: rootWriter{root: root, left: maxBytes}, entriesLeft: maxEntries}, nil
+	return &layerWriter{rootWriter: rootWriter{root: root, left: maxBytes,
+		source: "layer", overLimit: "the image unpacks to more than its limit"}, entriesLeft: maxEntries}, nil
 }
 
 func (w *layerWriter) Close() error { return unix.Close(w.root) }
@@ -125,10 +126,8 @@ func (w *layerWriter) apply(ctx context.Context, r io.Reader) error {
 
 // whiteout removes name in dir (resolved inside the rootfs; a missing one is no error).
 func (w *layerWriter) whiteout(dir, name string) error {
-	for p := dir; p != "/" && p != "."; p = path.Dir(p) {
-		if w.links[p] {
-			return fmt.Errorf("%w: it lies beneath %s, a symlink this layer created", ErrHostileArchive, p)
-		}
+	if err := w.underOwnLink(path.Join(dir, name)); err != nil {
+		return err
 	}
 	fd, err := w.openIn(dir)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
@@ -188,10 +187,8 @@ func opaqueAt(fd int, dir string, written map[string]bool) error {
 // layerEntry creates one entry, replacing whatever the lower layers had there (a directory
 // stays a directory when the entry is one, and takes the entry's owner and mode).
 func (w *layerWriter) layerEntry(h *tar.Header, target string, body io.Reader) error {
-	for p := path.Dir(target); p != "/" && p != "."; p = path.Dir(p) {
-		if w.links[p] {
-			return fmt.Errorf("%w: it lies beneath %s, a symlink this layer created", ErrHostileArchive, p)
-		}
+	if err := w.underOwnLink(target); err != nil {
+		return err
 	}
 	w.uid, w.gid = h.Uid, h.Gid
 	perm := uint32(h.Mode) & 0o7777
@@ -239,39 +236,9 @@ func (w *layerWriter) layerEntry(h *tar.Header, target string, body io.Reader) e
 		defer unix.Close(fd)
 		return w.own(fd, "", perm, true)
 	case tar.TypeReg, tar.TypeRegA: //nolint:staticcheck // old archivers still write TypeRegA
-		if h.Size > w.left {
-			return fmt.Errorf("%w: the image unpacks to more than its limit", ErrHostileArchive)
-		}
-		fd, err := unix.Openat(parent, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
-		if err != nil {
-			return fmt.Errorf("create: %w", err)
-		}
-		f := os.NewFile(uintptr(fd), target)
-		n, err := io.Copy(f, io.LimitReader(body, h.Size))
-		w.left -= n
-		if err == nil && n != h.Size {
-			err = io.ErrUnexpectedEOF
-		}
-		// An open file takes fchown and fchmod directly (chown first: it clears set-user-ID).
-		if err == nil {
-			err = unix.Fchown(fd, h.Uid, h.Gid)
-		}
-		if err == nil {
-			err = unix.Fchmod(fd, perm)
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		return err
+		return w.createFile(parent, base, target, h.Size, body, h.Uid, h.Gid, perm)
 	case tar.TypeSymlink:
-		if h.Linkname == "" || strings.Contains(h.Linkname, "\x00") {
-			return fmt.Errorf("%w: symlink without a valid target", ErrHostileArchive)
-		}
-		if err := unix.Symlinkat(h.Linkname, parent, base); err != nil {
-			return fmt.Errorf("symlink: %w", err)
-		}
-		w.links[target] = true
-		return unix.Fchownat(parent, base, h.Uid, h.Gid, unix.AT_SYMLINK_NOFOLLOW)
+		return w.symlink(parent, base, target, h.Linkname, h.Uid, h.Gid)
 	case tar.TypeLink:
 		// The link's target is a path in the image, resolved inside the rootfs like any
 		// other, and never the symlink's target: the link is to the entry itself.

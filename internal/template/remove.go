@@ -25,26 +25,32 @@ func Remove(ctx context.Context, dataDir, name string) (bool, error) {
 	if _, err := os.Stat(Dir(dataDir, name)); errors.Is(err, os.ErrNotExist) && len(left) == 0 {
 		return false, nil // not here: no lock file made for it either
 	}
-	unlock, err := filelock.Lock(ctx, filepath.Join(root, "."+name+".lock"))
+	lock, err := filelock.Acquire(ctx, filepath.Join(root, "."+name+".lock"))
 	if err != nil {
 		return false, fmt.Errorf("remove template %s: %w", name, err)
 	}
-	defer unlock()
 	// What a crash in an earlier remove of this name left (a version's name is not built
 	// again, so no build's sweep would find it).
 	for _, p := range left {
 		_ = os.RemoveAll(p)
 	}
 	old := filepath.Join(root, "."+name+".old-"+randHex(4))
+	there := true
 	if err := os.Rename(Dir(dataDir, name), old); errors.Is(err, os.ErrNotExist) {
-		return false, nil
+		there = false
 	} else if err != nil {
+		lock.Unlock()
 		return false, fmt.Errorf("remove template %s: %w", name, err)
-	}
-	if err := os.RemoveAll(old); err != nil {
+	} else if err := os.RemoveAll(old); err != nil {
+		lock.Unlock()
 		return true, fmt.Errorf("remove template %s: %w", name, err)
 	}
-	return true, nil
+	// Nothing of the name is left, so neither is its lock file. It goes while held: a build
+	// waiting on it then locks a new one (filelock.Acquire).
+	if err := lock.UnlockAndRemove(); err != nil {
+		return there, fmt.Errorf("remove template %s: %w", name, err)
+	}
+	return there, nil
 }
 
 // SweepRemoved finishes removes that a stopped process interrupted: every `.NAME.old-*` left

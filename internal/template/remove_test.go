@@ -28,7 +28,8 @@ func TestRemove(t *testing.T) {
 	if gone, err := Remove(ctx, data, name); err != nil || !gone {
 		t.Fatalf("remove: %v, %v", gone, err)
 	}
-	for _, p := range []string{Dir(data, name), leftover} {
+	// The lock file goes with the version: a version's name is never built again.
+	for _, p := range []string{Dir(data, name), leftover, filepath.Join(root, "."+name+".lock")} {
 		if _, err := os.Stat(p); !os.IsNotExist(err) {
 			t.Fatalf("%s after remove: %v", p, err)
 		}
@@ -38,6 +39,9 @@ func TestRemove(t *testing.T) {
 	}
 	if gone, err := Remove(ctx, data, name); err != nil || gone {
 		t.Fatalf("remove again: %v, %v", gone, err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(root, "."+name+"*")); len(ents) > 0 {
+		t.Fatalf("left after removing twice: %v", ents)
 	}
 	if gone, err := Remove(ctx, t.TempDir(), "never-built"); err != nil || gone {
 		t.Fatalf("remove in a data dir without templates: %v, %v", gone, err)
@@ -59,8 +63,10 @@ func TestSweepRemoved(t *testing.T) {
 		}
 	}
 	SweepRemoved(context.Background(), data, func(name string) bool { return name == "tpl-v1" })
-	if _, err := os.Stat(version); !os.IsNotExist(err) {
-		t.Fatalf("a version's leftover after the sweep: %v", err)
+	for _, p := range []string{version, filepath.Join(root, ".tpl-v1.lock")} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("%s after the sweep: %v", p, err)
+		}
 	}
 	if _, err := os.Stat(other); err != nil {
 		t.Fatalf("another name's leftover went: %v", err)

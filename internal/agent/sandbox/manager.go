@@ -356,6 +356,15 @@ func (m *Manager) Quarantined() []Quarantined {
 	return slices.Clone(m.quarantined)
 }
 
+// DropTemplate deletes what the driver keeps of template version name
+// (runtime.TemplateDropper); drivers that keep nothing per version have nothing to do.
+func (m *Manager) DropTemplate(ctx context.Context, name string) error {
+	if d, ok := m.cfg.Driver.(runtime.TemplateDropper); ok {
+		return d.DropTemplate(ctx, name)
+	}
+	return nil
+}
+
 // StartSnapshots reports whether the driver boots templates with a start command into a
 // snapshot with it running (runtime.StartSnapshotDriver).
 func (m *Manager) StartSnapshots() bool {

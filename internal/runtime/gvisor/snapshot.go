@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -109,6 +110,32 @@ var _ runtime.StartSnapshotDriver = (*Driver)(nil)
 // StartSnapshots implements runtime.StartSnapshotDriver: templateSnapshot runs the start
 // command before it checkpoints.
 func (d *Driver) StartSnapshots() bool { return true }
+
+var _ runtime.TemplateDropper = (*Driver)(nil)
+
+// DropTemplate implements runtime.TemplateDropper: the template snapshots of name (every
+// key: one per runsc binary and spec shape) and their lock go. It takes the lock first, so
+// it never removes an image a Create is writing.
+func (d *Driver) DropTemplate(ctx context.Context, name string) error {
+	if name == "" || name != filepath.Base(name) || !filepath.IsLocal(name) {
+		return fmt.Errorf("drop template snapshots: invalid template name %q", name)
+	}
+	base := filepath.Join(d.cfg.SnapshotDir, name)
+	if _, err := os.Lstat(base); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Lstat(base + lockSuffix); errors.Is(err, os.ErrNotExist) {
+			return nil // nothing here: do not make a lock file only to remove it
+		}
+	}
+	lock, err := filelock.Acquire(ctx, base+lockSuffix)
+	if err != nil {
+		return fmt.Errorf("drop template snapshots of %s: %w", name, err)
+	}
+	if err := os.RemoveAll(base); err != nil {
+		lock.Unlock()
+		return fmt.Errorf("drop template snapshots of %s: %w", name, err)
+	}
+	return lock.UnlockAndRemove()
+}
 
 func snapshotComplete(img string) bool {
 	_, err := os.Stat(filepath.Join(img, "checkpoint.img"))
