@@ -146,43 +146,6 @@ type SandboxLogs struct {
 	LogEntries []SandboxLog `json:"logEntries"`
 }
 
-// Template is one element of GET /templates.
-type Template struct {
-	TemplateID  string    `json:"templateID"`
-	BuildID     string    `json:"buildID"`
-	CPUCount    int       `json:"cpuCount"`
-	MemoryMB    int       `json:"memoryMB"`
-	DiskSizeMB  int       `json:"diskSizeMB"`
-	Public      bool      `json:"public"`
-	Aliases     []string  `json:"aliases"`
-	Names       []string  `json:"names"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-	EnvdVersion string    `json:"envdVersion"`
-	BuildStatus string    `json:"buildStatus"`
-	BuildCount  int       `json:"buildCount"`
-	SpawnCount  int       `json:"spawnCount"`
-}
-
-// TemplateWithBuilds is GET /templates/{id} (E2B's TemplateWithBuilds): the template and
-// its builds through the API, newest first. Templates built on an agent's host by the CLI
-// have none.
-type TemplateWithBuilds struct {
-	Template
-	Builds []TemplateBuild `json:"builds"`
-}
-
-// TemplateBuild is one build of a template (E2B's TemplateBuild).
-type TemplateBuild struct {
-	BuildID    string     `json:"buildID"`
-	Status     string     `json:"status"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	UpdatedAt  time.Time  `json:"updatedAt"`
-	FinishedAt *time.Time `json:"finishedAt,omitempty"`
-	CPUCount   int        `json:"cpuCount"`
-	MemoryMB   int        `json:"memoryMB"`
-}
-
 // Error is E2B's error body.
 type Error struct {
 	Code    int    `json:"code"`

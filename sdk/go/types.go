@@ -1,6 +1,10 @@
 package hearth
 
-import "time"
+import (
+	"time"
+
+	"github.com/hearthsh/hearth/sdk/go/api"
+)
 
 // SandboxState is a sandbox's state as the API reports it.
 type SandboxState string
@@ -52,17 +56,6 @@ type SandboxInfo struct {
 	Network             *NetworkOptions `json:"network,omitempty"`
 }
 
-// Template describes a template sandboxes can be created from.
-type Template struct {
-	TemplateID  string    `json:"templateID"`
-	BuildID     string    `json:"buildID"`
-	CPUCount    int       `json:"cpuCount"`
-	MemoryMB    int       `json:"memoryMB"`
-	DiskSizeMB  int       `json:"diskSizeMB"`
-	Public      bool      `json:"public"`
-	Aliases     []string  `json:"aliases"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-	EnvdVersion string    `json:"envdVersion"`
-	BuildStatus string    `json:"buildStatus"`
-}
+// Template describes a template sandboxes can be created from (an element of GET
+// /templates).
+type Template = api.Template
