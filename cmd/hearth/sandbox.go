@@ -223,7 +223,7 @@ func newSandboxLsCmd(f *cliClientFlags) *cobra.Command {
 			}
 			ctx, cancel := f.requestContext(cmd.Context())
 			defer cancel()
-			all := []hearth.SandboxInfo{}
+			all := []hearth.ListedSandbox{}
 			for s, err := range c.ListSandboxes(opts).All(ctx) {
 				if err != nil {
 					return ctxErr(ctx, err)
@@ -241,7 +241,7 @@ func newSandboxLsCmd(f *cliClientFlags) *cobra.Command {
 	return cmd
 }
 
-func writeSandboxTable(w io.Writer, all []hearth.SandboxInfo) error {
+func writeSandboxTable(w io.Writer, all []hearth.ListedSandbox) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTEMPLATE\tSTATE\tSTARTED\tEXPIRES\tCPU\tMEMORY\tMETADATA")
 	for _, s := range all {

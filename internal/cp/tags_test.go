@@ -142,7 +142,7 @@ func TestTemplateTagsAndVersions(t *testing.T) {
 	}
 	sandboxOf := func(body string) store.Sandbox {
 		t.Helper()
-		var sb Sandbox
+		var sb api.Sandbox
 		_ = json.Unmarshal([]byte(body), &sb)
 		rec, err := st.Sandbox(ctx, sb.SandboxID)
 		if err != nil {
