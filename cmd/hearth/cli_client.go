@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	hearth "github.com/hearthsh/hearth/sdk/go"
@@ -103,6 +104,25 @@ func (f *cliClientFlags) requestContext(parent context.Context) (context.Context
 	ctx, cancel := context.WithTimeoutCause(ctx, f.requestTimeout,
 		fmt.Errorf("no answer within --request-timeout %v: %w", f.requestTimeout, context.DeadlineExceeded))
 	return ctx, func() { cancel(); stop() }
+}
+
+// call is the preamble of a command that makes one API request: it builds the client, bounds
+// op by --request-timeout and Ctrl-C, and, when doing is not empty, shows it as progress on a
+// terminal. The error op returns because the request was cut short says why.
+func (f *cliClientFlags) call(cmd *cobra.Command, doing string, op func(context.Context, *hearth.Client) error) error {
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := f.requestContext(cmd.Context())
+	defer cancel()
+	done := func(error) {}
+	if doing != "" {
+		done = progress(cmd.ErrOrStderr(), doing)
+	}
+	err = ctxErr(ctx, op(ctx, c))
+	done(err)
+	return err
 }
 
 // ctxErr prefers the context's cause (interrupted, request timeout) over the error an

@@ -38,11 +38,7 @@ func newSandboxCpCmd(f *cliClientFlags) *cobra.Command {
 			if remote.path == "" {
 				return usagef("%s: no path after the sandbox ID", remote.sandbox)
 			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			sb, err := openRunning(cmd.Context(), f, c, remote.sandbox)
+			sb, err := f.openRunning(cmd.Context(), remote.sandbox)
 			if err != nil {
 				return err
 			}

@@ -37,11 +37,7 @@ func newSandboxExecCmd(f *cliClientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			sb, err := openRunning(cmd.Context(), f, c, id)
+			sb, err := f.openRunning(cmd.Context(), id)
 			if err != nil {
 				return err
 			}
@@ -131,8 +127,13 @@ var signalNames = map[int]string{
 	13: "broken pipe", 15: "terminated",
 }
 
-// openRunning opens sandbox id and refuses, with exit code 4, one that is not running.
-func openRunning(parent context.Context, f *cliClientFlags, c *hearth.Client, id string) (*hearth.Sandbox, error) {
+// openRunning builds the client and opens sandbox id with it, refusing, with exit code 4, one
+// that is not running.
+func (f *cliClientFlags) openRunning(parent context.Context, id string) (*hearth.Sandbox, error) {
+	c, err := f.client()
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := f.requestContext(parent)
 	defer cancel()
 	sb, err := c.Open(ctx, id)

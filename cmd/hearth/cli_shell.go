@@ -28,11 +28,7 @@ func newSandboxShellCmd(f *cliClientFlags) *cobra.Command {
 			if !inTTY || !outTTY {
 				return usagef("shell needs a terminal on stdin and stdout; use `hearth sandbox exec %s -- CMD` instead", args[0])
 			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			sb, err := openRunning(cmd.Context(), f, c, args[0])
+			sb, err := f.openRunning(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

@@ -32,7 +32,7 @@ func newSandboxURLCmd(f *cliClientFlags) *cobra.Command {
 			if err != nil || base.Host == "" {
 				return usagef("--sandbox-url %q is not a URL", c.SandboxURL)
 			}
-			sb, err := openRunning(cmd.Context(), f, c, args[0])
+			sb, err := f.openRunning(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}

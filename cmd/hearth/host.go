@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -39,15 +40,13 @@ func newHostLsCmd(f *cliClientFlags) *cobra.Command {
 		Short:   "List host agents with their state and load",
 		Args:    cliArgs(cobra.NoArgs),
 		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
+			var hosts []hearth.Host
+			err := f.call(cmd, "", func(ctx context.Context, c *hearth.Client) (err error) {
+				hosts, err = c.ListHosts(ctx)
+				return err
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			hosts, err := c.ListHosts(ctx)
-			if err != nil {
-				return ctxErr(ctx, err)
 			}
 			if f.json {
 				return writeJSON(cmd.OutOrStdout(), hosts)
@@ -81,16 +80,11 @@ func newHostDrainCmd(f *cliClientFlags) *cobra.Command {
 			"hosts yet. Sandboxes that cannot be paused keep running and are listed.\n" + exitCodesHelp,
 		Args: cliArgs(cobra.ExactArgs(1)),
 		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
+			var res hearth.DrainResult
+			err := f.call(cmd, "Draining "+args[0], func(ctx context.Context, c *hearth.Client) (err error) {
+				res, err = c.DrainHost(ctx, args[0])
 				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			done := progress(cmd.ErrOrStderr(), "Draining "+args[0])
-			res, err := c.DrainHost(ctx, args[0])
-			err = ctxErr(ctx, err)
-			done(err)
+			})
 			if err != nil {
 				return err
 			}
@@ -112,13 +106,9 @@ func newHostUndrainCmd(f *cliClientFlags) *cobra.Command {
 		Short: "Let a drained host take new sandboxes again",
 		Args:  cliArgs(cobra.ExactArgs(1)),
 		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			return ctxErr(ctx, c.UndrainHost(ctx, args[0]))
+			return f.call(cmd, "", func(ctx context.Context, c *hearth.Client) error {
+				return c.UndrainHost(ctx, args[0])
+			})
 		}),
 	}
 }

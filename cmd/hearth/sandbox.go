@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,21 +65,16 @@ func newSandboxCreateCmd(f *cliClientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			done := progress(cmd.ErrOrStderr(), "Creating a sandbox from template "+template)
 			opts := hearth.CreateOptions{Template: template, Timeout: timeout, Metadata: md, Envs: ev, AutoPause: autoPause,
 				AllowInternetAccess: hearth.Bool(!net.noInternet)}
 			if len(net.allowOut)+len(net.denyOut) > 0 {
 				opts.Network = &hearth.NetworkOptions{AllowOut: net.allowOut, DenyOut: net.denyOut}
 			}
-			sb, err := c.Create(ctx, opts)
-			err = ctxErr(ctx, err)
-			done(err)
+			var sb *hearth.Sandbox
+			err = f.call(cmd, "Creating a sandbox from template "+template, func(ctx context.Context, c *hearth.Client) (err error) {
+				sb, err = c.Create(ctx, opts)
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -120,15 +116,11 @@ func newSandboxNetworkCmd(f *cliClientFlags) *cobra.Command {
 			"resumes.\n" + exitCodesHelp,
 		Args: cliArgs(cobra.ExactArgs(1)),
 		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			return ctxErr(ctx, c.UpdateNetwork(ctx, args[0], hearth.NetworkUpdate{
-				AllowOut: net.allowOut, DenyOut: net.denyOut, AllowInternetAccess: hearth.Bool(!net.noInternet),
-			}))
+			return f.call(cmd, "", func(ctx context.Context, c *hearth.Client) error {
+				return c.UpdateNetwork(ctx, args[0], hearth.NetworkUpdate{
+					AllowOut: net.allowOut, DenyOut: net.denyOut, AllowInternetAccess: hearth.Bool(!net.noInternet),
+				})
+			})
 		}),
 	}
 	net.register(cmd)
@@ -151,16 +143,11 @@ func newSandboxForkCmd(f *cliClientFlags) *cobra.Command {
 			if count < 1 || count > 100 {
 				return usagef("--count %d: want 1 to 100", count)
 			}
-			c, err := f.client()
-			if err != nil {
+			var res []hearth.ForkResult
+			err := f.call(cmd, fmt.Sprintf("Forking %s into %d", args[0], count), func(ctx context.Context, c *hearth.Client) (err error) {
+				res, err = c.Fork(ctx, args[0], hearth.ForkOptions{Count: count, Timeout: timeout})
 				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			done := progress(cmd.ErrOrStderr(), fmt.Sprintf("Forking %s into %d", args[0], count))
-			res, err := c.Fork(ctx, args[0], hearth.ForkOptions{Count: count, Timeout: timeout})
-			err = ctxErr(ctx, err)
-			done(err)
+			})
 			if err != nil {
 				return err
 			}
@@ -217,18 +204,18 @@ func newSandboxLsCmd(f *cliClientFlags) *cobra.Command {
 				return err
 			}
 			opts.Metadata = md
-			c, err := f.client()
+			all := []hearth.ListedSandbox{}
+			err = f.call(cmd, "", func(ctx context.Context, c *hearth.Client) error {
+				for s, err := range c.ListSandboxes(opts).All(ctx) {
+					if err != nil {
+						return err
+					}
+					all = append(all, s)
+				}
+				return nil
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			all := []hearth.SandboxInfo{}
-			for s, err := range c.ListSandboxes(opts).All(ctx) {
-				if err != nil {
-					return ctxErr(ctx, err)
-				}
-				all = append(all, s)
 			}
 			if f.json {
 				return writeJSON(cmd.OutOrStdout(), all)
@@ -241,7 +228,7 @@ func newSandboxLsCmd(f *cliClientFlags) *cobra.Command {
 	return cmd
 }
 
-func writeSandboxTable(w io.Writer, all []hearth.SandboxInfo) error {
+func writeSandboxTable(w io.Writer, all []hearth.ListedSandbox) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTEMPLATE\tSTATE\tSTARTED\tEXPIRES\tCPU\tMEMORY\tMETADATA")
 	for _, s := range all {
@@ -283,16 +270,9 @@ func newSandboxPauseCmd(f *cliClientFlags) *cobra.Command {
 			"where it left off. Exits 4 when the sandbox is not running.\n" + exitCodesHelp,
 		Args: cliArgs(cobra.ExactArgs(1)),
 		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			done := progress(cmd.ErrOrStderr(), "Pausing "+args[0])
-			err = ctxErr(ctx, c.Pause(ctx, args[0]))
-			done(err)
-			return err
+			return f.call(cmd, "Pausing "+args[0], func(ctx context.Context, c *hearth.Client) error {
+				return c.Pause(ctx, args[0])
+			})
 		}),
 	}
 }
@@ -308,16 +288,11 @@ func newSandboxResumeCmd(f *cliClientFlags) *cobra.Command {
 		Long:  "Resumes a paused sandbox with a new timeout. Exits 4 when the sandbox is not paused.\n" + exitCodesHelp,
 		Args:  cliArgs(cobra.ExactArgs(1)),
 		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
+			var sb *hearth.Sandbox
+			err := f.call(cmd, "Resuming "+args[0], func(ctx context.Context, c *hearth.Client) (err error) {
+				sb, err = c.Resume(ctx, args[0], hearth.ResumeOptions{Timeout: timeout, AutoPause: autoPause})
 				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			done := progress(cmd.ErrOrStderr(), "Resuming "+args[0])
-			sb, err := c.Resume(ctx, args[0], hearth.ResumeOptions{Timeout: timeout, AutoPause: autoPause})
-			err = ctxErr(ctx, err)
-			done(err)
+			})
 			if err != nil {
 				return err
 			}
@@ -339,13 +314,9 @@ func newSandboxKillCmd(f *cliClientFlags) *cobra.Command {
 		Long:  "Destroys a sandbox and everything in it. Exits 3 when there is no such sandbox.\n" + exitCodesHelp,
 		Args:  cliArgs(cobra.ExactArgs(1)),
 		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
-			if err != nil {
-				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			return ctxErr(ctx, c.Kill(ctx, args[0]))
+			return f.call(cmd, "", func(ctx context.Context, c *hearth.Client) error {
+				return c.Kill(ctx, args[0])
+			})
 		}),
 	}
 }

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	hearth "github.com/hearthsh/hearth/sdk/go"
 )
 
 // init adds `ls` to the `template` command that template.go registers. Go runs the init
@@ -40,15 +43,13 @@ func newTemplateLsCmd() *cobra.Command {
 		Long:    "Lists templates from Hearth's API as a table (or a JSON array with --json).\n" + exitCodesHelp,
 		Args:    cliArgs(cobra.NoArgs),
 		RunE: cliRun(func(cmd *cobra.Command, args []string) error {
-			c, err := f.client()
+			var tmpls []hearth.Template
+			err := f.call(cmd, "", func(ctx context.Context, c *hearth.Client) (err error) {
+				tmpls, err = c.ListTemplates(ctx)
+				return err
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := f.requestContext(cmd.Context())
-			defer cancel()
-			tmpls, err := c.ListTemplates(ctx)
-			if err != nil {
-				return ctxErr(ctx, err)
 			}
 			if f.json {
 				return writeJSON(cmd.OutOrStdout(), tmpls)

@@ -4,36 +4,16 @@ import (
 	"errors"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
-
-// TeamAPIKey is an API key as GET /api-keys lists it: never the key itself.
-type TeamAPIKey struct {
-	ID        string     `json:"id"`
-	Name      string     `json:"name"`
-	Mask      string     `json:"mask"`
-	CreatedAt time.Time  `json:"createdAt"`
-	LastUsed  *time.Time `json:"lastUsed"`
-}
-
-// CreatedTeamAPIKey is the answer to POST /api-keys, the only time the key is shown.
-type CreatedTeamAPIKey struct {
-	TeamAPIKey
-	Key string `json:"key"`
-}
-
-// NewTeamAPIKey is the body of POST /api-keys.
-type NewTeamAPIKey struct {
-	Name string `json:"name"`
-}
 
 // maxKeyName bounds a key's name, which is shown in lists.
 const maxKeyName = 200
 
-func keyJSON(k store.APIKey) TeamAPIKey {
-	return TeamAPIKey{ID: k.ID, Name: k.Name, Mask: k.Mask, CreatedAt: k.CreatedAt, LastUsed: k.LastUsedAt}
+func keyJSON(k store.APIKey) api.TeamAPIKey {
+	return api.TeamAPIKey{ID: k.ID, Name: k.Name, Mask: k.Mask, CreatedAt: k.CreatedAt, LastUsed: k.LastUsedAt}
 }
 
 // listKeys lists the caller's team's keys.
@@ -48,7 +28,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	out := make([]TeamAPIKey, 0, len(keys))
+	out := make([]api.TeamAPIKey, 0, len(keys))
 	for _, k := range keys {
 		out = append(out, keyJSON(k))
 	}
@@ -57,7 +37,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 
 // createKey makes a new key in the caller's team.
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
-	var body NewTeamAPIKey
+	var body api.NewTeamAPIKey
 	if err := decode(r, &body); err != nil {
 		fail(w, err)
 		return
@@ -78,7 +58,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusCreated, CreatedTeamAPIKey{TeamAPIKey: keyJSON(rec), Key: key})
+	writeJSON(w, http.StatusCreated, api.CreatedTeamAPIKey{TeamAPIKey: keyJSON(rec), Key: key})
 }
 
 // revokeKey deletes one of the caller's team's keys. It stops working on this replica at

@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // FuzzCreateSandboxBody: any body a client posts to POST /sandboxes either passes the
@@ -22,7 +24,7 @@ func FuzzCreateSandboxBody(f *testing.F) {
 	s := &Server{cfg: Config{DefaultTimeout: 15 * time.Second, MaxTimeout: 24 * time.Hour}}
 	f.Fuzz(func(t *testing.T, body []byte) {
 		r := httptest.NewRequest(http.MethodPost, "/sandboxes", bytes.NewReader(body))
-		var req NewSandbox
+		var req api.NewSandbox
 		err := decode(r, &req)
 		if err == nil && req.TemplateID != "" {
 			err = checkTemplateName("templateID", req.TemplateID)

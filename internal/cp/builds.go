@@ -38,79 +38,8 @@ import (
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/template"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
-
-// TemplateBuildRequestV3 is the body of POST /v3/templates.
-type TemplateBuildRequestV3 struct {
-	Name          string   `json:"name"`
-	Alias         string   `json:"alias"` // deprecated; used when there is no name
-	Tags          []string `json:"tags"`
-	TeamID        string   `json:"teamID"`
-	CPUCount      *int     `json:"cpuCount"`
-	MemoryMB      *int     `json:"memoryMB"`
-	MinFreeDiskMB *int     `json:"minFreeDiskMb"`
-}
-
-// TemplateRequestResponseV3 answers POST /v3/templates.
-type TemplateRequestResponseV3 struct {
-	TemplateID string   `json:"templateID"`
-	BuildID    string   `json:"buildID"`
-	Public     bool     `json:"public"`
-	Names      []string `json:"names"`
-	Tags       []string `json:"tags"`
-	Aliases    []string `json:"aliases"`
-}
-
-// TemplateStep is one step of TemplateBuildStartV2. Extra keys the SDK sends (forceUpload,
-// resolveSymlinks, gzip) are ignored.
-type TemplateStep struct {
-	Type      string   `json:"type"`
-	Args      []string `json:"args"`
-	FilesHash string   `json:"filesHash,omitempty"`
-	Force     bool     `json:"force,omitempty"`
-}
-
-// TemplateBuildStartV2 is the body of POST /v2/templates/{templateID}/builds/{buildID}.
-type TemplateBuildStartV2 struct {
-	FromImage         string          `json:"fromImage,omitempty"`
-	FromTemplate      string          `json:"fromTemplate,omitempty"`
-	FromImageRegistry json.RawMessage `json:"fromImageRegistry,omitempty"`
-	Force             bool            `json:"force,omitempty"`
-	Steps             []TemplateStep  `json:"steps"`
-	StartCmd          string          `json:"startCmd,omitempty"`
-	ReadyCmd          string          `json:"readyCmd,omitempty"`
-}
-
-// TemplateBuildFileUpload answers GET /templates/{templateID}/files/{hash}.
-type TemplateBuildFileUpload struct {
-	Present bool   `json:"present"`
-	URL     string `json:"url,omitempty"`
-}
-
-// BuildLogEntry is one entry of a build's log.
-type BuildLogEntry struct {
-	Timestamp time.Time `json:"timestamp"`
-	Level     string    `json:"level"`
-	Message   string    `json:"message"`
-	Step      string    `json:"step,omitempty"`
-}
-
-// BuildStatusReason says why a build failed.
-type BuildStatusReason struct {
-	Message    string          `json:"message"`
-	Step       string          `json:"step,omitempty"`
-	LogEntries []BuildLogEntry `json:"logEntries,omitempty"`
-}
-
-// TemplateBuildInfo answers GET /templates/{templateID}/builds/{buildID}/status.
-type TemplateBuildInfo struct {
-	TemplateID string             `json:"templateID"`
-	BuildID    string             `json:"buildID"`
-	Status     string             `json:"status"`
-	LogEntries []BuildLogEntry    `json:"logEntries"`
-	Logs       []string           `json:"logs"`
-	Reason     *BuildStatusReason `json:"reason,omitempty"`
-}
 
 // Limits of API builds.
 const (
@@ -221,7 +150,7 @@ func (s *Server) requestTemplateBuild(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	var req TemplateBuildRequestV3
+	var req api.TemplateBuildRequestV3
 	if err := decode(r, &req); err != nil {
 		fail(w, err)
 		return
@@ -292,7 +221,7 @@ func (s *Server) requestTemplateBuild(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("template build requested", "template", tpl.ID, "alias", n.alias, "build", b.ID)
-	writeJSON(w, http.StatusAccepted, TemplateRequestResponseV3{
+	writeJSON(w, http.StatusAccepted, api.TemplateRequestResponseV3{
 		TemplateID: tpl.ID, BuildID: b.ID, Public: tpl.Public,
 		Names: []string{n.alias}, Tags: tags, Aliases: []string{n.alias},
 	})
@@ -371,7 +300,7 @@ func (s *Server) templateFile(w http.ResponseWriter, r *http.Request) {
 	}
 	u := url.URL{Scheme: scheme, Host: r.Host, Path: "/hearth/v1/uploads/" + templateID + "/" + hash,
 		RawQuery: url.Values{"expires": {strconv.FormatInt(expires, 10)}, "token": {s.uploadSignature(templateID, hash, expires)}}.Encode()}
-	writeJSON(w, http.StatusCreated, TemplateBuildFileUpload{Present: err == nil, URL: u.String()})
+	writeJSON(w, http.StatusCreated, api.TemplateBuildFileUpload{Present: err == nil, URL: u.String()})
 }
 
 // uploadFile takes a COPY archive PUT to a signed URL from templateFile. It is outside
@@ -424,7 +353,7 @@ func (s *Server) uploadFile(w http.ResponseWriter, r *http.Request) {
 // baseOf maps the build's base to a template on the agents or an OCI image: fromTemplate
 // names a template; fromImage e2bdev/base (the SDK's default) is Hearth's base; any other
 // fromImage is an image the agent pulls, returned as image.
-func (s *Server) baseOf(ctx context.Context, req TemplateBuildStartV2) (base resolved, image string, err error) {
+func (s *Server) baseOf(ctx context.Context, req api.TemplateBuildStartV2) (base resolved, image string, err error) {
 	switch {
 	case req.FromTemplate != "" && req.FromImage != "":
 		return resolved{}, "", errorf(http.StatusBadRequest, "give fromImage or fromTemplate, not both")
@@ -459,21 +388,14 @@ func (s *Server) baseOf(ctx context.Context, req TemplateBuildStartV2) (base res
 // baseImages are the names of E2B's base image, which is Hearth's base template.
 var baseImages = map[string]bool{baseImage: true, "docker.io/" + baseImage: true, "index.docker.io/" + baseImage: true}
 
-// registryAuth is fromImageRegistry: E2B's RegistryConfig (a oneOf on type).
-type registryAuth struct {
-	Type     string `json:"type"`
-	Username string `json:"username,omitempty"`
-	Password string `json:"password,omitempty"`
-}
-
 // registryCredentials parses fromImageRegistry. Only the generic registry type (a username
 // and password, which fromImage(ref, {username, password}) sends) is supported: the AWS and
 // GCP types need those clouds' token exchanges, which Hearth does not do.
-func registryCredentials(raw json.RawMessage) (*registryAuth, error) {
+func registryCredentials(raw json.RawMessage) (*api.RegistryConfig, error) {
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, nil
 	}
-	var a registryAuth
+	var a api.RegistryConfig
 	if err := json.Unmarshal(raw, &a); err != nil {
 		return nil, errorf(http.StatusBadRequest, "fromImageRegistry: %v", err)
 	}
@@ -498,7 +420,7 @@ var cloudLogin = map[string]string{
 }
 
 // redactedRecipe is the build's recipe as stored: without the registry password.
-func redactedRecipe(req TemplateBuildStartV2, auth *registryAuth) []byte {
+func redactedRecipe(req api.TemplateBuildStartV2, auth *api.RegistryConfig) []byte {
 	if auth != nil {
 		r := *auth
 		r.Password = "(redacted)"
@@ -536,7 +458,7 @@ func (s *Server) startTemplateBuild(w http.ResponseWriter, r *http.Request) {
 		fail(w, errorf(http.StatusBadRequest, "build is not in waiting state (it is %s)", b.Status))
 		return
 	}
-	var req TemplateBuildStartV2
+	var req api.TemplateBuildStartV2
 	if err := decode(r, &req); err != nil {
 		fail(w, err)
 		return
@@ -574,7 +496,7 @@ func (s *Server) startTemplateBuild(w http.ResponseWriter, r *http.Request) {
 }
 
 // buildRequest checks the recipe and turns it into the agent's request, archives included.
-func (s *Server) buildRequest(ctx context.Context, tpl store.Template, b store.TemplateBuild, req TemplateBuildStartV2) (*pb.BuildTemplateRequest, error) {
+func (s *Server) buildRequest(ctx context.Context, tpl store.Template, b store.TemplateBuild, req api.TemplateBuildStartV2) (*pb.BuildTemplateRequest, error) {
 	auth, err := registryCredentials(req.FromImageRegistry)
 	if err != nil {
 		return nil, err
@@ -822,7 +744,7 @@ func (s *Server) templateBuildStatus(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	info := TemplateBuildInfo{TemplateID: b.TemplateID, BuildID: b.ID, Status: b.Status, LogEntries: []BuildLogEntry{}, Logs: []string{}}
+	info := api.TemplateBuildInfo{TemplateID: b.TemplateID, BuildID: b.ID, Status: b.Status, LogEntries: []api.BuildLogEntry{}, Logs: []string{}}
 	if limit > 0 && b.Status != store.BuildWaiting {
 		entries, err := s.store.BuildLogs(ctx, b.ID, offset, limit)
 		if err != nil {
@@ -836,7 +758,7 @@ func (s *Server) templateBuildStatus(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if b.Reason != "" {
-		info.Reason = &BuildStatusReason{Message: b.Reason, Step: b.ReasonStep}
+		info.Reason = &api.BuildStatusReason{Message: b.Reason, Step: b.ReasonStep}
 		if b.ReasonStep != "" {
 			info.Reason.LogEntries = s.stepWarnings(ctx, b.ID, b.ReasonStep)
 		}
@@ -846,8 +768,8 @@ func (s *Server) templateBuildStatus(w http.ResponseWriter, r *http.Request) {
 
 // stepWarnings are a build step's log entries at warn level or above (the last 1000 lines
 // of the log are searched).
-func (s *Server) stepWarnings(ctx context.Context, buildID, step string) []BuildLogEntry {
-	var out []BuildLogEntry
+func (s *Server) stepWarnings(ctx context.Context, buildID, step string) []api.BuildLogEntry {
+	var out []api.BuildLogEntry
 	for off := 0; off < 100_000; off += 1000 {
 		es, err := s.store.BuildLogs(ctx, buildID, off, 1000)
 		if err != nil || len(es) == 0 {
@@ -868,14 +790,8 @@ func (s *Server) stepWarnings(ctx context.Context, buildID, step string) []Build
 	return out
 }
 
-func logJSON(e store.BuildLogEntry) BuildLogEntry {
-	return BuildLogEntry{Timestamp: e.Time, Level: e.Level, Message: e.Message, Step: e.Step}
-}
-
-// TemplateAliasResponse answers GET /templates/aliases/{alias}.
-type TemplateAliasResponse struct {
-	TemplateID string `json:"templateID"`
-	Public     bool   `json:"public"`
+func logJSON(e store.BuildLogEntry) api.BuildLogEntry {
+	return api.BuildLogEntry{Timestamp: e.Time, Level: e.Level, Message: e.Message, Step: e.Step}
 }
 
 func (s *Server) templateAlias(w http.ResponseWriter, r *http.Request) {
@@ -885,7 +801,7 @@ func (s *Server) templateAlias(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, TemplateAliasResponse{TemplateID: res.tpl.ID, Public: res.tpl.Public})
+	writeJSON(w, http.StatusOK, api.TemplateAliasResponse{TemplateID: res.tpl.ID, Public: res.tpl.Public})
 }
 
 // templateHost is the agent that holds the resolved version ("" for templates every agent

@@ -17,6 +17,7 @@ import (
 	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // buildAgent answers BuildTemplate with a scripted log and result once release is closed.
@@ -60,8 +61,8 @@ func startBuildAgent(t *testing.T, hsURL string, a *buildAgent) {
 
 type buildInfo struct {
 	Status     string
-	LogEntries []BuildLogEntry
-	Reason     *BuildStatusReason
+	LogEntries []api.BuildLogEntry
+	Reason     *api.BuildStatusReason
 }
 
 // pollBuild polls the status endpoint as the SDK does: logsOffset grows by the entries
@@ -106,7 +107,7 @@ func TestTemplateBuildStateMachine(t *testing.T) {
 	if status != http.StatusAccepted {
 		t.Fatalf("request build: %d %s", status, body)
 	}
-	var req TemplateRequestResponseV3
+	var req api.TemplateRequestResponseV3
 	_ = json.Unmarshal([]byte(body), &req)
 	if len(req.TemplateID) != 20 || !uuidRE.MatchString(req.BuildID) || req.Aliases[0] != "my-tpl" || req.Tags[0] != "default" {
 		t.Fatalf("request answer: %s", body)
@@ -124,7 +125,7 @@ func TestTemplateBuildStateMachine(t *testing.T) {
 	start := fmt.Sprintf("%s/v2/templates/%s/builds/%s", hs.URL, req.TemplateID, req.BuildID)
 	copyStep := fmt.Sprintf(`{"fromTemplate":"base","steps":[{"type":"COPY","args":["a.txt","a.txt","",""],"filesHash":"%s","forceUpload":true}]}`, hash)
 	status, body, _ = call(t, "GET", fmt.Sprintf("%s/templates/%s/files/%s", hs.URL, req.TemplateID, hash), "", key)
-	var up TemplateBuildFileUpload
+	var up api.TemplateBuildFileUpload
 	_ = json.Unmarshal([]byte(body), &up)
 	if status != http.StatusCreated || up.Present || up.URL == "" {
 		t.Fatalf("files: %d %s", status, body)
@@ -169,7 +170,7 @@ func TestTemplateBuildStateMachine(t *testing.T) {
 	agent.release, agent.lines = make(chan struct{}), 3
 	agent.result = &pb.BuildResult{Error: "failed to run command 'false': exit status 1", ErrorStep: "2"}
 	status, body, _ = call(t, "POST", hs.URL+"/v3/templates", `{"name":"my-tpl"}`, key)
-	var re TemplateRequestResponseV3
+	var re api.TemplateRequestResponseV3
 	_ = json.Unmarshal([]byte(body), &re)
 	if status != http.StatusAccepted || re.TemplateID != req.TemplateID || re.BuildID == req.BuildID {
 		t.Fatalf("rebuild request: %d %s", status, body)
@@ -190,7 +191,7 @@ func TestTemplateBuildStateMachine(t *testing.T) {
 	}
 	// GET /templates/{id} lists both builds, newest first, as E2B's TemplateWithBuilds does.
 	status, body, _ = call(t, "GET", hs.URL+"/templates/"+req.TemplateID, "", key)
-	var withBuilds TemplateWithBuilds
+	var withBuilds api.TemplateWithBuilds
 	if err := json.Unmarshal([]byte(body), &withBuilds); status != http.StatusOK || err != nil || len(withBuilds.Builds) != 2 ||
 		withBuilds.Builds[0].BuildID != re.BuildID || withBuilds.Builds[0].Status != "error" ||
 		withBuilds.Builds[1].BuildID != req.BuildID || withBuilds.Builds[1].Status != "ready" || withBuilds.Builds[1].FinishedAt == nil {
@@ -236,7 +237,7 @@ func TestTemplateBuildRefusals(t *testing.T) {
 		{`{"fromTemplate":"base","steps":[{"type":"COPY","args":["a","b"]}]}`, "COPY requires files hash"},
 	} {
 		_, body, _ := call(t, "POST", hs.URL+"/v3/templates", `{"name":"refused"}`, key)
-		var req TemplateRequestResponseV3
+		var req api.TemplateRequestResponseV3
 		_ = json.Unmarshal([]byte(body), &req)
 		status, body, _ := call(t, "POST", fmt.Sprintf("%s/v2/templates/%s/builds/%s", hs.URL, req.TemplateID, req.BuildID), c.body, key)
 		if status != http.StatusBadRequest || !strings.Contains(body, c.want) {
@@ -275,7 +276,7 @@ func TestTemplateBuildFromImage(t *testing.T) {
 		{`{"fromImage":"e2bdev/base:latest","steps":[]}`, "", "base", ":"},
 	} {
 		_, body, _ := call(t, "POST", hs.URL+"/v3/templates", `{"name":"from-image"}`, key)
-		var req TemplateRequestResponseV3
+		var req api.TemplateRequestResponseV3
 		_ = json.Unmarshal([]byte(body), &req)
 		if status, body, _ := call(t, "POST", fmt.Sprintf("%s/v2/templates/%s/builds/%s", hs.URL, req.TemplateID, req.BuildID), c.body, key); status != http.StatusAccepted {
 			t.Fatalf("start %s: %d %s", c.body, status, body)
@@ -299,7 +300,7 @@ func TestTemplateBuildOrphaned(t *testing.T) {
 	_, hs, st := newTestCP(t)
 	key := map[string]string{"X-API-Key": testKey}
 	_, body, _ := call(t, "POST", hs.URL+"/v3/templates", `{"name":"orphan"}`, key)
-	var req TemplateRequestResponseV3
+	var req api.TemplateRequestResponseV3
 	_ = json.Unmarshal([]byte(body), &req)
 	ctx := context.Background()
 	if _, err := st.UpdateTemplateBuild(ctx, req.BuildID, func(b *store.TemplateBuild) error { b.Status = store.BuildBuilding; return nil }); err != nil {

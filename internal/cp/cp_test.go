@@ -18,6 +18,7 @@ import (
 	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/store/sqlite"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // These tests run the control plane on a real SQLite store without agents; the paths that
@@ -110,7 +111,7 @@ func TestAuthAndErrors(t *testing.T) {
 				t.Fatalf("%s %s = %d %s, want %d containing %q", tt.method, tt.path, status, body, tt.status, tt.msg)
 			}
 			if status >= 400 {
-				var e Error
+				var e api.Error
 				if err := json.Unmarshal([]byte(body), &e); err != nil || e.Code != status || e.Message == "" {
 					t.Fatalf("error body %q is not E2B's {code, message}", body)
 				}
@@ -235,16 +236,16 @@ func TestListFilterAndPaging(t *testing.T) {
 		}
 	}
 	key := map[string]string{"X-API-Key": testKey}
-	list := func(q string) ([]ListedSandbox, string) {
+	list := func(q string) ([]api.ListedSandbox, string) {
 		status, body, hdr := call(t, "GET", hs.URL+"/v2/sandboxes?"+q, "", key)
 		if status != 200 {
 			t.Fatalf("list %s: %d %s", q, status, body)
 		}
-		var out []ListedSandbox
+		var out []api.ListedSandbox
 		json.Unmarshal([]byte(body), &out)
 		return out, hdr.Get("X-Next-Token")
 	}
-	ids := func(l []ListedSandbox) string {
+	ids := func(l []api.ListedSandbox) string {
 		var s []string
 		for _, x := range l {
 			s = append(s, x.SandboxID)
@@ -278,7 +279,7 @@ func TestListFilterAndPaging(t *testing.T) {
 	}
 	// The deprecated list returns running sandboxes only.
 	status, body, _ := call(t, "GET", hs.URL+"/sandboxes", "", key)
-	var running []ListedSandbox
+	var running []api.ListedSandbox
 	json.Unmarshal([]byte(body), &running)
 	if status != 200 || ids(running) != "sbx04,sbx02,sbx00" {
 		t.Errorf("GET /sandboxes: %d %s", status, ids(running))

@@ -6,24 +6,8 @@ import (
 	"net/http"
 
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
-
-// DrainResult is the answer of POST /hearth/v1/hosts/{id}/drain (Hearth-only).
-type DrainResult struct {
-	HostID string `json:"hostID"`
-	// Paused are the sandboxes the drain paused; they resume, on their next use, on this
-	// host: snapshots do not move between hosts yet.
-	Paused []string `json:"paused"`
-	// Failed are the running sandboxes that could not be paused (a runtime without
-	// snapshots, a timeout); they keep running there.
-	Failed []DrainFailure `json:"failed"`
-}
-
-// DrainFailure says why one sandbox was not paused.
-type DrainFailure struct {
-	SandboxID string `json:"sandboxID"`
-	Error     string `json:"error"`
-}
 
 // drainHost stops placements on a host and pauses its running sandboxes, one at a time (each
 // pause is bounded by CreateTimeout; the request's context ends the walk). Draining a drained
@@ -39,7 +23,7 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("host draining: no new sandboxes, pausing its running ones", "host", id)
-	res := DrainResult{HostID: id, Paused: []string{}, Failed: []DrainFailure{}}
+	res := api.DrainResult{HostID: id, Paused: []string{}, Failed: []api.DrainFailure{}}
 	for _, sbID := range s.runningOn(ctx, id) {
 		if ctx.Err() != nil {
 			break
@@ -51,7 +35,7 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 		case statusOf(err) == http.StatusNotFound || statusOf(err) == http.StatusConflict:
 			// Killed or paused meanwhile: nothing left to drain.
 		default:
-			res.Failed = append(res.Failed, DrainFailure{SandboxID: sbID, Error: err.Error()})
+			res.Failed = append(res.Failed, api.DrainFailure{SandboxID: sbID, Error: err.Error()})
 		}
 	}
 	if err := ctx.Err(); err != nil {

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // eventLog keeps the recent lifecycle events of each sandbox (created, paused, resumed,
@@ -12,7 +14,7 @@ import (
 // starts it afresh.
 type eventLog struct {
 	mu     sync.Mutex
-	events map[string][]SandboxLog
+	events map[string][]api.SandboxLog
 	// owners is each logged sandbox's team, so that its logs stay its team's after the
 	// sandbox record is gone.
 	owners map[string]string
@@ -24,7 +26,7 @@ const (
 )
 
 func newEventLog() *eventLog {
-	return &eventLog{events: map[string][]SandboxLog{}, owners: map[string]string{}}
+	return &eventLog{events: map[string][]api.SandboxLog{}, owners: map[string]string{}}
 }
 
 // own records the team of a sandbox about to be logged.
@@ -51,7 +53,7 @@ func (l *eventLog) ownerOf(id string) string {
 func (l *eventLog) add(id, level, msg string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	ev := SandboxLog{Timestamp: time.Now().UTC(), Line: msg, Level: level, Message: msg}
+	ev := api.SandboxLog{Timestamp: time.Now().UTC(), Line: msg, Level: level, Message: msg}
 	evs := append(l.events[id], ev)
 	if len(evs) > maxEventsPerSandbox {
 		evs = evs[len(evs)-maxEventsPerSandbox:]
@@ -68,10 +70,10 @@ func (l *eventLog) add(id, level, msg string) {
 	}
 }
 
-func (l *eventLog) since(id string, from time.Time, limit int) []SandboxLog {
+func (l *eventLog) since(id string, from time.Time, limit int) []api.SandboxLog {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := []SandboxLog{}
+	out := []api.SandboxLog{}
 	for _, ev := range l.events[id] {
 		if !ev.Timestamp.Before(from) && len(out) < limit {
 			out = append(out, ev)
@@ -111,5 +113,5 @@ func (s *Server) sandboxLogs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	evs := s.events.since(id, from, limit)
-	writeJSON(w, http.StatusOK, SandboxLogs{Logs: evs, LogEntries: evs})
+	writeJSON(w, http.StatusOK, api.SandboxLogs{Logs: evs, LogEntries: evs})
 }

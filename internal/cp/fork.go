@@ -12,28 +12,17 @@ import (
 
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // maxForks is E2B's bound on one fork's count.
 const maxForks = 100
 
-// ForkBody is POST /sandboxes/{id}/fork.
-type ForkBody struct {
-	Timeout *int `json:"timeout,omitempty"` // seconds, for the new sandboxes
-	Count   *int `json:"count,omitempty"`   // default 1
-}
-
-// ForkResult is one element of the fork's answer: a sandbox, or why one did not start.
-type ForkResult struct {
-	Sandbox *Sandbox `json:"sandbox,omitempty"`
-	Error   *Error   `json:"error,omitempty"`
-}
-
 // forkSandbox copies a running sandbox into count new ones on its host: files, memory and
 // running processes; the parent runs on. Each child has its own ID, tokens and deadline,
 // the parent's metadata, environment, lifecycle and network settings.
 func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request) {
-	var body ForkBody
+	var body api.ForkBody
 	if err := decode(r, &body); err != nil {
 		fail(w, err)
 		return
@@ -74,7 +63,7 @@ func (s *Server) forkSandbox(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, results)
 }
 
-func (s *Server) fork(ctx context.Context, parent store.Sandbox, host store.Host, count int, ttl time.Duration) ([]ForkResult, error) {
+func (s *Server) fork(ctx context.Context, parent store.Sandbox, host store.Host, count int, ttl time.Duration) ([]api.ForkResult, error) {
 	now := time.Now().UTC()
 	var children []store.Sandbox
 	req := &pb.ForkRequest{SandboxId: parent.ID}
@@ -110,7 +99,7 @@ func (s *Server) fork(ctx context.Context, parent store.Sandbox, host store.Host
 		}
 		return nil, fmt.Errorf("fork %s: %w", parent.ID, err)
 	}
-	out := make([]ForkResult, len(children))
+	out := make([]api.ForkResult, len(children))
 	for i, c := range children {
 		var r *pb.ForkResult
 		if i < len(res.Msg.GetResults()) {
@@ -122,7 +111,7 @@ func (s *Server) fork(ctx context.Context, parent store.Sandbox, host store.Host
 				msg = r.GetError()
 			}
 			_ = s.store.DeleteSandbox(context.WithoutCancel(ctx), c.ID)
-			out[i] = ForkResult{Error: &Error{Code: http.StatusInternalServerError, Message: msg}}
+			out[i] = api.ForkResult{Error: &api.Error{Code: http.StatusInternalServerError, Message: msg}}
 			continue
 		}
 		sb, err := s.store.UpdateSandbox(ctx, c.ID, func(x *store.Sandbox) error {
@@ -131,11 +120,11 @@ func (s *Server) fork(ctx context.Context, parent store.Sandbox, host store.Host
 			return nil
 		})
 		if err != nil {
-			out[i] = ForkResult{Error: &Error{Code: statusOf(err), Message: err.Error()}}
+			out[i] = api.ForkResult{Error: &api.Error{Code: statusOf(err), Message: err.Error()}}
 			continue
 		}
 		created := s.sandboxResponse(sb)
-		out[i] = ForkResult{Sandbox: &created}
+		out[i] = api.ForkResult{Sandbox: &created}
 		s.events.add(sb.ID, "info", "forked from "+parent.ID)
 	}
 	return out, nil

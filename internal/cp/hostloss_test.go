@@ -20,6 +20,7 @@ import (
 	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // listAgent answers List with the sandboxes it holds and counts destroys.
@@ -213,12 +214,12 @@ func TestDrainHost(t *testing.T) {
 		t.Fatalf("drain unknown host: %d %s", status, body)
 	}
 	status, body, _ := call(t, "POST", hs.URL+"/hearth/v1/hosts/h1/drain", "", key)
-	var res DrainResult
+	var res api.DrainResult
 	if err := json.Unmarshal([]byte(body), &res); status != http.StatusOK || err != nil {
 		t.Fatalf("drain: %d %s", status, body)
 	}
 	sort.Strings(res.Paused)
-	if !reflect.DeepEqual(res, DrainResult{HostID: "h1", Paused: []string{"a", "b"}, Failed: []DrainFailure{}}) {
+	if !reflect.DeepEqual(res, api.DrainResult{HostID: "h1", Paused: []string{"a", "b"}, Failed: []api.DrainFailure{}}) {
 		t.Fatalf("drain: %s, want a and b paused", body)
 	}
 	for _, id := range []string{"a", "b", "c"} {

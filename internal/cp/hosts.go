@@ -20,6 +20,7 @@ import (
 
 	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // maxAgentReply caps one hostagent.v1 response the control plane reads from an agent.
@@ -359,23 +360,6 @@ func (s *Server) loseHostSandboxes(ctx context.Context, hostID string) {
 	}
 }
 
-// HostInfo is one element of GET /hearth/v1/hosts (Hearth-only).
-type HostInfo struct {
-	ID                 string    `json:"id"`
-	State              string    `json:"state"`
-	Runtime            string    `json:"runtime"`
-	RPCAddr            string    `json:"rpcAddr"`
-	ProxyAddr          string    `json:"proxyAddr"`
-	CPUs               int       `json:"cpus"`
-	Draining           bool      `json:"draining"`
-	MemoryTotalMiB     int64     `json:"memoryTotalMiB"`
-	MemoryAvailableMiB int64     `json:"memoryAvailableMiB"`
-	MemoryCommittedMiB int64     `json:"memoryCommittedMiB"`
-	SandboxesRunning   int       `json:"sandboxesRunning"`
-	SandboxesPaused    int       `json:"sandboxesPaused"`
-	LastHeartbeat      time.Time `json:"lastHeartbeat"`
-}
-
 func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
 	// Hosts are the operator's: their addresses and loads are not for every tenant.
 	if teamOf(r.Context()) != store.DefaultTeam {
@@ -387,9 +371,9 @@ func (s *Server) listHosts(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	out := make([]HostInfo, 0, len(hosts))
+	out := make([]api.HostInfo, 0, len(hosts))
 	for _, h := range hosts {
-		out = append(out, HostInfo{ID: h.ID, State: h.State, Draining: h.Draining, Runtime: h.Runtime, RPCAddr: h.RPCAddr, ProxyAddr: h.ProxyAddr,
+		out = append(out, api.HostInfo{ID: h.ID, State: h.State, Draining: h.Draining, Runtime: h.Runtime, RPCAddr: h.RPCAddr, ProxyAddr: h.ProxyAddr,
 			CPUs: h.CPUs, MemoryTotalMiB: h.MemoryTotalMiB, MemoryAvailableMiB: h.MemoryAvailableMiB, MemoryCommittedMiB: h.MemoryCommittedMiB,
 			SandboxesRunning: h.SandboxesRunning, SandboxesPaused: h.SandboxesPaused, LastHeartbeat: h.LastHeartbeat})
 	}

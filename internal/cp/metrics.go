@@ -13,6 +13,7 @@ import (
 
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // sandboxMetrics answers GET /sandboxes/{id}/metrics with the samples of envd's metrics the
@@ -48,10 +49,10 @@ func (s *Server) sandboxMetrics(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	out := make([]SandboxMetric, 0, len(samples))
+	out := make([]api.SandboxMetric, 0, len(samples))
 	for _, m := range samples {
 		at := m.GetTime().AsTime().UTC().Truncate(time.Second)
-		out = append(out, SandboxMetric{
+		out = append(out, api.SandboxMetric{
 			Timestamp: at, TimestampUnix: at.Unix(), CPUCount: int(m.GetCpuCount()), CPUUsedPct: m.GetCpuUsedPct(),
 			MemUsed: m.GetMemUsed(), MemTotal: m.GetMemTotal(), MemCache: m.GetMemCache(),
 			DiskUsed: m.GetDiskUsed(), DiskTotal: m.GetDiskTotal(),

@@ -13,6 +13,7 @@ import (
 	"github.com/hearthsh/hearth/internal/egress"
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // checkOutbound validates a user's allowOut and denyOut, returning them normalised
@@ -86,7 +87,7 @@ type sandboxNetwork struct {
 
 // checkNetwork validates a new sandbox's network options (and refuses the E2B options
 // Hearth does not implement).
-func checkNetwork(req NewSandbox) (sandboxNetwork, error) {
+func checkNetwork(req api.NewSandbox) (sandboxNetwork, error) {
 	out := sandboxNetwork{AllowPublicTraffic: true}
 	n := req.Network
 	if err := unsupported(map[string]bool{
@@ -143,9 +144,9 @@ func egressOf(sb store.Sandbox) *pb.Egress {
 }
 
 // networkOf is the network part of GET /sandboxes/{id}.
-func networkOf(sb store.Sandbox) *SandboxNetwork {
+func networkOf(sb store.Sandbox) *api.SandboxNetwork {
 	public := sb.AllowPublicTraffic
-	return &SandboxNetwork{AllowOut: sb.AllowOut, DenyOut: sb.DenyOut, AllowPublicTraffic: &public}
+	return &api.SandboxNetwork{AllowOut: sb.AllowOut, DenyOut: sb.DenyOut, AllowPublicTraffic: &public}
 }
 
 // updateNetwork is PUT /sandboxes/{id}/network: it replaces the outbound policy of a
@@ -153,7 +154,7 @@ func networkOf(sb store.Sandbox) *SandboxNetwork {
 // when it resumes.
 func (s *Server) updateNetwork(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	var req NetworkUpdate
+	var req api.NetworkUpdate
 	if err := decode(r, &req); err != nil {
 		fail(w, err)
 		return

@@ -16,6 +16,7 @@ import (
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/template"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // timeoutFor turns a requested timeout in seconds into a duration within bounds. The bound
@@ -45,7 +46,7 @@ func checkTemplateName(field, name string) error {
 }
 
 func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
-	var req NewSandbox
+	var req api.NewSandbox
 	if err := decode(r, &req); err != nil {
 		fail(w, err)
 		return
@@ -59,7 +60,7 @@ func (s *Server) createSandbox(w http.ResponseWriter, r *http.Request) {
 }
 
 // create places and boots a sandbox; the record exists in state starting meanwhile.
-func (s *Server) create(ctx context.Context, req NewSandbox) (store.Sandbox, error) {
+func (s *Server) create(ctx context.Context, req api.NewSandbox) (store.Sandbox, error) {
 	if req.TemplateID == "" {
 		return store.Sandbox{}, errorf(http.StatusBadRequest, "templateID is required (for example \"base\")")
 	}
@@ -233,39 +234,23 @@ func withSandboxEnv(sb store.Sandbox) map[string]string {
 	return env
 }
 
-func (s *Server) sandboxResponse(sb store.Sandbox) Sandbox {
-	res := Sandbox{TemplateID: sb.TemplateID, SandboxID: sb.ID, ClientID: sb.HostID, EnvdVersion: sb.EnvdVersion}
-	if sb.Alias != "" {
-		res.Alias = &sb.Alias
-	}
-	if sb.EnvdAccessToken != "" {
-		res.EnvdAccessToken = &sb.EnvdAccessToken
-	}
-	if sb.TrafficAccessToken != "" {
-		res.TrafficAccessToken = &sb.TrafficAccessToken
-	}
-	if s.cfg.Domain != "" {
-		res.Domain = &s.cfg.Domain
-	}
-	return res
+func (s *Server) sandboxResponse(sb store.Sandbox) api.Sandbox {
+	return api.Sandbox{TemplateID: sb.TemplateID, SandboxID: sb.ID, Alias: sb.Alias, ClientID: sb.HostID, EnvdVersion: sb.EnvdVersion,
+		EnvdAccessToken: sb.EnvdAccessToken, TrafficAccessToken: sb.TrafficAccessToken, Domain: s.cfg.Domain}
 }
 
-func listed(sb store.Sandbox) ListedSandbox {
-	l := ListedSandbox{
-		TemplateID: sb.TemplateID, SandboxID: sb.ID, ClientID: sb.HostID, StartedAt: sb.StartedAt, EndAt: sb.EndAt,
+func listed(sb store.Sandbox) api.ListedSandbox {
+	return api.ListedSandbox{
+		TemplateID: sb.TemplateID, Alias: sb.Alias, SandboxID: sb.ID, ClientID: sb.HostID, StartedAt: sb.StartedAt, EndAt: sb.EndAt,
 		CPUCount: sb.CPUs, MemoryMB: sb.MemoryMiB, DiskSizeMB: sb.DiskMiB, Metadata: sb.Metadata,
 		State: publicState(sb.State), EnvdVersion: sb.EnvdVersion,
 	}
-	if sb.Alias != "" {
-		l.Alias = &sb.Alias
-	}
-	return l
 }
 
 // publicState maps internal states to E2B's two public ones; transitional states show the
 // state the sandbox is leaving. A lost sandbox (its host stopped responding) is "lost", a
 // Hearth extension: it is neither running nor resumable until its host is back.
-func publicState(st string) string {
+func publicState(st string) api.SandboxState {
 	switch st {
 	case store.StatePaused, store.StateResuming:
 		return "paused"
@@ -282,17 +267,12 @@ func (s *Server) getSandbox(w http.ResponseWriter, r *http.Request) {
 		fail(w, sandboxErr(r.PathValue("id"), err))
 		return
 	}
-	d := SandboxDetail{ListedSandbox: listed(sb), AllowInternet: sb.AllowInternet, Network: networkOf(sb),
-		Lifecycle: Lifecycle{OnTimeout: "kill", AutoResume: sb.AutoResume}}
+	d := api.SandboxDetail{ListedSandbox: listed(sb), AllowInternet: sb.AllowInternet, Network: networkOf(sb),
+		Lifecycle: api.Lifecycle{OnTimeout: "kill", AutoResume: sb.AutoResume}}
 	if sb.AutoPause {
 		d.Lifecycle.OnTimeout = "pause"
 	}
-	if sb.EnvdAccessToken != "" {
-		d.EnvdAccessToken = &sb.EnvdAccessToken
-	}
-	if s.cfg.Domain != "" {
-		d.Domain = &s.cfg.Domain
-	}
+	d.EnvdAccessToken, d.Domain = sb.EnvdAccessToken, s.cfg.Domain
 	writeJSON(w, http.StatusOK, d)
 }
 
@@ -380,7 +360,7 @@ func (s *Server) listSandboxes(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	out := make([]ListedSandbox, 0, len(page))
+	out := make([]api.ListedSandbox, 0, len(page))
 	for _, sb := range page {
 		out = append(out, listed(sb))
 	}
@@ -400,7 +380,7 @@ func (s *Server) listRunning(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	out := []ListedSandbox{}
+	out := []api.ListedSandbox{}
 	for {
 		page, next, err := s.store.ListSandboxes(r.Context(), f)
 		if err != nil {
@@ -419,7 +399,7 @@ func (s *Server) listRunning(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) setTimeout(w http.ResponseWriter, r *http.Request) {
-	var body TimeoutBody
+	var body api.TimeoutBody
 	if err := decode(r, &body); err != nil {
 		fail(w, err)
 		return
@@ -452,7 +432,7 @@ func (s *Server) updateDeadline(w http.ResponseWriter, r *http.Request, end func
 }
 
 func (s *Server) refresh(w http.ResponseWriter, r *http.Request) {
-	var body RefreshBody
+	var body api.RefreshBody
 	if err := decode(r, &body); err != nil {
 		fail(w, err)
 		return
@@ -545,15 +525,8 @@ func (s *Server) setState(ctx context.Context, id, state string, also func(*stor
 	})
 }
 
-// PauseBody is POST /sandboxes/{id}/pause (E2B's SandboxPauseRequest).
-type PauseBody struct {
-	// Memory false keeps only the filesystem: resuming boots the sandbox afresh, and
-	// traffic cannot resume it. Default true.
-	Memory *bool `json:"memory,omitempty"`
-}
-
 func (s *Server) pauseSandbox(w http.ResponseWriter, r *http.Request) {
-	var body PauseBody
+	var body api.PauseBody
 	if err := decode(r, &body); err != nil {
 		fail(w, err)
 		return
@@ -769,7 +742,7 @@ func hostCondition(h store.Host, err error) string {
 }
 
 func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
-	var body ResumeBody
+	var body api.ResumeBody
 	if err := decode(r, &body); err != nil {
 		fail(w, err)
 		return
@@ -790,7 +763,7 @@ func (s *Server) resumeSandbox(w http.ResponseWriter, r *http.Request) {
 // connectSandbox returns a running sandbox (extending its deadline, never shortening it) or
 // resumes a paused one.
 func (s *Server) connectSandbox(w http.ResponseWriter, r *http.Request) {
-	var body TimeoutBody
+	var body api.TimeoutBody
 	if err := decode(r, &body); err != nil {
 		fail(w, err)
 		return

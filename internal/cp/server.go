@@ -19,6 +19,7 @@ import (
 	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/web"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // Config configures a control plane.
@@ -272,7 +273,7 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {
-	writeJSON(w, status, Error{Code: status, Message: msg})
+	writeJSON(w, status, api.Error{Code: status, Message: msg})
 }
 
 // maxRequestBody caps every REST request body.

@@ -14,6 +14,7 @@ import (
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/template"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // Snapshots are E2B's: a copy of a running sandbox (files, memory, processes) that outlives
@@ -22,30 +23,16 @@ import (
 // /templates/{id} removes one. Each is kept on the host that took it (under the agent's
 // data dir), and sandboxes from it start there.
 
-// SnapshotBody is POST /sandboxes/{id}/snapshots.
-type SnapshotBody struct {
-	Name string `json:"name,omitempty"`
-}
-
-// SnapshotInfo is E2B's snapshot: what create answers and list returns.
-type SnapshotInfo struct {
-	// SnapshotID is what Sandbox.create and DELETE /templates take: the name when one was
-	// given, else the raw ID, with E2B's tag (":default").
-	SnapshotID string `json:"snapshotID"`
-	// Names are the snapshot's full names (name and tag); empty for an unnamed snapshot.
-	Names []string `json:"names"`
-}
-
 // snapshotTag is the only tag Hearth's snapshots have: a name taken again replaces the
 // snapshot instead of adding a tag.
 const snapshotTag = "default"
 
-func snapshotJSON(sn store.Snapshot) SnapshotInfo {
+func snapshotJSON(sn store.Snapshot) api.SnapshotInfo {
 	if sn.Name != "" {
 		full := sn.Name + ":" + snapshotTag
-		return SnapshotInfo{SnapshotID: full, Names: []string{full}}
+		return api.SnapshotInfo{SnapshotID: full, Names: []string{full}}
 	}
-	return SnapshotInfo{SnapshotID: sn.ID + ":" + snapshotTag, Names: []string{}}
+	return api.SnapshotInfo{SnapshotID: sn.ID + ":" + snapshotTag, Names: []string{}}
 }
 
 // snapshotKey turns a snapshot reference as E2B's SDKs pass it ("id", "name", "name:default",
@@ -71,7 +58,7 @@ func snapshotKey(ref string) (key string, ok bool) {
 
 // createSnapshot is POST /sandboxes/{id}/snapshots.
 func (s *Server) createSnapshot(w http.ResponseWriter, r *http.Request) {
-	var body SnapshotBody
+	var body api.SnapshotBody
 	if err := decode(r, &body); err != nil {
 		fail(w, err)
 		return
@@ -181,7 +168,7 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 	if n := q.Get("name"); n != "" {
 		key, ok := snapshotKey(n)
 		if !ok {
-			writeJSON(w, http.StatusOK, []SnapshotInfo{}) // no snapshot can have it
+			writeJSON(w, http.StatusOK, []api.SnapshotInfo{}) // no snapshot can have it
 			return
 		}
 		f.NameOrID = key
@@ -194,7 +181,7 @@ func (s *Server) listSnapshots(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	out := make([]SnapshotInfo, 0, len(page))
+	out := make([]api.SnapshotInfo, 0, len(page))
 	for _, sn := range page {
 		out = append(out, snapshotJSON(sn))
 	}

@@ -15,6 +15,7 @@ import (
 	pb "github.com/hearthsh/hearth/internal/gen/hostagent/v1"
 	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // snapshotAgent answers the RPCs snapshots use, as an agent does, and records them.
@@ -115,7 +116,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 	putRunning(t, st, "src", "h1")
 
 	status, body, _ := call(t, "POST", hs.URL+"/sandboxes/src/snapshots", `{}`, key)
-	var unnamed SnapshotInfo
+	var unnamed api.SnapshotInfo
 	if status != 201 || json.Unmarshal([]byte(body), &unnamed) != nil || !strings.HasSuffix(unnamed.SnapshotID, ":default") || len(unnamed.Names) != 0 {
 		t.Fatalf("unnamed snapshot: %d %s", status, body)
 	}
@@ -158,7 +159,7 @@ func TestSnapshotLifecycle(t *testing.T) {
 			url += "&nextToken=" + next
 		}
 		status, body, hdr := call(t, "GET", url, "", key)
-		var page []SnapshotInfo
+		var page []api.SnapshotInfo
 		if status != 200 || json.Unmarshal([]byte(body), &page) != nil || len(page) > 2 || pages > 3 {
 			t.Fatalf("list page %d: %d %s", pages, status, body)
 		}
@@ -266,7 +267,7 @@ func TestSnapshotErrors(t *testing.T) {
 				t.Fatalf("%s %s = %d %s, want %d containing %q", tt.method, tt.path, status, body, tt.status, tt.msg)
 			}
 			if status >= 400 {
-				var e Error
+				var e api.Error
 				if err := json.Unmarshal([]byte(body), &e); err != nil || e.Code != status || e.Message == "" {
 					t.Fatalf("error body %q is not E2B's {code, message}", body)
 				}
@@ -320,7 +321,7 @@ func TestFilesystemOnlyPause(t *testing.T) {
 
 	// autoPauseMemory false: the timeout's pause keeps only the filesystem.
 	status, body, _ := call(t, "POST", hs.URL+"/v2/sandboxes", `{"templateID":"base","autoPause":true,"autoPauseMemory":false,"timeout":1}`, key)
-	var created Sandbox
+	var created api.Sandbox
 	if status != 201 || json.Unmarshal([]byte(body), &created) != nil {
 		t.Fatalf("create: %d %s", status, body)
 	}

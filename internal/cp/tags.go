@@ -22,6 +22,7 @@ import (
 
 	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/template"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // resolved is a template reference resolved to the build it boots.
@@ -178,31 +179,6 @@ func (s *Server) ownedAPITemplate(ctx context.Context, ref string) (store.Templa
 	return tpl, nil
 }
 
-// AssignTemplateTagsRequest is the body of POST /templates/tags.
-type AssignTemplateTagsRequest struct {
-	Target string   `json:"target"`
-	Tags   []string `json:"tags"`
-}
-
-// AssignedTemplateTags answers POST /templates/tags.
-type AssignedTemplateTags struct {
-	Tags    []string `json:"tags"`
-	BuildID string   `json:"buildID"`
-}
-
-// DeleteTemplateTagsRequest is the body of DELETE /templates/tags.
-type DeleteTemplateTagsRequest struct {
-	Name string   `json:"name"`
-	Tags []string `json:"tags"`
-}
-
-// TemplateTagJSON is one entry of GET /templates/{templateID}/tags.
-type TemplateTagJSON struct {
-	Tag       string    `json:"tag"`
-	BuildID   string    `json:"buildID"`
-	CreatedAt time.Time `json:"createdAt"`
-}
-
 // checkTags validates the tags of a tag call: at least one, each of tag form.
 func checkTags(raw []string) ([]string, error) {
 	if len(raw) == 0 {
@@ -225,7 +201,7 @@ func checkTags(raw []string) ([]string, error) {
 }
 
 func (s *Server) assignTemplateTags(w http.ResponseWriter, r *http.Request) {
-	var req AssignTemplateTagsRequest
+	var req api.AssignTemplateTagsRequest
 	if err := decode(r, &req); err != nil {
 		fail(w, err)
 		return
@@ -260,11 +236,11 @@ func (s *Server) assignTemplateTags(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("template tags assigned", "template", tpl.ID, "build", target.build.ID, "tags", tags)
-	writeJSON(w, http.StatusCreated, AssignedTemplateTags{Tags: tags, BuildID: target.build.ID})
+	writeJSON(w, http.StatusCreated, api.AssignedTemplateTags{Tags: tags, BuildID: target.build.ID})
 }
 
 func (s *Server) deleteTemplateTags(w http.ResponseWriter, r *http.Request) {
-	var req DeleteTemplateTagsRequest
+	var req api.DeleteTemplateTagsRequest
 	if err := decode(r, &req); err != nil {
 		fail(w, err)
 		return
@@ -347,9 +323,9 @@ func (s *Server) listTemplateTags(w http.ResponseWriter, r *http.Request) {
 		fail(w, err)
 		return
 	}
-	out := make([]TemplateTagJSON, 0, len(tags))
+	out := make([]api.TemplateTagJSON, 0, len(tags))
 	for _, t := range tags {
-		out = append(out, TemplateTagJSON{Tag: t.Tag, BuildID: t.BuildID, CreatedAt: t.CreatedAt})
+		out = append(out, api.TemplateTagJSON{Tag: t.Tag, BuildID: t.BuildID, CreatedAt: t.CreatedAt})
 	}
 	writeJSON(w, http.StatusOK, out)
 }

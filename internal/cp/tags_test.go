@@ -18,6 +18,7 @@ import (
 	"github.com/hearthsh/hearth/internal/gen/hostagent/v1/hostagentv1connect"
 	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // versionAgent builds at once and records which template versions it was asked to boot and
@@ -81,7 +82,7 @@ func buildVersion(t *testing.T, url, body string) (templateID, buildID string) {
 	if status != http.StatusAccepted {
 		t.Fatalf("request build %s: %d %s", body, status, out)
 	}
-	var req TemplateRequestResponseV3
+	var req api.TemplateRequestResponseV3
 	_ = json.Unmarshal([]byte(out), &req)
 	if status, out, _ := call(t, "POST", fmt.Sprintf("%s/v2/templates/%s/builds/%s", url, req.TemplateID, req.BuildID), `{"fromTemplate":"base","steps":[]}`, key); status != http.StatusAccepted {
 		t.Fatalf("start build %s: %d %s", body, status, out)
@@ -113,7 +114,7 @@ func TestTemplateTagsAndVersions(t *testing.T) {
 	listTags := func() map[string]string {
 		t.Helper()
 		status, body, _ := call(t, "GET", hs.URL+"/templates/x/tags", "", key)
-		var tags []TemplateTagJSON
+		var tags []api.TemplateTagJSON
 		if err := json.Unmarshal([]byte(body), &tags); status != http.StatusOK || err != nil {
 			t.Fatalf("list tags: %d %s", status, body)
 		}
@@ -141,7 +142,7 @@ func TestTemplateTagsAndVersions(t *testing.T) {
 	}
 	sandboxOf := func(body string) store.Sandbox {
 		t.Helper()
-		var sb Sandbox
+		var sb api.Sandbox
 		_ = json.Unmarshal([]byte(body), &sb)
 		rec, err := st.Sandbox(ctx, sb.SandboxID)
 		if err != nil {
@@ -173,7 +174,7 @@ func TestTemplateTagsAndVersions(t *testing.T) {
 
 	// Assigning moves tags to the target's build.
 	status, body, _ := call(t, "POST", hs.URL+"/templates/tags", `{"target":"x:v2","tags":["default","Prod"]}`, key)
-	var assigned AssignedTemplateTags
+	var assigned api.AssignedTemplateTags
 	if err := json.Unmarshal([]byte(body), &assigned); status != http.StatusCreated || err != nil || assigned.BuildID != b2 ||
 		strings.Join(assigned.Tags, ",") != "default,prod" {
 		t.Fatalf("assign: %d %s", status, body)

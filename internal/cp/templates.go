@@ -11,6 +11,7 @@ import (
 
 	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/template"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // registerTemplate records a template an agent has built. Templates are built on hosts
@@ -59,8 +60,8 @@ func (s *Server) registerTemplate(ctx context.Context, ht hostreg.Template) (del
 	return nil
 }
 
-func templateJSON(t store.Template) Template {
-	return Template{
+func templateJSON(t store.Template) api.Template {
+	return api.Template{
 		TemplateID: t.ID, BuildID: t.BuildID, CPUCount: t.CPUs, MemoryMB: t.MemoryMiB, DiskSizeMB: t.DiskMiB,
 		Public: t.Public, Aliases: append([]string{}, t.Aliases...), Names: append([]string{}, t.Aliases...),
 		CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt, EnvdVersion: t.EnvdVersion, BuildStatus: t.BuildStatus, BuildCount: 1,
@@ -74,7 +75,7 @@ func (s *Server) listTemplates(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	team := teamOf(r.Context())
-	out := make([]Template, 0, len(ts))
+	out := make([]api.Template, 0, len(ts))
 	for _, t := range ts {
 		if visibleTo(t, team) {
 			out = append(out, templateJSON(t))
@@ -103,9 +104,9 @@ func (s *Server) getTemplate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	out := TemplateWithBuilds{Template: templateJSON(t), Builds: make([]TemplateBuild, 0, len(builds))}
+	out := api.TemplateWithBuilds{Template: templateJSON(t), Builds: make([]api.TemplateBuild, 0, len(builds))}
 	for _, b := range builds {
-		tb := TemplateBuild{BuildID: b.ID, Status: b.Status, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, CPUCount: b.CPUs, MemoryMB: b.MemoryMiB}
+		tb := api.TemplateBuild{BuildID: b.ID, Status: b.Status, CreatedAt: b.CreatedAt, UpdatedAt: b.UpdatedAt, CPUCount: b.CPUs, MemoryMB: b.MemoryMiB}
 		if !b.FinishedAt.IsZero() {
 			tb.FinishedAt = &b.FinishedAt
 		}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/hearthsh/hearth/internal/store"
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // tenants is a control plane with two teams: the default one (testKey) and "other"
@@ -134,7 +135,7 @@ func TestAPIKeysAndRevocation(t *testing.T) {
 	if status != 201 {
 		t.Fatalf("create key = %d %s", status, body)
 	}
-	var created CreatedTeamAPIKey
+	var created api.CreatedTeamAPIKey
 	if err := json.Unmarshal([]byte(body), &created); err != nil || !ValidKey(created.Key) || created.ID == "" || created.Name != "ci" {
 		t.Fatalf("created key %s: %+v %v", body, created, err)
 	}

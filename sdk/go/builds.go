@@ -3,12 +3,15 @@ package hearth
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // Template builds through the API, as E2B's Template SDK drives them: request a build
@@ -17,15 +20,10 @@ import (
 // until it ends.
 
 // TemplateStep is one build instruction (E2B's TemplateStep): RUN [cmd, user?],
-// COPY [src, dest, owner?, mode?], ENV [k, v, ...], WORKDIR [path], USER [name].
-type TemplateStep struct {
-	Type string   `json:"type"`
-	Args []string `json:"args"`
-	// FilesHash names a COPY step's uploaded files. BuildTemplate fills it in from the build
-	// context when it is empty.
-	FilesHash string `json:"filesHash,omitempty"`
-	Force     bool   `json:"force,omitempty"`
-}
+// COPY [src, dest, owner?, mode?], ENV [k, v, ...], WORKDIR [path], USER [name]. FilesHash
+// names a COPY step's uploaded files; BuildTemplate fills it in from the build context when
+// it is empty.
+type TemplateStep = api.TemplateStep
 
 // RegistryAuth is a username and password for pulling FromImage (E2B's registry type).
 type RegistryAuth struct {
@@ -57,31 +55,15 @@ type TemplateBuild struct {
 }
 
 // TemplateBuildRequested answers POST /v3/templates.
-type TemplateBuildRequested struct {
-	TemplateID string   `json:"templateID"`
-	BuildID    string   `json:"buildID"`
-	Public     bool     `json:"public"`
-	Names      []string `json:"names"`
-	Tags       []string `json:"tags"`
-	Aliases    []string `json:"aliases"`
-}
+type TemplateBuildRequested = api.TemplateRequestResponseV3
 
-// BuildLogEntry is one line of a build's log.
-type BuildLogEntry struct {
-	Timestamp time.Time `json:"timestamp"`
-	Level     string    `json:"level"`
-	Message   string    `json:"message"`
-	// Step is "base", "finalize" or the 1-based step number the line belongs to.
-	Step string `json:"step,omitempty"`
-}
+// BuildLogEntry is one line of a build's log. Its Step is "base", "finalize" or the 1-based
+// step number the line belongs to.
+type BuildLogEntry = api.BuildLogEntry
 
-// BuildReason says why a build failed.
-type BuildReason struct {
-	Message string `json:"message"`
-	// Step is "base", "finalize" or the 1-based number of the step that failed.
-	Step       string          `json:"step,omitempty"`
-	LogEntries []BuildLogEntry `json:"logEntries,omitempty"`
-}
+// BuildReason says why a build failed. Its Step is "base", "finalize" or the 1-based number
+// of the step that failed.
+type BuildReason = api.BuildStatusReason
 
 // Build statuses.
 const (
@@ -92,14 +74,7 @@ const (
 )
 
 // TemplateBuildStatus answers GET /templates/{id}/builds/{buildID}/status.
-type TemplateBuildStatus struct {
-	TemplateID string          `json:"templateID"`
-	BuildID    string          `json:"buildID"`
-	Status     string          `json:"status"`
-	LogEntries []BuildLogEntry `json:"logEntries"`
-	Logs       []string        `json:"logs"`
-	Reason     *BuildReason    `json:"reason,omitempty"`
-}
+type TemplateBuildStatus = api.TemplateBuildInfo
 
 // TemplateBuildError is a build that ended in error.
 type TemplateBuildError struct {
@@ -120,42 +95,17 @@ func (e *TemplateBuildError) Error() string {
 	return fmt.Sprintf("build %s of template %s failed in %s: %s", e.BuildID, e.TemplateID, where, e.Message)
 }
 
-type templateBuildRequest struct {
-	Name     string   `json:"name"`
-	Tags     []string `json:"tags,omitempty"`
-	CPUCount int      `json:"cpuCount,omitempty"`
-	MemoryMB int      `json:"memoryMB,omitempty"`
-}
-
-type registryBody struct {
-	Type     string `json:"type"`
-	Username string `json:"username"`
-	Password string `json:"password"`
-}
-
-type templateBuildStart struct {
-	FromImage         string         `json:"fromImage,omitempty"`
-	FromTemplate      string         `json:"fromTemplate,omitempty"`
-	FromImageRegistry *registryBody  `json:"fromImageRegistry,omitempty"`
-	Force             bool           `json:"force"`
-	Steps             []TemplateStep `json:"steps"`
-	StartCmd          string         `json:"startCmd,omitempty"`
-	ReadyCmd          string         `json:"readyCmd,omitempty"`
-}
-
 // TemplateFileUpload answers GET /templates/{id}/files/{hash}: whether the files are
 // there already, and where to PUT them.
-type TemplateFileUpload struct {
-	Present bool   `json:"present"`
-	URL     string `json:"url,omitempty"`
-}
+type TemplateFileUpload = api.TemplateBuildFileUpload
 
 // RequestTemplateBuild creates the template on first use of its name (a later request
 // rebuilds it) and a waiting build.
 func (c *Client) RequestTemplateBuild(ctx context.Context, b TemplateBuild) (TemplateBuildRequested, error) {
 	var out TemplateBuildRequested
 	_, _, err := c.call(ctx, "request template build "+b.Name, http.MethodPost, "/v3/templates", nil,
-		templateBuildRequest{Name: b.Name, Tags: b.Tags, CPUCount: b.CPUCount, MemoryMB: b.MemoryMB}, &out, http.StatusAccepted)
+		api.TemplateBuildRequestV3{Name: b.Name, Tags: b.Tags, CPUCount: nonZero(b.CPUCount), MemoryMB: nonZero(b.MemoryMB)},
+		&out, http.StatusAccepted)
 	return out, err
 }
 
@@ -190,13 +140,17 @@ func (c *Client) UploadTemplateFiles(ctx context.Context, uploadURL string, arch
 // StartTemplateBuild starts waiting build buildID with b's base, steps and start command.
 // Every COPY step must have its FilesHash, with the files uploaded.
 func (c *Client) StartTemplateBuild(ctx context.Context, templateID, buildID string, b TemplateBuild) error {
-	body := templateBuildStart{FromImage: b.FromImage, FromTemplate: b.FromTemplate, Force: b.Force,
+	body := api.TemplateBuildStartV2{FromImage: b.FromImage, FromTemplate: b.FromTemplate, Force: b.Force,
 		Steps: b.Steps, StartCmd: b.StartCmd, ReadyCmd: b.ReadyCmd}
 	if body.Steps == nil {
 		body.Steps = []TemplateStep{}
 	}
 	if b.Registry != nil {
-		body.FromImageRegistry = &registryBody{Type: "registry", Username: b.Registry.Username, Password: b.Registry.Password}
+		reg, err := json.Marshal(api.RegistryConfig{Type: "registry", Username: b.Registry.Username, Password: b.Registry.Password})
+		if err != nil {
+			return fmt.Errorf("start build %s: %w", buildID, err)
+		}
+		body.FromImageRegistry = reg
 	}
 	_, _, err := c.call(ctx, "start build "+buildID, http.MethodPost,
 		"/v2/templates/"+url.PathEscape(templateID)+"/builds/"+url.PathEscape(buildID), nil, body, nil, http.StatusAccepted)
@@ -211,6 +165,15 @@ func (c *Client) GetTemplateBuildStatus(ctx context.Context, templateID, buildID
 	_, _, err := c.call(ctx, "build status "+buildID, http.MethodGet,
 		"/templates/"+url.PathEscape(templateID)+"/builds/"+url.PathEscape(buildID)+"/status", q, nil, &out, http.StatusOK)
 	return out, err
+}
+
+// nonZero returns a pointer to n, or nil (the server's default) when n is 0; a negative n
+// is sent, for the server to refuse.
+func nonZero(n int) *int {
+	if n == 0 {
+		return nil
+	}
+	return &n
 }
 
 // BuildTemplateOptions observe BuildTemplate.

@@ -4,38 +4,17 @@ import (
 	"context"
 	"net/http"
 	"net/url"
-	"time"
+
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // Host is one host agent as GET /hearth/v1/hosts shows it (Hearth-only; the operator's
-// team only).
-type Host struct {
-	ID                 string    `json:"id"`
-	State              string    `json:"state"` // "ready" or "down"
-	Draining           bool      `json:"draining"`
-	Runtime            string    `json:"runtime"`
-	RPCAddr            string    `json:"rpcAddr"`
-	ProxyAddr          string    `json:"proxyAddr"`
-	CPUs               int       `json:"cpus"`
-	MemoryTotalMiB     int64     `json:"memoryTotalMiB"`
-	MemoryAvailableMiB int64     `json:"memoryAvailableMiB"`
-	MemoryCommittedMiB int64     `json:"memoryCommittedMiB"`
-	SandboxesRunning   int       `json:"sandboxesRunning"`
-	SandboxesPaused    int       `json:"sandboxesPaused"`
-	LastHeartbeat      time.Time `json:"lastHeartbeat"`
-}
+// team only). Its State is "ready" or "down".
+type Host = api.HostInfo
 
-// DrainResult says what draining a host did.
-type DrainResult struct {
-	HostID string `json:"hostID"`
-	// Paused are the sandboxes the drain paused; they resume on the same host.
-	Paused []string `json:"paused"`
-	// Failed are running sandboxes that could not be paused, and why; they keep running.
-	Failed []struct {
-		SandboxID string `json:"sandboxID"`
-		Error     string `json:"error"`
-	} `json:"failed"`
-}
+// DrainResult says what draining a host did: the sandboxes it paused (they resume on the
+// same host) and the running ones that could not be paused, and why (they keep running).
+type DrainResult = api.DrainResult
 
 // ListHosts lists the host agents.
 func (c *Client) ListHosts(ctx context.Context) ([]Host, error) {

@@ -57,7 +57,7 @@ func (p *SandboxPager) HasNext() bool { return !p.done }
 func (p *SandboxPager) NextToken() string { return p.next }
 
 // Next fetches the next page. After the last page HasNext is false.
-func (p *SandboxPager) Next(ctx context.Context) ([]SandboxInfo, error) {
+func (p *SandboxPager) Next(ctx context.Context) ([]ListedSandbox, error) {
 	q := url.Values{}
 	for k, v := range p.query {
 		q[k] = v
@@ -65,7 +65,7 @@ func (p *SandboxPager) Next(ctx context.Context) ([]SandboxInfo, error) {
 	if p.next != "" {
 		q.Set("nextToken", p.next)
 	}
-	var out []SandboxInfo
+	var out []ListedSandbox
 	_, h, err := p.c.call(ctx, "list sandboxes", http.MethodGet, "/v2/sandboxes", q, nil, &out, http.StatusOK)
 	if err != nil {
 		return nil, err
@@ -77,12 +77,12 @@ func (p *SandboxPager) Next(ctx context.Context) ([]SandboxInfo, error) {
 
 // All yields every remaining sandbox, fetching pages as it goes; it stops at the first error,
 // which it yields.
-func (p *SandboxPager) All(ctx context.Context) iter.Seq2[SandboxInfo, error] {
-	return func(yield func(SandboxInfo, error) bool) {
+func (p *SandboxPager) All(ctx context.Context) iter.Seq2[ListedSandbox, error] {
+	return func(yield func(ListedSandbox, error) bool) {
 		for p.HasNext() {
 			page, err := p.Next(ctx)
 			if err != nil {
-				yield(SandboxInfo{}, err)
+				yield(ListedSandbox{}, err)
 				return
 			}
 			for _, s := range page {

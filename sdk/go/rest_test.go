@@ -204,8 +204,8 @@ func TestGetSandboxDecodes(t *testing.T) {
 	if d := info.EndAt.Sub(info.StartedAt); d < 59*time.Minute || d > 61*time.Minute {
 		t.Errorf("endAt - startedAt = %v, want the 1 h timeout", d)
 	}
-	if info.AllowInternetAccess == nil || !*info.AllowInternetAccess || info.Network == nil {
-		t.Errorf("GetSandbox network: internet %v, network %+v", info.AllowInternetAccess, info.Network)
+	if !info.AllowInternet || info.Network == nil {
+		t.Errorf("GetSandbox network: internet %v, network %+v", info.AllowInternet, info.Network)
 	}
 	opened, err := c.Open(ctx, sb.ID)
 	if err != nil || opened.State() != hearth.StateRunning || opened.Info().EnvdAccessToken != "tok" {

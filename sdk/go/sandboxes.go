@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"time"
+
+	"github.com/hearthsh/hearth/sdk/go/api"
 )
 
 // DefaultSandboxTimeout is how long a new sandbox lives unless told otherwise, as in E2B's
@@ -38,46 +40,28 @@ type CreateOptions struct {
 	Network *NetworkOptions
 }
 
-// NetworkOptions are E2B's network options that Hearth implements. AllowOut and DenyOut hold
-// IPv4 addresses and CIDR ranges (the API refuses domain names); AllowOut wins.
-type NetworkOptions struct {
-	AllowOut []string `json:"allowOut,omitempty"`
-	DenyOut  []string `json:"denyOut,omitempty"`
-	// AllowPublicTraffic false makes the sandbox's ports need its traffic access token
-	// (header E2b-Traffic-Access-Token); default true.
-	AllowPublicTraffic *bool `json:"allowPublicTraffic,omitempty"`
-}
+// NetworkOptions are E2B's network options. AllowOut and DenyOut hold IPv4 addresses and
+// CIDR ranges (the API refuses domain names); AllowOut wins. AllowPublicTraffic false makes
+// the sandbox's ports need its traffic access token (header E2b-Traffic-Access-Token);
+// default true. Hearth refuses the other fields (EgressProxy, Rules, MaskRequestHost,
+// HTTPSPorts) when set.
+type NetworkOptions = api.SandboxNetwork
 
 // NetworkUpdate replaces a sandbox's outbound policy as a whole: omitted lists are cleared
 // and a nil AllowInternetAccess means true.
-type NetworkUpdate struct {
-	AllowOut            []string `json:"allowOut,omitempty"`
-	DenyOut             []string `json:"denyOut,omitempty"`
-	AllowInternetAccess *bool    `json:"allow_internet_access,omitempty"`
-}
-
-// newSandboxBody is POST /sandboxes's body (E2B's NewSandbox, the fields Hearth serves).
-type newSandboxBody struct {
-	TemplateID          string            `json:"templateID"`
-	Timeout             int               `json:"timeout"`
-	Metadata            map[string]string `json:"metadata,omitempty"`
-	EnvVars             map[string]string `json:"envVars,omitempty"`
-	AutoPause           bool              `json:"autoPause"`
-	Secure              bool              `json:"secure"`
-	AllowInternetAccess bool              `json:"allow_internet_access"`
-	Network             *NetworkOptions   `json:"network,omitempty"`
-}
+type NetworkUpdate = api.NetworkUpdate
 
 // Create starts a new sandbox and returns a handle to it.
 func (c *Client) Create(ctx context.Context, opts CreateOptions) (*Sandbox, error) {
-	body := newSandboxBody{
+	// Every option is sent, defaults included, as E2B's SDKs do.
+	body := api.NewSandbox{
 		TemplateID:          opts.Template,
-		Timeout:             timeoutSeconds(opts.Timeout),
+		Timeout:             ptr(timeoutSeconds(opts.Timeout)),
 		Metadata:            opts.Metadata,
 		EnvVars:             opts.Envs,
-		AutoPause:           opts.AutoPause,
-		Secure:              boolOr(opts.Secure, true),
-		AllowInternetAccess: boolOr(opts.AllowInternetAccess, true),
+		AutoPause:           ptr(opts.AutoPause),
+		Secure:              ptr(boolOr(opts.Secure, true)),
+		AllowInternetAccess: ptr(boolOr(opts.AllowInternetAccess, true)),
 		Network:             opts.Network,
 	}
 	if body.TemplateID == "" {
@@ -121,9 +105,7 @@ func (c *Client) Open(ctx context.Context, id string) (*Sandbox, error) {
 // (zero means DefaultSandboxTimeout).
 func (c *Client) Connect(ctx context.Context, id string, timeout time.Duration) (sb *Sandbox, resumed bool, err error) {
 	var out CreatedSandbox
-	body := struct {
-		Timeout int `json:"timeout"`
-	}{timeoutSeconds(timeout)}
+	body := api.TimeoutBody{Timeout: ptr(timeoutSeconds(timeout))}
 	status, _, err := c.call(ctx, "connect to sandbox "+id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/connect",
 		nil, body, &out, http.StatusOK, http.StatusCreated)
 	if err != nil {
@@ -145,10 +127,7 @@ type ResumeOptions struct {
 // sandbox is not paused.
 func (c *Client) Resume(ctx context.Context, id string, opts ResumeOptions) (*Sandbox, error) {
 	var out CreatedSandbox
-	body := struct {
-		Timeout   int  `json:"timeout"`
-		AutoPause bool `json:"autoPause"`
-	}{timeoutSeconds(opts.Timeout), opts.AutoPause}
+	body := api.ResumeBody{Timeout: ptr(timeoutSeconds(opts.Timeout)), AutoPause: ptr(opts.AutoPause)}
 	if _, _, err := c.call(ctx, "resume sandbox "+id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/resume",
 		nil, body, &out, http.StatusCreated); err != nil {
 		return nil, err
@@ -182,9 +161,7 @@ func (c *Client) Kill(ctx context.Context, id string) error {
 // SetTimeout makes the sandbox expire timeout from now, replacing its previous deadline,
 // shorter or longer.
 func (c *Client) SetTimeout(ctx context.Context, id string, timeout time.Duration) error {
-	body := struct {
-		Timeout int `json:"timeout"`
-	}{timeoutSeconds(timeout)}
+	body := api.TimeoutBody{Timeout: ptr(timeoutSeconds(timeout))}
 	_, _, err := c.call(ctx, "set timeout of sandbox "+id, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/timeout",
 		nil, body, nil, http.StatusNoContent)
 	return err
@@ -218,6 +195,9 @@ func boolOr(p *bool, def bool) bool {
 // Bool returns a pointer to b, for the optional booleans of CreateOptions.
 func Bool(b bool) *bool { return &b }
 
+// ptr returns a pointer to v, for the optional fields of request bodies.
+func ptr[T any](v T) *T { return &v }
+
 // ForkOptions configure Fork.
 type ForkOptions struct {
 	// Count is how many copies to make (1 to 100; zero means 1).
@@ -239,17 +219,8 @@ func (c *Client) Fork(ctx context.Context, id string, opts ForkOptions) ([]ForkR
 	if opts.Count == 0 {
 		opts.Count = 1
 	}
-	body := struct {
-		Timeout int `json:"timeout"`
-		Count   int `json:"count"`
-	}{timeoutSeconds(opts.Timeout), opts.Count}
-	var out []struct {
-		Sandbox *CreatedSandbox `json:"sandbox"`
-		Error   *struct {
-			Code    int    `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	body := api.ForkBody{Timeout: ptr(timeoutSeconds(opts.Timeout)), Count: ptr(opts.Count)}
+	var out []api.ForkResult
 	op := "fork sandbox " + id
 	if _, _, err := c.call(ctx, op, http.MethodPost, "/sandboxes/"+url.PathEscape(id)+"/fork", nil, body, &out, http.StatusCreated); err != nil {
 		return nil, err

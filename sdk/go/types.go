@@ -1,68 +1,30 @@
 package hearth
 
-import "time"
+import "github.com/hearthsh/hearth/sdk/go/api"
 
 // SandboxState is a sandbox's state as the API reports it.
-type SandboxState string
+type SandboxState = api.SandboxState
 
 // The states the API reports and list filters accept.
 const (
-	StateRunning SandboxState = "running"
-	StatePaused  SandboxState = "paused"
+	StateRunning = api.StateRunning
+	StatePaused  = api.StatePaused
 	// StateLost (Hearth-only): the sandbox was running when its host stopped responding; it
 	// is running again if the host comes back with it.
-	StateLost SandboxState = "lost"
+	StateLost = api.StateLost
 )
 
 // CreatedSandbox is the API's answer to create, connect and resume (E2B's Sandbox schema).
-type CreatedSandbox struct {
-	SandboxID  string `json:"sandboxID"`
-	TemplateID string `json:"templateID"`
-	Alias      string `json:"alias,omitempty"`
-	// ClientID is deprecated in E2B's API and kept for compatibility.
-	ClientID    string `json:"clientID"`
-	EnvdVersion string `json:"envdVersion"`
-	// EnvdAccessToken, when set, must accompany every request to the sandbox's envd; the
-	// Sandbox handle sends it.
-	EnvdAccessToken string `json:"envdAccessToken,omitempty"`
-	// TrafficAccessToken guards the sandbox's other ports when it is not public.
-	TrafficAccessToken string `json:"trafficAccessToken,omitempty"`
-	Domain             string `json:"domain,omitempty"`
-}
+// The Sandbox handle sends its EnvdAccessToken with every request to the sandbox's envd.
+type CreatedSandbox = api.Sandbox
 
-// SandboxInfo describes a sandbox, as GET /sandboxes/{id} and the list return it (E2B's
-// SandboxDetail and ListedSandbox; the list leaves EnvdAccessToken and Domain empty).
-type SandboxInfo struct {
-	SandboxID       string            `json:"sandboxID"`
-	TemplateID      string            `json:"templateID"`
-	Alias           string            `json:"alias,omitempty"`
-	ClientID        string            `json:"clientID"`
-	StartedAt       time.Time         `json:"startedAt"`
-	EndAt           time.Time         `json:"endAt"`
-	CPUCount        int               `json:"cpuCount"`
-	MemoryMB        int               `json:"memoryMB"`
-	DiskSizeMB      int               `json:"diskSizeMB"`
-	Metadata        map[string]string `json:"metadata"`
-	State           SandboxState      `json:"state"`
-	EnvdVersion     string            `json:"envdVersion"`
-	EnvdAccessToken string            `json:"envdAccessToken,omitempty"`
-	Domain          string            `json:"domain,omitempty"`
-	// AllowInternetAccess and Network are set by GET /sandboxes/{id} only.
-	AllowInternetAccess *bool           `json:"allowInternetAccess,omitempty"`
-	Network             *NetworkOptions `json:"network,omitempty"`
-}
+// ListedSandbox is one sandbox of the list (E2B's ListedSandbox).
+type ListedSandbox = api.ListedSandbox
 
-// Template describes a template sandboxes can be created from.
-type Template struct {
-	TemplateID  string    `json:"templateID"`
-	BuildID     string    `json:"buildID"`
-	CPUCount    int       `json:"cpuCount"`
-	MemoryMB    int       `json:"memoryMB"`
-	DiskSizeMB  int       `json:"diskSizeMB"`
-	Public      bool      `json:"public"`
-	Aliases     []string  `json:"aliases"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-	EnvdVersion string    `json:"envdVersion"`
-	BuildStatus string    `json:"buildStatus"`
-}
+// SandboxInfo describes a sandbox as GET /sandboxes/{id} returns it (E2B's SandboxDetail):
+// the listed fields and its envd access token, lifecycle and network.
+type SandboxInfo = api.SandboxDetail
+
+// Template describes a template sandboxes can be created from (an element of GET
+// /templates).
+type Template = api.Template

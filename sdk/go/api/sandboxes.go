@@ -1,12 +1,9 @@
-package cp
+package api
 
 import (
 	"encoding/json"
 	"time"
 )
-
-// The REST API's JSON shapes, named and typed as in E2B's OpenAPI spec so the E2B SDKs
-// decode them unchanged. api/openapi.yaml documents them, Hearth additions marked.
 
 // NewSandbox is the body of POST /sandboxes.
 type NewSandbox struct {
@@ -58,22 +55,37 @@ type NetworkUpdate struct {
 	Rules               json.RawMessage `json:"rules,omitempty"`
 }
 
-// Sandbox is the response of create, resume and connect.
+// Sandbox is the response of create, resume and connect (E2B's Sandbox). The optional
+// strings are omitted when empty, as E2B's API leaves them out.
 type Sandbox struct {
-	TemplateID         string  `json:"templateID"`
-	SandboxID          string  `json:"sandboxID"`
-	Alias              *string `json:"alias,omitempty"`
-	ClientID           string  `json:"clientID"`
-	EnvdVersion        string  `json:"envdVersion"`
-	EnvdAccessToken    *string `json:"envdAccessToken,omitempty"`
-	TrafficAccessToken *string `json:"trafficAccessToken,omitempty"`
-	Domain             *string `json:"domain,omitempty"`
+	TemplateID  string `json:"templateID"`
+	SandboxID   string `json:"sandboxID"`
+	Alias       string `json:"alias,omitempty"`
+	ClientID    string `json:"clientID"` // deprecated in E2B's API; kept for compatibility
+	EnvdVersion string `json:"envdVersion"`
+	// EnvdAccessToken, when set, must accompany every request to the sandbox's envd.
+	EnvdAccessToken string `json:"envdAccessToken,omitempty"`
+	// TrafficAccessToken guards the sandbox's other ports when they are not public.
+	TrafficAccessToken string `json:"trafficAccessToken,omitempty"`
+	Domain             string `json:"domain,omitempty"`
 }
+
+// SandboxState is a sandbox's state as the API reports it and list filters take it.
+type SandboxState string
+
+// The states the API reports.
+const (
+	StateRunning SandboxState = "running"
+	StatePaused  SandboxState = "paused"
+	// StateLost (Hearth-only): the sandbox was running when its host stopped responding; it
+	// is running again if the host comes back with it.
+	StateLost SandboxState = "lost"
+)
 
 // ListedSandbox is one element of GET /v2/sandboxes.
 type ListedSandbox struct {
 	TemplateID  string            `json:"templateID"`
-	Alias       *string           `json:"alias,omitempty"`
+	Alias       string            `json:"alias,omitempty"`
 	SandboxID   string            `json:"sandboxID"`
 	ClientID    string            `json:"clientID"`
 	StartedAt   time.Time         `json:"startedAt"`
@@ -82,15 +94,15 @@ type ListedSandbox struct {
 	MemoryMB    int               `json:"memoryMB"`
 	DiskSizeMB  int               `json:"diskSizeMB"`
 	Metadata    map[string]string `json:"metadata,omitempty"`
-	State       string            `json:"state"`
+	State       SandboxState      `json:"state"`
 	EnvdVersion string            `json:"envdVersion"`
 }
 
 // SandboxDetail is GET /sandboxes/{id}.
 type SandboxDetail struct {
 	ListedSandbox
-	EnvdAccessToken *string         `json:"envdAccessToken,omitempty"`
-	Domain          *string         `json:"domain,omitempty"`
+	EnvdAccessToken string          `json:"envdAccessToken,omitempty"`
+	Domain          string          `json:"domain,omitempty"`
 	Lifecycle       Lifecycle       `json:"lifecycle"`
 	AllowInternet   bool            `json:"allowInternetAccess"`
 	Network         *SandboxNetwork `json:"network,omitempty"`
@@ -146,45 +158,41 @@ type SandboxLogs struct {
 	LogEntries []SandboxLog `json:"logEntries"`
 }
 
-// Template is one element of GET /templates.
-type Template struct {
-	TemplateID  string    `json:"templateID"`
-	BuildID     string    `json:"buildID"`
-	CPUCount    int       `json:"cpuCount"`
-	MemoryMB    int       `json:"memoryMB"`
-	DiskSizeMB  int       `json:"diskSizeMB"`
-	Public      bool      `json:"public"`
-	Aliases     []string  `json:"aliases"`
-	Names       []string  `json:"names"`
-	CreatedAt   time.Time `json:"createdAt"`
-	UpdatedAt   time.Time `json:"updatedAt"`
-	EnvdVersion string    `json:"envdVersion"`
-	BuildStatus string    `json:"buildStatus"`
-	BuildCount  int       `json:"buildCount"`
-	SpawnCount  int       `json:"spawnCount"`
-}
-
-// TemplateWithBuilds is GET /templates/{id} (E2B's TemplateWithBuilds): the template and
-// its builds through the API, newest first. Templates built on an agent's host by the CLI
-// have none.
-type TemplateWithBuilds struct {
-	Template
-	Builds []TemplateBuild `json:"builds"`
-}
-
-// TemplateBuild is one build of a template (E2B's TemplateBuild).
-type TemplateBuild struct {
-	BuildID    string     `json:"buildID"`
-	Status     string     `json:"status"`
-	CreatedAt  time.Time  `json:"createdAt"`
-	UpdatedAt  time.Time  `json:"updatedAt"`
-	FinishedAt *time.Time `json:"finishedAt,omitempty"`
-	CPUCount   int        `json:"cpuCount"`
-	MemoryMB   int        `json:"memoryMB"`
-}
-
 // Error is E2B's error body.
 type Error struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
+}
+
+// PauseBody is POST /sandboxes/{id}/pause (E2B's SandboxPauseRequest).
+type PauseBody struct {
+	// Memory false keeps only the filesystem: resuming boots the sandbox afresh, and
+	// traffic cannot resume it. Default true.
+	Memory *bool `json:"memory,omitempty"`
+}
+
+// ForkBody is POST /sandboxes/{id}/fork.
+type ForkBody struct {
+	Timeout *int `json:"timeout,omitempty"` // seconds, for the new sandboxes
+	Count   *int `json:"count,omitempty"`   // default 1
+}
+
+// ForkResult is one element of the fork's answer: a sandbox, or why one did not start.
+type ForkResult struct {
+	Sandbox *Sandbox `json:"sandbox,omitempty"`
+	Error   *Error   `json:"error,omitempty"`
+}
+
+// SnapshotBody is POST /sandboxes/{id}/snapshots.
+type SnapshotBody struct {
+	Name string `json:"name,omitempty"`
+}
+
+// SnapshotInfo is E2B's snapshot: what create answers and list returns.
+type SnapshotInfo struct {
+	// SnapshotID is what Sandbox.create and DELETE /templates take: the name when one was
+	// given, else the raw ID, with E2B's tag (":default").
+	SnapshotID string `json:"snapshotID"`
+	// Names are the snapshot's full names (name and tag); empty for an unnamed snapshot.
+	Names []string `json:"names"`
 }
