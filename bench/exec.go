@@ -19,8 +19,10 @@ import (
 const execDefinition = "round trip of Commands.Run(\"true\") in a running sandbox (bash -l -c true: start " +
 	"stream, process start, exit, end event), one after another, by three paths taken in turn so that " +
 	"noise falls on all alike: through the public proxy (control plane, then agent), to envd at the " +
-	"sandbox's address (no proxy), and, inside the sandbox, the process alone (bash -l -c true, bash " +
-	"-c true and /bin/true, timed by the guest clock). The differences are the hops' shares."
+	"sandbox's address (no proxy), and the same as root; each also timed to the stream's start event " +
+	"(envd has started the process). Then, inside the sandbox, the process alone (bash -l -c true, bash " +
+	"-c true and /bin/true, timed by the guest clock), and /bin/true with no shell straight to envd " +
+	"(the RPC and one exec, the floor). The differences are the hops' and the login shell's shares."
 
 // execPath is one way to reach envd.
 type execPath struct {
