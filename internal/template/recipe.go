@@ -56,7 +56,7 @@ var recipes = map[string]recipe{
 		},
 		aptPackages: []string{"python3-pip", "python3-venv", "nodejs", "npm"},
 		configure:   configureBase,
-		revision:    5, // 2: envd's sudo, user in group sudo, pip.conf; 3: no docs (slim); 4: no distutils .pth; 5: /etc/profile without id -u
+		revision:    6, // 2: envd's sudo, user in group sudo, pip.conf; 3: no docs (slim); 4: no distutils .pth; 5: /etc/profile without id -u; 6: root's ~/.profile runs mesg only on a terminal
 	},
 }
 
@@ -101,6 +101,9 @@ func configureBase(ctx context.Context, rootfs string) error {
 	if err := fastLoginProfile(rootfs); err != nil {
 		return err
 	}
+	if err := quietRootProfile(rootfs); err != nil {
+		return err
+	}
 	// The host's resolv.conf (which debootstrap copies in) often names a resolver on the
 	// host's loopback, unreachable from a sandbox's own network stack.
 	resolv := "nameserver 8.8.8.8\nnameserver 1.1.1.1\n"
@@ -129,6 +132,28 @@ func fastLoginProfile(rootfs string) error {
 	}
 	if err := os.WriteFile(p, []byte(strings.ReplaceAll(string(b), slow, fast)), 0o644); err != nil {
 		return fmt.Errorf("profile: %w", err)
+	}
+	return nil
+}
+
+// quietRootProfile makes root's ~/.profile run `mesg n` only when stdin is a terminal.
+// mesg acts on stdin's terminal and, without one, does nothing but fail (which the profile
+// ignores), so the result is the same; but the fork and exec cost ~6.5 ms of every command
+// run as root under gVisor here (bench: exec, "envd direct as root" against "envd direct").
+func quietRootProfile(rootfs string) error {
+	p := filepath.Join(rootfs, "root/.profile")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return fmt.Errorf("root profile: %w", err)
+	}
+	const slow = "mesg n 2> /dev/null || true"
+	const fast = "if [ -t 0 ]; then " + slow + "; fi"
+	s := string(b)
+	if !strings.Contains(s, slow) || strings.Contains(s, fast) {
+		return nil // not Debian's profile, or already done: leave it as it is
+	}
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(s, slow, fast)), 0o644); err != nil {
+		return fmt.Errorf("root profile: %w", err)
 	}
 	return nil
 }
