@@ -83,7 +83,10 @@ type agentConfig struct {
 }
 
 func init() {
-	var c agentConfig
+	var (
+		c         agentConfig
+		pprofAddr string
+	)
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the host agent: sandboxes of this machine, their network and their proxy",
@@ -94,11 +97,16 @@ func init() {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runAgent(ctx, c, slog.New(slog.NewTextHandler(os.Stderr, nil)), nil)
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			if err := startPprof(ctx, pprofAddr, log); err != nil {
+				return err
+			}
+			return runAgent(ctx, c, log, nil)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&c.DataDir, "data-dir", templateEnvOr("HEARTH_DATA_DIR", templateDefaultDataDir), "data directory: templates, sandboxes, snapshots")
+	pprofFlag(f, &pprofAddr)
 	f.StringVar(&c.RPCAddr, "listen", "127.0.0.1:5008", "address of the hostagent.v1 API (loopback by default: bind a private address on purpose for a remote control plane)")
 	f.StringVar(&c.ProxyAddr, "proxy-listen", "127.0.0.1:5007", "address of the sandbox proxy (loopback by default, like --listen)")
 	f.StringVar(&c.Runtime, "runtime", "gvisor", "sandbox runtime: gvisor, qemu or firecracker")

@@ -24,10 +24,11 @@ import (
 
 func init() {
 	var (
-		c        serverConfig
-		a        agentConfig
-		envdPath string
-		verbose  bool
+		c         serverConfig
+		a         agentConfig
+		envdPath  string
+		verbose   bool
+		pprofAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -45,6 +46,9 @@ func init() {
 				level = slog.LevelDebug
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if err := startPprof(ctx, pprofAddr, log); err != nil {
+				return err
+			}
 			return runDev(ctx, c, a, envdPath, log)
 		},
 	}
@@ -75,6 +79,7 @@ func init() {
 		"shares the HTTP/2 RPC connection instead of the dedicated HTTP/1.1 transport (WebSockets stay on HTTP/1.1); see docs/benchmarks.md")
 	f.StringVar(&envdPath, "envd", "", "envd binary to inject into templates (default: envd next to hearth)")
 	f.BoolVar(&verbose, "verbose", false, "log debug messages")
+	pprofFlag(f, &pprofAddr)
 	rootCmd.AddCommand(cmd)
 }
 

@@ -47,7 +47,10 @@ type serverConfig struct {
 }
 
 func init() {
-	var c serverConfig
+	var (
+		c         serverConfig
+		pprofAddr string
+	)
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane: the E2B-compatible REST API and the sandbox proxy",
@@ -58,6 +61,9 @@ func init() {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			if err := startPprof(ctx, pprofAddr, log); err != nil {
+				return err
+			}
 			if c.AgentToken == "" {
 				return errors.New("--agent-token (or $HEARTH_AGENT_TOKEN) is required: a secret shared with the agents, " +
 					"which authenticates their heartbeats and the control plane's calls to them (e.g. `openssl rand -hex 32`)")
@@ -87,6 +93,7 @@ func init() {
 	f.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "an API key to accept (e2b_ followed by hex), added to the store")
 	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none (E2B's API default)")
 	memoryOvercommitFlag(f, &c.MemoryOvercommit)
+	pprofFlag(f, &pprofAddr)
 	f.DurationVar(&c.HostDeadAfter, "host-dead-after", 30*time.Second, "mark an agent down, and its running sandboxes lost, after this long without a heartbeat (agents send one every 5 s)")
 	rootCmd.AddCommand(cmd)
 }
