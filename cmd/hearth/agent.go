@@ -43,6 +43,9 @@ type agentConfig struct {
 	// ProxySocket, when set, is a Unix socket the sandbox proxy also serves on, for a
 	// control plane on the same machine (hearth dev).
 	ProxySocket string
+	// InProcess, when set, is given the sandbox proxy (with its token check) for a control
+	// plane in this process (hearth dev).
+	InProcess *proxy.InProcess
 	// BenchProxyOnRPC makes the RPC listener also serve proxy traffic (requests that carry
 	// the sandbox routing header), for the benchmark's shared-transport arm (hearth dev
 	// --bench-shared-proxy-listen); off by default.
@@ -258,18 +261,12 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	rpcPath, rpcHandler := a.RPCHandler()
 	mux.Handle(rpcPath, agent.RequireControlPlane(c.AgentToken, rpcHandler))
 	proxyHandler := agent.RequireControlPlaneProxy(c.AgentToken, a.ProxyHandler())
-	var rpcRoot http.Handler = mux
-	if c.BenchProxyOnRPC {
-		rpcRoot = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Header.Get(proxy.HeaderSandboxID) != "" {
-				proxyHandler.ServeHTTP(w, r)
-				return
-			}
-			mux.ServeHTTP(w, r)
-		})
-	}
+	rpcRoot := benchProxyOnRPC(c.BenchProxyOnRPC, mux, proxyHandler)
 	rpcSrv := newServer(rpcRoot, true)
 	proxySrv := newServer(proxyHandler, false)
+	if c.InProcess != nil {
+		c.InProcess.Set(proxyHandler)
+	}
 	proxySrv.ConnContext = proxy.ConnContext
 	srvs, lns := []*http.Server{rpcSrv, proxySrv}, []net.Listener{rpcLn, proxyLn}
 	if c.ProxySocket != "" {

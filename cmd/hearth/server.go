@@ -39,10 +39,12 @@ type serverConfig struct {
 	MemoryOvercommit float64
 	// LocalProxySockets: see cp.Config (hearth dev).
 	LocalProxySockets map[string]string
-	TLS               proxyTLSConfig
-	// BenchSharedProxyAddr, when set (hearth dev --bench-shared-proxy-listen), serves a
-	// second sandbox proxy whose agent traffic shares the HTTP/2 RPC transport; for the
-	// benchmark's A/B only.
+	// LocalProxies: see cp.Config (hearth dev).
+	LocalProxies map[string]*proxy.InProcess
+	TLS          proxyTLSConfig
+	// BenchSharedProxyAddr, when set (hearth dev --bench-shared-proxy-listen, only in a
+	// binary built with the benchproxy tag), serves a second sandbox proxy whose agent
+	// traffic shares the HTTP/2 RPC transport; for the benchmark's A/B only.
 	BenchSharedProxyAddr string
 }
 
@@ -142,8 +144,8 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 		proxyLn = proxy.ServeTLSAndPlain(proxyLn, ptls.config, 10*time.Second)
 	}
 	srv := cp.New(cp.Config{Store: st, Log: log, Domain: domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout,
-		HostDeadAfter: c.HostDeadAfter, ProxyPort: tcpPort(proxyAddr), LocalProxySockets: c.LocalProxySockets, BuildFilesDir: filepath.Join(c.DataDir, "build-files"),
-		MemoryOvercommit: c.MemoryOvercommit, BenchSharedTransport: c.BenchSharedProxyAddr != ""})
+		HostDeadAfter: c.HostDeadAfter, ProxyPort: tcpPort(proxyAddr), LocalProxySockets: c.LocalProxySockets, LocalProxies: c.LocalProxies, BuildFilesDir: filepath.Join(c.DataDir, "build-files"),
+		MemoryOvercommit: c.MemoryOvercommit})
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	srv.Reconcile(rctx)
 	cancel()
@@ -152,15 +154,12 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 	apiSrv := newServer(srv.APIHandler(), false)
 	proxySrv := newServer(srv.ProxyHandler(), false)
 	srvs, lns := []*http.Server{apiSrv, proxySrv}, []net.Listener{apiLn, proxyLn}
-	if c.BenchSharedProxyAddr != "" {
-		ln, err := net.Listen("tcp", c.BenchSharedProxyAddr)
-		if err != nil {
-			apiLn.Close()
-			proxyLn.Close()
-			return fmt.Errorf("bench shared-transport proxy: %w", err)
-		}
-		srvs, lns = append(srvs, newServer(srv.SharedProxyHandler(), false)), append(lns, ln)
-		log.Warn("benchmark switch on: a second sandbox proxy shares the agents' HTTP/2 RPC transport", "listen", ln.Addr().String())
+	if bsrv, ln, err := benchSharedProxy(c, srv, log); err != nil {
+		apiLn.Close()
+		proxyLn.Close()
+		return err
+	} else if bsrv != nil {
+		srvs, lns = append(srvs, bsrv), append(lns, ln)
 	}
 	log.Info("control plane ready", "api", apiLn.Addr().String(), "proxy", proxyAddr.String(), "domain", domain, "tls", ptls != nil)
 	if ready != nil {
