@@ -9,20 +9,35 @@ import "sync"
 // keeps small requests from allocating one each.
 const copyBufferSize = 256 << 10
 
-// bufferPool is an httputil.BufferPool of copyBufferSize buffers shared by every proxy.
-type bufferPool struct{ p sync.Pool }
+// envdCopyBufferSize is the buffer size for envd's port, whose traffic is mostly long-lived
+// streams (process output, terminals, watchers): each holds its buffer at each hop for as
+// long as it is open, so a large one would cost memory per open stream for no gain.
+const envdCopyBufferSize = 32 << 10
 
-var copyBuffers = &bufferPool{p: sync.Pool{New: func() any {
-	b := make([]byte, copyBufferSize)
-	return &b
-}}}
+// bufferPool is an httputil.BufferPool of buffers of one size.
+type bufferPool struct {
+	size int
+	p    sync.Pool
+}
+
+func newBufferPool(size int) *bufferPool {
+	b := &bufferPool{size: size}
+	b.p.New = func() any {
+		buf := make([]byte, size)
+		return &buf
+	}
+	return b
+}
+
+// copyBuffers serves the sandboxes' own ports, envdBuffers envd's.
+var copyBuffers, envdBuffers = newBufferPool(copyBufferSize), newBufferPool(envdCopyBufferSize)
 
 func (b *bufferPool) Get() []byte { return *b.p.Get().(*[]byte) }
 
 func (b *bufferPool) Put(buf []byte) {
-	if cap(buf) != copyBufferSize {
+	if cap(buf) != b.size {
 		return
 	}
-	buf = buf[:copyBufferSize]
+	buf = buf[:b.size]
 	b.p.Put(&buf)
 }

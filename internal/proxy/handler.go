@@ -245,6 +245,10 @@ func (h *Handler) proxyFor(route Route, addr string) *httputil.ReverseProxy {
 	if p, ok := h.proxies.Load(key); ok {
 		return p.(*httputil.ReverseProxy)
 	}
+	buffers := copyBuffers
+	if route.Port == EnvdPort {
+		buffers = envdBuffers
+	}
 	p := &httputil.ReverseProxy{
 		Transport: pickTransport{h.transport},
 		// ReverseProxy flushes server-sent events and bodies of unknown length (streams,
@@ -253,7 +257,7 @@ func (h *Handler) proxyFor(route Route, addr string) *httputil.ReverseProxy {
 		// the headers alone on every small response (the first flush runs at once, before
 		// the body is copied), and one per buffer on a download.
 		FlushInterval:  flushInterval,
-		BufferPool:     copyBuffers,
+		BufferPool:     buffers,
 		Rewrite:        rewrite,
 		ModifyResponse: modifyResponse,
 		ErrorHandler:   h.upstreamError,
