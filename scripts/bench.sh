@@ -19,6 +19,9 @@ done
 # The codeinterp section builds code-interpreter-v1 with E2B's Template SDK (e2e/node_modules).
 [ -d e2e/node_modules/e2b ] || (cd e2e && npm ci --no-audit --no-fund)
 go build -o bin/hearth-bench ./bench
+# hearth dev with the benchmark-only shared-transport proxy (the pty section's A/B), which
+# the shipped bin/hearth leaves out (build tag benchproxy).
+go build -tags benchproxy -o bin/hearth-bench-dev ./cmd/hearth
 CGO_ENABLED=0 go build -trimpath -o bin/hearth-bench-loadserver ./bench/loadserver
 
 # Five distinct free ports: all held open until all are chosen, so none is picked twice.
@@ -38,7 +41,7 @@ find "$data/templates" -mindepth 1 -maxdepth 1 ! -name base -exec rm -rf {} + 2>
 
 log="$logs/hearth-dev.log"
 agent_token=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-bin/hearth dev --data-dir "$data" --agent-token "$agent_token" --slot-prefix hbench --pool 10.238.0.0/16 --api-key "$key" \
+bin/hearth-bench-dev dev --data-dir "$data" --agent-token "$agent_token" --slot-prefix hbench --pool 10.238.0.0/16 --api-key "$key" \
   --listen "127.0.0.1:$api" --proxy-listen "127.0.0.1:$proxy" \
   --agent-listen "127.0.0.1:$agent" --agent-proxy-listen "127.0.0.1:$agentproxy" \
   --bench-shared-proxy-listen "127.0.0.1:$shared" \

@@ -43,6 +43,9 @@ type agentConfig struct {
 	// ProxySocket, when set, is a Unix socket the sandbox proxy also serves on, for a
 	// control plane on the same machine (hearth dev).
 	ProxySocket string
+	// InProcess, when set, is given the sandbox proxy (with its token check) for a control
+	// plane in this process (hearth dev).
+	InProcess *proxy.InProcess
 	// BenchProxyOnRPC makes the RPC listener also serve proxy traffic (requests that carry
 	// the sandbox routing header), for the benchmark's shared-transport arm (hearth dev
 	// --bench-shared-proxy-listen); off by default.
@@ -88,7 +91,10 @@ type agentConfig struct {
 }
 
 func init() {
-	var c agentConfig
+	var (
+		c         agentConfig
+		pprofAddr string
+	)
 	cmd := &cobra.Command{
 		Use:   "agent",
 		Short: "Run the host agent: sandboxes of this machine, their network and their proxy",
@@ -99,11 +105,16 @@ func init() {
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return runAgent(ctx, c, slog.New(slog.NewTextHandler(os.Stderr, nil)), nil)
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			if err := startPprof(ctx, pprofAddr, log); err != nil {
+				return err
+			}
+			return runAgent(ctx, c, log, nil)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&c.DataDir, "data-dir", templateEnvOr("HEARTH_DATA_DIR", templateDefaultDataDir), "data directory: templates, sandboxes, snapshots")
+	pprofFlag(f, &pprofAddr)
 	f.StringVar(&c.RPCAddr, "listen", "127.0.0.1:5008", "address of the hostagent.v1 API (loopback by default: bind a private address on purpose for a remote control plane)")
 	f.StringVar(&c.ProxyAddr, "proxy-listen", "127.0.0.1:5007", "address of the sandbox proxy (loopback by default, like --listen)")
 	f.StringVar(&c.Runtime, "runtime", "gvisor", "sandbox runtime: gvisor, qemu or firecracker")
@@ -270,18 +281,12 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	rpcPath, rpcHandler := a.RPCHandler()
 	mux.Handle(rpcPath, agent.RequireControlPlane(c.AgentToken, rpcHandler))
 	proxyHandler := agent.RequireControlPlaneProxy(c.AgentToken, a.ProxyHandler())
-	var rpcRoot http.Handler = mux
-	if c.BenchProxyOnRPC {
-		rpcRoot = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.Header.Get(proxy.HeaderSandboxID) != "" {
-				proxyHandler.ServeHTTP(w, r)
-				return
-			}
-			mux.ServeHTTP(w, r)
-		})
-	}
+	rpcRoot := benchProxyOnRPC(c.BenchProxyOnRPC, mux, proxyHandler)
 	rpcSrv := newServer(rpcRoot, true)
 	proxySrv := newServer(proxyHandler, false)
+	if c.InProcess != nil {
+		c.InProcess.Set(proxyHandler)
+	}
 	proxySrv.ConnContext = proxy.ConnContext
 	srvs, lns := []*http.Server{rpcSrv, proxySrv}, []net.Listener{rpcLn, proxyLn}
 	if c.ProxySocket != "" {

@@ -18,16 +18,18 @@ import (
 	"github.com/hearthsh/hearth/internal/cp"
 	"github.com/hearthsh/hearth/internal/hostreg"
 	"github.com/hearthsh/hearth/internal/netslot"
+	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/template"
 )
 
 func init() {
 	var (
-		c        serverConfig
-		a        agentConfig
-		envdPath string
-		verbose  bool
+		c         serverConfig
+		a         agentConfig
+		envdPath  string
+		verbose   bool
+		pprofAddr string
 	)
 	cmd := &cobra.Command{
 		Use:   "dev",
@@ -45,6 +47,9 @@ func init() {
 				level = slog.LevelDebug
 			}
 			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+			if err := startPprof(ctx, pprofAddr, log); err != nil {
+				return err
+			}
 			return runDev(ctx, c, a, envdPath, log)
 		},
 	}
@@ -72,10 +77,10 @@ func init() {
 	a.warmPoolFlags(f)
 	imageCacheFlag(f, &a.ImageCacheMiB)
 	a.egressFlags(f)
-	f.StringVar(&c.BenchSharedProxyAddr, "bench-shared-proxy-listen", "", "benchmark only (off when empty): address of a second sandbox proxy whose traffic to the agent "+
-		"shares the HTTP/2 RPC connection instead of the dedicated HTTP/1.1 transport (WebSockets stay on HTTP/1.1); see docs/benchmarks.md")
+	benchProxyFlags(f, &c)
 	f.StringVar(&envdPath, "envd", "", "envd binary to inject into templates (default: envd next to hearth)")
 	f.BoolVar(&verbose, "verbose", false, "log debug messages")
+	pprofFlag(f, &pprofAddr)
 	rootCmd.AddCommand(cmd)
 }
 
@@ -128,6 +133,10 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 		a.ProxySocket = sock
 		c.LocalProxySockets = map[string]string{devHostID: sock}
 	}
+	// Better still, the control plane hands requests to the agent's proxy in memory once it
+	// runs; WebSockets (and requests before then) take the socket.
+	a.InProcess = proxy.NewInProcess(log)
+	c.LocalProxies = map[string]*proxy.InProcess{devHostID: a.InProcess}
 	ctx, cancelAll := context.WithCancel(ctx)
 	defer cancelAll()
 	errc := make(chan error, 2)

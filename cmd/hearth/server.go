@@ -39,15 +39,20 @@ type serverConfig struct {
 	MemoryOvercommit float64
 	// LocalProxySockets: see cp.Config (hearth dev).
 	LocalProxySockets map[string]string
-	TLS               proxyTLSConfig
-	// BenchSharedProxyAddr, when set (hearth dev --bench-shared-proxy-listen), serves a
-	// second sandbox proxy whose agent traffic shares the HTTP/2 RPC transport; for the
-	// benchmark's A/B only.
+	// LocalProxies: see cp.Config (hearth dev).
+	LocalProxies map[string]*proxy.InProcess
+	TLS          proxyTLSConfig
+	// BenchSharedProxyAddr, when set (hearth dev --bench-shared-proxy-listen, only in a
+	// binary built with the benchproxy tag), serves a second sandbox proxy whose agent
+	// traffic shares the HTTP/2 RPC transport; for the benchmark's A/B only.
 	BenchSharedProxyAddr string
 }
 
 func init() {
-	var c serverConfig
+	var (
+		c         serverConfig
+		pprofAddr string
+	)
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run the control plane: the E2B-compatible REST API and the sandbox proxy",
@@ -58,6 +63,9 @@ func init() {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			if err := startPprof(ctx, pprofAddr, log); err != nil {
+				return err
+			}
 			if c.AgentToken == "" {
 				return errors.New("--agent-token (or $HEARTH_AGENT_TOKEN) is required: a secret shared with the agents, " +
 					"which authenticates their heartbeats and the control plane's calls to them (e.g. `openssl rand -hex 32`)")
@@ -87,6 +95,7 @@ func init() {
 	f.StringVar(&c.APIKey, "api-key", os.Getenv("HEARTH_API_KEY"), "an API key to accept (e2b_ followed by hex), added to the store")
 	f.DurationVar(&c.DefaultTimeout, "default-timeout", 15*time.Second, "sandbox lifetime when a create names none (E2B's API default)")
 	memoryOvercommitFlag(f, &c.MemoryOvercommit)
+	pprofFlag(f, &pprofAddr)
 	f.DurationVar(&c.HostDeadAfter, "host-dead-after", 30*time.Second, "mark an agent down, and its running sandboxes lost, after this long without a heartbeat (agents send one every 5 s)")
 	rootCmd.AddCommand(cmd)
 }
@@ -135,8 +144,8 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 		proxyLn = proxy.ServeTLSAndPlain(proxyLn, ptls.config, 10*time.Second)
 	}
 	srv := cp.New(cp.Config{Store: st, Log: log, Domain: domain, AgentToken: c.AgentToken, DefaultTimeout: c.DefaultTimeout,
-		HostDeadAfter: c.HostDeadAfter, ProxyPort: tcpPort(proxyAddr), LocalProxySockets: c.LocalProxySockets, BuildFilesDir: filepath.Join(c.DataDir, "build-files"),
-		MemoryOvercommit: c.MemoryOvercommit, BenchSharedTransport: c.BenchSharedProxyAddr != ""})
+		HostDeadAfter: c.HostDeadAfter, ProxyPort: tcpPort(proxyAddr), LocalProxySockets: c.LocalProxySockets, LocalProxies: c.LocalProxies, BuildFilesDir: filepath.Join(c.DataDir, "build-files"),
+		MemoryOvercommit: c.MemoryOvercommit})
 	rctx, cancel := context.WithTimeout(ctx, time.Minute)
 	srv.Reconcile(rctx)
 	cancel()
@@ -145,15 +154,12 @@ func runControlPlane(ctx context.Context, c serverConfig, st store.Store, log *s
 	apiSrv := newServer(srv.APIHandler(), false)
 	proxySrv := newServer(srv.ProxyHandler(), false)
 	srvs, lns := []*http.Server{apiSrv, proxySrv}, []net.Listener{apiLn, proxyLn}
-	if c.BenchSharedProxyAddr != "" {
-		ln, err := net.Listen("tcp", c.BenchSharedProxyAddr)
-		if err != nil {
-			apiLn.Close()
-			proxyLn.Close()
-			return fmt.Errorf("bench shared-transport proxy: %w", err)
-		}
-		srvs, lns = append(srvs, newServer(srv.SharedProxyHandler(), false)), append(lns, ln)
-		log.Warn("benchmark switch on: a second sandbox proxy shares the agents' HTTP/2 RPC transport", "listen", ln.Addr().String())
+	if bsrv, ln, err := benchSharedProxy(c, srv, log); err != nil {
+		apiLn.Close()
+		proxyLn.Close()
+		return err
+	} else if bsrv != nil {
+		srvs, lns = append(srvs, bsrv), append(lns, ln)
 	}
 	log.Info("control plane ready", "api", apiLn.Addr().String(), "proxy", proxyAddr.String(), "domain", domain, "tls", ptls != nil)
 	if ready != nil {

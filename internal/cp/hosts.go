@@ -32,7 +32,7 @@ const maxAgentReply = 16 << 20
 type agentPool struct {
 	http *http.Client
 	// h2 is the transport under http, without the token: the benchmark's shared-transport
-	// arm sends proxy traffic through it (Config.BenchSharedTransport).
+	// arm sends proxy traffic through it (benchshared.go, benchproxy tag).
 	h2  *http2.Transport
 	mu  sync.Mutex
 	rpc map[string]hostagentv1connect.HostAgentServiceClient // by RPC address

@@ -108,23 +108,11 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 	if err != nil {
 		return proxy.Upstream{}, err
 	}
-	return s.upstream(c.sb, c.addr, route), nil
-}
-
-// resolveShared is resolveProxy for the benchmark's shared-transport listener: the request
-// goes to the agent's RPC address over the control plane's HTTP/2 RPC transport, multiplexed
-// on the connection the RPCs use. Upgrades (WebSockets) keep the HTTP/1.1 path: HTTP/2
-// carries no Upgrade, and the agent proxy speaks no extended CONNECT.
-func (s *Server) resolveShared(r *http.Request, route proxy.Route) (proxy.Upstream, error) {
-	c, err := s.resolveRoute(r, route)
-	if err != nil {
-		return proxy.Upstream{}, err
+	up := s.upstream(c.sb, c.addr, route)
+	if lp := s.cfg.LocalProxies[c.sb.HostID]; lp != nil && lp.Ready() && r.Header.Get("Upgrade") == "" {
+		// The agent is in this process: hand it the request (InProcess carries no upgrades).
+		up.Transport = lp
 	}
-	if r.Header.Get("Upgrade") != "" {
-		return s.upstream(c.sb, c.addr, route), nil
-	}
-	up := s.upstream(c.sb, c.rpc, route)
-	up.Socket, up.Transport = "", s.agents.h2
 	return up, nil
 }
 

@@ -54,11 +54,10 @@ type Config struct {
 	// hop (less CPU per proxied byte); the proxy falls back to the agent's address when the
 	// socket is absent.
 	LocalProxySockets map[string]string
-	// BenchSharedTransport, for the benchmark only (off by default), adds a second sandbox
-	// proxy (SharedProxyHandler) whose traffic to the agents shares the HTTP/2 RPC transport
-	// instead of the dedicated HTTP/1.1 one, so bench/ can measure what the separation buys.
-	// The agents must serve proxy traffic on their RPC listener (hearth dev does both).
-	BenchSharedTransport bool
+	// LocalProxies maps the IDs of hosts whose agent runs in this very process (hearth dev)
+	// to its proxy handler: sandbox traffic other than upgrades (WebSockets) is handed to it
+	// in memory instead of over LocalProxySockets or the network, once it is Ready.
+	LocalProxies map[string]*proxy.InProcess
 	// BuildFilesDir keeps the archives uploaded for API template builds (COPY steps); empty
 	// means a directory under the system's temp dir.
 	BuildFilesDir string
@@ -98,7 +97,8 @@ type Server struct {
 	log    *slog.Logger
 	agents *agentPool
 	proxy  *proxy.Handler
-	// sharedProxy is the benchmark's shared-transport proxy (Config.BenchSharedTransport).
+	// sharedProxy is the benchmark's shared-transport proxy (benchshared.go, built only
+	// with the benchproxy tag); nil otherwise.
 	sharedProxy *proxy.Handler
 	keys        *keyCache
 	// failures rate-limits invalid API keys per source address.
@@ -157,19 +157,7 @@ func New(cfg Config) *Server {
 	}
 	s.proxy = proxy.New(s.resolveProxy, proxy.Options{Domain: cfg.Domain, StatusFor: proxyStatus, Log: cfg.Log,
 		Unrouted: newSignedRouter(cfg.Store, cfg.Log).route})
-	if cfg.BenchSharedTransport {
-		s.sharedProxy = proxy.New(s.resolveShared, proxy.Options{Domain: cfg.Domain, StatusFor: proxyStatus, Log: cfg.Log})
-	}
 	return s
-}
-
-// SharedProxyHandler serves sandbox traffic like ProxyHandler, but over the agents' HTTP/2
-// RPC transport (Config.BenchSharedTransport); nil when that is off.
-func (s *Server) SharedProxyHandler() http.Handler {
-	if s.sharedProxy == nil {
-		return nil
-	}
-	return s.sharedProxy
 }
 
 // APIHandler serves the REST API.

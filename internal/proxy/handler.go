@@ -42,8 +42,9 @@ type Upstream struct {
 	// a pause ends streams at once instead of waiting for them.
 	OnStream func(end func(reason string))
 	// Transport, when set, carries this request instead of the handler's own HTTP/1.1
-	// transport. Only the benchmark's shared-transport arm sets it (cp.Config.
-	// BenchSharedTransport); production traffic always takes the dedicated transport.
+	// transport. Only the benchmark's shared-transport arm sets it (internal/cp's
+	// benchshared.go, built with the benchproxy tag); production traffic always takes the
+	// dedicated transport.
 	Transport http.RoundTripper
 }
 
@@ -63,6 +64,10 @@ type Handler struct {
 	// proxies caches one ReverseProxy per sandbox, port and upstream host.
 	proxies sync.Map // cacheKey → *httputil.ReverseProxy
 }
+
+// flushInterval bounds how long the head and body of a response of known length wait in
+// the server's buffers: headers sent before a slow body reach the client this soon.
+const flushInterval = 10 * time.Millisecond
 
 type cacheKey struct {
 	sandbox string
@@ -240,9 +245,19 @@ func (h *Handler) proxyFor(route Route, addr string) *httputil.ReverseProxy {
 	if p, ok := h.proxies.Load(key); ok {
 		return p.(*httputil.ReverseProxy)
 	}
+	buffers := copyBuffers
+	if route.Port == EnvdPort {
+		buffers = envdBuffers
+	}
 	p := &httputil.ReverseProxy{
-		Transport:      pickTransport{h.transport},
-		FlushInterval:  -1, // stream server-sent events and long polls as they come
+		Transport: pickTransport{h.transport},
+		// ReverseProxy flushes server-sent events and bodies of unknown length (streams,
+		// Connect streaming RPCs) after every write whatever this says. A body of known
+		// length is flushed within flushInterval: -1 here would cost a write system call for
+		// the headers alone on every small response (the first flush runs at once, before
+		// the body is copied), and one per buffer on a download.
+		FlushInterval:  flushInterval,
+		BufferPool:     buffers,
 		Rewrite:        rewrite,
 		ModifyResponse: modifyResponse,
 		ErrorHandler:   h.upstreamError,
