@@ -181,8 +181,8 @@ type Sender struct {
 	// Answered, when set, is called after each delivered heartbeat with what was sent, when
 	// it was built, and the answer (zero for a 204).
 	Answered func(hb Heartbeat, builtAt time.Time, ans Answer)
-	Log   *slog.Logger
-	HTTP  *http.Client
+	Log      *slog.Logger
+	HTTP     *http.Client
 
 	hostToken string
 	current   int // index of the control plane URL that answered last
