@@ -371,7 +371,9 @@ func maxSandboxesFlag(f *pflag.FlagSet, v *int) {
 // warmPoolFlags defines --warm-pool and the shape of its sandboxes (agent and dev).
 func (c *agentConfig) warmPoolFlags(f *pflag.FlagSet) {
 	f.StringVar(&c.WarmPool, "warm-pool", "", "sandboxes to keep booted ahead of need, per template: template=count,..., e.g. base=2,code-interpreter-v1=1; "+
-		"a create of that template with the pool's CPUs, memory and the template's disk size claims one instead of booting, and the pool refills in the background; each costs what an idle sandbox does")
+		"a create of that template with the pool's CPUs, memory and the template's disk size claims one instead of booting, and the pool refills in the background; each costs what an idle sandbox does. "+
+		"With a control plane an entry may also name one of its templates, by name or ID with at most one :tag (my-tpl=2,my-tpl:prod=1; the bare name is tag default): "+
+		"the pool keeps the build the tag points at, in the shape the control plane's creates of it ask for, and follows the tag when it moves")
 	f.IntVar(&c.WarmPoolCPUs, "warm-pool-cpus", 2, "vCPUs of warm pool sandboxes: only creates asking for as many claim one (the control plane's default is 2)")
 	f.IntVar(&c.WarmPoolMemoryMiB, "warm-pool-memory-mib", 512, "memory (MiB) of warm pool sandboxes: only creates asking for as much claim one (the control plane's default is 512)")
 }
