@@ -184,9 +184,9 @@ type warmState struct {
 	deletedAt map[string]time.Time
 	filling   int
 	closed    bool
-	wake    chan struct{}
-	stop    context.CancelFunc
-	done    chan struct{}
+	wake      chan struct{}
+	stop      context.CancelFunc
+	done      chan struct{}
 	// dropping counts the pooled sandboxes given up for a create's room, destroyed in the
 	// background so that the create does not wait for it; StopWarmPool waits for them.
 	dropping sync.WaitGroup
