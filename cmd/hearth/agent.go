@@ -302,7 +302,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 	log.Info("agent ready", "rpc", rpcLn.Addr().String(), "proxy", proxyLn.Addr().String(), "runtime", c.Runtime,
 		"data_dir", c.DataDir, "egress_inspector_port", inspectPort)
 	if c.ControlPlane != "" {
-		hb := heartbeatSender(c, a, share, rpcLn.Addr().String(), proxyLn.Addr().String(), log)
+		hb := heartbeatSender(c, a, mgr, share, rpcLn.Addr().String(), proxyLn.Addr().String(), log)
 		go hb.Run(ctx)
 	}
 	if ready != nil {
@@ -371,7 +371,9 @@ func maxSandboxesFlag(f *pflag.FlagSet, v *int) {
 // warmPoolFlags defines --warm-pool and the shape of its sandboxes (agent and dev).
 func (c *agentConfig) warmPoolFlags(f *pflag.FlagSet) {
 	f.StringVar(&c.WarmPool, "warm-pool", "", "sandboxes to keep booted ahead of need, per template: template=count,..., e.g. base=2,code-interpreter-v1=1; "+
-		"a create of that template with the pool's CPUs, memory and the template's disk size claims one instead of booting, and the pool refills in the background; each costs what an idle sandbox does")
+		"a create of that template with the pool's CPUs, memory and the template's disk size claims one instead of booting, and the pool refills in the background; each costs what an idle sandbox does. "+
+		"With a control plane an entry may also name one of its templates, by name or ID with at most one :tag (my-tpl=2,my-tpl:prod=1; the bare name is tag default): "+
+		"the pool keeps the build the tag points at, in the shape the control plane's creates of it ask for, and follows the tag when it moves")
 	f.IntVar(&c.WarmPoolCPUs, "warm-pool-cpus", 2, "vCPUs of warm pool sandboxes: only creates asking for as many claim one (the control plane's default is 2)")
 	f.IntVar(&c.WarmPoolMemoryMiB, "warm-pool-memory-mib", 512, "memory (MiB) of warm pool sandboxes: only creates asking for as much claim one (the control plane's default is 512)")
 }
@@ -394,7 +396,8 @@ func (c *agentConfig) warmPool() (sandbox.WarmPool, error) {
 	if c.WarmPoolMemoryMiB < 64 {
 		return sandbox.WarmPool{}, fmt.Errorf("--warm-pool-memory-mib %d: want at least 64", c.WarmPoolMemoryMiB)
 	}
-	return sandbox.WarmPool{Sizes: sizes, CPUs: c.WarmPoolCPUs, MemoryMiB: c.WarmPoolMemoryMiB}, nil
+	// With a control plane, entries that are no template of this host are its refs.
+	return sandbox.WarmPool{Sizes: sizes, CPUs: c.WarmPoolCPUs, MemoryMiB: c.WarmPoolMemoryMiB, ControlPlane: c.ControlPlane != ""}, nil
 }
 
 // imageCacheFlag defines --image-cache-mib (agent and dev).
@@ -475,7 +478,9 @@ func templateResolver(dataDir string) sandbox.TemplateFunc {
 }
 
 // heartbeatSender registers the agent with the control plane and keeps it fresh.
-func heartbeatSender(c agentConfig, a *agent.Agent, share *templateShare, rpcAddr, proxyAddr string, log *slog.Logger) *hostreg.Sender {
+// The warm pool's refs of the control plane go with every heartbeat, and its answers to
+// them to the pool.
+func heartbeatSender(c agentConfig, a *agent.Agent, mgr *sandbox.Manager, share *templateShare, rpcAddr, proxyAddr string, log *slog.Logger) *hostreg.Sender {
 	if c.AdvertiseRPC != "" {
 		rpcAddr = c.AdvertiseRPC
 	}
@@ -500,7 +505,19 @@ func heartbeatSender(c agentConfig, a *agent.Agent, share *templateShare, rpcAdd
 				SandboxesRunning:   int(u.GetSandboxesRunning()), SandboxesPaused: int(u.GetSandboxesPaused()),
 				CPUsCommitted: a.CommittedCPUs(), MaxSandboxes: c.MaxSandboxes,
 				Templates: builtTemplates(c.DataDir, share),
+				WarmPool:  mgr.WarmRefs(),
 			}, nil
+		},
+		Answered: func(hb hostreg.Heartbeat, builtAt time.Time, ans hostreg.Answer) {
+			if len(hb.WarmPool) == 0 {
+				return
+			}
+			targets := make(map[string]sandbox.WarmTarget, len(ans.WarmPool))
+			for ref, t := range ans.WarmPool {
+				targets[ref] = sandbox.WarmTarget{Template: t.Template, Artifact: t.Artifact, BuildID: t.BuildID,
+					CPUs: t.CPUs, MemoryMiB: t.MemoryMiB, DiskMiB: t.DiskMiB, Err: t.Error}
+			}
+			mgr.SetWarmTargets(builtAt, hb.WarmPool, targets)
 		},
 	}
 }

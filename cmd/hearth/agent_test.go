@@ -29,8 +29,9 @@ func TestWarmPoolFlags(t *testing.T) {
 		want    string // the error's text, "none" for no pool, or "" for a pool of base=2,code-interpreter-v1=1
 	}{
 		{args: []string{"--warm-pool", "base=2,code-interpreter-v1=1"}},
-		{args: []string{"--warm-pool", "base"}, want: `--warm-pool "base": warm pool entry "base": want template=count, e.g. base=2`},
+		{args: []string{"--warm-pool", "base"}, want: `--warm-pool "base": warm pool entry "base": want template=count or template:tag=count, e.g. base=2`},
 		{args: []string{"--warm-pool", "base=0"}, want: `--warm-pool "base=0": warm pool entry "base=0": count "0" must be a whole number from 1 to 64`},
+		{args: []string{"--warm-pool", "my-tpl:v2:x=1"}, want: `--warm-pool "my-tpl:v2:x=1": warm pool entry "my-tpl:v2:x=1": one :tag at most`},
 		{args: []string{"--warm-pool", "base=1", "--warm-pool-cpus", "0"}, want: "--warm-pool-cpus 0: want at least 1"},
 		{args: []string{"--warm-pool", "base=1", "--warm-pool-memory-mib", "32"}, want: "--warm-pool-memory-mib 32: want at least 64"},
 		{args: []string{"--warm-pool", "base=1"}, runtime: "qemu", want: "--warm-pool: the qemu runtime cannot hand a booted sandbox to a create; only gvisor can"},

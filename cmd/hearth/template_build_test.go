@@ -134,6 +134,19 @@ func sandboxSees(t *testing.T, tmpl, cmd, want string) {
 // at it. Its data dir is seeded with hard links from HEARTH_TEST_DATA's base template.
 func devEnv(t *testing.T) {
 	t.Helper()
+	devEnvWith(t, devSetup{data: "cli-build-test", prefix: cliTestSlotPrefix, pool: cliTestPool})
+}
+
+// devSetup is what keeps one devEnvWith apart from another: the data dir (under
+// HEARTH_TEST_DATA), the agent's network-slot prefix and address pool; and its --warm-pool.
+type devSetup struct {
+	data, prefix, pool string
+	warmPool           string
+}
+
+// devEnvWith is devEnv with setup d; it returns the path of hearth dev's log.
+func devEnvWith(t *testing.T, d devSetup) string {
+	t.Helper()
 	skip := t.Skip
 	if os.Getenv("HEARTH_REQUIRE_RUNTIME") != "" {
 		skip = t.Fatal
@@ -156,7 +169,7 @@ func devEnv(t *testing.T) {
 	if _, err := template.Open(shared, "base"); err != nil {
 		skip("skipping: no base template in " + shared + " (make test-base)")
 	}
-	data := filepath.Join(shared, "cli-build-test")
+	data := filepath.Join(shared, d.data)
 	for _, sub := range []string{"hearth.db", "hearth.db-wal", "hearth.db-shm", "sandboxes", "api-key", "build-files"} {
 		os.RemoveAll(filepath.Join(data, sub))
 	}
@@ -191,8 +204,8 @@ func devEnv(t *testing.T) {
 	key := cp.NewAPIKey()
 	c := serverConfig{DataDir: data, APIAddr: ports[0], ProxyAddr: ports[1], APIKey: key, AgentToken: hostreg.NewToken(),
 		DefaultTimeout: 5 * time.Minute}
-	a := agentConfig{RPCAddr: ports[2], ProxyAddr: ports[3], Runtime: "gvisor", Runsc: runsc, PoolCIDR: cliTestPool,
-		SlotPrefix: cliTestSlotPrefix, DefaultDiskMiB: defaultDiskMiB}
+	a := agentConfig{RPCAddr: ports[2], ProxyAddr: ports[3], Runtime: "gvisor", Runsc: runsc, PoolCIDR: d.pool,
+		SlotPrefix: d.prefix, DefaultDiskMiB: defaultDiskMiB, WarmPool: d.warmPool, WarmPoolCPUs: 2, WarmPoolMemoryMiB: 512}
 	logf, err := os.Create(filepath.Join(t.TempDir(), "dev.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -232,7 +245,7 @@ func devEnv(t *testing.T) {
 		tmpls, err := client.ListTemplates(tctx)
 		tcancel()
 		if err == nil && hasTemplate(tmpls, "base") {
-			return
+			return logf.Name()
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the agent did not register with the base template within 3 minutes: %v", err)

@@ -43,6 +43,8 @@ func (a *Agent) DeleteTemplate(ctx context.Context, req *connect.Request[pb.Dele
 			return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("template %s is used by snapshot %s", name, sn.ID))
 		}
 	}
+	// Pooled sandboxes are no create's: they go first, and the pool boots the version no more.
+	a.mgr.DropWarmTemplate(ctx, name)
 	deleted, err := template.Remove(ctx, a.buildDataDir, name)
 	if err != nil {
 		return nil, connect.NewError(connect.CodeInternal, err)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/netip"
 	"os"
@@ -334,4 +335,157 @@ func TestAgentKilledWithWarmPool(t *testing.T) {
 		t.Errorf("claimed sandbox that was running when the agent died: %v, want not found", err)
 	}
 	assertNoLeftoversOf(t, warmSlotPrefix, warmCgroupParent)
+}
+
+// TestWarmPoolFollowsControlPlaneRefs: a pool entry that names a control plane's template
+// (here my-tpl, as a heartbeat's answer resolves it) pools nothing until answered, then the
+// version and shape the answer names, fetched first when the host lacks it; a create of that
+// version and shape (what the control plane asks for) claims one; an answer naming another
+// build moves the pool to it; an error pools nothing; a deleted version's pooled sandboxes go
+// at once and a late answer naming it is not followed. The host's own template (base) is
+// pooled as before, beside it.
+func TestWarmPoolFollowsControlPlaneRefs(t *testing.T) {
+	env := setupEnv(t)
+	dataDir := t.TempDir()
+	const (
+		v1 = "tpl1-0b7a1c3e-2f4d-4e5a-9b6c-7d8e9f0a1b01"
+		v2 = "tpl1-0b7a1c3e-2f4d-4e5a-9b6c-7d8e9f0a1b02"
+		v3 = "tpl1-0b7a1c3e-2f4d-4e5a-9b6c-7d8e9f0a1b03" // on this host only once fetched
+	)
+	var (
+		mu      sync.Mutex
+		fetched []string // "name artifact"
+	)
+	h := startAgentOn(t, env, dataDir, warmNet, func(c *sandbox.Config) {
+		c.WarmPool = sandbox.WarmPool{Sizes: map[string]int{"base": 1, "my-tpl": 2}, CPUs: 1, MemoryMiB: 512, ControlPlane: true}
+		c.Templates = func(name string) (runtime.Template, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case name == "base":
+				return env.Template, nil
+			case name == v1 || name == v2 || (name == v3 && slices.Contains(fetched, v3+" sha256:v3")):
+				tpl := env.Template // each version a build of its own
+				tpl.Name, tpl.Version = name, env.Template.Version+"-"+name
+				return tpl, nil
+			}
+			return runtime.Template{}, fmt.Errorf("template %q is not built", name)
+		}
+		c.FetchTemplate = func(ctx context.Context, name, manifest string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			fetched = append(fetched, name+" "+manifest)
+			return nil
+		}
+	})
+	defer h.stop()
+	h.agent.EnableTemplateBuilds(dataDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	ready := func(name string) int { return h.mgr.WarmReady()[name] }
+	pooledDirs := func() []string {
+		ents, _ := os.ReadDir(filepath.Join(dataDir, "sandboxes", ".warm"))
+		return names(ents)
+	}
+	answer := func(at time.Time, t sandbox.WarmTarget) {
+		h.mgr.SetWarmTargets(at, []string{"my-tpl"}, map[string]sandbox.WarmTarget{"my-tpl": t})
+	}
+	create := func(t *testing.T, id, tpl string, cpus, mem uint32) {
+		t.Helper()
+		req := warmReq(id, cpus)
+		req.Template, req.MemoryMib = tpl, mem
+		if _, err := h.rpc.Create(ctx, connect.NewRequest(req)); err != nil {
+			t.Fatalf("create %s of %s: %v", id, tpl, err)
+		}
+		t.Cleanup(func() { h.rpc.Destroy(context.Background(), connect.NewRequest(&pb.DestroyRequest{SandboxId: id})) })
+	}
+
+	if got := h.mgr.WarmRefs(); !slices.Equal(got, []string{"my-tpl"}) {
+		t.Fatalf("refs for the control plane: %v, want [my-tpl] (base is this host's)", got)
+	}
+	eventually(t, 2*time.Minute, "base pooled", func() bool { return ready("base") == 1 })
+	if got := h.mgr.WarmReady(); len(got) != 1 {
+		t.Fatalf("pool before any answer: %v, want base only", got)
+	}
+
+	answer(time.Now(), sandbox.WarmTarget{Template: v1, BuildID: "b1", CPUs: 1, MemoryMiB: 1024})
+	eventually(t, 3*time.Minute, "my-tpl's default build pooled", func() bool { return ready(v1) == 2 })
+	// The control plane's create of my-tpl asks for its build's version and shape.
+	create(t, "ref-claimed", v1, 1, 1024)
+	if !fromPool("ref-claimed") {
+		t.Error("a create of the resolved version and shape booted instead of claiming")
+	}
+	// The pool's flags' shape is not the build's: that create boots.
+	create(t, "ref-other-shape", v1, 1, 512)
+	if fromPool("ref-other-shape") {
+		t.Error("a create of another shape claimed a sandbox pooled for the build's")
+	}
+	eventually(t, 2*time.Minute, "refilled", func() bool { return ready(v1) == 2 })
+
+	// The tag moves: the pool drops v1's and boots v2's.
+	older := pooledDirs()
+	answer(time.Now(), sandbox.WarmTarget{Template: v2, BuildID: "b2", CPUs: 1, MemoryMiB: 1024})
+	eventually(t, 3*time.Minute, "the pool moved to the new build", func() bool {
+		return ready(v2) == 2 && ready(v1) == 0 && ready("base") == 1 && len(pooledDirs()) == 3
+	})
+	create(t, "ref-moved", v2, 1, 1024)
+	if !fromPool("ref-moved") {
+		t.Error("a create of the new build booted instead of claiming")
+	}
+	// Only base's sandbox is left of what was pooled before the move.
+	if n := len(slices.DeleteFunc(pooledDirs(), func(d string) bool { return !slices.Contains(older, d) })); n != 1 {
+		t.Errorf("%d sandboxes pooled before the move are still pooled, want base's 1", n)
+	}
+
+	// A version this host lacks is fetched by its artifact first.
+	answer(time.Now(), sandbox.WarmTarget{Template: v3, Artifact: "sha256:v3", CPUs: 1, MemoryMiB: 1024})
+	eventually(t, 3*time.Minute, "the fetched version pooled", func() bool { return ready(v3) == 2 && ready(v2) == 0 })
+	mu.Lock()
+	if !slices.Contains(fetched, v3+" sha256:v3") {
+		t.Errorf("fetches: %v, want %s by its artifact", fetched, v3)
+	}
+	mu.Unlock()
+
+	// A ref that resolves to nothing pools nothing.
+	answer(time.Now(), sandbox.WarmTarget{Err: `tag "default" of template "my-tpl" not found`})
+	eventually(t, time.Minute, "the pool emptied for the unresolved ref", func() bool { return ready(v3) == 0 && len(h.mgr.WarmReady()) == 1 })
+
+	// A deleted version's pooled sandboxes go with it, at once.
+	answer(time.Now(), sandbox.WarmTarget{Template: v2, BuildID: "b2", CPUs: 1, MemoryMiB: 1024})
+	eventually(t, 3*time.Minute, "v2 pooled again", func() bool { return ready(v2) == 2 })
+	// The control plane deletes only versions no sandbox uses (and so does the agent).
+	if _, err := h.rpc.Destroy(ctx, connect.NewRequest(&pb.DestroyRequest{SandboxId: "ref-moved"})); err != nil {
+		t.Fatal(err)
+	}
+	before := time.Now()
+	if _, err := h.rpc.DeleteTemplate(ctx, connect.NewRequest(&pb.DeleteTemplateRequest{Template: v2})); err != nil {
+		t.Fatalf("delete %s: %v", v2, err)
+	}
+	if n := ready(v2); n != 0 || len(pooledDirs()) != 1 {
+		t.Fatalf("after the delete: %d pooled of %s, dirs %v", n, v2, pooledDirs())
+	}
+	// An answer to a heartbeat built before the delete still names it: not followed.
+	answer(before, sandbox.WarmTarget{Template: v2, BuildID: "b2", CPUs: 1, MemoryMiB: 1024})
+	time.Sleep(3 * time.Second)
+	if n := ready(v2); n != 0 {
+		t.Fatalf("the pool booted %d of the deleted version from a stale answer", n)
+	}
+	assertPooledOnly(t, h, dataDir, "base")
+}
+
+// assertPooledOnly checks that the pool holds sandboxes of these templates only, and that
+// its dir holds no more sandboxes than the pool counts.
+func assertPooledOnly(t *testing.T, h *harness, dataDir string, templates ...string) {
+	t.Helper()
+	n := 0
+	for name, c := range h.mgr.WarmReady() {
+		if !slices.Contains(templates, name) {
+			t.Errorf("pooled: %d of %s", c, name)
+		}
+		n += c
+	}
+	ents, _ := os.ReadDir(filepath.Join(dataDir, "sandboxes", ".warm"))
+	if len(ents) != n {
+		t.Errorf("%d pooled sandbox dirs, the pool counts %d", len(ents), n)
+	}
 }

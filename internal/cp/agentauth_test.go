@@ -25,7 +25,7 @@ func register(t *testing.T, url, id string) string {
 	t.Helper()
 	b, _ := json.Marshal(hostreg.Heartbeat{RPCAddr: "10.0.0.1:5008", ProxyAddr: "10.0.0.1:5007", Runtime: "gvisor"})
 	status, body, _ := call(t, "POST", url+hostreg.Path(id), string(b), map[string]string{"Authorization": "Bearer " + testAgentToken})
-	var reg hostreg.Registration
+	var reg hostreg.Answer
 	if status != http.StatusOK || json.Unmarshal([]byte(body), &reg) != nil || reg.HostToken == "" {
 		t.Fatalf("register %s: %d %s", id, status, body)
 	}
@@ -143,7 +143,7 @@ func TestSenderRegistersOnce(t *testing.T) {
 
 	fake := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(hostreg.ProofHeader, "forged")
-		writeJSON(w, http.StatusOK, hostreg.Registration{HostToken: "planted"})
+		writeJSON(w, http.StatusOK, hostreg.Answer{HostToken: "planted"})
 	}))
 	t.Cleanup(fake.Close)
 	victim := &hostreg.Sender{ControlPlane: fake.URL, Token: testAgentToken, HostID: "h2", TokenFile: filepath.Join(t.TempDir(), "host-token"),

@@ -288,8 +288,14 @@ func (s *Server) heartbeat(w http.ResponseWriter, r *http.Request) {
 	if wasDown || s.hasLost(r.Context(), id) {
 		go s.reconcileHost(context.WithoutCancel(r.Context()), h)
 	}
-	if issued != "" {
-		writeJSON(w, http.StatusOK, hostreg.Registration{HostToken: issued})
+	// Only agents that ask about warm pool refs get them answered: an older agent takes a 200
+	// for a registration, which a body without a host token is not.
+	var pool map[string]hostreg.WarmTarget
+	if len(hb.WarmPool) > 0 {
+		pool = s.resolveWarmPool(r.Context(), hb.WarmPool)
+	}
+	if issued != "" || pool != nil {
+		writeJSON(w, http.StatusOK, hostreg.Answer{HostToken: issued, WarmPool: pool})
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -124,20 +124,11 @@ func (s *Server) create(ctx context.Context, req api.NewSandbox) (store.Sandbox,
 			return store.Sandbox{}, err
 		}
 		tpl := ref.tpl
-		tplID, cpus, mem, disk, tplArtifact = tpl.ID, tpl.CPUs, tpl.MemoryMiB, tpl.DiskMiB, ref.artifact()
+		tplID, tplArtifact = tpl.ID, ref.artifact()
+		cpus, mem, disk = s.shapeOf(ref)
 		buildID, agentTemplate = ref.buildID(), ref.agentName()
-		if b := ref.build; b != nil && b.CPUs > 0 {
-			// A version keeps the size it was built with.
-			cpus, mem = b.CPUs, b.MemoryMiB
-		}
 		if n, _ := parseTemplateName(req.TemplateID); n.alias != tpl.ID {
 			alias = n.alias
-		}
-		if cpus <= 0 {
-			cpus = s.cfg.DefaultCPUs
-		}
-		if mem <= 0 {
-			mem = s.cfg.DefaultMemoryMiB
 		}
 		// An API-built template lives on the agent that built it.
 		tplHost, err := s.templateHost(ctx, ref)

@@ -58,6 +58,23 @@ func (r resolved) buildID() string {
 	return ""
 }
 
+// shapeOf is the size a create of r boots: a version keeps the size it was built with,
+// other templates have theirs, and the control plane's defaults fill what is unset. disk is
+// the template's disk size, 0 for the agent's default.
+func (s *Server) shapeOf(r resolved) (cpus, mem, disk int) {
+	cpus, mem, disk = r.tpl.CPUs, r.tpl.MemoryMiB, r.tpl.DiskMiB
+	if b := r.build; b != nil && b.CPUs > 0 {
+		cpus, mem = b.CPUs, b.MemoryMiB
+	}
+	if cpus <= 0 {
+		cpus = s.cfg.DefaultCPUs
+	}
+	if mem <= 0 {
+		mem = s.cfg.DefaultMemoryMiB
+	}
+	return cpus, mem, disk
+}
+
 // versionName is the name a new API build is kept under on the agents: the template ID and
 // the build ID, a valid template name (at most 57 characters) that no rebuild reuses.
 // template.VersionBuild reads the build ID back.

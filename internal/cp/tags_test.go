@@ -360,7 +360,7 @@ func TestDeletedVersionLeavesReturningHost(t *testing.T) {
 		if status != http.StatusOK && status != http.StatusNoContent {
 			t.Fatalf("heartbeat: %d %s", status, body)
 		}
-		var reg hostreg.Registration
+		var reg hostreg.Answer
 		_ = json.Unmarshal([]byte(body), &reg)
 		return reg.HostToken
 	}

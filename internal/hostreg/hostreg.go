@@ -4,7 +4,7 @@
 //
 // Credentials, in both directions:
 //   - Every heartbeat carries the shared agent token (Authorization: Bearer). The first one
-//     for a host ID is answered with a per-host token (Registration), which the agent keeps
+//     for a host ID is answered with a per-host token (Answer.HostToken), which the agent keeps
 //     in a file and sends with every later heartbeat (HostTokenHeader); the control plane
 //     stores only its hash and refuses heartbeats for that ID without it, so holders of the
 //     shared token cannot take a registered host over.
@@ -51,11 +51,38 @@ const (
 	ProxyAuthHeader = "Hearth-Agent-Token"
 )
 
-// Registration is the body of a heartbeat's answer (200) when it registered the host: the
-// host's own token. Other heartbeats are answered 204 without a body.
-type Registration struct {
-	HostToken string `json:"hostToken"`
+// Answer is the body of a heartbeat's answer when the control plane has something to say
+// (200): the host's own token when this heartbeat registered the host, and the resolutions
+// of the warm pool refs the heartbeat asked about (Heartbeat.WarmPool). With nothing to say
+// it answers 204 without a body; agents accept either, and a control plane from before warm
+// pool refs answers 204 (or a bare hostToken) whatever was asked.
+type Answer struct {
+	HostToken string `json:"hostToken,omitempty"`
+	// WarmPool has one entry per ref of Heartbeat.WarmPool, keyed by the ref as sent.
+	WarmPool map[string]WarmTarget `json:"warmPool,omitempty"`
 }
+
+// WarmTarget is what a warm pool ref resolves to: what a create of that ref, by the team
+// that owns the template, would ask the agent for. Exactly one of Template and Error is set.
+type WarmTarget struct {
+	// Template is the name the agent keeps the version under (an API build's is
+	// "<templateID>-<buildID>"), Artifact the digest of its manifest in the artifacts store
+	// (empty when not uploaded), BuildID the API build (empty for templates built on agents).
+	Template string `json:"template,omitempty"`
+	Artifact string `json:"artifact,omitempty"`
+	BuildID  string `json:"buildID,omitempty"`
+	// CPUs and MemoryMiB are the create's shape: a version keeps the size it was built with.
+	// DiskMiB is the template's disk size, 0 for the agent's default.
+	CPUs      int `json:"cpus,omitempty"`
+	MemoryMiB int `json:"memoryMiB,omitempty"`
+	DiskMiB   int `json:"diskMiB,omitempty"`
+	// Error says why the ref resolves to nothing to boot (unknown template or tag, no
+	// ready build yet).
+	Error string `json:"error,omitempty"`
+}
+
+// MaxWarmPoolRefs caps the refs one heartbeat asks about; the control plane resolves no more.
+const MaxWarmPoolRefs = 64
 
 // hostIDRE is the accepted host ID form: a hostname label or dotted name.
 var hostIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -117,6 +144,10 @@ type Heartbeat struct {
 	CPUsCommitted int        `json:"cpusCommitted"`
 	MaxSandboxes  int        `json:"maxSandboxes"`
 	Templates     []Template `json:"templates"`
+	// WarmPool are the agent's warm pool entries that name templates of the control plane
+	// rather than ones built on the host: `name[:tag]` or `templateID[:tag]`. The answer
+	// resolves each (Answer.WarmPool).
+	WarmPool []string `json:"warmPool,omitempty"`
 }
 
 // Template is a template built on the agent's host.
@@ -147,8 +178,11 @@ type Sender struct {
 	Interval  time.Duration
 	// Build returns the current heartbeat.
 	Build func(ctx context.Context) (Heartbeat, error)
-	Log   *slog.Logger
-	HTTP  *http.Client
+	// Answered, when set, is called after each delivered heartbeat with what was sent, when
+	// it was built, and the answer (zero for a 204).
+	Answered func(hb Heartbeat, builtAt time.Time, ans Answer)
+	Log      *slog.Logger
+	HTTP     *http.Client
 
 	hostToken string
 	current   int // index of the control plane URL that answered last
@@ -171,6 +205,7 @@ func (s *Sender) urls() []string {
 // Send posts one heartbeat: to the control plane URL that answered last, then to the others
 // in turn until one takes it.
 func (s *Sender) Send(ctx context.Context) error {
+	builtAt := time.Now()
 	hb, err := s.Build(ctx)
 	if err != nil {
 		return fmt.Errorf("build heartbeat: %w", err)
@@ -202,10 +237,13 @@ func (s *Sender) Send(ctx context.Context) error {
 		if d, ok := ctx.Deadline(); ok {
 			actx, cancel = context.WithTimeout(ctx, time.Until(d)/time.Duration(len(urls)-i))
 		}
-		err := s.sendTo(actx, urls[n], body)
+		ans, err := s.sendTo(actx, urls[n], body)
 		cancel()
 		if err == nil {
 			s.current = n
+			if s.Answered != nil {
+				s.Answered(hb, builtAt, ans)
+			}
 			return nil
 		}
 		errs = append(errs, err)
@@ -216,11 +254,11 @@ func (s *Sender) Send(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// sendTo posts one heartbeat body to the control plane at base.
-func (s *Sender) sendTo(ctx context.Context, base string, body []byte) error {
+// sendTo posts one heartbeat body to the control plane at base and returns its answer.
+func (s *Sender) sendTo(ctx context.Context, base string, body []byte) (Answer, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+Path(s.HostID), bytes.NewReader(body))
 	if err != nil {
-		return err
+		return Answer{}, err
 	}
 	nonce := NewToken()
 	req.Header.Set("Content-Type", "application/json")
@@ -235,30 +273,32 @@ func (s *Sender) sendTo(ctx context.Context, base string, body []byte) error {
 	}
 	res, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("heartbeat to %s: %w", base, err)
+		return Answer{}, fmt.Errorf("heartbeat to %s: %w", base, err)
 	}
 	defer res.Body.Close()
 	if res.StatusCode != http.StatusNoContent && res.StatusCode != http.StatusOK {
 		msg, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
-		return fmt.Errorf("heartbeat to %s: %s: %s", base, res.Status, bytes.TrimSpace(msg))
+		return Answer{}, fmt.Errorf("heartbeat to %s: %s: %s", base, res.Status, bytes.TrimSpace(msg))
 	}
 	want := Proof(s.Token, s.HostID, nonce)
 	if !hmac.Equal([]byte(res.Header.Get(ProofHeader)), []byte(want)) {
-		return fmt.Errorf("heartbeat to %s: the answer does not prove it comes from a control plane holding the agent token: check --control-plane and --agent-token", base)
+		return Answer{}, fmt.Errorf("heartbeat to %s: the answer does not prove it comes from a control plane holding the agent token: check --control-plane and --agent-token", base)
 	}
+	var ans Answer
 	if res.StatusCode == http.StatusOK {
-		var reg Registration
-		if err := json.NewDecoder(io.LimitReader(res.Body, maxAnswer)).Decode(&reg); err != nil || reg.HostToken == "" {
-			return fmt.Errorf("heartbeat to %s: registration answer without a host token (%v)", base, err)
+		if err := json.NewDecoder(io.LimitReader(res.Body, maxAnswer)).Decode(&ans); err != nil {
+			return Answer{}, fmt.Errorf("heartbeat to %s: unreadable answer: %w", base, err)
 		}
-		if err := s.saveHostToken(reg.HostToken); err != nil {
-			return err
+	}
+	if ans.HostToken != "" {
+		if err := s.saveHostToken(ans.HostToken); err != nil {
+			return Answer{}, err
 		}
 		if s.Log != nil {
 			s.Log.Info("registered with the control plane; host token saved", "host", s.HostID, "file", s.TokenFile)
 		}
 	}
-	return nil
+	return ans, nil
 }
 
 // saveHostToken keeps the host token for later heartbeats and, when TokenFile is set, on

@@ -372,6 +372,24 @@ func (m *Manager) StartSnapshots() bool {
 	return ok && d.StartSnapshots()
 }
 
+// openTemplate resolves template name; when this host lacks it and artifact names its build
+// in the artifacts store, it is fetched first (Config.FetchTemplate). Creates and the warm
+// pool both boot what this returns.
+func (m *Manager) openTemplate(ctx context.Context, name, artifact string) (runtime.Template, error) {
+	tpl, err := m.cfg.Templates(name)
+	if err != nil && artifact != "" && m.cfg.FetchTemplate != nil {
+		// Not built here: fetched from the store the other hosts uploaded it to.
+		if ferr := m.cfg.FetchTemplate(ctx, name, artifact); ferr != nil {
+			return runtime.Template{}, fmt.Errorf("template %q is not on this host, and fetching it failed: %w", name, ferr)
+		}
+		tpl, err = m.cfg.Templates(name)
+	}
+	if err != nil {
+		return runtime.Template{}, fmt.Errorf("%w: template %q: %v", ErrInvalid, name, err)
+	}
+	return tpl, nil
+}
+
 // Create boots a sandbox and returns once envd is initialised. Creating an ID that exists
 // returns the existing sandbox's info if it matches, so a retried create is harmless.
 func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
@@ -386,16 +404,13 @@ func (m *Manager) Create(ctx context.Context, req CreateRequest) (Info, error) {
 			return Info{}, err
 		}
 	}
-	tpl, err := m.cfg.Templates(req.Template)
-	if err != nil && req.TemplateArtifact != "" && req.SnapshotID == "" && m.cfg.FetchTemplate != nil {
-		// Not built here: fetched from the store the other hosts uploaded it to.
-		if ferr := m.cfg.FetchTemplate(ctx, req.Template, req.TemplateArtifact); ferr != nil {
-			return Info{}, fmt.Errorf("template %q is not on this host, and fetching it failed: %w", req.Template, ferr)
-		}
-		tpl, err = m.cfg.Templates(req.Template)
+	artifact := req.TemplateArtifact
+	if req.SnapshotID != "" {
+		artifact = "" // the snapshot's host has its template
 	}
+	tpl, err := m.openTemplate(ctx, req.Template, artifact)
 	if err != nil {
-		return Info{}, fmt.Errorf("%w: template %q: %v", ErrInvalid, req.Template, err)
+		return Info{}, err
 	}
 	if req.DiskMiB <= 0 {
 		req.DiskMiB = tpl.DiskMiB

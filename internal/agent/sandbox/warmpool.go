@@ -6,10 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,46 +45,96 @@ const (
 	warmBootTimeout = 5 * time.Minute
 )
 
-// WarmPool sizes the warm pool: Sizes[template] sandboxes of each template are kept ready,
-// each with CPUs and MemoryMiB and the disk size a create of the template without one gets.
-// A create claims one only with exactly that shape: the CPU quota, memory limit and disk
-// bound come from the OCI spec the sandbox was booted with (the disk bound, the overlay's
-// size, cannot change after), so a resized pooled sandbox would not be what a fresh create
-// of that shape makes.
+// WarmPool sizes the warm pool: Sizes[ref] sandboxes of each entry are kept ready.
+//
+// An entry that is a template of this host (a name Config.Templates opens, without a tag) is
+// pooled as itself, each sandbox with CPUs and MemoryMiB and the disk size a create of the
+// template without one gets. Any other entry, with ControlPlane set, is a ref of the control
+// plane's (`name[:tag]` or `templateID[:tag]`, the bare name being tag "default"): the agent
+// asks about it in its heartbeats (WarmRefs) and pools what the answer names
+// (SetWarmTargets): the version the ref points at, fetched first if this host lacks it, with
+// the shape a create of the ref asks for; when a later answer names another build, the
+// pool moves to it. A ref without an answer, or whose answer is an error, pools nothing.
+//
+// A create claims a pooled sandbox only with exactly its shape and template build: the CPU
+// quota, memory limit and disk bound come from the OCI spec the sandbox was booted with (the
+// disk bound, the overlay's size, cannot change after), so a resized pooled sandbox would not
+// be what a fresh create of that shape makes.
 type WarmPool struct {
 	Sizes     map[string]int
 	CPUs      int
 	MemoryMiB int
+	// ControlPlane says a control plane answers the agent's heartbeats and resolves the
+	// entries that are no template of this host; without one every entry is pooled as a
+	// template of this host (and one that is not fails to boot).
+	ControlPlane bool
+}
+
+// WarmTarget is the control plane's answer for one warm pool ref (hostreg.WarmTarget): the
+// agent's name of the version to pool, the digest of its manifest in the artifacts store,
+// and the shape a create of the ref asks for (DiskMiB 0: the template's, as for a create); or
+// Err, why the ref has nothing to boot.
+type WarmTarget struct {
+	Template, Artifact, BuildID string
+	CPUs, MemoryMiB, DiskMiB    int
+	Err                         string
 }
 
 // maxWarmPerTemplate bounds one template's pool: each pooled sandbox holds a network slot
 // and its idle memory.
 const maxWarmPerTemplate = 64
 
-// ParseWarmPool parses a --warm-pool value: comma-separated template=count pairs, e.g.
-// "base=2,code-interpreter-v1=1". An empty value is an empty pool.
+// warmTagRE is a tag's form, as the control plane accepts it (internal/cp: checkTag).
+var (
+	warmTagRE  = regexp.MustCompile(`^[a-z0-9-_.]+$`)
+	warmUUIDRE = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
+)
+
+// ParseWarmPool parses a --warm-pool value: comma-separated ref=count pairs, e.g.
+// "base=2,my-tpl=1,code-interpreter-v1:prod=1". A ref is a template name or ID with at most
+// one :tag. An empty value is an empty pool.
 func ParseWarmPool(v string) (map[string]int, error) {
 	sizes := map[string]int{}
 	if strings.TrimSpace(v) == "" {
 		return sizes, nil
 	}
+	seen := map[string]string{} // the ref each entry means (bare name = :default) → as given
 	for _, part := range strings.Split(v, ",") {
 		part = strings.TrimSpace(part)
-		name, count, ok := strings.Cut(part, "=")
-		if !ok || name == "" {
-			return nil, fmt.Errorf("warm pool entry %q: want template=count, e.g. base=2", part)
+		ref, count, ok := strings.Cut(part, "=")
+		if !ok || ref == "" {
+			return nil, fmt.Errorf("warm pool entry %q: want template=count or template:tag=count, e.g. base=2", part)
 		}
+		name, tag, tagged := strings.Cut(ref, ":")
 		if !idRE.MatchString(name) {
-			return nil, fmt.Errorf("warm pool entry %q: template name %q must be lower-case letters, digits and dashes", part, name)
+			return nil, fmt.Errorf("warm pool entry %q: template name %q must be lower-case letters, digits and dashes, at most 63", part, name)
+		}
+		if tagged {
+			switch {
+			case tag == "":
+				return nil, fmt.Errorf("warm pool entry %q: empty tag after %q: give a tag, or the name alone for tag default", part, name+":")
+			case strings.Contains(tag, ":"):
+				return nil, fmt.Errorf("warm pool entry %q: one :tag at most", part)
+			case !warmTagRE.MatchString(tag) || warmUUIDRE.MatchString(tag):
+				return nil, fmt.Errorf("warm pool entry %q: tag %q must be lower-case letters, digits, '-', '_' and '.', and not a UUID", part, tag)
+			}
 		}
 		n, err := strconv.Atoi(count)
 		if err != nil || n < 1 || n > maxWarmPerTemplate {
 			return nil, fmt.Errorf("warm pool entry %q: count %q must be a whole number from 1 to %d", part, count, maxWarmPerTemplate)
 		}
-		if _, dup := sizes[name]; dup {
-			return nil, fmt.Errorf("warm pool entry %q: template %s is named twice", part, name)
+		same := ref
+		if tag == "default" {
+			same = name
 		}
-		sizes[name] = n
+		if prev, dup := seen[same]; dup {
+			if prev == ref {
+				return nil, fmt.Errorf("warm pool entry %q: template %s is named twice", part, ref)
+			}
+			return nil, fmt.Errorf("warm pool entry %q: %s and %s are the same (the bare name is tag default)", part, prev, ref)
+		}
+		seen[same] = ref
+		sizes[ref] = n
 	}
 	return sizes, nil
 }
@@ -96,17 +147,46 @@ type warm struct {
 	slot     *netslot.Slot
 	cpus     int
 	mem      int
-	disk     int
+	disk     int // as booted
+	diskReq  int // as its target asked: 0 for the template's
 }
 
-// warmState is the pool's part of the Manager; ready and filling are guarded by Manager.mu.
+func (w *warm) key() warmKey { return warmKey{w.template, w.cpus, w.mem, w.diskReq} }
+
+// warmKey is what a pooled sandbox is kept for: a template of the agent (by its name) and a
+// shape; disk 0 takes the template's disk size, as a create's does.
+type warmKey struct {
+	template  string
+	cpus, mem int
+	disk      int
+}
+
+func (k warmKey) String() string {
+	return fmt.Sprintf("%s (%d CPUs, %d MiB, disk %d MiB)", k.template, k.cpus, k.mem, k.disk)
+}
+
+// warmTarget is how many sandboxes the pool keeps of one key, for which entries.
+type warmTarget struct {
+	warmKey
+	artifact string // to fetch the template with when this host lacks it
+	count    int
+	refs     []string
+}
+
+// warmState is the pool's part of the Manager; its maps and filling are guarded by
+// Manager.mu.
 type warmState struct {
-	ready   map[string][]*warm
-	filling int
-	closed  bool
-	wake    chan struct{}
-	stop    context.CancelFunc
-	done    chan struct{}
+	ready map[string][]*warm
+	// answers are the control plane's latest answers for the refs it resolves, by ref.
+	answers map[string]WarmTarget
+	// deletedAt is when DropWarmTemplate last ran for a template name: an answer to a
+	// heartbeat built before then may still name the deleted version, and is not followed.
+	deletedAt map[string]time.Time
+	filling   int
+	closed    bool
+	wake      chan struct{}
+	stop      context.CancelFunc
+	done      chan struct{}
 	// dropping counts the pooled sandboxes given up for a create's room, destroyed in the
 	// background so that the create does not wait for it; StopWarmPool waits for them.
 	dropping sync.WaitGroup
@@ -146,7 +226,8 @@ func (m *Manager) StartWarmPool() error {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m.mu.Lock()
-	m.warm = warmState{ready: map[string][]*warm{}, wake: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
+	m.warm = warmState{ready: map[string][]*warm{}, answers: map[string]WarmTarget{}, deletedAt: map[string]time.Time{},
+		wake: make(chan struct{}, 1), stop: cancel, done: make(chan struct{})}
 	m.mu.Unlock()
 	go m.refill(ctx)
 	return nil
@@ -192,28 +273,170 @@ func (m *Manager) WarmReady() map[string]int {
 	return out
 }
 
+// WarmRefs returns the warm pool entries the control plane is to resolve, for a heartbeat:
+// those with a tag and those that are no template of this host. None without
+// WarmPool.ControlPlane.
+func (m *Manager) WarmRefs() []string {
+	if !m.cfg.WarmPool.ControlPlane {
+		return nil
+	}
+	var out []string
+	for _, ref := range slices.Sorted(maps.Keys(m.cfg.WarmPool.Sizes)) {
+		if m.remoteRef(ref) {
+			out = append(out, ref)
+		}
+	}
+	return out
+}
+
+// remoteRef says whether pool entry ref is the control plane's to resolve rather than a
+// template of this host. A template fetched for a ref's answer becomes one of this host when
+// the answer names it by the ref itself (a template built on another agent): it is pooled as
+// this host's, as before the control plane resolved refs.
+func (m *Manager) remoteRef(ref string) bool {
+	if !m.cfg.WarmPool.ControlPlane {
+		return false
+	}
+	if strings.Contains(ref, ":") {
+		return true
+	}
+	m.mu.Lock()
+	a, answered := m.warm.answers[ref]
+	m.mu.Unlock()
+	if answered && a.Template != "" && a.Template != ref {
+		return true
+	}
+	_, err := m.cfg.Templates(ref)
+	return err != nil
+}
+
+// SetWarmTargets takes the control plane's answers to a heartbeat built at builtAt that
+// asked about refs: a ref it did not answer, or answered with an error, pools nothing; a
+// ref whose answer names another version or shape than before moves the pool to it (the
+// refill drops the older one's sandboxes). Each change is logged once.
+func (m *Manager) SetWarmTargets(builtAt time.Time, refs []string, answers map[string]WarmTarget) {
+	type change struct {
+		ref string
+		t   WarmTarget
+	}
+	var changes []change
+	m.mu.Lock()
+	if m.warm.answers == nil || m.warm.closed {
+		m.mu.Unlock()
+		return
+	}
+	for _, ref := range refs {
+		a, ok := answers[ref]
+		switch {
+		case !ok:
+			a = WarmTarget{Err: "the control plane did not resolve it (one older than this agent resolves no warm pool refs)"}
+		case a.Template == "" && a.Err == "":
+			a.Err = "the control plane resolved it to no template"
+		case a.Template != "" && builtAt.Before(m.warm.deletedAt[a.Template]):
+			continue // answered before the version was deleted: wait for a newer answer
+		}
+		if old, had := m.warm.answers[ref]; had && old == a {
+			continue
+		}
+		m.warm.answers[ref] = a
+		changes = append(changes, change{ref, a})
+	}
+	for name, at := range m.warm.deletedAt {
+		if time.Since(at) > 10*time.Minute { // no heartbeat's answer is that late
+			delete(m.warm.deletedAt, name)
+		}
+	}
+	m.mu.Unlock()
+	for _, c := range changes {
+		if c.t.Err != "" {
+			m.cfg.Log.Warn("warm pool: ref resolves to nothing to boot; pooling none for it", "ref", c.ref, "err", c.t.Err)
+			continue
+		}
+		m.cfg.Log.Info("warm pool: ref resolved", "ref", c.ref, "template", c.t.Template, "build", c.t.BuildID,
+			"cpus", c.t.CPUs, "memory_mib", c.t.MemoryMiB, "disk_mib", c.t.DiskMiB)
+	}
+	if len(changes) > 0 {
+		m.wakeRefill()
+	}
+}
+
+// DropWarmTemplate destroys the pooled sandboxes of template name, which is being deleted
+// (DeleteTemplate: the control plane collected the version), before its files go, and keeps
+// the pool from booting it again: refs whose answer named it pool nothing until an answer to
+// a later heartbeat.
+func (m *Manager) DropWarmTemplate(ctx context.Context, name string) {
+	m.mu.Lock()
+	if m.warm.ready == nil {
+		m.mu.Unlock()
+		return
+	}
+	ws := m.warm.ready[name]
+	delete(m.warm.ready, name)
+	m.warm.deletedAt[name] = time.Now()
+	for ref, a := range m.warm.answers {
+		if a.Template == name {
+			m.warm.answers[ref] = WarmTarget{Err: "its version " + name + " was deleted; waiting for the control plane's next answer"}
+		}
+	}
+	m.mu.Unlock()
+	for _, w := range ws {
+		m.cfg.Log.Info("warm pool: dropping sandbox of a deleted template", "template", name, "runtime_id", w.id)
+		m.destroyWarm(ctx, w)
+	}
+	m.wakeRefill()
+}
+
+// warmTargets is what the pool should hold now: per template and shape, how many. Entries
+// that resolve to the same key add up.
+func (m *Manager) warmTargets() []*warmTarget {
+	byKey := map[warmKey]*warmTarget{}
+	for _, ref := range slices.Sorted(maps.Keys(m.cfg.WarmPool.Sizes)) {
+		k, artifact := warmKey{template: ref, cpus: m.cfg.WarmPool.CPUs, mem: m.cfg.WarmPool.MemoryMiB}, ""
+		if m.remoteRef(ref) {
+			m.mu.Lock()
+			a, ok := m.warm.answers[ref]
+			m.mu.Unlock()
+			if !ok || a.Err != "" || a.Template == "" {
+				continue
+			}
+			k, artifact = warmKey{template: a.Template, cpus: a.CPUs, mem: a.MemoryMiB, disk: max(a.DiskMiB, 0)}, a.Artifact
+		}
+		t := byKey[k]
+		if t == nil {
+			t = &warmTarget{warmKey: k, artifact: artifact}
+			byKey[k] = t
+		}
+		t.count += m.cfg.WarmPool.Sizes[ref]
+		t.refs = append(t.refs, ref)
+	}
+	out := slices.Collect(maps.Values(byKey))
+	slices.SortFunc(out, func(a, b *warmTarget) int { return strings.Compare(a.String(), b.String()) })
+	return out
+}
+
 // refill boots pooled sandboxes one at a time, so that filling the pool never takes more
 // than one core from the creates it is there to speed up.
 func (m *Manager) refill(ctx context.Context) {
 	defer close(m.warm.done)
-	failures := map[string]int{}
-	retryAt := map[string]time.Time{}
+	failures := map[warmKey]int{}
+	retryAt := map[warmKey]time.Time{}
 	for {
-		m.dropStale(ctx)
-		name, wait := m.nextToFill(retryAt)
-		if name == "" {
-			t := time.NewTimer(wait)
+		targets := m.warmTargets()
+		m.dropStale(ctx, targets)
+		t, wait := m.nextToFill(targets, retryAt)
+		if t == nil {
+			timer := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
-				t.Stop()
+				timer.Stop()
 				return
 			case <-m.warm.wake:
-			case <-t.C:
+			case <-timer.C:
 			}
-			t.Stop()
+			timer.Stop()
 			continue
 		}
-		err := m.fillOne(ctx, name)
+		err := m.fillOne(ctx, t)
 		m.mu.Lock()
 		m.warm.filling--
 		m.mu.Unlock()
@@ -221,94 +444,122 @@ func (m *Manager) refill(ctx context.Context) {
 			return
 		}
 		if err != nil {
-			failures[name]++
-			d := min(warmBackoffMin<<min(failures[name]-1, 10), warmBackoffMax)
-			retryAt[name] = time.Now().Add(d)
-			m.cfg.Log.Warn("warm pool: boot failed", "template", name, "retry_in", d, "err", err)
+			failures[t.warmKey]++
+			d := min(warmBackoffMin<<min(failures[t.warmKey]-1, 10), warmBackoffMax)
+			retryAt[t.warmKey] = time.Now().Add(d)
+			m.cfg.Log.Warn("warm pool: boot failed", "template", t.template, "refs", t.refs, "retry_in", d, "err", err)
 			continue
 		}
-		delete(failures, name)
-		delete(retryAt, name)
+		delete(failures, t.warmKey)
+		delete(retryAt, t.warmKey)
 	}
 }
 
-// nextToFill picks the template whose pool is furthest below its size (and counts the boot
-// as filling), or returns "" and how long to wait: until the next retry of a failed
-// template, or warmRecheck. Under MaxActive, pooled sandboxes and sandboxes count together.
-func (m *Manager) nextToFill(retryAt map[string]time.Time) (string, time.Duration) {
+// readyLocked counts the pooled sandboxes of key k.
+func (m *Manager) readyLocked(k warmKey) int {
+	n := 0
+	for _, w := range m.warm.ready[k.template] {
+		if w.key() == k {
+			n++
+		}
+	}
+	return n
+}
+
+// nextToFill picks the target furthest below its count (and counts the boot as filling), or
+// returns nil and how long to wait: until the next retry of a failed target, or warmRecheck.
+// Under MaxActive, pooled sandboxes and sandboxes count together.
+func (m *Manager) nextToFill(targets []*warmTarget, retryAt map[warmKey]time.Time) (*warmTarget, time.Duration) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	wait := warmRecheck
 	if m.cfg.MaxActive > 0 && m.activeLocked()+m.pooledLocked()+m.warm.filling >= m.cfg.MaxActive {
-		return "", wait
+		return nil, wait
 	}
-	names := make([]string, 0, len(m.cfg.WarmPool.Sizes))
-	for name := range m.cfg.WarmPool.Sizes {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	best, deficit := "", 0
+	var best *warmTarget
+	deficit := 0
 	now := time.Now()
-	for _, name := range names {
-		d := m.cfg.WarmPool.Sizes[name] - len(m.warm.ready[name])
+	for _, t := range targets {
+		d := t.count - m.readyLocked(t.warmKey)
 		if d <= 0 {
 			continue
 		}
-		if at, ok := retryAt[name]; ok && now.Before(at) {
+		if at, ok := retryAt[t.warmKey]; ok && now.Before(at) {
 			wait = min(wait, at.Sub(now))
 			continue
 		}
 		if d > deficit {
-			best, deficit = name, d
+			best, deficit = t, d
 		}
 	}
-	if best != "" {
+	if best != nil {
 		m.warm.filling++
 	}
 	return best, wait
 }
 
-// dropStale destroys pooled sandboxes of a template rebuilt (or removed) since they booted.
-func (m *Manager) dropStale(ctx context.Context) {
-	m.mu.Lock()
-	names := make([]string, 0, len(m.warm.ready))
-	for name := range m.warm.ready {
-		names = append(names, name)
+// dropStale destroys pooled sandboxes no target wants any more: of a template rebuilt (or
+// removed) since they booted, of a version or shape the pool moved off (a ref's tag moved),
+// or past their target's count.
+func (m *Manager) dropStale(ctx context.Context, targets []*warmTarget) {
+	want := map[warmKey]int{}
+	for _, t := range targets {
+		want[t.warmKey] = t.count
 	}
+	m.mu.Lock()
+	names := slices.Collect(maps.Keys(m.warm.ready))
 	m.mu.Unlock()
 	for _, name := range names {
 		tpl, err := m.cfg.Templates(name)
 		m.mu.Lock()
-		var stale []*warm
+		type drop struct {
+			w   *warm
+			why string
+		}
+		var stale []drop
+		kept := map[warmKey]int{}
 		m.warm.ready[name] = slices.DeleteFunc(m.warm.ready[name], func(w *warm) bool {
-			if err != nil || w.tpl.Version != tpl.Version || w.tpl.RootFS != tpl.RootFS {
-				stale = append(stale, w)
-				return true
+			k := w.key()
+			switch {
+			case err != nil || w.tpl.Version != tpl.Version || w.tpl.RootFS != tpl.RootFS:
+				stale = append(stale, drop{w, "of an older template build"})
+			case kept[k] >= want[k]:
+				stale = append(stale, drop{w, "the pool no longer wants (its ref moved to another build or shape)"})
+			default:
+				kept[k]++
+				return false
 			}
-			return false
+			return true
 		})
+		if len(m.warm.ready[name]) == 0 {
+			delete(m.warm.ready, name)
+		}
 		m.mu.Unlock()
-		for _, w := range stale {
-			m.cfg.Log.Info("warm pool: dropping sandbox of an older template build", "template", name, "runtime_id", w.id)
-			m.destroyWarm(ctx, w)
+		for _, d := range stale {
+			m.cfg.Log.Info("warm pool: dropping sandbox "+d.why, "template", name, "runtime_id", d.w.id)
+			m.destroyWarm(ctx, d.w)
 		}
 	}
 }
 
-// fillOne boots one pooled sandbox of template name and adds it to the pool.
-func (m *Manager) fillOne(ctx context.Context, name string) error {
+// fillOne boots one pooled sandbox of target t and adds it to the pool, fetching the
+// template first, as a create does, when this host lacks it.
+func (m *Manager) fillOne(ctx context.Context, t *warmTarget) error {
 	ctx, cancel := context.WithTimeout(ctx, warmBootTimeout)
 	defer cancel()
-	tpl, err := m.cfg.Templates(name)
+	start := time.Now()
+	tpl, err := m.openTemplate(ctx, t.template, t.artifact)
 	if err != nil {
-		return fmt.Errorf("template %q: %w", name, err)
+		return err
 	}
-	disk := tpl.DiskMiB
+	disk := t.disk
+	if disk <= 0 {
+		disk = tpl.DiskMiB
+	}
 	if disk <= 0 {
 		disk = m.cfg.DefaultDiskMiB
 	}
-	w := &warm{id: newWarmID(), template: name, tpl: tpl, cpus: m.cfg.WarmPool.CPUs, mem: m.cfg.WarmPool.MemoryMiB, disk: disk}
-	start := time.Now()
+	w := &warm{id: newWarmID(), template: t.template, tpl: tpl, cpus: t.cpus, mem: t.mem, disk: disk, diskReq: t.disk}
 	if err := os.MkdirAll(m.warmPath(w.id), 0o700); err != nil {
 		return err
 	}
@@ -327,10 +578,17 @@ func (m *Manager) fillOne(ctx context.Context, name string) error {
 		m.destroyWarm(context.WithoutCancel(ctx), w)
 		return ctx.Err()
 	}
-	m.warm.ready[name] = append(m.warm.ready[name], w)
-	n := len(m.warm.ready[name])
+	if at, ok := m.warm.deletedAt[t.template]; ok && at.After(start) {
+		// The template was deleted while this booted from it.
+		m.mu.Unlock()
+		m.destroyWarm(context.WithoutCancel(ctx), w)
+		return fmt.Errorf("template %s was deleted while a pooled sandbox booted from it", t.template)
+	}
+	m.warm.ready[t.template] = append(m.warm.ready[t.template], w)
+	n := m.readyLocked(t.warmKey)
 	m.mu.Unlock()
-	m.cfg.Log.Info("warm pool: sandbox ready", "template", name, "runtime_id", w.id, "ready", n, "took", time.Since(start))
+	m.cfg.Log.Info("warm pool: sandbox ready", "template", t.template, "refs", t.refs, "runtime_id", w.id, "ready", n, "of", t.count,
+		"cpus", w.cpus, "memory_mib", w.mem, "disk_mib", w.disk, "took", time.Since(start))
 	return nil
 }
 
