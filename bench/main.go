@@ -61,7 +61,7 @@ func main() {
 	flag.StringVar(&c.Repo, "repo", ".", "repository root, for the uffd benchmark")
 	flag.StringVar(&only, "only", "", "comma-separated sections to run (create,exec,pty,proxy,files,templates,codeinterp,pause,density,uffd); empty runs all")
 	hog := flag.String("hog-mb", "500,250", "comma-separated MB of touched memory for the pause section (sandboxes have 512 MiB)")
-	flag.IntVar(&c.PTY.Samples, "pty-samples", 300, "keystrokes per PTY phase")
+	flag.IntVar(&c.PTY.Samples, "pty-samples", 600, "keystrokes per PTY phase (over the rounds)")
 	flag.DurationVar(&c.PTY.Gap, "pty-gap", 20*time.Millisecond, "pause between keystrokes")
 	flag.IntVar(&c.PTY.Load.WS, "load-ws", 8, "WebSocket connections in the PTY load")
 	flag.Float64Var(&c.PTY.Load.WSRate, "load-ws-rate", 300, "WebSocket messages per second in the PTY load, over all connections (open loop)")
@@ -74,6 +74,8 @@ func main() {
 	flag.StringVar(&c.PTY.Wrap, "load-wrap", "", "command prefix for the load generator process, e.g. \"taskset -c 1\"")
 	flag.BoolVar(&c.PTY.Direct, "pty-direct", false, "investigation: the terminal talks to envd directly, not through the proxy")
 	flag.StringVar(&c.PTY.DirectSockets, "pty-direct-sockets", "", "investigation: with -pty-direct, reach envd over its host socket under this sandboxes dir (hearth dev's <data-dir>/sandboxes; gVisor)")
+	flag.BoolVar(&c.PTY.Hops, "pty-hops", false, "investigation: also measure terminals through the agent's proxy alone and straight to envd's socket, in turn with the others")
+	flag.StringVar(&c.PTY.HopsSockets, "sandboxes-dir", "", "hearth dev's <data-dir>/sandboxes, for -pty-hops (scripts/bench.sh sets it)")
 	flag.BoolVar(&c.PTY.OtherSandbox, "load-other-sandbox", false, "investigation: the load goes to a second sandbox, not the terminal's")
 	flag.IntVar(&c.PTY.GuestCPU, "load-guest-cpu", 0, "investigation: busy loops inside the terminal's sandbox during the loaded phase")
 	flag.BoolVar(&c.PTY.Probe, "probe", false, "investigation: also time direct GETs of the terminal sandbox's /api in both phases")
@@ -87,6 +89,7 @@ func main() {
 	loadDirect := flag.Bool("load-direct", false, "investigation: the load goes to the sandbox directly, not through the proxy")
 	flag.Parse()
 	c.PTY.Load.Form = formHeaders
+	c.PTY.AgentProxy, c.PTY.AgentToken = c.AgentProxy, c.AgentToken
 	if *loadDirect {
 		c.PTY.Load.Form = formDirect
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -188,6 +189,14 @@ type ptyConfig struct {
 	// Probe also times small direct GETs of the terminal sandbox's /api during both phases
 	// (an investigation: is the sandbox's network path slow, or the terminal's?).
 	Probe bool
+	// Hops adds two arms taking turns with the others in the same run, under the same load
+	// through the public proxy: a terminal through the agent's proxy alone (what the control
+	// plane's proxy sends it), and one straight to envd's host socket under HopsSockets (no
+	// proxy). The differences between the arms are each hop's share (an investigation).
+	Hops        bool
+	HopsSockets string
+	// AgentProxy and AgentToken reach the agent's proxy for the Hops arm.
+	AgentProxy, AgentToken string
 }
 
 // ptyArm is one path measured idle and loaded: the terminal's sandbox handle and the proxy
@@ -211,7 +220,7 @@ const ptyRounds = 2
 // runPTY measures keystroke-to-echo idle, then under load, in the work sandbox; with
 // pc.SharedProxy, also through the shared-transport proxy, the arms taking turns.
 func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	sb := t.sb
 	if pc.Direct {
@@ -243,6 +252,22 @@ func runPTY(ctx context.Context, e *env, t *target, pc ptyConfig, s *Section) er
 		c := *e.client
 		c.SandboxURL = pc.SharedProxy
 		arms = append(arms, &ptyArm{name: "shared transport: ", sb: c.Attach(t.sb.ID, t.sb.Info().EnvdAccessToken), proxyURL: pc.SharedProxy})
+	}
+	if pc.Hops {
+		if pc.AgentProxy == "" || pc.HopsSockets == "" {
+			return errors.New("-pty-hops needs -agent-proxy, -agent-token and -sandboxes-dir (scripts/bench.sh passes them)")
+		}
+		c := *e.client
+		c.SandboxURL = "http://" + pc.AgentProxy
+		c.HTTP = &http.Client{Transport: agentProxyTransport{id: t.sb.ID, token: t.sb.Info().EnvdAccessToken, agentToken: pc.AgentToken}}
+		arms = append(arms, &ptyArm{name: "agent proxy only: ", sb: c.Attach(t.sb.ID, t.sb.Info().EnvdAccessToken), proxyURL: proxyBase})
+		sock := filepath.Join(pc.HopsSockets, t.sb.ID, "runtime", "envd", "envd.sock")
+		d := *e.client
+		d.SandboxURL = fmt.Sprintf("http://%s:%d", t.guest, hearth.EnvdPort)
+		d.HTTP = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return confine.Dial(ctx, nil, sock)
+		}}}
+		arms = append(arms, &ptyArm{name: "envd socket, no proxy: ", sb: d.Attach(t.sb.ID, t.sb.Info().EnvdAccessToken), proxyURL: proxyBase})
 	}
 	for _, a := range arms {
 		term, err := openTerminal(ctx, a.sb)

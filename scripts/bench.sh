@@ -74,4 +74,4 @@ until curl -fsS -H "X-API-Key: $key" "http://127.0.0.1:$api/templates" 2>/dev/nu
 done
 
 bin/hearth-bench -api "http://127.0.0.1:$api" -proxy "http://127.0.0.1:$proxy" -shared-proxy "http://127.0.0.1:$shared" -hearth-pid "$dev" -agent "127.0.0.1:$agent" -agent-proxy "127.0.0.1:$agentproxy" \
-  -agent-token "$agent_token" -api-key "$key" -loadserver bin/hearth-bench-loadserver -repo "$PWD" "$@"
+  -agent-token "$agent_token" -sandboxes-dir "$data/sandboxes" -api-key "$key" -loadserver bin/hearth-bench-loadserver -repo "$PWD" "$@"

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hearthsh/hearth/internal/hostreg"
+	"github.com/hearthsh/hearth/internal/proxy"
 	"github.com/hearthsh/hearth/internal/store"
 	"github.com/hearthsh/hearth/internal/store/sqlite"
 	"github.com/hearthsh/hearth/sdk/go/api"
@@ -327,6 +328,75 @@ func TestRouteCache(t *testing.T) {
 	s.routes.put(cachedRoute{sb: sb, addr: "127.0.0.1:1", at: time.Now().Add(-2 * routeTTL)})
 	if _, ok := s.routes.get("r1"); ok {
 		t.Fatal("expired route served from the cache")
+	}
+}
+
+// A route in use is looked up again before it expires, in the background: a sandbox still
+// running keeps its entry (so requests never wait for the store), one that another replica
+// paused meanwhile is forgotten and the next request gets the paused answer, and a lookup
+// that began before a drop does not put its answer back.
+func TestRouteRefreshAhead(t *testing.T) {
+	s, _, st := newTestCP(t)
+	ctx := context.Background()
+	if err := st.PutHost(ctx, store.Host{ID: "h", State: store.HostReady, ProxyAddr: "127.0.0.1:2", RPCAddr: "127.0.0.1:3", LastHeartbeat: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"live", "gone"} {
+		if err := st.CreateSandbox(ctx, store.Sandbox{ID: id, TeamID: store.DefaultTeam, TemplateID: "base", HostID: "h", State: store.StateRunning,
+			AllowPublicTraffic: true, StartedAt: time.Now().UTC(), EndAt: time.Now().Add(time.Hour).UTC()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := httptest.NewRequest("GET", "http://x/", nil)
+	resolve := func(id string) (cachedRoute, error) {
+		return s.resolveRoute(req, proxy.Route{SandboxID: id, Port: 8000})
+	}
+	waitIdle := func(id string) {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			s.routes.mu.Lock()
+			busy := s.routes.refreshing[id]
+			s.routes.mu.Unlock()
+			if !busy {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("refresh of %s did not end", id)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	old := time.Now().Add(-routeRefreshAfter - 100*time.Millisecond)
+	for _, id := range []string{"live", "gone"} {
+		sb, _ := st.Sandbox(ctx, id)
+		s.routes.put(cachedRoute{sb: sb, addr: "127.0.0.1:9", at: old})
+	}
+	// Another replica pauses "gone"; this one still has its route.
+	if _, err := st.UpdateSandbox(ctx, "gone", func(sb *store.Sandbox) error { sb.State = store.StatePaused; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"live", "gone"} {
+		if c, err := resolve(id); err != nil || c.addr != "127.0.0.1:9" {
+			t.Fatalf("%s: an entry younger than routeTTL was not served from the cache: %+v %v", id, c, err)
+		}
+		waitIdle(id)
+	}
+	c, ok := s.routes.get("live")
+	if !ok || c.addr != "127.0.0.1:2" || time.Since(c.at) > routeRefreshAfter {
+		t.Fatalf("live: entry not refreshed from the store: %+v %v", c, ok)
+	}
+	if _, ok := s.routes.get("gone"); ok {
+		t.Fatal("gone: the route of a sandbox paused elsewhere stayed cached after its refresh")
+	}
+	if _, err := resolve("gone"); !proxy.IsNotFound(err) {
+		t.Fatalf("gone: after the refresh, want the paused sandbox's 502, got %v", err)
+	}
+	// A lookup that began before a drop does not cache what it read.
+	_, _, _, epoch := s.routes.lookup("live")
+	s.forgetRoute("live")
+	s.routes.putIf(c, epoch)
+	if _, ok := s.routes.get("live"); ok {
+		t.Fatal("a lookup from before forgetRoute put its route back")
 	}
 }
 

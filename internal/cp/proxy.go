@@ -54,6 +54,12 @@ func (s *Server) resumeOnce(ctx context.Context, id string, ttl time.Duration) (
 // at once, and one on another replica is refused by the agent (409) until the entry expires.
 const routeTTL = 2 * time.Second
 
+// routeRefreshAfter is the age from which a route still served from the cache is also looked
+// up again, once, in the background (refreshRoute). A route in use then never expires: without
+// it, every routeTTL each request in flight for the sandbox (a keystroke among a page's polls
+// and downloads) waited for the two queries again, together.
+const routeRefreshAfter = routeTTL / 2
+
 type cachedRoute struct {
 	sb   store.Sandbox
 	addr string
@@ -63,23 +69,62 @@ type cachedRoute struct {
 
 // routes caches recent routes by sandbox ID.
 type routes struct {
-	mu sync.Mutex
-	m  map[string]cachedRoute
+	mu         sync.Mutex
+	m          map[string]cachedRoute
+	refreshing map[string]bool
+	// epoch counts drops: a lookup that began before one may have read the state the drop
+	// replaced, so its answer is not cached (putIf).
+	epoch uint64
 }
 
 func (c *routes) get(id string) (cachedRoute, bool) {
+	r, ok, _, _ := c.lookup(id)
+	return r, ok
+}
+
+// lookup is get that also says whether the caller should refresh the route in the background
+// (it is old enough and no refresh is under way; the caller then owns one and ends it with
+// refreshed), and the epoch to refresh it under.
+func (c *routes) lookup(id string) (r cachedRoute, ok, refresh bool, epoch uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	r, ok := c.m[id]
-	if !ok || time.Since(r.at) > routeTTL {
-		return cachedRoute{}, false
+	r, ok = c.m[id]
+	age := time.Since(r.at)
+	if !ok || age > routeTTL {
+		return cachedRoute{}, false, false, c.epoch
 	}
-	return r, true
+	if age > routeRefreshAfter && !c.refreshing[id] {
+		if c.refreshing == nil {
+			c.refreshing = map[string]bool{}
+		}
+		c.refreshing[id] = true
+		refresh = true
+	}
+	return r, true, refresh, c.epoch
+}
+
+func (c *routes) refreshed(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.refreshing, id)
 }
 
 func (c *routes) put(r cachedRoute) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.putLocked(r)
+}
+
+// putIf caches r unless a route was dropped since epoch.
+func (c *routes) putIf(r cachedRoute, epoch uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.epoch == epoch {
+		c.putLocked(r)
+	}
+}
+
+func (c *routes) putLocked(r cachedRoute) {
 	if len(c.m) > 100000 {
 		clear(c.m)
 	}
@@ -90,6 +135,7 @@ func (c *routes) drop(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.m, id)
+	c.epoch++
 }
 
 // forgetRoute drops everything the proxies keep for a sandbox whose state changed.
@@ -118,7 +164,11 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 
 // resolveRoute finds the running sandbox and its host's addresses for a proxied request.
 func (s *Server) resolveRoute(r *http.Request, route proxy.Route) (cachedRoute, error) {
-	if c, ok := s.routes.get(route.SandboxID); ok {
+	c, ok, refresh, epoch := s.routes.lookup(route.SandboxID)
+	if refresh {
+		go s.refreshRoute(route.SandboxID, epoch)
+	}
+	if ok {
 		if err := checkTraffic(r, c.sb, route); err != nil {
 			return cachedRoute{}, err
 		}
@@ -174,9 +224,36 @@ func (s *Server) resolveRoute(r *http.Request, route proxy.Route) (cachedRoute, 
 	if host.State != store.HostReady {
 		return cachedRoute{}, errorf(http.StatusServiceUnavailable, "host %s of sandbox %s is down", host.ID, sb.ID)
 	}
-	c := cachedRoute{sb: sb, addr: host.ProxyAddr, rpc: host.RPCAddr, at: time.Now()}
-	s.routes.put(c)
+	c = cachedRoute{sb: sb, addr: host.ProxyAddr, rpc: host.RPCAddr, at: time.Now()}
+	s.routes.putIf(c, epoch)
 	return c, nil
+}
+
+// refreshRoute looks a cached route up again while it is still served: a sandbox still
+// running on a ready host gets a fresh entry; one that is not any more is forgotten, so the
+// next request takes the full path and gets its answer (resume, 502, 409). A failed lookup
+// leaves the entry to expire.
+func (s *Server) refreshRoute(id string, epoch uint64) {
+	defer s.routes.refreshed(id)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sb, err := s.store.Sandbox(ctx, id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && sb.State != store.StateRunning) {
+		s.forgetRoute(id)
+		return
+	}
+	if err != nil {
+		return
+	}
+	host, err := s.store.Host(ctx, sb.HostID)
+	if err != nil {
+		return
+	}
+	if host.State != store.HostReady {
+		s.forgetRoute(id)
+		return
+	}
+	s.routes.putIf(cachedRoute{sb: sb, addr: host.ProxyAddr, rpc: host.RPCAddr, at: time.Now()}, epoch)
 }
 
 // checkTraffic enforces the traffic token on the non-envd ports of a sandbox created with
