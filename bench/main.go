@@ -28,13 +28,15 @@ type config struct {
 	// AgentProxy is the agent's sandbox proxy (hearth dev --agent-proxy-listen), for the
 	// warm pool's figures; empty skips them.
 	AgentProxy string
-	LoadServer string
-	Out        string
-	Repo       string
-	Only       map[string]bool
-	HogMB      []int
-	PTY        ptyConfig
-	Density    densityConfig
+	// PprofURL and ProfileOut: a CPU profile of hearth dev during the proxy section's req/s rounds.
+	PprofURL, ProfileOut string
+	LoadServer           string
+	Out                  string
+	Repo                 string
+	Only                 map[string]bool
+	HogMB                []int
+	PTY                  ptyConfig
+	Density              densityConfig
 }
 
 func main() {
@@ -86,6 +88,8 @@ func main() {
 	flag.IntVar(&c.Density.SustainMax, "density-sustain-max", 300, "most sustained creates in the density section")
 	flag.IntVar(&c.Density.HearthPID, "hearth-pid", 0, "hearth dev's PID, to count its descriptors in the density section (scripts/bench.sh sets it)")
 	flag.StringVar(&c.Density.Pool, "slot-pool", "10.238.0.0/16", "hearth dev's --pool, for the density section's network-slot limit")
+	flag.StringVar(&c.PprofURL, "pprof", "", "investigation: hearth dev's --pprof-listen URL (http://127.0.0.1:6061): the proxy section takes a CPU profile of hearth over its req/s rounds")
+	flag.StringVar(&c.ProfileOut, "pprof-out", "/tmp/hearth-proxy-rps.pprof", "where -pprof writes the profile")
 	loadDirect := flag.Bool("load-direct", false, "investigation: the load goes to the sandbox directly, not through the proxy")
 	flag.Parse()
 	c.PTY.Load.Form = formHeaders
@@ -212,7 +216,8 @@ func run(ctx context.Context, c config) (*Report, error) {
 	section("exec", execDefinition, func(s *Section) error { return runExec(ctx, e, work, 200, s) })
 	section("pty", ptyDefinition, func(s *Section) error { return runPTY(ctx, e, work, c.PTY, s) })
 	section("proxy", proxyDefinition, func(s *Section) error {
-		return runProxy(ctx, work, proxyConfig{BlobBytes: 100e6, Rounds: 5, RPSClients: 8, RPSDuration: 5 * time.Second, LatencyN: 200}, s)
+		return runProxy(ctx, work, proxyConfig{BlobBytes: 100e6, Rounds: 5, RPSClients: 8, RPSDuration: 3 * time.Second, RPSRounds: 3, LatencyN: 200,
+			ProfileURL: c.PprofURL, ProfileOut: c.ProfileOut}, s)
 	})
 	section("files", filesDefinition, func(s *Section) error { return runFiles(ctx, work, 100e6, s) })
 	if work != nil {

@@ -3,7 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +19,7 @@ const proxyDefinition = "the load server in a sandbox reached directly from the 
 	"rotating order and 1 s between downloads; the sandbox's egress shaper (200 MB/s, 100 MB " +
 	"burst) refills in that pause, so this is the path's own speed, not the sustained limit; " +
 	"ratio = form / direct. req/s = small " +
-	"/api GETs by 8 keep-alive clients for 5 s. added latency = p50 of 200 sequential /api GETs " +
+	"/api GETs by 8 keep-alive clients for 3 s, median of 3 rounds with the forms in rotating order. added latency = p50 of 200 sequential /api GETs " +
 	"through the form minus the direct p50, the forms interleaved request by request."
 
 // proxyConfig bounds the proxy section.
@@ -25,7 +28,52 @@ type proxyConfig struct {
 	Rounds      int
 	RPSClients  int
 	RPSDuration time.Duration
+	RPSRounds   int
 	LatencyN    int
+	// ProfileURL, when set, is hearth dev's --pprof-listen base URL: a CPU profile of hearth
+	// over the request-rate rounds is written to ProfileOut (an investigation).
+	ProfileURL, ProfileOut string
+}
+
+// profileCPU starts a CPU profile of span at a Go pprof endpoint and returns the function
+// that waits for it to be written (a profile cut short is not written at all); it does
+// nothing without a URL.
+func profileCPU(ctx context.Context, base, out string, span time.Duration, s *Section) (stop func()) {
+	if base == "" {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		u := fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", strings.TrimRight(base, "/"), int(span.Seconds()))
+		req, err := http.NewRequestWithContext(ctx, "GET", u, nil)
+		if err != nil {
+			return
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			s.note("cpu profile", "failed: "+err.Error())
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(out)
+		if err != nil {
+			s.note("cpu profile", "failed: "+err.Error())
+			return
+		}
+		defer f.Close()
+		if _, err := io.Copy(f, resp.Body); err == nil {
+			s.note("cpu profile of hearth over the req/s rounds", out)
+		}
+	}()
+	return func() {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+		}
+		cancel()
+	}
 }
 
 func runProxy(ctx context.Context, t *target, pc proxyConfig, s *Section) error {
@@ -59,15 +107,27 @@ func runProxy(ctx context.Context, t *target, pc proxyConfig, s *Section) error 
 		s.add(fmt.Sprintf("download %s (ratio)", f), ratio(median(tput[f]), direct), fmt.Sprintf("× (%.0f MB/s)", median(tput[f])))
 	}
 
-	// Requests per second.
-	rps := map[form]float64{}
-	for _, f := range forms {
-		sleepCtx(ctx, 500*time.Millisecond)
-		n, err := requestRate(ctx, t, f, pc.RPSClients, pc.RPSDuration)
-		if err != nil {
-			return fmt.Errorf("req/s via %s: %w", f, err)
+	// Requests per second: rounds with the forms in rotating order, as for downloads, so
+	// other work on the host falls on all alike; the median of each form's rounds.
+	rpsRounds := map[form][]float64{}
+	rpsSpan := time.Duration(pc.RPSRounds*len(forms)) * (pc.RPSDuration + 500*time.Millisecond)
+	stopProfile := profileCPU(ctx, pc.ProfileURL, pc.ProfileOut, rpsSpan, s)
+	for r := range pc.RPSRounds {
+		for i := range forms {
+			f := forms[(i+r)%len(forms)]
+			sleepCtx(ctx, 500*time.Millisecond)
+			n, err := requestRate(ctx, t, f, pc.RPSClients, pc.RPSDuration)
+			if err != nil {
+				stopProfile()
+				return fmt.Errorf("req/s via %s: %w", f, err)
+			}
+			rpsRounds[f] = append(rpsRounds[f], n)
 		}
-		rps[f] = n
+	}
+	stopProfile()
+	rps := map[form]float64{}
+	for f, v := range rpsRounds {
+		rps[f] = median(v)
 	}
 	s.add(fmt.Sprintf("req/s direct (%d clients)", pc.RPSClients), rps[formDirect], "req/s")
 	for _, f := range proxyForms {
