@@ -31,6 +31,7 @@ import (
 
 	"github.com/hearthsh/hearth/internal/runtime"
 	"github.com/hearthsh/hearth/internal/runtime/firecracker/api"
+	"github.com/hearthsh/hearth/internal/runtime/microvm"
 )
 
 // Config configures the driver.
@@ -191,3 +192,11 @@ var _ runtime.TAPDriver = (*Driver)(nil)
 
 // NeedsTAP implements runtime.TAPDriver: every VM's eth0 is the slot's tap0.
 func (d *Driver) NeedsTAP() bool { return true }
+
+var _ runtime.TemplateDropper = (*Driver)(nil)
+
+// DropTemplate implements runtime.TemplateDropper: the root filesystem images of a deleted
+// template version (one per disk size) go, or they would fill the disk one version at a time.
+func (d *Driver) DropTemplate(ctx context.Context, name string) error {
+	return microvm.DropImages(ctx, d.cfg.ImageDir, name)
+}

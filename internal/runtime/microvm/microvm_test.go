@@ -3,11 +3,15 @@ package microvm
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/hearthsh/hearth/internal/runtime"
 )
 
 func TestKernelCmdline(t *testing.T) {
@@ -168,5 +172,65 @@ func TestExt4FreeMiB(t *testing.T) {
 		if got != tc.want || (err != nil) != tc.wantErr {
 			t.Errorf("ext4FreeMiB(%q) = %d, %v; want %d, error %v", tc.out, got, err, tc.want, tc.wantErr)
 		}
+	}
+}
+
+// Images are built without leaving lock files, and DropImages takes every image of one
+// template (each disk size) and nothing of another whose name it begins.
+func TestDropImages(t *testing.T) {
+	if _, err := exec.LookPath("mkfs.ext4"); err != nil {
+		t.Skip("mkfs.ext4 not installed (e2fsprogs)")
+	}
+	ctx := context.Background()
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "hello"), []byte("hi\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "images")
+	build := func(name, version string, freeMiB int) string {
+		t.Helper()
+		tpl := runtime.Template{Name: name, Version: version, RootFS: root}
+		p, err := EnsureImage(ctx, ImageOptions{Dir: dir, MinSizeMiB: 16, FreeMiB: freeMiB}, tpl)
+		if err != nil {
+			t.Fatalf("EnsureImage %s %s: %v", name, version, err)
+		}
+		if p != ImagePath(dir, tpl, freeMiB) {
+			t.Fatalf("EnsureImage put %s at %s, ImagePath says %s", name, p, ImagePath(dir, tpl, freeMiB))
+		}
+		return p
+	}
+	a1, a2 := build("a", "b1-0123", 0), build("a", "b1-0123", 24)
+	other := build("a-b", "b1-0123", 0)
+	var locks []string
+	filepath.WalkDir(dir, func(p string, _ fs.DirEntry, _ error) error {
+		if strings.HasSuffix(p, ".lock") {
+			locks = append(locks, p)
+		}
+		return nil
+	})
+	if len(locks) > 0 {
+		t.Errorf("lock files left after the builds: %v", locks)
+	}
+	if err := DropImages(ctx, dir, "a"); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{a1, a2, filepath.Dir(a1)} {
+		if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s still there after DropImages(a): %v", p, err)
+		}
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("DropImages(a) took template a-b's image: %v", err)
+	}
+	if err := DropImages(ctx, dir, "never-built"); err != nil {
+		t.Errorf("DropImages of a template with no images: %v", err)
+	}
+	for _, bad := range []string{"", "..", "../a-b", "x/y"} {
+		if err := DropImages(ctx, dir, bad); err == nil {
+			t.Errorf("DropImages(%q) accepted", bad)
+		}
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("template a-b's image gone after the invalid names: %v", err)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hearthsh/hearth/internal/filelock"
@@ -40,13 +41,61 @@ type ImageOptions struct {
 var unsafeName = regexp.MustCompile(`[^A-Za-z0-9._-]`)
 
 // ImagePath is where EnsureImage keeps t's image with freeMiB free (0: the default size)
-// under dir.
+// under dir: one directory per template, so that DropImages can take all of a deleted
+// template version's images (one per disk size) without parsing file names.
 func ImagePath(dir string, t runtime.Template, freeMiB int) string {
-	name := t.Name + "-" + t.Version
+	name := t.Version
 	if freeMiB > 0 {
 		name += fmt.Sprintf("-free%dm", freeMiB)
 	}
-	return filepath.Join(dir, unsafeName.ReplaceAllString(name, "_")+".ext4")
+	return filepath.Join(dir, unsafeName.ReplaceAllString(t.Name, "_"), unsafeName.ReplaceAllString(name, "_")+".ext4")
+}
+
+// DropImages deletes every image EnsureImage keeps under dir for template name, each under
+// its lock, so none that a create is writing is taken from under it. The agent calls it
+// (through the drivers' runtime.TemplateDropper) once no sandbox or snapshot uses name.
+// Images of the layout before one directory per template (<name>-<version>.ext4 in dir) are
+// not recognised and stay.
+func DropImages(ctx context.Context, dir, name string) error {
+	if name == "" || name != filepath.Base(name) || !filepath.IsLocal(name) {
+		return fmt.Errorf("drop images: invalid template name %q", name)
+	}
+	tdir := filepath.Join(dir, unsafeName.ReplaceAllString(name, "_"))
+	entries, err := os.ReadDir(tdir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("drop images of %s: %w", name, err)
+	}
+	for _, e := range entries {
+		img, ok := strings.CutSuffix(e.Name(), ".lock")
+		if !ok {
+			img, _ = strings.CutSuffix(e.Name(), ".tmp")
+		}
+		if !strings.HasSuffix(img, ".ext4") {
+			continue
+		}
+		final := filepath.Join(tdir, img)
+		lock, err := filelock.Acquire(ctx, final+".lock")
+		if err != nil {
+			return fmt.Errorf("drop images of %s: %w", name, err)
+		}
+		for _, p := range []string{final, final + ".tmp"} {
+			if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				lock.Unlock()
+				return fmt.Errorf("drop images of %s: %w", name, err)
+			}
+		}
+		if err := lock.UnlockAndRemove(); err != nil {
+			return fmt.Errorf("drop images of %s: %w", name, err)
+		}
+	}
+	// A create that began meanwhile may have made the directory's next image: then it stays.
+	if err := os.Remove(tdir); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+		return fmt.Errorf("drop images of %s: %w", name, err)
+	}
+	return nil
 }
 
 // imageSlackMiB is the first guess of what ext4's inode tables, bitmaps and journal take.
@@ -69,14 +118,13 @@ func EnsureImage(ctx context.Context, o ImageOptions, t runtime.Template) (strin
 	if _, err := os.Stat(final); err == nil {
 		return final, nil
 	}
-	if err := os.MkdirAll(o.Dir, 0o755); err != nil {
-		return "", fmt.Errorf("image cache: %w", err)
-	}
-	unlock, err := filelock.Lock(ctx, final+".lock")
+	lock, err := lockImage(ctx, final)
 	if err != nil {
 		return "", err
 	}
-	defer unlock()
+	// The lock matters only while the image is built: once it is in place, the Stat above
+	// answers, so the lock file goes with the lock (filelock.Acquire re-locks a removed file).
+	defer lock.UnlockAndRemove()
 	if _, err := os.Stat(final); err == nil {
 		return final, nil
 	}
@@ -114,6 +162,20 @@ func EnsureImage(ctx context.Context, o ImageOptions, t runtime.Template) (strin
 	o.Log.Info("root filesystem image built", "template", t.Name, "version", t.Version,
 		"size_mib", sizeMiB, "free_mib", free, "allocated_mib", alloc>>20, "took", time.Since(start).Round(time.Millisecond))
 	return final, nil
+}
+
+// lockImage takes the build lock of image path final, making its template's directory; a
+// DropImages that removes the directory meanwhile makes it try again.
+func lockImage(ctx context.Context, final string) (*filelock.Held, error) {
+	for attempt := 0; ; attempt++ {
+		if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+			return nil, fmt.Errorf("image cache: %w", err)
+		}
+		lock, err := filelock.Acquire(ctx, final+".lock")
+		if err == nil || !errors.Is(err, fs.ErrNotExist) || attempt == 2 {
+			return lock, err
+		}
+	}
 }
 
 // mkfs writes an ext4 image of sizeMiB with t's content to path and returns its free MiB.

@@ -267,3 +267,11 @@ func (d *Driver) Destroy(_ context.Context, s runtime.Spec) error {
 	}
 	return nil
 }
+
+var _ runtime.TemplateDropper = (*Driver)(nil)
+
+// DropTemplate implements runtime.TemplateDropper: the root filesystem images of a deleted
+// template version (one per disk size) go, or they would fill the disk one version at a time.
+func (d *Driver) DropTemplate(ctx context.Context, name string) error {
+	return microvm.DropImages(ctx, filepath.Join(d.cfg.DataDir, "images"), name)
+}

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/hearthsh/hearth/internal/runtime"
 	"github.com/hearthsh/hearth/internal/runtime/microvm"
 )
 
@@ -263,5 +264,32 @@ func TestReclaimKillsLeftoverVMs(t *testing.T) {
 	envdHealthy(t, paused)
 	if err := restarted.Destroy(ctx, paused.spec); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A deleted template version's images go with DropTemplate (the agent's DeleteTemplate);
+// the images of other templates, the one the other tests boot among them, stay.
+func TestDropTemplateRemovesImages(t *testing.T) {
+	d := testDriver(t, Config{})
+	ctx := context.Background()
+	root := t.TempDir()
+	if err := os.WriteFile(filepath.Join(root, "f"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tpl := runtime.Template{Name: fmt.Sprintf("drop-%d", os.Getpid()), Version: "v1-00", RootFS: root}
+	img, err := microvm.EnsureImage(ctx, microvm.ImageOptions{Dir: filepath.Join(testVMDir, "images"), MinSizeMiB: 16}, tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := microvm.ImagePath(filepath.Join(testVMDir, "images"), testEnv.Template, 0)
+	_, sharedErr := os.Stat(shared)
+	if err := d.DropTemplate(ctx, tpl.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(img); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("image of the dropped template still there: %v", err)
+	}
+	if _, err := os.Stat(shared); sharedErr == nil && err != nil {
+		t.Errorf("dropping %s took the shared template's image: %v", tpl.Name, err)
 	}
 }
