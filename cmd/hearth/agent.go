@@ -190,7 +190,7 @@ func runAgent(ctx context.Context, c agentConfig, log *slog.Logger, ready func(r
 		return err
 	}
 	// The inspector's port goes into the slots' redirect rules, so it is bound first.
-	inspectLn, err := net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", c.EgressInspectPort))
+	inspectLn, err := egressproxy.Listen(c.SlotPrefix, c.EgressInspectPort)
 	if err != nil {
 		return fmt.Errorf("egress inspector: %w", err)
 	}
@@ -541,7 +541,7 @@ func builtTemplates(dataDir string, share *templateShare) []hostreg.Template {
 }
 
 func (c *agentConfig) egressFlags(f *pflag.FlagSet) {
-	f.IntVar(&c.EgressInspectPort, "egress-inspect-port", 0, "TCP port of the egress inspector that judges sandboxes' HTTP and HTTPS connections by domain (0: any free port; only redirected sandbox connections reach it)")
+	f.IntVar(&c.EgressInspectPort, "egress-inspect-port", 0, "TCP port of the egress inspector that judges sandboxes' HTTP and HTTPS connections by domain (0: a free port outside the kernel's ephemeral range, so the host rule naming it never meets another socket's port while the agent is down; only redirected sandbox connections reach it)")
 	f.StringArrayVar(&c.EgressResolve, "egress-resolve", nil, "NAME=IPv4 the egress inspector uses instead of DNS for NAME (repeatable; for hosts without DNS, and tests)")
 }
 
