@@ -654,6 +654,9 @@ func (s *Server) runBuild(host store.Host, buildID string, req *pb.BuildTemplate
 // A failed build leaves the template as it was: its previous good build stays in use.
 func (s *Server) finishBuild(ctx context.Context, buildID, hostID string, res *pb.BuildResult) {
 	now := time.Now().UTC()
+	// A good build is reported ready last, once its tags and the template point at it: the
+	// SDKs create from the name as soon as the status says ready, and the name's tag must be
+	// there by then.
 	b, err := s.store.UpdateTemplateBuild(ctx, buildID, func(x *store.TemplateBuild) error {
 		x.FinishedAt = now
 		if hostID != "" {
@@ -662,13 +665,23 @@ func (s *Server) finishBuild(ctx context.Context, buildID, hostID string, res *p
 		if res.GetError() != "" {
 			x.Status, x.Reason, x.ReasonStep = store.BuildError, res.GetError(), res.GetErrorStep()
 		} else {
-			x.Status, x.Version = store.BuildReady, res.GetVersion()
+			x.Version = res.GetVersion()
 		}
 		return nil
 	})
 	if err != nil {
 		s.log.Warn("record build result", "build", buildID, "err", err)
 		return
+	}
+	if b.Status != store.BuildError {
+		defer func() {
+			if _, err := s.store.UpdateTemplateBuild(ctx, buildID, func(x *store.TemplateBuild) error {
+				x.Status = store.BuildReady
+				return nil
+			}); err != nil {
+				s.log.Warn("record build result", "build", buildID, "err", err)
+			}
+		}()
 	}
 	tpl, err := s.store.Template(ctx, b.TemplateID)
 	if err != nil {
