@@ -33,7 +33,7 @@ for (const kind of ['directory', 's3']) {
     const hosts = async () => (await (await fetch(`${api}/hearth/v1/hosts`, { headers: hdr })).json())
 
     before(async () => {
-      const [apiPort, proxyPort, s3Port, ...agentPorts] = await freePorts(9)
+      const [apiPort, proxyPort, s3Port, ...agentPorts] = await freePorts(7)
       api = `http://127.0.0.1:${apiPort}`
       const db = ownDatabase(pgURL, `hearth_artifacts_${kind}_${Date.now()}`)
       let shared = join(stateRoot, 'artifacts-shared')
@@ -55,10 +55,10 @@ for (const kind of ['directory', 's3']) {
       process.env.E2B_API_KEY = testKey
       await waitFor('server answers', async () => (await fetch(`${api}/health`)).ok)
       for (const [i, id, prefix, pool] of [[0, 'art-k', 'he2ek', '10.252.0.0/16'], [1, 'art-l', 'he2el', '10.253.0.0/16']]) {
-        const [rpc, ap, inspect] = agentPorts.slice(3 * i, 3 * i + 3)
+        const [rpc, ap] = agentPorts.slice(2 * i, 2 * i + 2)
         const dir = dataDir(`artifacts-${id}`)
         const args = ['agent', '--data-dir', dir, '--artifacts', shared,
-          '--listen', `127.0.0.1:${rpc}`, '--proxy-listen', `127.0.0.1:${ap}`, '--egress-inspect-port', String(inspect), '--host-id', id,
+          '--listen', `127.0.0.1:${rpc}`, '--proxy-listen', `127.0.0.1:${ap}`, '--host-id', id,
           '--slot-prefix', prefix, '--pool', pool, '--control-plane', api, '--agent-token', token]
         const start = () => track(new Proc(`artifacts ${kind} agent ${id}`, args, agentEnv))
         rmSync(join(dir, 'template-artifacts'), { recursive: true, force: true })

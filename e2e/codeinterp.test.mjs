@@ -185,11 +185,11 @@ async function coreChecks(sbx) {
 describe('code-interpreter-v1 on hearth dev', { skip: !hearthBin && 'HEARTH_BIN is not set' }, () => {
   let dev, sbx
   before(async () => {
-    const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+    const [api, proxy, arpc, aproxy] = await freePorts(4)
     const dir = dataDir('devci')
     dev = new Proc('hearth dev codeinterp', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
       '--slot-prefix', 'he2ec', '--pool', '10.243.0.0/16'])
     process.env.E2B_API_URL = `http://127.0.0.1:${api}`
     process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`

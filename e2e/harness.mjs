@@ -287,11 +287,11 @@ export async function eventsUntilMarker(sbx, wd, opts, op) {
 // startDev runs `hearth dev` over data dir `name` on free loopback ports, with its own slot
 // prefix and address pool, points the SDK at it (the E2B_* variables) and waits for its API.
 export async function startDev(label, name, prefix, pool) {
-  const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+  const [api, proxy, arpc, aproxy] = await freePorts(4)
   const dir = dataDir(name)
   const dev = new Proc(label, ['dev', '--data-dir', dir, '--api-key', testKey,
     '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-    '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+    '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
     '--slot-prefix', prefix, '--pool', pool])
   process.env.E2B_API_URL = `http://127.0.0.1:${api}`
   process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`

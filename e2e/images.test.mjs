@@ -62,13 +62,13 @@ after(async () => {
 // startDev starts hearth dev on runtime with data dir name and points the SDK at it. Both
 // suites use the slot prefix and pool of this file, one after the other.
 async function startDev(name, runtime) {
-  const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+  const [api, proxy, arpc, aproxy] = await freePorts(4)
   const dir = dataDir(name)
   rmSync(join(dir, 'oci-layers'), { recursive: true, force: true }) // the first pull pulls
   const reg = await sharedRegistry(join(dir, 'templates', 'base', 'rootfs'))
   const dev = new Proc(`hearth dev ${name}`, ['dev', '--runtime', runtime, '--data-dir', dir, '--api-key', testKey,
     '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-    '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+    '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
     '--slot-prefix', 'he2ey', '--pool', '10.251.0.0/16'])
   process.env.E2B_API_URL = `http://127.0.0.1:${api}`
   process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`

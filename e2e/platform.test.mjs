@@ -543,11 +543,11 @@ function platformSuite(getEnv, { canFork = true, quickPause = true } = {}) {
 describe('hearth dev (SQLite)', () => {
   let dev, env, dir
   before(async () => {
-    const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+    const [api, proxy, arpc, aproxy] = await freePorts(4)
     dir = dataDir('dev')
     dev = track(new Proc('hearth dev', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
       '--slot-prefix', 'he2ed', '--pool', '10.233.0.0/16', ...egressResolve]))
     env = { apiPort: api, proxyPort: proxy, storeArgs: ['--data-dir', dir] }
     useEnv(api, proxy)
@@ -585,11 +585,11 @@ describe('hearth dev (SQLite)', () => {
 describe('hearth dev --runtime qemu', { skip: process.env.HEARTH_E2E_QEMU === '0' && 'HEARTH_E2E_QEMU=0' }, () => {
   let dev, env
   before(async () => {
-    const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+    const [api, proxy, arpc, aproxy] = await freePorts(4)
     const dir = dataDir('devqemu')
     dev = track(new Proc('hearth dev qemu', ['dev', '--runtime', 'qemu', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
       '--slot-prefix', 'he2eq', '--pool', '10.237.0.0/16', ...egressResolve]))
     env = { apiPort: api, proxyPort: proxy, storeArgs: ['--data-dir', dir] }
     useEnv(api, proxy)
@@ -607,7 +607,7 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
   let server, agents = [], env, serverArgs
   const token = 'e2e-agent-token'
   before(async () => {
-    const [api, proxy, ...agentPorts] = await freePorts(8)
+    const [api, proxy, ...agentPorts] = await freePorts(6)
     serverArgs = ['server', '--database-url', pgURL, '--api-key', testKey, '--agent-token', token,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`, '--host-dead-after', '15s']
     server = track(new Proc('hearth server', serverArgs))
@@ -615,9 +615,9 @@ describe('hearth server (PostgreSQL) with two agents', { skip: !pgURL && 'HEARTH
     useEnv(api, proxy)
     await waitFor('server answers', async () => (await fetch(`http://127.0.0.1:${api}/health`)).ok)
     for (const [i, prefix, pool] of [[1, 'he2ea', '10.234.0.0/16'], [2, 'he2eb', '10.235.0.0/16']]) {
-      const [rpc, ap, inspect] = agentPorts.slice(3 * (i - 1), 3 * i)
+      const [rpc, ap] = agentPorts.slice(2 * (i - 1), 2 * i)
       agents.push(track(new Proc(`agent ${i}`, ['agent', '--data-dir', dataDir(`agent${i}`),
-        '--listen', `127.0.0.1:${rpc}`, '--proxy-listen', `127.0.0.1:${ap}`, '--egress-inspect-port', String(inspect), '--host-id', `agent-${i}`,
+        '--listen', `127.0.0.1:${rpc}`, '--proxy-listen', `127.0.0.1:${ap}`, '--host-id', `agent-${i}`,
         '--slot-prefix', prefix, '--pool', pool, '--control-plane', `http://127.0.0.1:${api}`, '--agent-token', token, ...egressResolve])))
     }
     await apiReady(`http://127.0.0.1:${api}`, testKey)

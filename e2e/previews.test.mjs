@@ -55,11 +55,11 @@ describe('path-form previews of real web apps in Chromium (hearth dev)', () => {
   const procs = []
   const alias = `e2e-previews-${Date.now().toString(36)}`
   before(async () => {
-    const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+    const [api, proxy, arpc, aproxy] = await freePorts(4)
     const dir = dataDir('devprev')
     dev = new Proc('hearth dev previews', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
       '--slot-prefix', 'he2ew', '--pool', '10.249.0.0/16'])
     procs.push(dev)
     proxyPort = proxy

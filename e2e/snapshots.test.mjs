@@ -43,12 +43,12 @@ async function counterRuns(sbx, path) {
 describe('snapshots and filesystem-only pause (hearth dev, gVisor)', () => {
   let dev, dir, api
   before(async () => {
-    const [apiPort, proxy, arpc, aproxy, inspect] = await freePorts(5)
+    const [apiPort, proxy, arpc, aproxy] = await freePorts(4)
     api = `http://127.0.0.1:${apiPort}`
     dir = dataDir('snapshots')
     dev = new Proc('hearth dev snapshots', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${apiPort}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
       '--slot-prefix', 'he2es', '--pool', '10.227.0.0/16'])
     process.env.E2B_API_URL = api
     process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`
@@ -192,12 +192,12 @@ describe('snapshots and filesystem-only pause (hearth dev, gVisor)', () => {
 describe('filesystem-only pause on QEMU (hearth dev --runtime qemu)', { skip: process.env.HEARTH_E2E_QEMU === '0' && 'HEARTH_E2E_QEMU=0' }, () => {
   let dev, dir
   before(async () => {
-    const [apiPort, proxy, arpc, aproxy, inspect] = await freePorts(5)
+    const [apiPort, proxy, arpc, aproxy] = await freePorts(4)
     const api = `http://127.0.0.1:${apiPort}`
     dir = dataDir('snapshotsqemu')
     dev = new Proc('hearth dev snapshots qemu', ['dev', '--runtime', 'qemu', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${apiPort}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
       '--slot-prefix', 'he2er', '--pool', '10.228.0.0/16'])
     process.env.E2B_API_URL = api
     process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`

@@ -142,11 +142,11 @@ function topology(name, { runtime, prefix, pool, slow }) {
   describe(name, () => {
     let dev
     before(async () => {
-      const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+      const [api, proxy, arpc, aproxy] = await freePorts(4)
       const dir = dataDir(runtime === 'qemu' ? 'devqemu' : 'dev')
       dev = new Proc(name, ['dev', ...(runtime ? ['--runtime', runtime] : []), '--data-dir', dir, '--api-key', testKey,
         '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-        '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+        '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
         '--slot-prefix', prefix, '--pool', pool])
       procs.push(dev)
       useEnv(api, proxy)

@@ -33,11 +33,11 @@ describe('template builds through the API (hearth dev)', () => {
   const procs = []
   const alias = `e2e-web-${Date.now().toString(36)}`
   before(async () => {
-    const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+    const [api, proxy, arpc, aproxy] = await freePorts(4)
     const dir = dataDir('devtmpl')
     dev = new Proc('hearth dev templates', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
       '--slot-prefix', 'he2ep', '--pool', '10.242.0.0/16'])
     procs.push(dev)
     proxyPort = proxy

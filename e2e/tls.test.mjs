@@ -17,13 +17,13 @@ const here = dirname(fileURLToPath(import.meta.url))
 describe('hearth dev: TLS and signed URLs at the proxy', () => {
   let dev, dir, api, proxy
   before(async () => {
-    let arpc, aproxy, inspect
-    ;[api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+    let arpc, aproxy
+    ;[api, proxy, arpc, aproxy] = await freePorts(4)
     dir = dataDir('tls')
     // Defaults under test: --domain hearth.localhost, --tls with a generated CA.
     dev = new Proc('hearth dev tls', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
       '--slot-prefix', 'he2et', '--pool', '10.248.0.0/16'])
     process.env.E2B_API_URL = `http://127.0.0.1:${api}`
     process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`

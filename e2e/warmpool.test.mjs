@@ -16,11 +16,11 @@ describe('warm pool (hearth dev --warm-pool base=1)', () => {
   // The agent logs a claim before the create returns; its output may reach us after.
   const claimed = (id) => waitFor(`claim of ${id} logged`, () => claims().includes(id), 5_000)
   before(async () => {
-    const [api, proxy, arpc, aproxy, inspect] = await freePorts(5)
+    const [api, proxy, arpc, aproxy] = await freePorts(4)
     const dir = dataDir('devwarm')
     dev = new Proc('hearth dev warmpool', ['dev', '--data-dir', dir, '--api-key', testKey,
       '--listen', `127.0.0.1:${api}`, '--proxy-listen', `127.0.0.1:${proxy}`,
-      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`, '--egress-inspect-port', String(inspect),
+      '--agent-listen', `127.0.0.1:${arpc}`, '--agent-proxy-listen', `127.0.0.1:${aproxy}`,
       '--slot-prefix', 'hwp', '--pool', '10.211.128.0/17', '--warm-pool', 'base=1'])
     process.env.E2B_API_URL = `http://127.0.0.1:${api}`
     process.env.E2B_SANDBOX_URL = `http://127.0.0.1:${proxy}`
