@@ -135,7 +135,7 @@ func runDev(ctx context.Context, c serverConfig, a agentConfig, envdPath string,
 	}
 	// Better still, the control plane hands requests to the agent's proxy in memory once it
 	// runs; WebSockets (and requests before then) take the socket.
-	a.InProcess = proxy.NewInProcess(log)
+	a.InProcess = proxy.NewInProcess()
 	c.LocalProxies = map[string]*proxy.InProcess{devHostID: a.InProcess}
 	ctx, cancelAll := context.WithCancel(ctx)
 	defer cancelAll()

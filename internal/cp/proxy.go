@@ -155,9 +155,10 @@ func (s *Server) resolveProxy(r *http.Request, route proxy.Route) (proxy.Upstrea
 		return proxy.Upstream{}, err
 	}
 	up := s.upstream(c.sb, c.addr, route)
-	if lp := s.cfg.LocalProxies[c.sb.HostID]; lp != nil && lp.Ready() && r.Header.Get("Upgrade") == "" {
-		// The agent is in this process: hand it the request (InProcess carries no upgrades).
-		up.Transport = lp
+	if lp := s.cfg.LocalProxies[c.sb.HostID]; lp != nil {
+		// The agent is in this process: hand it the request (nil until it has started,
+		// and then the socket serves).
+		up.Next = lp.Handler()
 	}
 	return up, nil
 }

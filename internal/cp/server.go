@@ -55,8 +55,8 @@ type Config struct {
 	// socket is absent.
 	LocalProxySockets map[string]string
 	// LocalProxies maps the IDs of hosts whose agent runs in this very process (hearth dev)
-	// to its proxy handler: sandbox traffic other than upgrades (WebSockets) is handed to it
-	// in memory instead of over LocalProxySockets or the network, once it is Ready.
+	// to its proxy handler: sandbox traffic is handed to it in memory (proxy.Upstream.Next)
+	// instead of over LocalProxySockets or the network, once the agent has set it.
 	LocalProxies map[string]*proxy.InProcess
 	// BuildFilesDir keeps the archives uploaded for API template builds (COPY steps); empty
 	// means a directory under the system's temp dir.

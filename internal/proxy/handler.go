@@ -41,6 +41,11 @@ type Upstream struct {
 	// function that ends the stream cleanly with a reason. The agent hands it to conntrack, so
 	// a pause ends streams at once instead of waiting for them.
 	OnStream func(end func(reason string))
+	// Next, when set, is the next hop's handler in this very process (hearth dev's agent
+	// proxy): the request is handed to it as it would arrive over a socket, and it answers
+	// the client directly (handoff.go). Addr is then only the name the request is sent to;
+	// OnStream is not called (the next hop tracks its own streams).
+	Next http.Handler
 	// Transport, when set, carries this request instead of the handler's own HTTP/1.1
 	// transport. Only the benchmark's shared-transport arm sets it (internal/cp's
 	// benchshared.go, built with the benchproxy tag); production traffic always takes the
@@ -225,6 +230,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// once the response headers are flushed, the copy of the body upstream fails, and the
 	// transport tears down the upstream connection in the middle of the response.
 	_ = http.NewResponseController(w).EnableFullDuplex()
+	if up.Next != nil {
+		handOff(w, r.WithContext(ctx), rt, up.Next)
+		return
+	}
 	h.proxyFor(route, up.Addr).ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -298,8 +307,7 @@ func rewrite(pr *httputil.ProxyRequest) {
 	}
 }
 
-// modifyResponse makes streams endable, keeps redirects inside the /proxy/ID/PORT prefix and
-// points the preview cookie at the sandbox port of a path-form page.
+// modifyResponse makes streams endable and edits the response's head (editResponseHeader).
 func modifyResponse(res *http.Response) error {
 	rt := res.Request.Context().Value(routeKey{}).(*routed)
 	if rt.up.OnStream != nil {
@@ -315,27 +323,33 @@ func modifyResponse(res *http.Response) error {
 			rt.up.OnStream(b.end)
 		}
 	}
+	editResponseHeader(res.Header, rt)
+	return nil
+}
+
+// editResponseHeader keeps redirects inside the /proxy/ID/PORT prefix and points the preview
+// cookie at the sandbox port of a path-form page.
+func editResponseHeader(h http.Header, rt *routed) {
 	// The preview cookie is the proxy's: a sandbox can neither set nor clear it.
-	stripPreviewSetCookie(res.Header)
+	stripPreviewSetCookie(h)
 	if rt.route.Prefix == "" {
-		return nil
+		return
 	}
 	// A path-form page's service workers stay within its prefix: Service-Worker-Allowed
 	// would let one claim "/", every other preview on this origin included.
-	res.Header.Del("Service-Worker-Allowed")
-	if rt.route.Port != EnvdPort && validPreviewID(rt.route.SandboxID) && isHTML(res) {
+	h.Del("Service-Worker-Allowed")
+	if rt.route.Port != EnvdPort && validPreviewID(rt.route.SandboxID) && isHTML(h) {
 		if want := rt.route.SandboxID + "." + itoa(rt.route.Port); rt.cookie != want {
-			res.Header.Add("Set-Cookie", previewSetCookie(rt.route, rt.secure))
+			h.Add("Set-Cookie", previewSetCookie(rt.route, rt.secure))
 		}
 	}
-	loc := res.Header.Get("Location")
+	loc := h.Get("Location")
 	if loc == "" {
-		return nil
+		return
 	}
 	if nl, ok := rewriteLocation(loc, rt.route.Prefix, rt.host, rt.up.Addr); ok {
-		res.Header.Set("Location", nl)
+		h.Set("Location", nl)
 	}
-	return nil
 }
 
 // rewriteLocation prefixes root-relative redirects, and absolute ones that point back at

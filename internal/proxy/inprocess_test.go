@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +12,9 @@ import (
 	"testing"
 	"time"
 )
+
+// bigBody is a body larger than the copy buffers.
+const bigBody = 2 << 20
 
 // TestInProcess sends requests through a public proxy whose upstream is a second proxy in
 // the same process (as in hearth dev), and checks they arrive and answer as over a socket.
@@ -33,8 +35,8 @@ func TestInProcess(t *testing.T) {
 			<-release
 			io.WriteString(w, "data: second\n\n")
 		case "/big", "/bigcut":
-			w.Header().Set("Content-Length", strconv.Itoa(largeBody+5))
-			io.WriteString(w, strings.Repeat("b", largeBody))
+			w.Header().Set("Content-Length", strconv.Itoa(bigBody+5))
+			io.WriteString(w, strings.Repeat("b", bigBody))
 			if r.URL.Path == "/big" {
 				io.WriteString(w, "-end-")
 				return
@@ -59,7 +61,7 @@ func TestInProcess(t *testing.T) {
 		}
 		return Upstream{Addr: appAddr}, nil
 	}, Options{StatusFor: func(error) int { return http.StatusForbidden }})
-	ip := NewInProcess(nil)
+	ip := NewInProcess()
 	outer := New(func(r *http.Request, route Route) (Upstream, error) {
 		h := http.Header{}
 		if route.Port != 1 {
@@ -67,7 +69,7 @@ func TestInProcess(t *testing.T) {
 		}
 		h.Set(HeaderSandboxID, route.SandboxID)
 		h.Set(HeaderSandboxPort, itoa(route.Port))
-		return Upstream{Addr: "agent.invalid:1", Header: h, Transport: ip}, nil
+		return Upstream{Addr: "agent.invalid:1", Header: h, Next: ip.Handler()}, nil
 	}, Options{})
 	front := httptest.NewServer(outer)
 	defer front.Close()
@@ -99,7 +101,7 @@ func TestInProcess(t *testing.T) {
 		{name: "inner check refuses", method: "GET", path: "/proxy/sbx/1/echo", status: http.StatusForbidden, want: "inner check refused"},
 		{name: "not found from app", method: "GET", path: "/proxy/sbx/80/nope", status: 404, want: "404 page not found"},
 		{name: "body cut short", method: "GET", path: "/proxy/sbx/80/cut", status: 200, wantErr: true},
-		{name: "large body (socket pair)", method: "GET", path: "/proxy/sbx/80/big", status: 200, want: strings.Repeat("b", 100) + "-end-"},
+		{name: "large body", method: "GET", path: "/proxy/sbx/80/big", status: 200, want: strings.Repeat("b", 100) + "-end-"},
 		{name: "large body cut short", method: "GET", path: "/proxy/sbx/80/bigcut", status: 200, wantErr: true},
 	}
 	for _, tt := range tests {
@@ -154,50 +156,8 @@ func TestInProcess(t *testing.T) {
 	})
 }
 
-// TestChunkPipe checks the in-process body pipe: writes return before the reader takes them,
-// a read takes what is waiting in one go, the writer's end (or error) reaches the reader, and
-// a reader that leaves fails the writer's next write.
-func TestChunkPipe(t *testing.T) {
-	p := newChunkPipe()
-	for _, s := range []string{"ab", "cd"} { // pipeChunks writes, none read yet
-		if _, err := p.Write([]byte(s)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	b := make([]byte, 3)
-	if n, _ := p.Read(b); string(b[:n]) != "abc" {
-		t.Fatalf("first read %q, want the waiting writes together, %q", b[:n], "abc")
-	}
-	p.closeWrite(errors.New("upstream broke"))
-	if n, _ := p.Read(b); string(b[:n]) != "d" {
-		t.Fatalf("second read %q, want the rest, %q", b[:n], "d")
-	}
-	if _, err := p.Read(b); err == nil || err.Error() != "upstream broke" {
-		t.Fatalf("read after the writer's end: %v, want its error", err)
-	}
-
-	p = newChunkPipe()
-	done := make(chan error)
-	go func() {
-		var err error
-		for err == nil {
-			_, err = p.Write([]byte("x"))
-		}
-		done <- err
-	}()
-	p.Close()
-	select {
-	case err := <-done:
-		if !errors.Is(err, io.ErrClosedPipe) {
-			t.Fatalf("write after Close: %v, want io.ErrClosedPipe", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("write still blocked after the reader closed")
-	}
-}
-
 // BenchmarkHop compares the two ways the control plane's proxy reaches an agent proxy in the
-// same process: over a Unix socket and in memory (InProcess), for small requests and for
+// same process: over a Unix socket and handed over in memory (InProcess), for small requests and for
 // 8 MB downloads, through a front proxy to a local server.
 func BenchmarkHop(b *testing.B) {
 	blob := strings.Repeat("x", 8<<20)
@@ -221,7 +181,7 @@ func BenchmarkHop(b *testing.B) {
 	srv := &http.Server{Handler: inner}
 	go srv.Serve(ln)
 	defer srv.Close()
-	ip := NewInProcess(nil)
+	ip := NewInProcess()
 	ip.Set(inner)
 
 	for _, hop := range []struct {
@@ -229,7 +189,7 @@ func BenchmarkHop(b *testing.B) {
 		up   Upstream
 	}{
 		{"socket", Upstream{Addr: "agent.invalid:1", Socket: sock}},
-		{"inprocess", Upstream{Addr: "agent.invalid:1", Transport: ip}},
+		{"inprocess", Upstream{Addr: "agent.invalid:1", Next: ip.Handler()}},
 	} {
 		front := httptest.NewServer(New(func(_ *http.Request, route Route) (Upstream, error) {
 			up := hop.up

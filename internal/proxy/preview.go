@@ -241,7 +241,7 @@ func isPreviewCookie(nv string) bool {
 }
 
 // isHTML reports whether a response is a page, the kind of response that sets the cookie.
-func isHTML(res *http.Response) bool {
-	ct := strings.ToLower(res.Header.Get("Content-Type"))
+func isHTML(h http.Header) bool {
+	ct := strings.ToLower(h.Get("Content-Type"))
 	return strings.HasPrefix(ct, "text/html") || strings.HasPrefix(ct, "application/xhtml+xml")
 }
