@@ -161,3 +161,57 @@ func TestMetricsAreTheOperators(t *testing.T) {
 		}
 	}
 }
+
+// TestKillAndPauseFreeRoomAtOnce: on a host at its memory limit, a sandbox killed or paused
+// makes room for the next create at once, not only after the agent's next heartbeat (a
+// user at capacity who kills one sandbox and creates another got 503 "no host agent has
+// room"). Killing a paused sandbox frees nothing more: its memory was freed by the pause.
+func TestKillAndPauseFreeRoomAtOnce(t *testing.T) {
+	s, _, st := newTestCP(t)
+	agent := &expiryAgent{snapshotAgent: snapshotAgent{snapshot: map[string]bool{}}}
+	startAgentServer(t, st, "h1", agent)
+	ctx := context.Background()
+	h, _ := st.Host(ctx, "h1")
+	h.MemoryTotalMiB, h.MemoryCommittedMiB, h.LastHeartbeat = 1024, 2048, time.Now().UTC() // full at 2x overcommit
+	if err := st.PutHost(ctx, h); err != nil {
+		t.Fatal(err)
+	}
+	putRunning(t, st, "a", "h1") // 1024 MiB each
+	putRunning(t, st, "b", "h1")
+	d := demand{memMiB: 1024, cpus: 1}
+	fits := func() bool { _, err := s.place(ctx, d); return err == nil }
+	if fits() {
+		t.Fatal("a sandbox fit on a full host")
+	}
+	if err := s.kill(ctx, "a", "killed by request"); err != nil {
+		t.Fatal(err)
+	}
+	if !fits() {
+		t.Fatal("no room right after a kill")
+	}
+	s.addPending("h1", d) // the create that took it
+	if fits() {
+		t.Fatal("room for two after one kill")
+	}
+	if err := s.pause(ctx, "b", false); err != nil {
+		t.Fatal(err)
+	}
+	if !fits() {
+		t.Fatal("no room right after a pause")
+	}
+	s.addPending("h1", d)
+	if err := s.kill(ctx, "b", "killed by request"); err != nil {
+		t.Fatal(err)
+	}
+	if fits() {
+		t.Fatal("killing a paused sandbox made room a second time")
+	}
+	// The next heartbeat reports the host's own figures, and the releases end with it.
+	time.Sleep(5 * time.Millisecond)
+	h, _ = st.Host(ctx, "h1")
+	h.MemoryCommittedMiB, h.LastHeartbeat = 2048, time.Now().UTC()
+	st.PutHost(ctx, h)
+	if fits() {
+		t.Fatal("room after a heartbeat that reports the host full")
+	}
+}

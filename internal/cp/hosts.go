@@ -107,13 +107,13 @@ func (s *Server) fits(h store.Host, d demand) (score float64, why string) {
 		return 0, fmt.Sprintf("at its limit of %d running sandboxes", h.MaxSandboxes)
 	}
 	limit := float64(h.MemoryTotalMiB) * s.cfg.MemoryOvercommit
-	mem := float64(h.MemoryCommittedMiB+p.memMiB) + float64(d.memMiB)
+	mem := float64(max(h.MemoryCommittedMiB+p.memMiB, 0)) + float64(d.memMiB)
 	if mem > limit {
 		return 0, "out of memory"
 	}
 	score = mem / limit
 	if h.CPUs > 0 {
-		score = max(score, float64(h.CPUsCommitted+p.cpus+d.cpus)/float64(h.CPUs))
+		score = max(score, float64(max(h.CPUsCommitted+p.cpus, 0)+d.cpus)/float64(h.CPUs))
 	}
 	return score, ""
 }
@@ -163,10 +163,12 @@ func (s *Server) candidates(ctx context.Context, d demand) ([]store.Host, error)
 	return out, nil
 }
 
-// placement is one sandbox this replica placed on a host, and when.
+// placement is one sandbox this replica placed on a host, or (release) one it killed or
+// paused there, and when.
 type placement struct {
-	at time.Time
-	d  demand
+	at      time.Time
+	d       demand
+	release bool
 }
 
 // pending is what this replica placed on host h after h's last heartbeat as the store has
@@ -183,6 +185,12 @@ func (s *Server) pending(h store.Host) load {
 			continue
 		}
 		kept = append(kept, p)
+		if p.release {
+			l.memMiB -= int64(p.d.memMiB)
+			l.cpus -= p.d.cpus
+			l.sandboxes--
+			continue
+		}
 		l.memMiB += int64(p.d.memMiB)
 		l.cpus += p.d.cpus
 		l.sandboxes++
@@ -199,6 +207,18 @@ func (s *Server) addPending(hostID string, d demand) {
 	s.pendMu.Lock()
 	defer s.pendMu.Unlock()
 	s.inflight[hostID] = append(s.inflight[hostID], placement{at: time.Now(), d: d})
+}
+
+// addReleased counts a sandbox its agent has just destroyed or paused as gone from host
+// hostID until the host's next heartbeat, which then reports it gone. Without it, a kill at
+// full capacity followed at once by a create was refused (503 "no host agent has room") for
+// up to a heartbeat interval. A heartbeat the agent composed before the kill but that
+// arrives after it ends the release early: that only refuses too much, never admits too much.
+func (s *Server) addReleased(hostID string, sb store.Sandbox) {
+	s.pendMu.Lock()
+	defer s.pendMu.Unlock()
+	d := demand{memMiB: sb.MemoryMiB, cpus: sb.CPUs}
+	s.inflight[hostID] = append(s.inflight[hostID], placement{at: time.Now(), d: d, release: true})
 }
 
 // heartbeat registers an agent or refreshes it. Every heartbeat needs the shared agent

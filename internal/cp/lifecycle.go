@@ -75,7 +75,7 @@ func (s *Server) expireOne(ctx context.Context, listed store.Sandbox) {
 	if listed.AutoPause {
 		reason = "killed: timeout (auto-pause failed)"
 	}
-	if err := s.killClaimed(ctx, sb, reason); err != nil {
+	if err := s.killClaimed(ctx, sb, true, reason); err != nil {
 		s.log.Warn("kill on timeout", "sandbox", id, "err", err)
 		return
 	}
@@ -98,7 +98,7 @@ func (s *Server) expireLost(ctx context.Context, listed store.Sandbox) {
 		}
 		return
 	}
-	if err := s.killClaimed(ctx, sb, "killed: timeout (its host was away)"); err != nil {
+	if err := s.killClaimed(ctx, sb, false, "killed: timeout (its host was away)"); err != nil {
 		s.log.Warn("kill lost sandbox on timeout", "sandbox", listed.ID, "err", err)
 		return
 	}

@@ -459,15 +459,25 @@ func (s *Server) killSandbox(w http.ResponseWriter, r *http.Request) {
 
 // kill destroys a running or paused sandbox and forgets it.
 func (s *Server) kill(ctx context.Context, id, reason string) error {
-	sb, err := s.transition(ctx, id, "kill", []string{store.StateRunning, store.StatePaused, store.StateLost}, store.StateStopping)
+	var wasRunning bool
+	sb, err := s.store.UpdateSandbox(ctx, id, func(x *store.Sandbox) error {
+		switch x.State {
+		case store.StateRunning, store.StatePaused, store.StateLost:
+			wasRunning = x.State == store.StateRunning
+			x.State = store.StateStopping
+			return nil
+		}
+		return busy(id, x.State, "kill")
+	})
 	if err != nil {
-		return err
+		return sandboxErr(id, err)
 	}
-	return s.killClaimed(ctx, sb, reason)
+	return s.killClaimed(ctx, sb, wasRunning, reason)
 }
 
-// killClaimed destroys a sandbox this caller moved to stopping.
-func (s *Server) killClaimed(ctx context.Context, sb store.Sandbox, reason string) error {
+// killClaimed destroys a sandbox this caller moved to stopping; wasRunning says it was
+// running before (so its memory counted on its host).
+func (s *Server) killClaimed(ctx context.Context, sb store.Sandbox, wasRunning bool, reason string) error {
 	id := sb.ID
 	s.forgetRoute(id)
 	host, err := s.store.Host(ctx, sb.HostID)
@@ -478,6 +488,9 @@ func (s *Server) killClaimed(ctx context.Context, sb store.Sandbox, reason strin
 		if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
 			// Leave it stopping: reconciliation with the agent finishes the job.
 			return fmt.Errorf("destroy sandbox %s on host %s: %w", id, host.ID, err)
+		}
+		if err == nil && wasRunning {
+			s.addReleased(host.ID, sb)
 		}
 	}
 	if err := s.store.DeleteSandbox(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
@@ -560,6 +573,7 @@ func (s *Server) pauseClaimed(ctx context.Context, sb store.Sandbox, fsOnly bool
 		return fmt.Errorf("pause %s: %w", id, err)
 	}
 	s.forgetRoute(id)
+	s.addReleased(host.ID, sb)
 	manifest := res.Msg.GetSandbox().GetSnapshotManifest()
 	if _, err := s.setState(ctx, id, store.StatePaused, func(x *store.Sandbox) {
 		x.PausedFilesystemOnly, x.SnapshotManifest = fsOnly, manifest
@@ -615,6 +629,9 @@ func (s *Server) resume(ctx context.Context, id string, ttl time.Duration, autoP
 			s.setState(ctx, id, store.StatePaused, nil)
 			return store.Sandbox{}, fmt.Errorf("resume %s: %w", id, err)
 		}
+		// Running again: it counts on its host until the next heartbeat reports it (its
+		// pause released it, addReleased).
+		s.addPending(home.ID, demand{memMiB: sb.MemoryMiB, cpus: sb.CPUs})
 	}
 	sb, err = s.setState(ctx, id, store.StateRunning, func(x *store.Sandbox) {
 		x.EndAt = time.Now().UTC().Add(ttl)
