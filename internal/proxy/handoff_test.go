@@ -46,30 +46,9 @@ func TestHandOffMatchesSocket(t *testing.T) {
 		}
 	}))
 	defer app.Close()
-	appAddr := strings.TrimPrefix(app.URL, "http://")
-	inner := New(func(*http.Request, Route) (Upstream, error) { return Upstream{Addr: appAddr}, nil }, Options{})
-
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{Handler: inner}
-	go srv.Serve(ln)
-	defer srv.Close()
-	ip := NewInProcess()
-	ip.Set(inner)
-
-	front := func(up Upstream) *httptest.Server {
-		return httptest.NewServer(New(func(_ *http.Request, route Route) (Upstream, error) {
-			up.Header = http.Header{HeaderSandboxID: {route.SandboxID}, HeaderSandboxPort: {itoa(route.Port)}}
-			return up, nil
-		}, Options{}))
-	}
-	overSocket := front(Upstream{Addr: "agent.invalid:1", Socket: sock})
-	defer overSocket.Close()
-	handedOff := front(Upstream{Addr: "agent.invalid:1", Next: ip.Handler()})
-	defer handedOff.Close()
+	sock, ip := agentHops(t, app)
+	overSocket := frontProxy(t, Upstream{Addr: "agent.invalid:1", Socket: sock})
+	handedOff := frontProxy(t, Upstream{Addr: "agent.invalid:1", Next: ip.Handler()})
 
 	tests := []struct {
 		name, method, path, body string
@@ -255,4 +234,32 @@ func TestHandOffRequestForm(t *testing.T) {
 			t.Errorf("%s %q, want %q", c.what, c.got, c.want)
 		}
 	}
+}
+
+// agentHops serves app behind an agent-like proxy, reachable over a Unix socket (sock) and
+// in memory (ip), as hearth dev's agent proxy is.
+func agentHops(tb testing.TB, app *httptest.Server) (sock string, ip *InProcess) {
+	appAddr := strings.TrimPrefix(app.URL, "http://")
+	inner := New(func(*http.Request, Route) (Upstream, error) { return Upstream{Addr: appAddr}, nil }, Options{})
+	sock = filepath.Join(tb.TempDir(), "agent.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv := &http.Server{Handler: inner}
+	go srv.Serve(ln)
+	tb.Cleanup(func() { srv.Close() })
+	ip = NewInProcess()
+	ip.Set(inner)
+	return sock, ip
+}
+
+// frontProxy is a public proxy sending every route to up with the agent's routing headers.
+func frontProxy(tb testing.TB, up Upstream) *httptest.Server {
+	front := httptest.NewServer(New(func(_ *http.Request, route Route) (Upstream, error) {
+		up.Header = http.Header{HeaderSandboxID: {route.SandboxID}, HeaderSandboxPort: {itoa(route.Port)}}
+		return up, nil
+	}, Options{}))
+	tb.Cleanup(front.Close)
+	return front
 }

@@ -3,10 +3,8 @@ package proxy
 import (
 	"bufio"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -170,19 +168,7 @@ func BenchmarkHop(b *testing.B) {
 		io.WriteString(w, "ok")
 	}))
 	defer app.Close()
-	appAddr := strings.TrimPrefix(app.URL, "http://")
-	inner := New(func(*http.Request, Route) (Upstream, error) { return Upstream{Addr: appAddr}, nil }, Options{})
-
-	sock := filepath.Join(b.TempDir(), "agent.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	srv := &http.Server{Handler: inner}
-	go srv.Serve(ln)
-	defer srv.Close()
-	ip := NewInProcess()
-	ip.Set(inner)
+	sock, ip := agentHops(b, app)
 
 	for _, hop := range []struct {
 		name string
@@ -191,11 +177,7 @@ func BenchmarkHop(b *testing.B) {
 		{"socket", Upstream{Addr: "agent.invalid:1", Socket: sock}},
 		{"inprocess", Upstream{Addr: "agent.invalid:1", Next: ip.Handler()}},
 	} {
-		front := httptest.NewServer(New(func(_ *http.Request, route Route) (Upstream, error) {
-			up := hop.up
-			up.Header = http.Header{HeaderSandboxID: {route.SandboxID}, HeaderSandboxPort: {itoa(route.Port)}}
-			return up, nil
-		}, Options{}))
+		front := frontProxy(b, hop.up)
 		hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 8}}
 		for _, tc := range []struct {
 			name, path string
@@ -214,6 +196,5 @@ func BenchmarkHop(b *testing.B) {
 				}
 			})
 		}
-		front.Close()
 	}
 }
